@@ -1,0 +1,123 @@
+//! Hooks for file formats and foreign layouts that backends provide:
+//!
+//! - [`LayoutEntry`] (via [`register_layout!`](crate::register_layout)): recognises tensors
+//!   written by another library (bitsandbytes, optimum-quanto, torchao) in a safetensors
+//!   file without quant's own records, and says which method and parts restore each.
+//! - [`ContainerEntry`] (via [`register_container!`](crate::register_container)): a whole
+//!   file format other than safetensors (GGUF), read and written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::method::{Params, PartLayout, QuantizedTensor, TensorRecord};
+use crate::tensor::TensorMeta;
+
+/// What a layout detector sees of a safetensors file written by another library.
+#[derive(Debug)]
+pub struct ForeignFile<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Every tensor in it.
+    pub tensors: &'a [TensorMeta],
+    /// Its `__metadata__`.
+    pub metadata: &'a BTreeMap<String, String>,
+    /// The `config.json` beside it, if any.
+    pub config: Option<&'a serde_json::Value>,
+}
+
+/// A detector of another library's layout, registered by a backend.
+pub struct LayoutEntry {
+    /// The backend crate.
+    pub backend: &'static str,
+    /// Returns a record (method, params, part keys) for every logical tensor of the
+    /// layout it recognises; an empty list when the file is not in its layout; an error
+    /// naming the file and tensor when it is, but malformed (e.g. a missing part).
+    pub detect: fn(&ForeignFile<'_>) -> Result<Vec<TensorRecord>>,
+}
+
+inventory::collect!(LayoutEntry);
+
+/// Registers a [`LayoutEntry`].
+#[macro_export]
+macro_rules! register_layout {
+    ($entry:expr) => {
+        $crate::__inventory::submit! { $entry }
+    };
+}
+
+/// Every registered layout detector.
+pub fn layouts() -> impl Iterator<Item = &'static LayoutEntry> {
+    inventory::iter::<LayoutEntry>.into_iter()
+}
+
+/// One tensor a container will hold, known before any byte is quantized.
+#[derive(Clone, Debug)]
+pub struct PlannedOutput {
+    /// The source tensor.
+    pub meta: TensorMeta,
+    /// The method that will produce it (`None`: stored unquantized in `layout[0].dtype`).
+    pub method: Option<String>,
+    /// That method's parameters.
+    pub params: Params,
+    /// The parts it will produce.
+    pub layout: Vec<PartLayout>,
+    /// Why the requested method is not the one used, if so.
+    pub fallback: Option<String>,
+}
+
+/// Writes tensors into a container in the planned order.
+pub trait ContainerWriter: Send {
+    /// Writes the next planned tensor.
+    fn write(&mut self, q: &QuantizedTensor) -> Result<()>;
+    /// Finishes the file (atomically renamed into place).
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Reads tensors (quantized or not) from a file.
+pub trait ContainerReader: Send + Sync {
+    /// Key/value metadata of the file, as text.
+    fn metadata(&self) -> BTreeMap<String, String>;
+    /// A record for every tensor, in file order.
+    fn records(&self) -> &[TensorRecord];
+    /// The stored parts of tensor `name`.
+    fn read(&self, name: &str) -> Result<QuantizedTensor>;
+}
+
+/// A file format other than safetensors, registered by a backend.
+pub struct ContainerEntry {
+    /// Short name, used by `--format` (e.g. `gguf`).
+    pub name: &'static str,
+    /// File extensions that select it (without the dot).
+    pub extensions: &'static [&'static str],
+    /// The backend crate.
+    pub backend: &'static str,
+    /// Whether `path` looks like this format (magic bytes).
+    pub sniff: fn(&Path) -> bool,
+    /// Opens a file for reading.
+    pub open: fn(&Path) -> Result<Box<dyn ContainerReader>>,
+    /// Starts writing a file holding `planned` tensors, with file-level `metadata`
+    /// (provenance, source metadata such as `general.architecture`).
+    pub create:
+        fn(&Path, &[PlannedOutput], &BTreeMap<String, String>) -> Result<Box<dyn ContainerWriter>>,
+}
+
+inventory::collect!(ContainerEntry);
+
+/// Registers a [`ContainerEntry`].
+#[macro_export]
+macro_rules! register_container {
+    ($entry:expr) => {
+        $crate::__inventory::submit! { $entry }
+    };
+}
+
+/// Every registered container format.
+pub fn containers() -> impl Iterator<Item = &'static ContainerEntry> {
+    inventory::iter::<ContainerEntry>.into_iter()
+}
+
+/// The container registered for `name` or extension `ext`.
+pub fn container(name_or_ext: &str) -> Option<&'static ContainerEntry> {
+    containers().find(|c| c.name == name_or_ext || c.extensions.contains(&name_or_ext))
+}

@@ -1,0 +1,27 @@
+//! Core of quant: tensors, the [`QuantMethod`] trait, the method registry and catalog,
+//! rules, safetensors I/O and the model quantizer.
+//!
+//! Backends depend on this crate only and register their methods with
+//! [`register_method!`]; the `quant` facade links them in.
+
+pub mod catalog;
+pub mod dtype;
+pub mod error;
+pub mod format;
+pub mod method;
+pub mod registry;
+pub mod safetensors_io;
+pub mod tensor;
+
+pub use catalog::{CatalogEntry, CATALOG};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use method::{
+    parse_param_arg, parse_params, Artifacts, ParamSpec, Params, Part, PartLayout, PlannedTensor,
+    QuantMethod, QuantizedTensor, Selection, TensorRecord,
+};
+pub use registry::{MethodEntry, Registry, Resolved};
+pub use tensor::{HostTensor, TensorMeta, TensorSource};
+
+#[doc(hidden)]
+pub use inventory as __inventory;

@@ -1,0 +1,274 @@
+//! The quantized-tensor type and the object-safe [`QuantMethod`] trait.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::{checked_numel, TensorMeta};
+
+/// Method parameters as key → JSON value (from `--param k=v`, a config file or code).
+pub type Params = serde_json::Map<String, serde_json::Value>;
+
+/// Where and how one part of a quantized tensor is stored, known before quantizing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartLayout {
+    /// The full key in the output file, e.g. `fc1.weight.absmax`.
+    pub key: String,
+    /// Element type as stored.
+    pub dtype: DType,
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+}
+
+impl PartLayout {
+    /// Builds a layout entry.
+    pub fn new(key: impl Into<String>, dtype: DType, shape: impl Into<Vec<usize>>) -> Self {
+        PartLayout {
+            key: key.into(),
+            dtype,
+            shape: shape.into(),
+        }
+    }
+
+    /// Stored size in bytes (`None` on overflow).
+    pub fn byte_len(&self) -> Option<usize> {
+        checked_numel(&self.shape)?.checked_mul(self.dtype.size())
+    }
+}
+
+/// One stored part of a quantized tensor: a safetensors entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Key, dtype and shape.
+    pub layout: PartLayout,
+    /// Little-endian bytes.
+    pub data: Vec<u8>,
+}
+
+impl Part {
+    /// Builds a part, checking the byte count against the layout.
+    pub fn new(layout: PartLayout, data: Vec<u8>) -> Result<Self> {
+        match layout.byte_len() {
+            Some(n) if n == data.len() => Ok(Part { layout, data }),
+            want => Err(Error::tensor(
+                "",
+                &layout.key,
+                format!(
+                    "{} bytes for shape {:?} of {} (expected {:?})",
+                    data.len(),
+                    layout.shape,
+                    layout.dtype,
+                    want
+                ),
+            )),
+        }
+    }
+}
+
+/// What a method records about one tensor, enough to restore it: stored in the file
+/// header so a loader can find the method and its parameters again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TensorRecord {
+    /// The original tensor name.
+    pub name: String,
+    /// The method that produced the parts (`None` when stored unquantized).
+    pub method: Option<String>,
+    /// The original dtype.
+    pub dtype: DType,
+    /// The original shape.
+    pub shape: Vec<usize>,
+    /// The dtype dequantization naturally gives back (e.g. bnb's compute dtype).
+    pub dequant_dtype: DType,
+    /// The method's parameters, as its factory takes them.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: Params,
+    /// The keys of the stored parts, in order.
+    pub parts: Vec<String>,
+    /// Why another method than the requested one produced this tensor, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// A quantized (or passed-through) tensor: a record plus its stored parts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedTensor {
+    /// What was done.
+    pub record: TensorRecord,
+    /// The stored parts, in record order.
+    pub parts: Vec<Part>,
+}
+
+impl QuantizedTensor {
+    /// The part stored under `key`, or a typed error naming the tensor.
+    pub fn part(&self, key: &str) -> Result<&Part> {
+        self.parts
+            .iter()
+            .find(|p| p.layout.key == key)
+            .ok_or_else(|| {
+                Error::tensor(
+                    "",
+                    &self.record.name,
+                    format!("missing part '{key}' for method {:?}", self.record.method),
+                )
+            })
+    }
+
+    /// The part whose key ends with `suffix` (keys are full names).
+    pub fn part_suffix(&self, suffix: &str) -> Result<&Part> {
+        self.parts
+            .iter()
+            .find(|p| p.layout.key.ends_with(suffix))
+            .ok_or_else(|| {
+                Error::tensor(
+                    "",
+                    &self.record.name,
+                    format!(
+                        "missing part '*{suffix}' for method {:?}",
+                        self.record.method
+                    ),
+                )
+            })
+    }
+
+    /// Total stored bytes.
+    pub fn byte_len(&self) -> usize {
+        self.parts.iter().map(|p| p.data.len()).sum()
+    }
+}
+
+/// What a method does with a tensor when no rule says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Quantize it with this method.
+    Quantize,
+    /// Keep it unquantized, cast to this dtype (`None`: as stored).
+    Keep(Option<DType>),
+    /// The shape does not fit: quantize with `method` instead (a per-tensor fallback that
+    /// is counted, printed and recorded; refused in strict mode).
+    Fallback {
+        /// The method to use instead (created with default parameters).
+        method: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// A quantization method, created by its registry entry from parameters.
+///
+/// Object safe; backends implement it for each format. Optional abilities return
+/// [`Error::Unsupported`] rather than panicking.
+pub trait QuantMethod: Send + Sync {
+    /// The registered method name.
+    fn name(&self) -> &str;
+
+    /// The parameters this instance was created with, as the factory takes them (stored in
+    /// each tensor record so loading can recreate the method).
+    fn params(&self) -> Params;
+
+    /// What to do with `tensor` by default (the method's ecosystem's rules).
+    fn select(&self, tensor: &TensorMeta) -> Selection;
+
+    /// The exact parts quantizing `tensor` produces, before any byte is computed.
+    fn output_layout(&self, tensor: &TensorMeta) -> Result<Vec<PartLayout>>;
+
+    /// Quantizes `values` (row-major f32, exact for f16/bf16 inputs; `tensor.dtype` is the
+    /// stored dtype, for methods that first cast to it).
+    fn quantize(&self, tensor: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor>;
+
+    /// Restores f32 values (exactly representable in `record.dequant_dtype`).
+    fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>>;
+
+    /// What the method adds around the tensors of one output file, given every tensor it
+    /// quantizes there (header metadata, `config.json`'s `quantization_config`, sidecar
+    /// files such as a quantization map). Default: nothing.
+    fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {
+        let _ = planned;
+        Ok(Artifacts::default())
+    }
+}
+
+/// A tensor this method will quantize in one output file, with its layout.
+#[derive(Clone, Debug)]
+pub struct PlannedTensor {
+    /// The source tensor.
+    pub meta: TensorMeta,
+    /// The parts it will be stored as.
+    pub layout: Vec<PartLayout>,
+}
+
+/// File-level output a method contributes (see [`QuantMethod::artifacts`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Artifacts {
+    /// Entries for the safetensors `__metadata__` (string values).
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The `quantization_config` block for `config.json`.
+    pub quantization_config: Option<serde_json::Value>,
+    /// Extra files written beside the weights: (file name, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// A documented method parameter.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamSpec {
+    /// The key, e.g. `blocksize`.
+    pub name: &'static str,
+    /// The default, as text.
+    pub default: &'static str,
+    /// One line of help, listing the accepted values.
+    pub help: &'static str,
+}
+
+impl ParamSpec {
+    /// `key=default: help`.
+    pub fn describe(&self) -> String {
+        format!("{}={}: {}", self.name, self.default, self.help)
+    }
+}
+
+/// Parses `params` into a backend's own `Deserialize` struct (which should use
+/// `#[serde(deny_unknown_fields)]`); any problem becomes [`Error::BadParam`] listing `specs`.
+pub fn parse_params<T: DeserializeOwned>(
+    method: &str,
+    specs: &[ParamSpec],
+    params: &Params,
+) -> Result<T> {
+    let known = || specs.iter().map(ParamSpec::describe).collect::<Vec<_>>();
+    if let Some(key) = params.keys().find(|k| !specs.iter().any(|s| s.name == *k)) {
+        return Err(Error::BadParam {
+            method: method.to_string(),
+            param: key.clone(),
+            reason: "unknown parameter".into(),
+            known: known(),
+        });
+    }
+    serde_json::from_value(serde_json::Value::Object(params.clone())).map_err(|e| {
+        let text = e.to_string();
+        let param = specs
+            .iter()
+            .find(|s| {
+                text.contains(&format!("`{}`", s.name))
+                    || params.contains_key(s.name) && text.contains(s.name)
+            })
+            .map(|s| s.name.to_string())
+            .unwrap_or_else(|| params.keys().cloned().collect::<Vec<_>>().join(","));
+        Error::BadParam {
+            method: method.to_string(),
+            param,
+            reason: text,
+            known: known(),
+        }
+    })
+}
+
+/// Parses `KEY=VALUE` into a parameter: the value is read as JSON when it parses
+/// (`128`, `true`, `"x"`), else kept as a string (`nf4`).
+pub fn parse_param_arg(arg: &str) -> Result<(String, serde_json::Value)> {
+    let (k, v) = arg.split_once('=').ok_or_else(|| Error::Config {
+        source_name: "--param".into(),
+        entry: arg.to_string(),
+        reason: "expected KEY=VALUE".into(),
+    })?;
+    let value =
+        serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+    Ok((k.trim().to_string(), value))
+}

@@ -1,0 +1,477 @@
+//! Safetensors input (memory-mapped, validated by the `safetensors` crate) and streaming,
+//! atomic output.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::method::{Part, PartLayout};
+use crate::tensor::{TensorMeta, TensorSource};
+
+/// A memory-mapped safetensors file whose header has been validated (offsets contiguous
+/// and in range, byte counts matching dtype × shape, no overflow).
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: Arc<Mmap>,
+    data_start: usize,
+    tensors: Vec<(TensorMeta, std::ops::Range<usize>)>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SafetensorsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsFile")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl SafetensorsFile {
+    /// Opens and validates `path`. Nothing but the header is read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if len < 8 {
+            return Err(Error::file(
+                &path,
+                "safetensors",
+                format!("{len} bytes is too short for a header"),
+            ));
+        }
+        // SAFETY: the map is read-only; quant never writes to its inputs. A file truncated
+        // by another process while mapped is outside what any mmap reader can defend against.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| Error::file(&path, "safetensors", describe_st_error(&e)))?;
+        let data_start = 8 + n;
+        let infos = meta.tensors();
+        let mut tensors = Vec::with_capacity(infos.len());
+        for name in meta.offset_keys() {
+            let Some(info) = infos.get(&name) else {
+                continue;
+            };
+            let dtype = DType::from_safetensors(info.dtype).map_err(|_| {
+                Error::tensor(&path, &name, format!("unsupported dtype {:?}", info.dtype))
+            })?;
+            let (s, e) = info.data_offsets;
+            tensors.push((
+                TensorMeta::new(name, dtype, info.shape.clone()),
+                data_start + s..data_start + e,
+            ));
+        }
+        let metadata = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        Ok(SafetensorsFile {
+            path,
+            map: Arc::new(map),
+            data_start,
+            tensors,
+            metadata,
+        })
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Header metadata (`__metadata__`).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Tensors in file order.
+    pub fn metas(&self) -> impl Iterator<Item = &TensorMeta> {
+        self.tensors.iter().map(|(m, _)| m)
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// True when the file holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Byte offset where tensor data starts.
+    pub fn data_start(&self) -> usize {
+        self.data_start
+    }
+
+    /// A view of the tensor `name`.
+    pub fn get(&self, name: &str) -> Option<SafetensorsTensor> {
+        self.tensors
+            .iter()
+            .find(|(m, _)| m.name == name)
+            .map(|(m, r)| SafetensorsTensor {
+                meta: m.clone(),
+                map: Arc::clone(&self.map),
+                range: r.clone(),
+            })
+    }
+
+    /// Views of every tensor, in file order.
+    pub fn tensors(&self) -> Vec<SafetensorsTensor> {
+        self.tensors
+            .iter()
+            .map(|(m, r)| SafetensorsTensor {
+                meta: m.clone(),
+                map: Arc::clone(&self.map),
+                range: r.clone(),
+            })
+            .collect()
+    }
+
+    /// The tensor `name` as a part (key, dtype, shape, bytes), or an error naming the file.
+    pub fn part(&self, name: &str) -> Result<Part> {
+        let t = self
+            .get(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in file"))?;
+        Part::new(
+            PartLayout::new(name, t.meta.dtype, t.meta.shape.clone()),
+            t.data().to_vec(),
+        )
+    }
+}
+
+fn describe_st_error(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "header length field missing".into(),
+        E::HeaderTooLarge => "header length is larger than allowed".into(),
+        E::InvalidHeaderLength => "header length points past the end of the file".into(),
+        E::MetadataIncompleteBuffer => "tensor data does not cover the file exactly".into(),
+        E::InvalidOffset(t) => {
+            format!("tensor '{t}': offsets overlap, leave gaps or are out of order")
+        }
+        E::TensorInvalidInfo => "a tensor's byte range does not match its dtype and shape".into(),
+        E::ValidationOverflow => "a tensor's shape overflows when multiplied out".into(),
+        other => other.to_string(),
+    }
+}
+
+/// One tensor of a mapped safetensors file.
+#[derive(Clone)]
+pub struct SafetensorsTensor {
+    meta: TensorMeta,
+    map: Arc<Mmap>,
+    range: std::ops::Range<usize>,
+}
+
+impl SafetensorsTensor {
+    /// The mapped bytes.
+    pub fn data(&self) -> &[u8] {
+        // The range was validated against the file length when the header was read.
+        self.map.get(self.range.clone()).unwrap_or(&[])
+    }
+}
+
+impl TensorSource for SafetensorsTensor {
+    fn meta(&self) -> &TensorMeta {
+        &self.meta
+    }
+    fn bytes(&self) -> Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(self.data()))
+    }
+}
+
+/// A file written under a temporary name in the destination folder, fsynced and renamed
+/// into place by [`AtomicFile::commit`]; dropped without commit, the temporary is removed.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    writer: Option<BufWriter<File>>,
+}
+
+/// The temporary name used for `dest`: `.NAME.quant-tmp-PID` beside it.
+pub fn temp_path_for(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    dest.with_file_name(format!(".{name}.quant-tmp-{}", std::process::id()))
+}
+
+/// Removes temporaries of earlier, interrupted runs for `dest` (`.NAME.quant-tmp-*`).
+pub fn clean_stale_temps(dest: &Path) {
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.quant-tmp-", name.to_string_lossy());
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let p = entry.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+}
+
+/// Fails with [`Error::OutputExists`] when `dest` exists and `force` is false.
+pub fn check_output(dest: &Path, force: bool) -> Result<()> {
+    if dest.exists() && !force {
+        return Err(Error::OutputExists {
+            path: dest.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+impl AtomicFile {
+    /// Creates the temporary for `dest`. The destination folder must exist.
+    pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
+        let dest = dest.as_ref().to_path_buf();
+        clean_stale_temps(&dest);
+        let tmp = temp_path_for(&dest);
+        let file = File::create(&tmp).map_err(|e| Error::io(&dest, e))?;
+        Ok(AtomicFile {
+            tmp,
+            dest,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// The final path.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Writes bytes.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.write_all(bytes).map_err(|e| Error::io(&self.dest, e)),
+            None => Err(Error::io(
+                &self.dest,
+                std::io::Error::other("write after commit"),
+            )),
+        }
+    }
+
+    /// Flushes, fsyncs and renames the temporary into place.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&self.dest, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.dest, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.writer.as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(std::io::Error::other("write after commit")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.writer.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Builds a safetensors header (JSON, space-padded to a multiple of 8 bytes) for parts
+/// stored in the given order, with `metadata` as `__metadata__`.
+pub fn safetensors_header(
+    layouts: &[PartLayout],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut map = serde_json::Map::new();
+    if !metadata.is_empty() {
+        map.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).map_err(json_err)?,
+        );
+    }
+    let mut offset = 0usize;
+    for l in layouts {
+        let len = l
+            .byte_len()
+            .ok_or_else(|| Error::tensor("", &l.key, "byte size overflows"))?;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::tensor("", &l.key, "file size overflows"))?;
+        if map.contains_key(&l.key) {
+            return Err(Error::tensor("", &l.key, "two parts share this key"));
+        }
+        map.insert(
+            l.key.clone(),
+            serde_json::json!({
+                "dtype": l.dtype.safetensors_name(),
+                "shape": l.shape,
+                "data_offsets": [offset, end],
+            }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&map).map_err(json_err)?;
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::file("", "json", e.to_string())
+}
+
+/// Writes a safetensors file part by part: the header is computed from the layouts up
+/// front, then each part must arrive in that order with exactly its byte count. Written
+/// through an [`AtomicFile`], so a failure leaves nothing at the destination.
+pub struct SafetensorsWriter {
+    out: AtomicFile,
+    layouts: Vec<PartLayout>,
+    next: usize,
+}
+
+impl SafetensorsWriter {
+    /// Starts writing `dest` with the given part layouts and metadata.
+    pub fn create(
+        dest: impl AsRef<Path>,
+        layouts: Vec<PartLayout>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let header = safetensors_header(&layouts, metadata)?;
+        let mut out = AtomicFile::create(dest)?;
+        out.write_all(&header)?;
+        Ok(SafetensorsWriter {
+            out,
+            layouts,
+            next: 0,
+        })
+    }
+
+    /// Writes the next part; it must match the next layout.
+    pub fn write_part(&mut self, part: &Part) -> Result<()> {
+        let dest = self.out.dest().to_path_buf();
+        let Some(want) = self.layouts.get(self.next) else {
+            return Err(Error::tensor(
+                &dest,
+                &part.layout.key,
+                "more parts than planned",
+            ));
+        };
+        if *want != part.layout || Some(part.data.len()) != want.byte_len() {
+            return Err(Error::tensor(
+                &dest,
+                &part.layout.key,
+                format!(
+                    "part {:?} {:?} does not match the planned {} {:?} {:?}",
+                    part.layout.dtype, part.layout.shape, want.key, want.dtype, want.shape
+                ),
+            ));
+        }
+        self.out.write_all(&part.data)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks every planned part was written, then commits the file.
+    pub fn finish(self) -> Result<()> {
+        if self.next != self.layouts.len() {
+            let missing = self
+                .layouts
+                .get(self.next)
+                .map(|l| l.key.clone())
+                .unwrap_or_default();
+            return Err(Error::tensor(
+                self.out.dest(),
+                &missing,
+                "planned part never written",
+            ));
+        }
+        self.out.commit()
+    }
+}
+
+/// Writes parts (all in memory) to a safetensors file atomically.
+pub fn write_safetensors(
+    dest: impl AsRef<Path>,
+    parts: &[Part],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let layouts = parts.iter().map(|p| p.layout.clone()).collect();
+    let mut w = SafetensorsWriter::create(dest, layouts, metadata)?;
+    for p in parts {
+        w.write_part(p)?;
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.safetensors");
+        let p = Part::new(
+            PartLayout::new("x", DType::F32, vec![2]),
+            vec![0, 0, 128, 63, 0, 0, 0, 64],
+        )
+        .unwrap();
+        let q = Part::new(PartLayout::new("y", DType::U8, vec![3]), vec![1, 2, 3]).unwrap();
+        let mut md = BTreeMap::new();
+        md.insert("k".to_string(), "v".to_string());
+        write_safetensors(&dest, &[p.clone(), q.clone()], &md).unwrap();
+        let f = SafetensorsFile::open(&dest).unwrap();
+        assert_eq!(f.metadata().get("k").unwrap(), "v");
+        assert_eq!(f.part("x").unwrap(), p);
+        assert_eq!(f.part("y").unwrap(), q);
+        assert_eq!(f.get("x").unwrap().to_f32().unwrap(), vec![1.0, 2.0]);
+
+        // A writer dropped half way leaves nothing behind.
+        let dest2 = dir.path().join("b.safetensors");
+        let mut w =
+            SafetensorsWriter::create(&dest2, vec![p.layout.clone(), q.layout.clone()], &md)
+                .unwrap();
+        w.write_part(&p).unwrap();
+        assert!(w.write_part(&p).is_err());
+        drop(w);
+        assert!(!dest2.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,273 @@
+//! Tensors as quant sees them: a name, a dtype, a shape and bytes.
+
+use std::borrow::Cow;
+
+use crate::dtype::{decode_to_f32, encode_f32, DType};
+use crate::error::{Error, Result};
+
+/// Name, dtype and shape of a tensor: all a method needs to plan its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMeta {
+    /// Full name, e.g. `model.layers.0.mlp.down_proj.weight`.
+    pub name: String,
+    /// Stored element type.
+    pub dtype: DType,
+    /// Shape, outermost first (PyTorch order).
+    pub shape: Vec<usize>,
+}
+
+impl TensorMeta {
+    /// Builds a meta record.
+    pub fn new(name: impl Into<String>, dtype: DType, shape: impl Into<Vec<usize>>) -> Self {
+        TensorMeta {
+            name: name.into(),
+            dtype,
+            shape: shape.into(),
+        }
+    }
+
+    /// Number of elements, or an error when the product overflows.
+    pub fn numel(&self) -> Result<usize> {
+        checked_numel(&self.shape).ok_or_else(|| {
+            Error::tensor(
+                "",
+                &self.name,
+                format!(
+                    "shape {:?} has more elements than fit in memory",
+                    self.shape
+                ),
+            )
+        })
+    }
+
+    /// Number of bytes as stored.
+    pub fn byte_len(&self) -> Result<usize> {
+        self.numel()?
+            .checked_mul(self.dtype.size())
+            .ok_or_else(|| Error::tensor("", &self.name, "byte size overflows"))
+    }
+
+    /// Length of the innermost dimension (1 for scalars).
+    pub fn row_len(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Number of rows when viewed as a matrix `[rows, row_len]`.
+    pub fn rows(&self) -> usize {
+        let cols = self.row_len();
+        if cols == 0 {
+            0
+        } else {
+            self.numel().unwrap_or(0) / cols
+        }
+    }
+
+    /// A matrix weight: 2-D or more and named `*weight`.
+    pub fn is_matrix_weight(&self) -> bool {
+        self.shape.len() >= 2 && self.name.ends_with("weight")
+    }
+}
+
+/// Product of dims, `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Something that holds one tensor: a memory-mapped safetensors view, a candle tensor,
+/// a GGUF tensor, or bytes in memory.
+pub trait TensorSource: Send + Sync {
+    /// Name, dtype and shape.
+    fn meta(&self) -> &TensorMeta;
+
+    /// The stored bytes (little-endian), borrowed when they are mapped.
+    fn bytes(&self) -> Result<Cow<'_, [u8]>>;
+
+    /// All values as f32 (exact for f16/bf16/f8 and integers up to 2^24).
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        let meta = self.meta();
+        let bytes = self.bytes()?;
+        let mut out = Vec::new();
+        decode_to_f32(meta.dtype, &bytes, &mut out)
+            .map_err(|e| Error::tensor("", &meta.name, e.to_string()))?;
+        Ok(out)
+    }
+}
+
+/// A tensor whose bytes live in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Name, dtype and shape.
+    pub meta: TensorMeta,
+    /// Little-endian bytes, `numel * dtype.size()` long.
+    pub data: Vec<u8>,
+}
+
+impl HostTensor {
+    /// Wraps bytes, checking their length against the shape.
+    pub fn new(meta: TensorMeta, data: Vec<u8>) -> Result<Self> {
+        let want = meta.byte_len()?;
+        if data.len() != want {
+            return Err(Error::tensor(
+                "",
+                &meta.name,
+                format!(
+                    "{} bytes for shape {:?} of {} (expected {want})",
+                    data.len(),
+                    meta.shape,
+                    meta.dtype
+                ),
+            ));
+        }
+        Ok(HostTensor { meta, data })
+    }
+
+    /// Encodes f32 values as `dtype` (F32/F16/BF16, rounding to nearest even).
+    pub fn from_f32(
+        name: impl Into<String>,
+        dtype: DType,
+        shape: impl Into<Vec<usize>>,
+        values: &[f32],
+    ) -> Result<Self> {
+        let meta = TensorMeta::new(name, dtype, shape);
+        let data =
+            encode_f32(dtype, values).map_err(|e| Error::tensor("", &meta.name, e.to_string()))?;
+        HostTensor::new(meta, data)
+    }
+}
+
+impl TensorSource for HostTensor {
+    fn meta(&self) -> &TensorMeta {
+        &self.meta
+    }
+    fn bytes(&self) -> Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self.data))
+    }
+}
+
+#[cfg(feature = "candle")]
+mod candle_impl {
+    use super::*;
+    use candle_core::{DType as CD, Tensor};
+
+    /// Maps a candle dtype to quant's.
+    pub fn from_candle_dtype(d: CD) -> Result<DType> {
+        Ok(match d {
+            CD::U8 => DType::U8,
+            CD::U32 => DType::U32,
+            CD::I64 => DType::I64,
+            CD::BF16 => DType::BF16,
+            CD::F16 => DType::F16,
+            CD::F32 => DType::F32,
+            CD::F64 => DType::F64,
+            other => {
+                return Err(Error::UnknownDType {
+                    name: format!("{other:?}"),
+                    context: "candle dtype".into(),
+                })
+            }
+        })
+    }
+
+    /// Maps quant's dtype to candle's, when candle has it.
+    pub fn to_candle_dtype(d: DType) -> Result<CD> {
+        Ok(match d {
+            DType::U8 | DType::Bool => CD::U8,
+            DType::U32 => CD::U32,
+            DType::I64 => CD::I64,
+            DType::BF16 => CD::BF16,
+            DType::F16 => CD::F16,
+            DType::F32 => CD::F32,
+            DType::F64 => CD::F64,
+            other => {
+                return Err(Error::UnsupportedDType {
+                    tensor: String::new(),
+                    dtype: other.to_string(),
+                    op: "candle tensors".into(),
+                })
+            }
+        })
+    }
+
+    /// A named candle tensor as a [`TensorSource`].
+    pub struct CandleSource {
+        meta: TensorMeta,
+        tensor: Tensor,
+    }
+
+    impl CandleSource {
+        /// Wraps a candle tensor under a name.
+        pub fn new(name: impl Into<String>, tensor: Tensor) -> Result<Self> {
+            let meta = TensorMeta::new(
+                name,
+                from_candle_dtype(tensor.dtype())?,
+                tensor.dims().to_vec(),
+            );
+            Ok(CandleSource { meta, tensor })
+        }
+    }
+
+    impl TensorSource for CandleSource {
+        fn meta(&self) -> &TensorMeta {
+            &self.meta
+        }
+        fn bytes(&self) -> Result<Cow<'_, [u8]>> {
+            let flat = self.tensor.flatten_all()?;
+            let bytes = match self.tensor.dtype() {
+                CD::U8 => flat.to_vec1::<u8>()?,
+                CD::U32 => flat
+                    .to_vec1::<u32>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                CD::I64 => flat
+                    .to_vec1::<i64>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                CD::BF16 => flat
+                    .to_vec1::<half::bf16>()?
+                    .iter()
+                    .flat_map(|v| v.to_bits().to_le_bytes())
+                    .collect(),
+                CD::F16 => flat
+                    .to_vec1::<half::f16>()?
+                    .iter()
+                    .flat_map(|v| v.to_bits().to_le_bytes())
+                    .collect(),
+                CD::F32 => flat
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                CD::F64 => flat
+                    .to_vec1::<f64>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                other => {
+                    return Err(Error::UnknownDType {
+                        name: format!("{other:?}"),
+                        context: format!("candle tensor '{}'", self.meta.name),
+                    })
+                }
+            };
+            Ok(Cow::Owned(bytes))
+        }
+    }
+
+    impl HostTensor {
+        /// Converts to a candle tensor on the CPU.
+        pub fn to_candle(&self) -> Result<Tensor> {
+            let dt = to_candle_dtype(self.meta.dtype)?;
+            Ok(Tensor::from_raw_buffer(
+                &self.data,
+                dt,
+                &self.meta.shape,
+                &candle_core::Device::Cpu,
+            )?)
+        }
+    }
+}
+
+#[cfg(feature = "candle")]
+pub use candle_impl::{from_candle_dtype, to_candle_dtype, CandleSource};
