@@ -1,1 +1,9 @@
-#![allow(missing_docs)]
+//! Integration tests of the `quant` facade: one binary, a module per topic.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod basic;
+mod common;
+mod configs;
+mod engine;
+mod registry;

@@ -1,1 +1,629 @@
-fn main() {}
+//! `quant`: quantize model weights into GGUF, bitsandbytes, optimum-quanto, TorchAO and
+//! plain formats, inspect them, load them back and measure the error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use quant::engine::{Action, Report};
+use quant::metrics::ErrorStats;
+use quant::safetensors_io::{check_output, SafetensorsWriter};
+use quant::{
+    parse_param_arg, ConfigFile, DType, Error, ModelFiles, ModelQuantizer, PartLayout, Registry,
+    Result, Rules, CATALOG,
+};
+
+#[cfg(feature = "example-backend")]
+use quant_example_backend as _;
+
+#[derive(Parser)]
+#[command(
+    name = "quant",
+    version,
+    about = "Quantize neural-network weights and load them back"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every method: availability, backend, fallback, bits per weight.
+    Methods {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quantize a safetensors file, model folder or GGUF file.
+    Quantize(QuantizeArgs),
+    /// Dry run: show for each tensor the rule that matched and what will happen.
+    Plan(PlanArgs),
+    /// Show the tensors, methods and sizes of a file or folder.
+    Inspect {
+        /// File or folder.
+        input: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore every tensor to a plain safetensors file.
+    Dequantize {
+        /// Quantized file or folder.
+        input: PathBuf,
+        /// Output .safetensors file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Output dtype.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Overwrite an existing output.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Per-tensor error of a quantized model against its original.
+    Eval {
+        /// The original model.
+        original: PathBuf,
+        /// The quantized model.
+        quantized: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quantize a built-in sample model with every method, reload it and print a table.
+    Demo {
+        /// Only these methods (comma separated).
+        #[arg(long)]
+        methods: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Input safetensors file, model folder or GGUF file.
+    input: PathBuf,
+    /// Default method (see `quant methods`).
+    #[arg(short, long)]
+    method: Option<String>,
+    /// Method parameter KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// A config file (JSON, TOML, YAML) with method, params and rules.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Rules file (JSON, TOML, YAML) or a dtype for every tensor not quantized.
+    #[arg(long)]
+    rules: Option<String>,
+    /// Bound on the stored weights, in GB (10^9 bytes).
+    #[arg(long)]
+    target_memory_gb: Option<f64>,
+    /// Lower tensors to smaller methods until the target fits.
+    #[arg(long)]
+    auto_optimize: bool,
+    /// Refuse every fallback.
+    #[arg(long)]
+    strict: bool,
+    /// Importance matrix file (GGUF methods).
+    #[arg(long)]
+    imatrix: Option<PathBuf>,
+    /// Dequantize quantized inputs and quantize them again.
+    #[arg(long)]
+    allow_requantize: bool,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// Output file (.safetensors, .gguf) or folder (for a folder input).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Output container: safetensors or gguf (default: from the extension).
+    #[arg(long)]
+    format: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Quantize tensors holding NaN or infinities.
+    #[arg(long)]
+    allow_nonfinite: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Methods { json } => methods(json),
+        Command::Quantize(a) => quantize(a),
+        Command::Plan(a) => plan(a),
+        Command::Inspect { input, json } => inspect(&input, json),
+        Command::Dequantize {
+            input,
+            output,
+            dtype,
+            force,
+        } => dequantize(&input, &output, &dtype, force),
+        Command::Eval {
+            original,
+            quantized,
+            json,
+        } => eval(&original, &quantized, json),
+        Command::Demo { methods } => demo(methods.as_deref()),
+    }
+}
+
+fn methods(json: bool) -> Result<()> {
+    let reg = Registry::global()?;
+    let mut rows = Vec::new();
+    for c in CATALOG {
+        let e = reg.get(c.name);
+        rows.push(serde_json::json!({
+            "name": c.name,
+            "backend": c.backend,
+            "available": e.is_some(),
+            "feature": c.feature,
+            "fallback": if e.is_some() || c.fallback.is_empty() { None } else { Some(c.fallback) },
+            "bits_per_weight": e.map(|e| e.bits_per_weight),
+            "summary": e.map(|e| e.summary),
+            "params": e.map(|e| e.params.iter().map(|p| p.describe()).collect::<Vec<_>>()),
+        }));
+    }
+    for e in reg
+        .entries()
+        .filter(|e| quant::catalog::lookup(e.name).is_none())
+    {
+        rows.push(serde_json::json!({
+            "name": e.name,
+            "backend": e.backend,
+            "available": true,
+            "feature": null,
+            "fallback": null,
+            "bits_per_weight": e.bits_per_weight,
+            "summary": e.summary,
+            "params": e.params.iter().map(|p| p.describe()).collect::<Vec<_>>(),
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<22} {:<10} {:>6}  NOTES",
+        "METHOD", "BACKEND", "AVAILABLE", "BITS"
+    );
+    for r in &rows {
+        let avail = r["available"].as_bool().unwrap_or(false);
+        let notes = if avail {
+            r["summary"].as_str().unwrap_or("").to_string()
+        } else {
+            format!(
+                "feature '{}' off; falls back to {}",
+                r["feature"].as_str().unwrap_or(""),
+                r["fallback"].as_str().unwrap_or("-")
+            )
+        };
+        println!(
+            "{:<36} {:<22} {:<10} {:>6}  {}",
+            r["name"].as_str().unwrap_or(""),
+            r["backend"].as_str().unwrap_or(""),
+            if avail { "yes" } else { "no" },
+            r["bits_per_weight"]
+                .as_f64()
+                .map(|b| format!("{b:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            notes
+        );
+    }
+    let n_avail = rows
+        .iter()
+        .filter(|r| r["available"].as_bool() == Some(true))
+        .count();
+    println!(
+        "{n_avail} of {} methods available in this build",
+        rows.len()
+    );
+    Ok(())
+}
+
+fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
+    let mut method = a.method.clone();
+    let mut params = quant::Params::new();
+    let mut rules = Rules::new();
+    if let Some(path) = &a.config {
+        let cfg = ConfigFile::load(path)?;
+        if method.is_none() {
+            method = cfg.method;
+        }
+        params = cfg.params;
+        rules = cfg.rules;
+    }
+    for p in &a.params {
+        let (k, v) = parse_param_arg(p)?;
+        params.insert(k, v);
+    }
+    if let Some(im) = &a.imatrix {
+        params.insert(
+            "imatrix".into(),
+            serde_json::Value::String(im.display().to_string()),
+        );
+    }
+    if let Some(r) = &a.rules {
+        rules = Rules::from_arg(r)?;
+    }
+    let method = method.ok_or_else(|| Error::Config {
+        source_name: "command line".into(),
+        entry: "--method".into(),
+        reason: "no method given (pass --method NAME or a --config with one; see `quant methods`)"
+            .into(),
+    })?;
+    Ok(ModelQuantizer::new(method)
+        .params(params)
+        .rules(rules)
+        .target_memory_gb(a.target_memory_gb)
+        .auto_optimize(a.auto_optimize)
+        .strict(a.strict)
+        .allow_requantize(a.allow_requantize))
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn print_warnings(report: &Report) {
+    if let Some(r) = &report.resolved.fallback_reason {
+        eprintln!("warning: {}: {r}", report.resolved.requested);
+    }
+    for t in report.tensors.iter().filter(|t| t.is_fallback) {
+        eprintln!("fallback: {}: {}", t.name, t.note.as_deref().unwrap_or(""));
+    }
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| Error::Config {
+                source_name: "--threads".into(),
+                entry: n.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let b2 = bar.clone();
+    let progress: quant::engine::Progress = Arc::new(move |name: &str, i: usize, n: usize| {
+        b2.set_length(n as u64);
+        b2.set_position(i as u64);
+        b2.set_message(name.to_string());
+    });
+    let q = quantizer(&a.plan)?
+        .force(a.force)
+        .allow_nonfinite(a.allow_nonfinite)
+        .format(a.format.clone())
+        .progress(Some(progress));
+    let result = q.quantize_path(&a.plan.input, &a.output);
+    bar.finish_and_clear();
+    let report = result?;
+    print_warnings(&report);
+    summary(&report);
+    Ok(())
+}
+
+fn summary(r: &Report) {
+    let count = |a: Action| r.tensors.iter().filter(|t| t.action == a).count();
+    let ratio = if r.bytes_out > 0 {
+        r.bytes_in as f64 / r.bytes_out as f64
+    } else {
+        0.0
+    };
+    println!(
+        "method {} (effective {}): {} tensors ({} quantized, {} cast, {} kept), {} -> {} ({ratio:.2}x), {} fallbacks, {:.2}s",
+        r.resolved.requested,
+        r.resolved.effective,
+        r.tensors.len(),
+        count(Action::Quantize),
+        count(Action::Cast),
+        count(Action::Keep),
+        human(r.bytes_in),
+        human(r.bytes_out),
+        r.fallbacks,
+        r.seconds
+    );
+    for o in &r.outputs {
+        println!("wrote {}", o.display());
+    }
+}
+
+fn plan(a: PlanArgs) -> Result<()> {
+    let q = quantizer(&a)?;
+    let (_, plan) = q.plan_path(&a.input)?;
+    if let Some(r) = &plan.resolved.fallback_reason {
+        eprintln!("warning: {}: {r}", plan.resolved.requested);
+    }
+    println!(
+        "{:<52} {:<14} {:<6} {:<9} {:<26} {:>10}  RULE / NOTE",
+        "TENSOR", "SHAPE", "DTYPE", "ACTION", "METHOD / DTYPE", "BYTES"
+    );
+    for e in &plan.entries {
+        let what = match e.action {
+            Action::Quantize => e.method.clone().unwrap_or_default(),
+            _ => e
+                .layout
+                .first()
+                .map(|l| l.dtype.to_string())
+                .unwrap_or_default(),
+        };
+        let why = [e.rule.clone(), e.note.clone()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ");
+        println!(
+            "{:<52} {:<14} {:<6} {:<9} {:<26} {:>10}  {}",
+            e.name,
+            format!("{:?}", e.meta.shape),
+            e.meta.dtype.to_string(),
+            format!("{:?}", e.action).to_lowercase(),
+            what,
+            e.bytes_out,
+            why
+        );
+    }
+    println!(
+        "total {} -> {}, {} fallbacks",
+        human(plan.bytes_in()),
+        human(plan.bytes_out()),
+        plan.fallbacks()
+    );
+    Ok(())
+}
+
+fn inspect(input: &Path, json: bool) -> Result<()> {
+    let model = ModelFiles::open(input)?;
+    let mut rows = Vec::new();
+    for (i, r) in model.records() {
+        let bytes: u64 = model
+            .shards
+            .get(i)
+            .and_then(|(_, rd)| rd.read(&r.name).ok())
+            .map(|q| q.byte_len() as u64)
+            .unwrap_or(0);
+        rows.push((
+            model
+                .shards
+                .get(i)
+                .map(|s| s.0.display().to_string())
+                .unwrap_or_default(),
+            r.clone(),
+            bytes,
+        ));
+    }
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(f, r, b)| serde_json::json!({"file": f, "record": r, "bytes": b}))
+            .collect();
+        let md: Vec<_> = model
+            .shards
+            .iter()
+            .map(|(p, r)| serde_json::json!({"file": p, "metadata": r.metadata()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"files": md, "tensors": v}))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    for (p, r) in &model.shards {
+        println!("file {}", p.display());
+        for (k, v) in r.metadata() {
+            if k != quant::load::META_TENSORS {
+                let v: String = v.chars().take(100).collect();
+                println!("  {k} = {v}");
+            }
+        }
+    }
+    println!(
+        "{:<52} {:<26} {:<6} {:<18} {:>10}",
+        "TENSOR", "METHOD", "DTYPE", "SHAPE", "BYTES"
+    );
+    let mut total = 0;
+    for (_, r, b) in &rows {
+        total += b;
+        println!(
+            "{:<52} {:<26} {:<6} {:<18} {:>10}",
+            r.name,
+            r.method.as_deref().unwrap_or("-"),
+            r.dtype.to_string(),
+            format!("{:?}", r.shape),
+            b
+        );
+    }
+    println!("{} tensors, {}", rows.len(), human(total));
+    Ok(())
+}
+
+fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<()> {
+    let dt = DType::parse(dtype)?;
+    if !matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::UnsupportedDType {
+            tensor: "*".into(),
+            dtype: dt.to_string(),
+            op: "dequantize (f32, f16 or bf16)".into(),
+        });
+    }
+    check_output(output, force)?;
+    let model = ModelFiles::open(input)?;
+    let records: Vec<_> = model.records().map(|(_, r)| r.clone()).collect();
+    let layouts: Vec<PartLayout> = records
+        .iter()
+        .map(|r| {
+            let d = if r.method.is_some() || r.dtype.is_float() {
+                dt
+            } else {
+                r.dtype
+            };
+            PartLayout::new(&r.name, d, r.shape.clone())
+        })
+        .collect();
+    let mut w = SafetensorsWriter::create(output, layouts.clone(), &Default::default())?;
+    for (r, l) in records.iter().zip(&layouts) {
+        let t = model.load(&r.name, Some(l.dtype))?;
+        w.write_raw(&r.name, &t.data)?;
+    }
+    w.finish()?;
+    println!(
+        "wrote {} ({} tensors, {})",
+        output.display(),
+        records.len(),
+        dt
+    );
+    Ok(())
+}
+
+fn eval_models(original: &ModelFiles, quantized: &ModelFiles) -> Result<Vec<(String, ErrorStats)>> {
+    let mut out = Vec::new();
+    for (_, r) in original.records() {
+        if !r.dtype.is_float() {
+            continue;
+        }
+        let a = original.load_f32(&r.name)?;
+        let b = quantized.load_f32(&r.name)?;
+        if a.len() != b.len() {
+            return Err(Error::ShapeMismatch {
+                tensor: r.name.clone(),
+                expected: format!("{} values", a.len()),
+                got: vec![b.len()],
+            });
+        }
+        out.push((r.name.clone(), ErrorStats::compare(&a, &b)));
+    }
+    Ok(out)
+}
+
+fn eval(original: &Path, quantized: &Path, json: bool) -> Result<()> {
+    let stats = eval_models(&ModelFiles::open(original)?, &ModelFiles::open(quantized)?)?;
+    if json {
+        let v: Vec<_> = stats
+            .iter()
+            .map(|(n, s)| serde_json::json!({"tensor": n, "stats": s}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "{:<52} {:>11} {:>9} {:>9} {:>10} {:>11}",
+        "TENSOR", "RMSE", "REL_RMSE", "SQNR_DB", "COSINE", "MAX_ABS"
+    );
+    for (n, s) in &stats {
+        println!(
+            "{:<52} {:>11.3e} {:>9.5} {:>9.2} {:>10.7} {:>11.3e}",
+            n, s.rmse, s.rel_rmse, s.sqnr_db, s.cosine, s.max_abs
+        );
+    }
+    Ok(())
+}
+
+fn demo(only: Option<&str>) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("quant-demo-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let input = dir.join("sample");
+    quant::sample::write_sample_model(&input, DType::BF16)?;
+    let original = ModelFiles::open(&input)?;
+    let in_bytes: u64 = original
+        .records()
+        .map(|(_, r)| r.shape.iter().product::<usize>() as u64 * r.dtype.size() as u64)
+        .sum();
+    println!(
+        "sample model: {} tensors, {} (bf16), generated in code",
+        original.records().count(),
+        human(in_bytes)
+    );
+    let reg = Registry::global()?;
+    let wanted: Option<Vec<&str>> = only.map(|s| s.split(',').map(str::trim).collect());
+    println!(
+        "{:<36} {:>10} {:>7} {:>11} {:>9} {:>10} {:>9}",
+        "METHOD", "SIZE", "RATIO", "RMSE", "SQNR_DB", "MIN_COS", "TIME_MS"
+    );
+    for e in reg.entries() {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&e.name)) {
+            continue;
+        }
+        let out = dir.join(e.name);
+        let t0 = Instant::now();
+        let report = ModelQuantizer::new(e.name).quantize_path(&input, &out)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let restored = ModelFiles::open(&out)?;
+        let (mut all_a, mut all_b) = (Vec::new(), Vec::new());
+        let mut min_cos = 1f64;
+        for (_, r) in original.records() {
+            let a = original.load_f32(&r.name)?;
+            let b = restored.load_f32(&r.name)?;
+            min_cos = min_cos.min(ErrorStats::compare(&a, &b).cosine);
+            all_a.extend(a);
+            all_b.extend(b);
+        }
+        let total = ErrorStats::compare(&all_a, &all_b);
+        let (rmse, sqnr) = (total.rmse, total.sqnr_db);
+        for t in report.tensors.iter().filter(|t| t.is_fallback) {
+            eprintln!(
+                "  fallback in {}: {}: {}",
+                e.name,
+                t.name,
+                t.note.as_deref().unwrap_or("")
+            );
+        }
+        println!(
+            "{:<36} {:>10} {:>6.2}x {:>11.3e} {:>9.2} {:>10.6} {:>9.1}",
+            e.name,
+            human(report.bytes_out),
+            in_bytes as f64 / report.bytes_out.max(1) as f64,
+            rmse,
+            sqnr,
+            min_cos,
+            ms
+        );
+    }
+    println!("every output was written to disk, reloaded through its method and compared with the original");
+    Ok(())
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -82,7 +82,17 @@ pub trait ContainerReader: Send + Sync {
     fn records(&self) -> &[TensorRecord];
     /// The stored parts of tensor `name`.
     fn read(&self, name: &str) -> Result<QuantizedTensor>;
+    /// An unquantized tensor as a zero-copy source, when the container can give one
+    /// (memory-mapped files); `None` otherwise, and the caller uses [`read`](Self::read).
+    fn source(&self, name: &str) -> Option<Box<dyn crate::tensor::TensorSource + '_>> {
+        let _ = name;
+        None
+    }
 }
+
+/// Starts writing a container file: (path, planned tensors, file-level metadata).
+pub type CreateContainerFn =
+    fn(&Path, &[PlannedOutput], &BTreeMap<String, String>) -> Result<Box<dyn ContainerWriter>>;
 
 /// A file format other than safetensors, registered by a backend.
 pub struct ContainerEntry {
@@ -98,8 +108,7 @@ pub struct ContainerEntry {
     pub open: fn(&Path) -> Result<Box<dyn ContainerReader>>,
     /// Starts writing a file holding `planned` tensors, with file-level `metadata`
     /// (provenance, source metadata such as `general.architecture`).
-    pub create:
-        fn(&Path, &[PlannedOutput], &BTreeMap<String, String>) -> Result<Box<dyn ContainerWriter>>,
+    pub create: CreateContainerFn,
 }
 
 inventory::collect!(ContainerEntry);

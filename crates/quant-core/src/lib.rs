@@ -6,10 +6,14 @@
 
 pub mod catalog;
 pub mod dtype;
+pub mod engine;
 pub mod error;
 pub mod format;
+pub mod load;
 pub mod method;
+pub mod metrics;
 pub mod registry;
+pub mod rules;
 pub mod safetensors_io;
 pub mod tensor;
 
@@ -25,3 +29,9 @@ pub use tensor::{HostTensor, TensorMeta, TensorSource};
 
 #[doc(hidden)]
 pub use inventory as __inventory;
+
+#[cfg(feature = "candle")]
+pub use engine::quantize_model;
+pub use engine::{ModelQuantizer, QuantizedModel, Report};
+pub use load::ModelFiles;
+pub use rules::{ConfigFile, RuleAction, Rules};

@@ -353,6 +353,19 @@ pub fn safetensors_header(
     Ok(out)
 }
 
+/// Adds `extra` spaces (rounded down to a multiple of 8) to a header built by
+/// [`safetensors_header`], fixing its length field.
+fn pad_header(mut header: Vec<u8>, extra: usize) -> Result<Vec<u8>> {
+    let extra = extra - extra % 8;
+    header.resize(header.len() + extra, b' ');
+    let json_len = (header.len() - 8) as u64;
+    header
+        .get_mut(..8)
+        .ok_or_else(|| Error::file("", "safetensors", "header shorter than its length field"))?
+        .copy_from_slice(&json_len.to_le_bytes());
+    Ok(header)
+}
+
 fn json_err(e: serde_json::Error) -> Error {
     Error::file("", "json", e.to_string())
 }
@@ -364,6 +377,7 @@ pub struct SafetensorsWriter {
     out: AtomicFile,
     layouts: Vec<PartLayout>,
     next: usize,
+    header_len: usize,
 }
 
 impl SafetensorsWriter {
@@ -373,14 +387,76 @@ impl SafetensorsWriter {
         layouts: Vec<PartLayout>,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
-        let header = safetensors_header(&layouts, metadata)?;
+        Self::create_with_reserve(dest, layouts, metadata, 0)
+    }
+
+    /// Like [`create`](Self::create), padding the header with `reserve` extra bytes so
+    /// [`finish_with_metadata`](Self::finish_with_metadata) can rewrite the metadata.
+    pub fn create_with_reserve(
+        dest: impl AsRef<Path>,
+        layouts: Vec<PartLayout>,
+        metadata: &BTreeMap<String, String>,
+        reserve: usize,
+    ) -> Result<Self> {
+        let header = pad_header(safetensors_header(&layouts, metadata)?, reserve)?;
         let mut out = AtomicFile::create(dest)?;
         out.write_all(&header)?;
         Ok(SafetensorsWriter {
             out,
             layouts,
             next: 0,
+            header_len: header.len(),
         })
+    }
+
+    /// Writes the next part from borrowed bytes (no copy); it must match the next layout.
+    pub fn write_raw(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
+        let dest = self.out.dest().to_path_buf();
+        let Some(want) = self.layouts.get(self.next) else {
+            return Err(Error::tensor(&dest, key, "more parts than planned"));
+        };
+        if want.key != key || Some(bytes.len()) != want.byte_len() {
+            return Err(Error::tensor(
+                &dest,
+                key,
+                format!(
+                    "{} bytes do not match the planned {} {:?} {:?}",
+                    bytes.len(),
+                    want.key,
+                    want.dtype,
+                    want.shape
+                ),
+            ));
+        }
+        self.out.write_all(bytes)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Rewrites the header with new metadata (it must fit the reserved space), then
+    /// commits the file.
+    pub fn finish_with_metadata(mut self, metadata: &BTreeMap<String, String>) -> Result<()> {
+        use std::io::Seek;
+        let header = safetensors_header(&self.layouts, metadata)?;
+        let extra = self.header_len.checked_sub(header.len()).ok_or_else(|| {
+            Error::file(
+                self.out.dest(),
+                "safetensors",
+                "final metadata outgrew the reserved header space",
+            )
+        })?;
+        let header = pad_header(header, extra)?;
+        if let Some(w) = self.out.writer.as_mut() {
+            w.flush().map_err(|e| Error::io(&self.out.dest, e))?;
+            let f = w.get_mut();
+            f.seek(std::io::SeekFrom::Start(0))
+                .map_err(|e| Error::io(&self.out.dest, e))?;
+            f.write_all(&header)
+                .map_err(|e| Error::io(&self.out.dest, e))?;
+            f.seek(std::io::SeekFrom::End(0))
+                .map_err(|e| Error::io(&self.out.dest, e))?;
+        }
+        self.finish()
     }
 
     /// Writes the next part; it must match the next layout.

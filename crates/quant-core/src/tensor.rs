@@ -54,12 +54,10 @@ impl TensorMeta {
 
     /// Number of rows when viewed as a matrix `[rows, row_len]`.
     pub fn rows(&self) -> usize {
-        let cols = self.row_len();
-        if cols == 0 {
-            0
-        } else {
-            self.numel().unwrap_or(0) / cols
-        }
+        self.numel()
+            .unwrap_or(0)
+            .checked_div(self.row_len())
+            .unwrap_or(0)
     }
 
     /// A matrix weight: 2-D or more and named `*weight`.

@@ -1,0 +1,157 @@
+//! The `quant` binary end to end.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn quant(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quant"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = quant(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = quant(args);
+    assert_eq!(o.status.code(), Some(1), "{args:?}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+fn sample(dir: &Path) -> String {
+    let p = dir.join("in");
+    quant::sample::write_sample_model(&p, quant::DType::BF16).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn methods_lists_all_43_names() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&["methods", "--json"])).unwrap();
+    let rows = v.as_array().unwrap();
+    let catalog = rows
+        .iter()
+        .filter(|r| quant::catalog::lookup(r["name"].as_str().unwrap()).is_some())
+        .count();
+    assert_eq!(catalog, 43);
+    let basic = rows.iter().find(|r| r["name"] == "basic_int8").unwrap();
+    assert_eq!(basic["available"], true);
+    assert_eq!(basic["bits_per_weight"], 8.0);
+    assert!(ok(&["methods"]).contains("basic_fp16"));
+    let linked = rows.iter().any(|r| r["name"] == "example_ternary");
+    assert_eq!(linked, cfg!(feature = "example-backend"));
+}
+
+#[test]
+fn quantize_inspect_dequantize_eval_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    let out = dir.path().join("out").display().to_string();
+    let s = ok(&[
+        "quantize",
+        &input,
+        "-o",
+        &out,
+        "--method",
+        "basic_int8",
+        "--rules",
+        "bfloat16",
+        "--threads",
+        "2",
+    ]);
+    assert!(s.contains("23 tensors"), "{s}");
+    let s = ok(&["inspect", &out]);
+    assert!(
+        s.contains("basic_int8") && s.contains("model.layers.0.mlp.up_proj.weight"),
+        "{s}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", &out, "--json"])).unwrap();
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 23);
+    let deq = dir.path().join("deq.safetensors").display().to_string();
+    ok(&["dequantize", &out, "-o", &deq, "--dtype", "bf16"]);
+    let f = quant::ModelFiles::open(&deq).unwrap();
+    assert_eq!(f.records().count(), 23);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", &input, &out, "--json"])).unwrap();
+    for row in v.as_array().unwrap() {
+        assert!(row["stats"]["cosine"].as_f64().unwrap() > 0.999, "{row}");
+    }
+    let s = ok(&[
+        "plan",
+        &input,
+        "--method",
+        "basic_int8",
+        "--rules",
+        "../../configs/keep-norms.json",
+    ]);
+    assert!(s.contains("#0 norm = float32"), "{s}");
+    // Existing output without --force.
+    let e = fails(&["quantize", &input, "-o", &out, "--method", "basic_int8"]);
+    assert!(e.contains("--force"), "{e}");
+    ok(&[
+        "quantize",
+        &input,
+        "-o",
+        &out,
+        "--method",
+        "basic_fp16",
+        "--force",
+    ]);
+}
+
+#[test]
+fn errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    let out = dir.path().join("o").display().to_string();
+    let e = fails(&["quantize", &input, "-o", &out, "--method", "basic_int9"]);
+    assert!(e.contains("did you mean basic_int8"), "{e}");
+    let e = fails(&[
+        "quantize",
+        &input,
+        "-o",
+        &out,
+        "--method",
+        "basic_int8",
+        "--param",
+        "blocksize=64",
+    ]);
+    assert!(e.contains("blocksize"), "{e}");
+    fails(&[
+        "quantize",
+        "/no/such/file.safetensors",
+        "-o",
+        &out,
+        "--method",
+        "basic_int8",
+    ]);
+    fails(&["inspect", "/no/such/file.safetensors"]);
+    fails(&[
+        "quantize",
+        &input,
+        "-o",
+        &out,
+        "--method",
+        "basic_int8",
+        "--rules",
+        "no-such-rules.json",
+    ]);
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
+fn demo_runs_on_the_built_in_sample() {
+    let s = ok(&["demo", "--methods", "basic_int8,basic_bf16"]);
+    assert!(s.contains("basic_int8") && s.contains("basic_bf16"), "{s}");
+}

@@ -1,0 +1,1157 @@
+//! The model quantizer: plans every tensor (rules, method selection, per-tensor
+//! fallbacks, memory target), then quantizes and writes streaming, one tensor at a time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::dtype::{encode_f32, DType};
+use crate::error::{Error, Result};
+use crate::format::{self, ContainerReader, PlannedOutput};
+use crate::load::{dequantize, ModelFiles, FORMAT_VERSION, META_FORMAT_VERSION, META_TENSORS};
+use crate::method::{
+    Artifacts, Params, Part, PartLayout, PlannedTensor, QuantMethod, QuantizedTensor, Selection,
+    TensorRecord,
+};
+use crate::registry::{Registry, Resolved};
+use crate::rules::{RuleAction, Rules};
+use crate::safetensors_io::{
+    check_output, clean_stale_temps, temp_path_for, AtomicFile, SafetensorsWriter,
+};
+use crate::tensor::{TensorMeta, TensorSource};
+
+/// What happens to one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Quantized by a method.
+    Quantize,
+    /// Kept unquantized, cast to another float dtype.
+    Cast,
+    /// Kept exactly as stored.
+    Keep,
+}
+
+/// The plan for one tensor.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanEntry {
+    /// Index of the input shard.
+    pub shard: usize,
+    /// The source tensor.
+    #[serde(skip)]
+    pub meta: TensorMeta,
+    /// The tensor name.
+    pub name: String,
+    /// The rule that matched (`pattern = action`), if any.
+    pub rule: Option<String>,
+    /// What happens.
+    pub action: Action,
+    /// The method, for [`Action::Quantize`].
+    pub method: Option<String>,
+    /// Why the method differs from the requested one, or why the tensor is left as is.
+    pub note: Option<String>,
+    /// True when `note` describes a fallback (counted and refused in strict mode).
+    pub is_fallback: bool,
+    /// The stored parts.
+    #[serde(skip)]
+    pub layout: Vec<PartLayout>,
+    /// Bytes of the source tensor.
+    pub bytes_in: u64,
+    /// Bytes it will be stored as.
+    pub bytes_out: u64,
+    /// The source is stored quantized and will be dequantized first.
+    pub requantize: bool,
+}
+
+/// The plan for a whole model.
+pub struct Plan {
+    /// How the default method resolved.
+    pub resolved: Resolved,
+    /// One entry per tensor, in input order.
+    pub entries: Vec<PlanEntry>,
+    methods: BTreeMap<String, Arc<dyn QuantMethod>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("resolved", &self.resolved)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl Plan {
+    /// Total bytes of the stored output.
+    pub fn bytes_out(&self) -> u64 {
+        self.entries.iter().map(|e| e.bytes_out).sum()
+    }
+    /// Total bytes of the input.
+    pub fn bytes_in(&self) -> u64 {
+        self.entries.iter().map(|e| e.bytes_in).sum()
+    }
+    /// Number of per-tensor fallbacks.
+    pub fn fallbacks(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_fallback).count()
+    }
+    /// The method instance used for `name`.
+    pub fn method(&self, name: &str) -> Option<&Arc<dyn QuantMethod>> {
+        self.methods.get(name)
+    }
+}
+
+/// What a run did, for the summary table and `quantization_info.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// How the default method resolved.
+    pub resolved: Resolved,
+    /// Every tensor.
+    pub tensors: Vec<PlanEntry>,
+    /// Input bytes.
+    pub bytes_in: u64,
+    /// Output bytes (tensor data).
+    pub bytes_out: u64,
+    /// Per-tensor fallbacks.
+    pub fallbacks: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+}
+
+/// Progress callback: (tensor name, tensors done, tensors total).
+pub type Progress = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
+
+/// Quantizes models: the seed API, as a builder.
+///
+/// ```no_run
+/// # fn main() -> quant_core::Result<()> {
+/// use quant_core::engine::ModelQuantizer;
+/// let report = ModelQuantizer::new("basic_int8")
+///     .strict(false)
+///     .quantize_path("model.safetensors", "model-int8.safetensors")?;
+/// println!("{} -> {} bytes", report.bytes_in, report.bytes_out);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ModelQuantizer {
+    method: String,
+    params: Params,
+    rules: Rules,
+    target_memory_gb: Option<f64>,
+    auto_optimize: bool,
+    strict: bool,
+    allow_nonfinite: bool,
+    allow_requantize: bool,
+    force: bool,
+    format: Option<String>,
+    progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for ModelQuantizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelQuantizer")
+            .field("method", &self.method)
+            .field("params", &self.params)
+            .finish()
+    }
+}
+
+/// Bytes in one "GB" of `target_memory_gb` (10^9, as disk and model sizes are quoted).
+pub const BYTES_PER_GB: f64 = 1e9;
+
+impl ModelQuantizer {
+    /// A quantizer for the default method `method`.
+    pub fn new(method: impl Into<String>) -> Self {
+        ModelQuantizer {
+            method: method.into(),
+            params: Params::new(),
+            rules: Rules::new(),
+            target_memory_gb: None,
+            auto_optimize: false,
+            strict: false,
+            allow_nonfinite: false,
+            allow_requantize: false,
+            force: false,
+            format: None,
+            progress: None,
+        }
+    }
+    /// Method parameters (e.g. `blocksize`).
+    pub fn params(mut self, params: Params) -> Self {
+        self.params = params;
+        self
+    }
+    /// Sets one method parameter.
+    pub fn param(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.params.insert(key.into(), value);
+        self
+    }
+    /// Per-tensor rules (dtype preservation and overrides).
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
+    }
+    /// Shorthand for rules keeping every tensor matching a pattern in a dtype.
+    pub fn preserve_dtypes<'a>(
+        self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self> {
+        Ok(self.rules(Rules::from_pairs(pairs)?))
+    }
+    /// Bound on the stored weight bytes, in GB (10^9 bytes).
+    pub fn target_memory_gb(mut self, gb: Option<f64>) -> Self {
+        self.target_memory_gb = gb;
+        self
+    }
+    /// Lower tensors to smaller methods of the same backend until the target fits.
+    pub fn auto_optimize(mut self, on: bool) -> Self {
+        self.auto_optimize = on;
+        self
+    }
+    /// Refuse every fallback instead of reporting it.
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
+    }
+    /// Quantize tensors holding NaN or infinities instead of refusing them.
+    pub fn allow_nonfinite(mut self, on: bool) -> Self {
+        self.allow_nonfinite = on;
+        self
+    }
+    /// Dequantize already-quantized inputs and quantize them again.
+    pub fn allow_requantize(mut self, on: bool) -> Self {
+        self.allow_requantize = on;
+        self
+    }
+    /// Overwrite an existing output.
+    pub fn force(mut self, on: bool) -> Self {
+        self.force = on;
+        self
+    }
+    /// Output container (`safetensors` or a registered one such as `gguf`); default: from
+    /// the output extension.
+    pub fn format(mut self, format: Option<String>) -> Self {
+        self.format = format;
+        self
+    }
+    /// A progress callback.
+    pub fn progress(mut self, p: Option<Progress>) -> Self {
+        self.progress = p;
+        self
+    }
+
+    fn instance(
+        &self,
+        name: &str,
+        params: &Params,
+        methods: &mut BTreeMap<String, Arc<dyn QuantMethod>>,
+    ) -> Result<Arc<dyn QuantMethod>> {
+        if let Some(m) = methods.get(name) {
+            return Ok(Arc::clone(m));
+        }
+        let m: Arc<dyn QuantMethod> = Arc::from(Registry::global()?.create(name, params)?);
+        methods.insert(name.to_string(), Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// Plans every tensor given as (shard, record); quantized records need
+    /// `allow_requantize`.
+    pub fn plan(&self, records: &[(usize, TensorRecord)]) -> Result<Plan> {
+        let registry = Registry::global()?;
+        let resolved = registry.resolve(&self.method, self.strict)?;
+        let mut methods = BTreeMap::new();
+        // The default method gets the user's parameters, unless it is a fallback.
+        let default_params = if resolved.fallback_reason.is_none() {
+            self.params.clone()
+        } else {
+            Params::new()
+        };
+        self.instance(&resolved.effective, &default_params, &mut methods)?;
+        let mut entries = Vec::with_capacity(records.len());
+        for (shard, rec) in records {
+            entries.push(self.plan_one(*shard, rec, &resolved, &mut methods)?);
+        }
+        let mut plan = Plan {
+            resolved,
+            entries,
+            methods,
+        };
+        self.fit_target(&mut plan)?;
+        Ok(plan)
+    }
+
+    fn plan_one(
+        &self,
+        shard: usize,
+        rec: &TensorRecord,
+        default: &Resolved,
+        methods: &mut BTreeMap<String, Arc<dyn QuantMethod>>,
+    ) -> Result<PlanEntry> {
+        let meta = TensorMeta::new(&rec.name, rec.dtype, rec.shape.clone());
+        let bytes_in = meta.byte_len()? as u64;
+        let requantize = rec.method.is_some();
+        let mut entry = PlanEntry {
+            shard,
+            meta: meta.clone(),
+            name: rec.name.clone(),
+            rule: None,
+            action: Action::Keep,
+            method: None,
+            note: None,
+            is_fallback: false,
+            layout: vec![PartLayout::new(&rec.name, rec.dtype, rec.shape.clone())],
+            bytes_in,
+            bytes_out: bytes_in,
+            requantize,
+        };
+        let rule = self.rules.matching(&rec.name);
+        let (method_name, mut note) = match rule {
+            Some((i, r)) => {
+                entry.rule = Some(format!("#{i} {} = {}", r.pattern, r.action.as_text()));
+                match &r.action {
+                    RuleAction::Dtype(d) => {
+                        self.finish_keep(&mut entry, Some(*d))?;
+                        return Ok(entry);
+                    }
+                    RuleAction::Skip => {
+                        self.finish_keep(&mut entry, None)?;
+                        return Ok(entry);
+                    }
+                    RuleAction::Method(m) => {
+                        let res = Registry::global()?.resolve(m, self.strict)?;
+                        (res.effective, res.fallback_reason)
+                    }
+                }
+            }
+            None => (default.effective.clone(), default.fallback_reason.clone()),
+        };
+        entry.is_fallback = note.is_some();
+        let params = if method_name == default.effective && default.fallback_reason.is_none() {
+            self.params.clone()
+        } else {
+            Params::new()
+        };
+        let mut method = self.instance(&method_name, &params, methods)?;
+        for _ in 0..8 {
+            match method.select(&meta) {
+                Selection::Quantize => {
+                    entry.action = Action::Quantize;
+                    entry.method = Some(method.name().to_string());
+                    entry.layout = method.output_layout(&meta)?;
+                    entry.note = note;
+                    entry.bytes_out = layout_bytes(&entry.layout, &rec.name)?;
+                    if entry.is_fallback && self.strict {
+                        return Err(Error::StrictFallback {
+                            tensor: rec.name.clone(),
+                            reason: entry.note.clone().unwrap_or_default(),
+                        });
+                    }
+                    return Ok(entry);
+                }
+                Selection::Keep(d) => {
+                    entry.note = note;
+                    self.finish_keep(&mut entry, d)?;
+                    return Ok(entry);
+                }
+                Selection::Fallback {
+                    method: next,
+                    reason,
+                } => {
+                    if self.strict {
+                        return Err(Error::StrictFallback {
+                            tensor: rec.name.clone(),
+                            reason: format!("{}: {reason}", method.name()),
+                        });
+                    }
+                    let res = Registry::global()?.resolve(&next, false)?;
+                    let mut text = format!("{} -> {}: {reason}", method.name(), res.effective);
+                    if let Some(r) = res.fallback_reason {
+                        text.push_str(&format!(" ({r})"));
+                    }
+                    note = Some(match note {
+                        Some(prev) => format!("{prev}; {text}"),
+                        None => text,
+                    });
+                    entry.is_fallback = true;
+                    method = self.instance(&res.effective, &Params::new(), methods)?;
+                }
+            }
+        }
+        Err(Error::tensor(
+            "",
+            &rec.name,
+            "method fallbacks loop without end",
+        ))
+    }
+
+    fn finish_keep(&self, entry: &mut PlanEntry, cast: Option<DType>) -> Result<()> {
+        let meta = &entry.meta;
+        if entry.requantize && !self.allow_requantize {
+            return Err(Error::tensor(
+                "",
+                &meta.name,
+                "is stored quantized; pass --allow-requantize to dequantize it and store it again",
+            ));
+        }
+        match cast {
+            Some(d) if meta.dtype.is_float() && (d != meta.dtype || entry.requantize) => {
+                entry.action = Action::Cast;
+                entry.layout = vec![PartLayout::new(&meta.name, d, meta.shape.clone())];
+            }
+            _ if entry.requantize => {
+                // A quantized source kept "as stored" is restored to its natural dtype.
+                entry.action = Action::Cast;
+                entry.layout = vec![PartLayout::new(&meta.name, meta.dtype, meta.shape.clone())];
+            }
+            _ => {
+                entry.action = Action::Keep;
+            }
+        }
+        entry.method = None;
+        entry.bytes_out = layout_bytes(&entry.layout, &meta.name)?;
+        Ok(())
+    }
+
+    fn fit_target(&self, plan: &mut Plan) -> Result<()> {
+        let Some(gb) = self.target_memory_gb else {
+            return Ok(());
+        };
+        let target = (gb * BYTES_PER_GB) as u64;
+        let needed = plan.bytes_out();
+        if needed <= target {
+            return Ok(());
+        }
+        let registry = Registry::global()?;
+        let current = registry.get(&plan.resolved.effective);
+        let backend = current.map(|e| e.backend).unwrap_or("");
+        let bits = current.map(|e| e.bits_per_weight).unwrap_or(f32::MAX);
+        // Smaller methods of the same backend, largest first.
+        let mut smaller: Vec<_> = registry
+            .entries()
+            .filter(|e| e.backend == backend && e.bits_per_weight < bits)
+            .collect();
+        smaller.sort_by(|a, b| b.bits_per_weight.total_cmp(&a.bits_per_weight));
+        if self.auto_optimize {
+            let mut total = needed;
+            // Lower the largest quantized tensors first (least sensitive per byte); each
+            // step moves one tensor to the next smaller method that takes its shape.
+            for cand in &smaller {
+                if total <= target {
+                    break;
+                }
+                let m = self.instance(cand.name, &Params::new(), &mut plan.methods)?;
+                let mut order: Vec<usize> = (0..plan.entries.len())
+                    .filter(|&i| plan.entries[i].action == Action::Quantize)
+                    .collect();
+                order.sort_by_key(|&i| std::cmp::Reverse(plan.entries[i].bytes_out));
+                for i in order {
+                    if total <= target {
+                        break;
+                    }
+                    let e = &mut plan.entries[i];
+                    if m.select(&e.meta) != Selection::Quantize {
+                        continue;
+                    }
+                    let layout = m.output_layout(&e.meta)?;
+                    let bytes = layout_bytes(&layout, &e.name)?;
+                    if bytes < e.bytes_out {
+                        total = total - e.bytes_out + bytes;
+                        e.note = Some(format!(
+                            "auto_optimize: {} -> {} to fit {gb} GB",
+                            e.method.clone().unwrap_or_default(),
+                            cand.name
+                        ));
+                        e.method = Some(cand.name.to_string());
+                        e.layout = layout;
+                        e.bytes_out = bytes;
+                    }
+                }
+            }
+            if total <= target {
+                return Ok(());
+            }
+        }
+        let mut fits = Vec::new();
+        for cand in &smaller {
+            let alt = ModelQuantizer {
+                method: cand.name.to_string(),
+                params: Params::new(),
+                target_memory_gb: None,
+                ..self.clone()
+            };
+            let recs: Vec<(usize, TensorRecord)> = plan
+                .entries
+                .iter()
+                .map(|e| (e.shard, crate::load::plain_record(&e.meta)))
+                .collect();
+            if let Ok(p) = alt.plan(&recs) {
+                if p.bytes_out() <= target {
+                    fits.push(format!("{} ({} bytes)", cand.name, p.bytes_out()));
+                }
+            }
+        }
+        let hint = if fits.is_empty() {
+            "no smaller method of the same backend fits; raise the target or keep fewer tensors unquantized".to_string()
+        } else if self.auto_optimize {
+            format!(
+                "auto_optimize could not reach it; methods that fit: {}",
+                fits.join(", ")
+            )
+        } else {
+            format!(
+                "methods that fit: {} (or pass auto_optimize)",
+                fits.join(", ")
+            )
+        };
+        Err(Error::OverTarget {
+            needed: plan.bytes_out(),
+            target,
+            over: plan.bytes_out().saturating_sub(target),
+            hint,
+        })
+    }
+
+    /// Quantizes one planned tensor from its values.
+    fn run_entry(&self, plan: &Plan, e: &PlanEntry, values: &[f32]) -> Result<QuantizedTensor> {
+        match e.action {
+            Action::Quantize => {
+                let name = e.method.as_deref().unwrap_or_default();
+                let m = plan.methods.get(name).ok_or_else(|| {
+                    Error::tensor("", &e.name, format!("method {name} not planned"))
+                })?;
+                if !self.allow_nonfinite {
+                    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                        return Err(Error::NonFinite {
+                            tensor: e.name.clone(),
+                            index: i,
+                            value: *v,
+                        });
+                    }
+                }
+                let mut q = m.quantize(&e.meta, values)?;
+                if e.is_fallback {
+                    q.record.fallback = e.note.clone();
+                }
+                Ok(q)
+            }
+            Action::Cast | Action::Keep => {
+                let l = e
+                    .layout
+                    .first()
+                    .ok_or_else(|| Error::tensor("", &e.name, "empty layout"))?;
+                let data = encode_f32(l.dtype, values)?;
+                Ok(QuantizedTensor {
+                    record: self.kept_record(e),
+                    parts: vec![Part::new(l.clone(), data)?],
+                })
+            }
+        }
+    }
+
+    fn kept_record(&self, e: &PlanEntry) -> TensorRecord {
+        let stored = e.layout.first().map(|l| l.dtype).unwrap_or(e.meta.dtype);
+        TensorRecord {
+            name: e.name.clone(),
+            method: None,
+            dtype: e.meta.dtype,
+            shape: e.meta.shape.clone(),
+            dequant_dtype: stored,
+            params: Params::new(),
+            parts: vec![e.name.clone()],
+            fallback: if e.is_fallback { e.note.clone() } else { None },
+        }
+    }
+
+    /// The record planned for `e` (the method may still refine `dequant_dtype`).
+    fn planned_record(&self, plan: &Plan, e: &PlanEntry) -> TensorRecord {
+        match (
+            &e.action,
+            e.method.as_deref().and_then(|m| plan.methods.get(m)),
+        ) {
+            (Action::Quantize, Some(m)) => TensorRecord {
+                name: e.name.clone(),
+                method: Some(m.name().to_string()),
+                dtype: e.meta.dtype,
+                shape: e.meta.shape.clone(),
+                dequant_dtype: e.meta.dtype,
+                params: m.params(),
+                parts: e.layout.iter().map(|l| l.key.clone()).collect(),
+                fallback: if e.is_fallback { e.note.clone() } else { None },
+            },
+            _ => self.kept_record(e),
+        }
+    }
+
+    fn artifacts_for(
+        &self,
+        plan: &Plan,
+        entries: &[&PlanEntry],
+    ) -> Result<Vec<(String, Artifacts)>> {
+        let mut by_method: BTreeMap<&str, Vec<PlannedTensor>> = BTreeMap::new();
+        for e in entries {
+            if let (Action::Quantize, Some(m)) = (e.action, e.method.as_deref()) {
+                by_method.entry(m).or_default().push(PlannedTensor {
+                    meta: e.meta.clone(),
+                    layout: e.layout.clone(),
+                });
+            }
+        }
+        let mut out = Vec::new();
+        for (name, planned) in by_method {
+            if let Some(m) = plan.methods.get(name) {
+                out.push((name.to_string(), m.artifacts(&planned)?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn base_metadata(&self, plan: &Plan) -> BTreeMap<String, String> {
+        let mut md = BTreeMap::new();
+        md.insert(META_FORMAT_VERSION.to_string(), FORMAT_VERSION.to_string());
+        md.insert(
+            "quant.tool_version".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        );
+        md.insert(
+            "quant.method.requested".into(),
+            plan.resolved.requested.clone(),
+        );
+        md.insert(
+            "quant.method.effective".into(),
+            plan.resolved.effective.clone(),
+        );
+        if let Some(r) = &plan.resolved.fallback_reason {
+            md.insert("quant.method.fallback".into(), r.clone());
+        }
+        if !self.params.is_empty() {
+            md.insert(
+                "quant.params".into(),
+                serde_json::Value::Object(self.params.clone()).to_string(),
+            );
+        }
+        if !self.rules.is_empty() {
+            md.insert("quant.rules".into(), self.rules.to_json().to_string());
+        }
+        md
+    }
+
+    /// Quantizes in-memory tensors (e.g. candle tensors wrapped in
+    /// [`CandleSource`](crate::tensor::CandleSource)).
+    pub fn quantize_sources(&self, sources: &[&dyn TensorSource]) -> Result<QuantizedModel> {
+        let start = Instant::now();
+        let records: Vec<(usize, TensorRecord)> = sources
+            .iter()
+            .map(|s| (0, crate::load::plain_record(s.meta())))
+            .collect();
+        let plan = self.plan(&records)?;
+        let mut tensors = Vec::with_capacity(sources.len());
+        for (i, (e, s)) in plan.entries.iter().zip(sources).enumerate() {
+            if let Some(p) = &self.progress {
+                p(&e.name, i, sources.len());
+            }
+            let q = if e.action == Action::Keep {
+                QuantizedTensor {
+                    record: self.kept_record(e),
+                    parts: vec![Part::new(
+                        PartLayout::new(&e.name, e.meta.dtype, e.meta.shape.clone()),
+                        s.bytes()?.into_owned(),
+                    )?],
+                }
+            } else {
+                self.run_entry(&plan, e, &s.to_f32()?)?
+            };
+            tensors.push(q);
+        }
+        let all: Vec<&PlanEntry> = plan.entries.iter().collect();
+        let artifacts = self.artifacts_for(&plan, &all)?;
+        let mut metadata = self.base_metadata(&plan);
+        for (_, a) in &artifacts {
+            metadata.extend(a.metadata.clone());
+        }
+        let report = Report {
+            resolved: plan.resolved.clone(),
+            bytes_in: plan.bytes_in(),
+            bytes_out: plan.bytes_out(),
+            fallbacks: plan.fallbacks(),
+            tensors: plan.entries,
+            seconds: start.elapsed().as_secs_f64(),
+            outputs: Vec::new(),
+        };
+        Ok(QuantizedModel {
+            tensors,
+            metadata,
+            artifacts,
+            report,
+        })
+    }
+
+    /// Plans a model on disk without writing anything (`quant plan`).
+    pub fn plan_path(&self, input: impl AsRef<Path>) -> Result<(ModelFiles, Plan)> {
+        let model = ModelFiles::open(input)?;
+        let records: Vec<(usize, TensorRecord)> =
+            model.records().map(|(i, r)| (i, r.clone())).collect();
+        let plan = self.plan(&records).map_err(|e| at_path(e, &model.root))?;
+        Ok((model, plan))
+    }
+
+    /// Quantizes a safetensors file, a model folder or a container file (GGUF) into
+    /// `output`: a file (its extension or [`format`](Self::format) picks the container)
+    /// or, for a folder input, a folder mirroring it. Streaming: one tensor is in memory
+    /// at a time; the output appears only when complete.
+    pub fn quantize_path(
+        &self,
+        input: impl AsRef<Path>,
+        output: impl AsRef<Path>,
+    ) -> Result<Report> {
+        let start = Instant::now();
+        let output = output.as_ref();
+        check_output(output, self.force)?;
+        let (model, plan) = self.plan_path(input)?;
+        let container = self.output_container(output)?;
+        let mut outputs = Vec::new();
+        if let Some(c) = container {
+            self.write_container(c, &model, &plan, output)?;
+            outputs.push(output.to_path_buf());
+            let info = output.with_extension("quantization_info.json");
+            self.write_info(&info, &plan, start)?;
+        } else if model.is_dir {
+            outputs = self.write_folder(&model, &plan, output, start)?;
+        } else {
+            let parent = output
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(Error::io(
+                    output,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the output folder does not exist",
+                    ),
+                ));
+            }
+            let all: Vec<usize> = (0..plan.entries.len()).collect();
+            self.write_shard(&model, &plan, &all, output)?;
+            outputs.push(output.to_path_buf());
+            let stem = output
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let info = output.with_file_name(format!("{stem}.quantization_info.json"));
+            self.write_info(&info, &plan, start)?;
+        }
+        Ok(Report {
+            resolved: plan.resolved.clone(),
+            bytes_in: plan.bytes_in(),
+            bytes_out: plan.bytes_out(),
+            fallbacks: plan.fallbacks(),
+            tensors: plan.entries,
+            seconds: start.elapsed().as_secs_f64(),
+            outputs,
+        })
+    }
+
+    fn output_container(&self, output: &Path) -> Result<Option<&'static format::ContainerEntry>> {
+        let ext = output
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let wanted = self.format.clone().unwrap_or(ext);
+        if wanted.is_empty() || wanted == "safetensors" {
+            return Ok(None);
+        }
+        match format::container(&wanted) {
+            Some(c) => Ok(Some(c)),
+            None if wanted == "gguf" => Err(Error::MethodNotCompiled {
+                name: "gguf output".into(),
+                backend: "quant-gguf".into(),
+                feature: "gguf".into(),
+            }),
+            None if self.format.is_some() => Err(Error::Config {
+                source_name: "--format".into(),
+                entry: wanted,
+                reason: "unknown output format (safetensors or a compiled-in container)".into(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Values of a planned tensor's source, dequantized when it is stored quantized.
+    fn source_values(&self, reader: &dyn ContainerReader, e: &PlanEntry) -> Result<Vec<f32>> {
+        if let Some(src) = reader.source(&e.name) {
+            return src.to_f32();
+        }
+        let q = reader.read(&e.name)?;
+        dequantize(&q)
+    }
+
+    fn produce(
+        &self,
+        plan: &Plan,
+        reader: &dyn ContainerReader,
+        e: &PlanEntry,
+    ) -> Result<QuantizedTensor> {
+        if e.action == Action::Keep {
+            let q = reader.read(&e.name)?;
+            return Ok(QuantizedTensor {
+                record: self.kept_record(e),
+                parts: q.parts,
+            });
+        }
+        let values = self.source_values(reader, e)?;
+        self.run_entry(plan, e, &values)
+    }
+
+    fn write_shard(
+        &self,
+        model: &ModelFiles,
+        plan: &Plan,
+        idx: &[usize],
+        dest: &Path,
+    ) -> Result<()> {
+        let entries: Vec<&PlanEntry> = idx.iter().filter_map(|&i| plan.entries.get(i)).collect();
+        let layouts: Vec<PartLayout> = entries
+            .iter()
+            .flat_map(|e| e.layout.iter().cloned())
+            .collect();
+        let artifacts = self.artifacts_for(plan, &entries)?;
+        let mut metadata = self.base_metadata(plan);
+        for (_, a) in &artifacts {
+            metadata.extend(a.metadata.clone());
+        }
+        let mut records: Vec<TensorRecord> = entries
+            .iter()
+            .map(|e| self.planned_record(plan, e))
+            .collect();
+        let with_records = |records: &[TensorRecord]| -> Result<BTreeMap<String, String>> {
+            let mut md = metadata.clone();
+            md.insert(
+                META_TENSORS.into(),
+                serde_json::to_string(records)
+                    .map_err(|e| Error::file(dest, "json", e.to_string()))?,
+            );
+            Ok(md)
+        };
+        // Room for each record's dequant dtype to change by a few characters.
+        let reserve = 16 * records.len() + 64;
+        let mut w = SafetensorsWriter::create_with_reserve(
+            dest,
+            layouts,
+            &with_records(&records)?,
+            reserve,
+        )?;
+        let total = plan.entries.len();
+        for (k, e) in entries.iter().enumerate() {
+            if let Some(p) = &self.progress {
+                p(&e.name, idx.get(k).copied().unwrap_or(0), total);
+            }
+            let Some((_, reader)) = model.shards.get(e.shard) else {
+                return Err(Error::tensor(
+                    &model.root,
+                    &e.name,
+                    "shard index out of range",
+                ));
+            };
+            if e.action == Action::Keep {
+                if let Some(src) = reader.source(&e.name) {
+                    w.write_raw(&e.name, &src.bytes()?)?;
+                    continue;
+                }
+            }
+            let q = self
+                .produce(plan, reader.as_ref(), e)
+                .map_err(|err| at_path(err, &model.root))?;
+            for part in &q.parts {
+                w.write_part(part)?;
+            }
+            if let Some(r) = records.get_mut(k) {
+                r.dequant_dtype = q.record.dequant_dtype;
+                r.params = q.record.params.clone();
+            }
+        }
+        w.finish_with_metadata(&with_records(&records)?)
+    }
+
+    fn write_container(
+        &self,
+        c: &'static format::ContainerEntry,
+        model: &ModelFiles,
+        plan: &Plan,
+        dest: &Path,
+    ) -> Result<()> {
+        let planned: Vec<PlannedOutput> = plan
+            .entries
+            .iter()
+            .map(|e| PlannedOutput {
+                meta: e.meta.clone(),
+                method: e.method.clone(),
+                params: e
+                    .method
+                    .as_deref()
+                    .and_then(|m| plan.methods.get(m))
+                    .map(|m| m.params())
+                    .unwrap_or_default(),
+                layout: e.layout.clone(),
+                fallback: if e.is_fallback { e.note.clone() } else { None },
+            })
+            .collect();
+        let mut metadata = self.base_metadata(plan);
+        for (_, r) in &model.shards {
+            for (k, v) in r.metadata() {
+                metadata.entry(format!("source.{k}")).or_insert(v);
+            }
+        }
+        if let Some(cfg) = &model.config {
+            metadata.insert("source.config.json".into(), cfg.to_string());
+        }
+        let mut w = (c.create)(dest, &planned, &metadata)?;
+        for e in &plan.entries {
+            let Some((_, reader)) = model.shards.get(e.shard) else {
+                return Err(Error::tensor(
+                    &model.root,
+                    &e.name,
+                    "shard index out of range",
+                ));
+            };
+            let q = self
+                .produce(plan, reader.as_ref(), e)
+                .map_err(|err| at_path(err, &model.root))?;
+            w.write(&q)?;
+        }
+        w.finish()
+    }
+
+    fn write_folder(
+        &self,
+        model: &ModelFiles,
+        plan: &Plan,
+        dest: &Path,
+        start: Instant,
+    ) -> Result<Vec<PathBuf>> {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(Error::io(
+                dest,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the output's parent folder does not exist",
+                ),
+            ));
+        }
+        clean_stale_temps(dest);
+        let tmp = temp_path_for(dest);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let guard = TempDirGuard(tmp.clone());
+        let mut weight_map = serde_json::Map::new();
+        let mut outputs = Vec::new();
+        for (s, (rel, _)) in model.shards.iter().enumerate() {
+            let idx: Vec<usize> = (0..plan.entries.len())
+                .filter(|&i| plan.entries[i].shard == s)
+                .collect();
+            let mut rel = rel.clone();
+            if rel.extension().is_some_and(|e| e != "safetensors") {
+                rel.set_extension("safetensors");
+            }
+            self.write_shard(model, plan, &idx, &tmp.join(&rel))?;
+            for &i in &idx {
+                for l in &plan.entries[i].layout {
+                    weight_map.insert(
+                        l.key.clone(),
+                        serde_json::Value::String(rel.to_string_lossy().into_owned()),
+                    );
+                }
+            }
+            outputs.push(dest.join(&rel));
+        }
+        // Sharded inputs keep an index naming the new keys.
+        if model.shards.len() > 1 {
+            let total: u64 = plan.bytes_out();
+            let index =
+                serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+            let name = model
+                .shards
+                .first()
+                .map(|(r, _)| index_name_for(r))
+                .unwrap_or_else(|| "model.safetensors.index.json".into());
+            write_json(&tmp.join(name), &index)?;
+        }
+        let all: Vec<&PlanEntry> = plan.entries.iter().collect();
+        let artifacts = self.artifacts_for(plan, &all)?;
+        for f in &model.other_files {
+            if f.as_os_str() == "config.json" {
+                continue;
+            }
+            let from = model.root.join(f);
+            std::fs::copy(&from, tmp.join(f)).map_err(|e| Error::io(&from, e))?;
+        }
+        let qc = artifacts
+            .iter()
+            .find(|(m, _)| *m == plan.resolved.effective)
+            .or(artifacts.first())
+            .and_then(|(_, a)| a.quantization_config.clone());
+        if let Some(mut cfg) = model.config.clone() {
+            if let (Some(obj), Some(qc)) = (cfg.as_object_mut(), qc) {
+                obj.insert("quantization_config".into(), qc);
+            }
+            write_json(&tmp.join("config.json"), &cfg)?;
+        }
+        for (_, a) in &artifacts {
+            for (name, bytes) in &a.files {
+                let p = tmp.join(name);
+                let mut f = AtomicFile::create(&p)?;
+                f.write_all(bytes)?;
+                f.commit()?;
+            }
+        }
+        self.write_info(&tmp.join("quantization_info.json"), plan, start)?;
+        if dest.exists() {
+            if !self.force {
+                return Err(Error::OutputExists {
+                    path: dest.to_path_buf(),
+                });
+            }
+            let r = if dest.is_dir() {
+                std::fs::remove_dir_all(dest)
+            } else {
+                std::fs::remove_file(dest)
+            };
+            r.map_err(|e| Error::io(dest, e))?;
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        std::mem::forget(guard);
+        Ok(outputs)
+    }
+
+    fn write_info(&self, path: &Path, plan: &Plan, start: Instant) -> Result<()> {
+        let info = serde_json::json!({
+            "format_version": FORMAT_VERSION,
+            "tool": "quant",
+            "tool_version": env!("CARGO_PKG_VERSION"),
+            "method": plan.resolved,
+            "params": self.params,
+            "rules": self.rules.to_json(),
+            "target_memory_gb": self.target_memory_gb,
+            "strict": self.strict,
+            "bytes_in": plan.bytes_in(),
+            "bytes_out": plan.bytes_out(),
+            "fallbacks": plan.fallbacks(),
+            "seconds": start.elapsed().as_secs_f64(),
+            "tensors": plan.entries,
+        });
+        write_json(path, &info)
+    }
+}
+
+/// Removes a temporary output folder unless forgotten.
+struct TempDirGuard(PathBuf);
+
+impl Drop for TempDirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn index_name_for(shard: &Path) -> String {
+    let n = shard.to_string_lossy();
+    // model-00001-of-00002.safetensors -> model.safetensors.index.json
+    let base = n
+        .split("-0")
+        .next()
+        .unwrap_or("model")
+        .trim_end_matches(".safetensors");
+    format!("{base}.safetensors.index.json")
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let text =
+        serde_json::to_vec_pretty(v).map_err(|e| Error::file(path, "json", e.to_string()))?;
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(&text)?;
+    f.commit()
+}
+
+fn layout_bytes(layout: &[PartLayout], name: &str) -> Result<u64> {
+    layout.iter().try_fold(0u64, |acc, l| {
+        l.byte_len()
+            .and_then(|b| acc.checked_add(b as u64))
+            .ok_or_else(|| Error::tensor("", name, "output size overflows"))
+    })
+}
+
+fn at_path(e: Error, path: &Path) -> Error {
+    match e {
+        Error::InvalidTensor {
+            path: p,
+            tensor,
+            reason,
+        } if p.as_os_str().is_empty() => Error::InvalidTensor {
+            path: path.to_path_buf(),
+            tensor,
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Quantized tensors held in memory, with what is needed to save them.
+#[derive(Debug)]
+pub struct QuantizedModel {
+    /// The tensors, in input order.
+    pub tensors: Vec<QuantizedTensor>,
+    /// Header metadata for a safetensors file.
+    pub metadata: BTreeMap<String, String>,
+    /// What each method contributes around the tensors.
+    pub artifacts: Vec<(String, Artifacts)>,
+    /// What was done.
+    pub report: Report,
+}
+
+impl QuantizedModel {
+    /// Restores tensor `name` as f32 values.
+    pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
+        let q = self
+            .tensors
+            .iter()
+            .find(|t| t.record.name == name)
+            .ok_or_else(|| Error::tensor("", name, "no such tensor"))?;
+        dequantize(q)
+    }
+
+    /// Saves as one safetensors file (atomically), with quant's records in the header.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let mut md = self.metadata.clone();
+        let records: Vec<&TensorRecord> = self.tensors.iter().map(|t| &t.record).collect();
+        md.insert(
+            META_TENSORS.into(),
+            serde_json::to_string(&records)
+                .map_err(|e| Error::file(path.as_ref(), "json", e.to_string()))?,
+        );
+        let parts: Vec<Part> = self
+            .tensors
+            .iter()
+            .flat_map(|t| t.parts.iter().cloned())
+            .collect();
+        crate::safetensors_io::write_safetensors(path, &parts, &md)
+    }
+}
+
+/// Quantizes named candle tensors with `method` (the seed's convenience function).
+#[cfg(feature = "candle")]
+pub fn quantize_model<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a candle_core::Tensor)>,
+    method: &str,
+) -> Result<QuantizedModel> {
+    let sources = tensors
+        .into_iter()
+        .map(|(n, t)| crate::tensor::CandleSource::new(n, t.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&dyn TensorSource> = sources.iter().map(|s| s as &dyn TensorSource).collect();
+    ModelQuantizer::new(method).quantize_sources(&refs)
+}

@@ -1,0 +1,28 @@
+use std::path::Path;
+
+use quant::{DType, Part, PartLayout};
+
+/// Writes f32 tensors to a safetensors file.
+pub fn write_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let parts: Vec<Part> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            Part::new(
+                PartLayout::new(*n, DType::F32, s.clone()),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+            .unwrap()
+        })
+        .collect();
+    quant::safetensors_io::write_safetensors(path, &parts, &Default::default()).unwrap();
+}
+
+/// Files in a folder (names), sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,203 @@
+//! Planning, streaming save and load through the public API.
+use quant::engine::Action;
+use quant::{DType, Error, ModelFiles, ModelQuantizer, Registry, Rules};
+
+use crate::common::listing;
+
+fn sample_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    quant::sample::write_sample_model(&dir.path().join("in"), DType::BF16).unwrap();
+    dir
+}
+
+#[test]
+fn folder_round_trip_with_rules_and_records() {
+    let dir = sample_dir();
+    let input = dir.path().join("in");
+    let out = dir.path().join("out");
+    let rules = Rules::from_pairs([
+        ("norm", "float32"),
+        ("lm_head", "skip"),
+        ("layers\\.1\\.mlp", "basic_fp16"),
+    ])
+    .unwrap();
+    let report = ModelQuantizer::new("basic_int8")
+        .rules(rules)
+        .quantize_path(&input, &out)
+        .unwrap();
+    assert_eq!(
+        listing(&out),
+        ["config.json", "model.safetensors", "quantization_info.json"]
+    );
+    let by_name = |n: &str| report.tensors.iter().find(|t| t.name == n).unwrap();
+    assert_eq!(by_name("model.norm.weight").action, Action::Cast);
+    assert_eq!(by_name("lm_head.weight").action, Action::Keep);
+    assert_eq!(
+        by_name("model.layers.1.mlp.up_proj.weight")
+            .method
+            .as_deref(),
+        Some("basic_fp16")
+    );
+    assert_eq!(
+        by_name("model.layers.0.mlp.up_proj.weight")
+            .method
+            .as_deref(),
+        Some("basic_int8")
+    );
+    assert!(by_name("model.norm.weight")
+        .rule
+        .as_deref()
+        .unwrap()
+        .contains("norm"));
+
+    let original = ModelFiles::open(&input).unwrap();
+    let restored = ModelFiles::open(&out).unwrap();
+    assert_eq!(original.records().count(), restored.records().count());
+    for (_, r) in original.records() {
+        let a = original.load_f32(&r.name).unwrap();
+        let b = restored.load_f32(&r.name).unwrap();
+        let s = quant::metrics::ErrorStats::compare(&a, &b);
+        assert!(s.cosine > 0.999, "{}: {s:?}", r.name);
+        let t = restored.load(&r.name, None).unwrap();
+        assert_eq!(t.meta.shape, r.shape);
+    }
+    // Kept tensors are byte-identical; the norm was cast to f32 exactly.
+    assert_eq!(
+        original.read("lm_head.weight").unwrap().parts,
+        restored.read("lm_head.weight").unwrap().parts
+    );
+    assert_eq!(
+        restored.load("model.norm.weight", None).unwrap().meta.dtype,
+        DType::F32
+    );
+    let md = restored.shards[0].1.metadata();
+    assert_eq!(md["quant.method.requested"], "basic_int8");
+    assert!(md["quant.rules"].contains("lm_head"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("quantization_info.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["tensors"].as_array().unwrap().len(), 23);
+}
+
+#[test]
+fn compiled_out_backend_is_recorded_or_refused() {
+    let reg = Registry::global().unwrap();
+    let Some(c) = quant::CATALOG.iter().find(|c| reg.get(c.name).is_none()) else {
+        return; // every backend is compiled in: nothing falls back
+    };
+    let dir = sample_dir();
+    let out = dir.path().join("o.safetensors");
+    let input = dir.path().join("in/model.safetensors");
+    let r = ModelQuantizer::new(c.name)
+        .quantize_path(&input, &out)
+        .unwrap();
+    assert_eq!(r.resolved.effective, c.fallback);
+    let f = ModelFiles::open(&out).unwrap();
+    let md = f.shards[0].1.metadata();
+    assert_eq!(md["quant.method.requested"], c.name);
+    assert_eq!(md["quant.method.effective"], c.fallback);
+    assert!(md["quant.method.fallback"].contains(c.feature));
+    let out2 = dir.path().join("o2.safetensors");
+    let e = ModelQuantizer::new(c.name)
+        .strict(true)
+        .quantize_path(&input, &out2)
+        .unwrap_err();
+    assert!(matches!(e, Error::MethodNotCompiled { .. }));
+    assert!(!out2.exists());
+}
+
+#[test]
+fn memory_target_reports_what_fits() {
+    let dir = sample_dir();
+    let input = dir.path().join("in");
+    let (_, plan) = ModelQuantizer::new("basic_fp16").plan_path(&input).unwrap();
+    let full = plan.bytes_out();
+    let e = ModelQuantizer::new("basic_fp16")
+        .target_memory_gb(Some(full as f64 * 0.6 / 1e9))
+        .plan_path(&input)
+        .unwrap_err();
+    match e {
+        Error::OverTarget {
+            needed, over, hint, ..
+        } => {
+            assert_eq!(needed, full);
+            assert!(over > 0);
+            assert!(hint.contains("basic_int8"), "{hint}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, plan) = ModelQuantizer::new("basic_fp16")
+        .target_memory_gb(Some(full as f64 * 0.6 / 1e9))
+        .auto_optimize(true)
+        .plan_path(&input)
+        .unwrap();
+    assert!(plan.bytes_out() as f64 <= full as f64 * 0.6);
+}
+
+#[cfg(feature = "candle")]
+#[test]
+fn in_memory_candle_tensors() {
+    let dev = candle_core::Device::Cpu;
+    let w = candle_core::Tensor::arange(0f32, 64.0, &dev)
+        .unwrap()
+        .reshape((8, 8))
+        .unwrap();
+    let b = candle_core::Tensor::zeros(8, candle_core::DType::F32, &dev).unwrap();
+    let m = quant::quantize_model([("fc.weight", &w), ("fc.bias", &b)], "basic_int8").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    m.save(&p).unwrap();
+    let f = ModelFiles::open(&p).unwrap();
+    let t = f.load_candle("fc.weight", Some(DType::F32)).unwrap();
+    assert_eq!(t.dims(), &[8, 8]);
+    let back: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    for (i, v) in back.iter().enumerate() {
+        assert!(
+            (v - i as f32).abs() <= 63.0 / 127.0 / 2.0 + 1e-4,
+            "{i}: {v}"
+        );
+    }
+}
+
+#[test]
+fn sharded_folder_keeps_shards_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    crate::common::write_f32(
+        &input.join("model-00001-of-00002.safetensors"),
+        &[("a.weight", vec![4, 8], vec![0.5; 32])],
+    );
+    crate::common::write_f32(
+        &input.join("model-00002-of-00002.safetensors"),
+        &[
+            ("b.weight", vec![4, 8], vec![-0.25; 32]),
+            ("b.bias", vec![4], vec![1.0; 4]),
+        ],
+    );
+    std::fs::write(input.join("model.safetensors.index.json"), "{}").unwrap();
+    std::fs::write(input.join("tokenizer.json"), "{}").unwrap();
+    let out = dir.path().join("out");
+    ModelQuantizer::new("basic_int8")
+        .quantize_path(&input, &out)
+        .unwrap();
+    assert_eq!(
+        listing(&out),
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "quantization_info.json",
+            "tokenizer.json"
+        ]
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        index["weight_map"]["b.weight.scale"],
+        "model-00002-of-00002.safetensors"
+    );
+    let f = ModelFiles::open(&out).unwrap();
+    assert_eq!(f.load_f32("b.weight").unwrap(), vec![-0.25; 32]);
+}
