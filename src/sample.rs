@@ -149,3 +149,122 @@ pub fn write_sample_model(dir: &std::path::Path, dtype: DType) -> Result<()> {
     )
     .map_err(|e| crate::Error::io(&path, e))
 }
+
+/// Writes a small diffusers-style pipeline: `model_index.json`, a `text_encoder`, a
+/// `transformer` sharded in two files with an index, a `vae`, and `tokenizer` /
+/// `scheduler` folders without weights.
+pub fn write_sample_pipeline(dir: &std::path::Path, dtype: DType) -> Result<()> {
+    use crate::{Error, Part, PartLayout};
+    let mut g = Gaussian::new(11);
+    let mk = |g: &mut Gaussian, name: &str, shape: Vec<usize>, std: f32| -> Result<Part> {
+        let n: usize = shape.iter().product();
+        let t = HostTensor::from_f32(name, dtype, shape, &g.fill(n, std))?;
+        Part::new(PartLayout::new(name, dtype, t.meta.shape.clone()), t.data)
+    };
+    let write = |path: std::path::PathBuf, parts: &[Part]| -> Result<()> {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+        }
+        crate::safetensors_io::write_safetensors(&path, parts, &Default::default())
+    };
+    let json = |path: std::path::PathBuf, v: serde_json::Value| -> Result<()> {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+        }
+        std::fs::write(&path, v.to_string()).map_err(|e| Error::io(&path, e))
+    };
+    json(
+        dir.join("model_index.json"),
+        serde_json::json!({
+            "_class_name": "SamplePipeline",
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "transformer": ["diffusers", "SampleTransformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        }),
+    )?;
+    let te = vec![
+        mk(
+            &mut g,
+            "text_model.embeddings.token_embedding.weight",
+            vec![512, 128],
+            0.02,
+        )?,
+        mk(
+            &mut g,
+            "text_model.encoder.layers.0.self_attn.q_proj.weight",
+            vec![128, 128],
+            0.05,
+        )?,
+        mk(
+            &mut g,
+            "text_model.encoder.layers.0.mlp.fc1.weight",
+            vec![512, 128],
+            0.05,
+        )?,
+        mk(
+            &mut g,
+            "text_model.encoder.layers.0.mlp.fc1.bias",
+            vec![512],
+            0.01,
+        )?,
+        mk(&mut g, "text_model.final_layer_norm.weight", vec![128], 0.1)?,
+    ];
+    write(dir.join("text_encoder/model.safetensors"), &te)?;
+    json(
+        dir.join("text_encoder/config.json"),
+        serde_json::json!({"model_type": "clip_text_model", "hidden_size": 128}),
+    )?;
+    let shard1 = vec![
+        mk(&mut g, "blocks.0.attn.to_q.weight", vec![256, 256], 0.03)?,
+        mk(
+            &mut g,
+            "blocks.0.ff.net.0.proj.weight",
+            vec![1024, 256],
+            0.03,
+        )?,
+    ];
+    let shard2 = vec![
+        mk(&mut g, "blocks.1.attn.to_q.weight", vec![256, 256], 0.03)?,
+        mk(&mut g, "blocks.1.ff.net.2.weight", vec![256, 1024], 0.03)?,
+        mk(&mut g, "norm_out.linear.bias", vec![256], 0.01)?,
+    ];
+    let s1 = "diffusion_pytorch_model-00001-of-00002.safetensors";
+    let s2 = "diffusion_pytorch_model-00002-of-00002.safetensors";
+    write(dir.join("transformer").join(s1), &shard1)?;
+    write(dir.join("transformer").join(s2), &shard2)?;
+    let mut map = serde_json::Map::new();
+    for p in &shard1 {
+        map.insert(p.layout.key.clone(), s1.into());
+    }
+    for p in &shard2 {
+        map.insert(p.layout.key.clone(), s2.into());
+    }
+    json(
+        dir.join("transformer/diffusion_pytorch_model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}),
+    )?;
+    json(
+        dir.join("transformer/config.json"),
+        serde_json::json!({"_class_name": "SampleTransformer2DModel", "num_layers": 2}),
+    )?;
+    let vae = vec![
+        mk(&mut g, "decoder.conv_in.weight", vec![64, 4, 3, 3], 0.1)?,
+        mk(&mut g, "decoder.conv_in.bias", vec![64], 0.01)?,
+    ];
+    write(dir.join("vae/diffusion_pytorch_model.safetensors"), &vae)?;
+    json(
+        dir.join("vae/config.json"),
+        serde_json::json!({"_class_name": "AutoencoderKL"}),
+    )?;
+    json(
+        dir.join("tokenizer/tokenizer_config.json"),
+        serde_json::json!({"model_max_length": 77}),
+    )?;
+    json(
+        dir.join("scheduler/scheduler_config.json"),
+        serde_json::json!({"_class_name": "FlowMatchEulerDiscreteScheduler"}),
+    )?;
+    Ok(())
+}

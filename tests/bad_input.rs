@@ -140,3 +140,23 @@ fn existing_output_needs_force() {
         .unwrap();
     assert_ne!(std::fs::read(&out).unwrap(), b"precious");
 }
+
+/// A bitsandbytes-quantized file opened by a build without that backend fails naming the
+/// feature instead of handing out packed bytes as weights.
+#[cfg(not(feature = "bnb"))]
+#[test]
+fn foreign_layout_without_backend_names_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bnb.safetensors");
+    write_f32(
+        &p,
+        &[
+            ("fc.weight", vec![2], vec![0.0; 2]),
+            ("fc.SCB", vec![1], vec![1.0]),
+        ],
+    );
+    match quant::ModelFiles::open(&p) {
+        Err(Error::MethodNotCompiled { feature, .. }) => assert_eq!(feature, "bnb"),
+        other => panic!("{other:?}"),
+    }
+}

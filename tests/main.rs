@@ -6,4 +6,5 @@ mod basic;
 mod common;
 mod configs;
 mod engine;
+mod pipeline;
 mod registry;

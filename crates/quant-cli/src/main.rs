@@ -11,8 +11,8 @@ use quant::engine::{Action, Report};
 use quant::metrics::ErrorStats;
 use quant::safetensors_io::{check_output, SafetensorsWriter};
 use quant::{
-    parse_param_arg, ConfigFile, DType, Error, ModelFiles, ModelQuantizer, PartLayout, Registry,
-    Result, Rules, CATALOG,
+    parse_param_arg, ConfigFile, DType, Error, ModelFiles, ModelQuantizer, PartLayout, Pipeline,
+    Registry, Result, Rules, CATALOG,
 };
 
 #[cfg(feature = "example-backend")]
@@ -112,6 +112,9 @@ struct PlanArgs {
     /// Dequantize quantized inputs and quantize them again.
     #[arg(long)]
     allow_requantize: bool,
+    /// For a pipeline folder: COMPONENT=METHOD or COMPONENT=skip (repeatable).
+    #[arg(long = "component", value_name = "NAME=METHOD")]
+    components: Vec<String>,
 }
 
 #[derive(Args)]
@@ -332,12 +335,60 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         .allow_nonfinite(a.allow_nonfinite)
         .format(a.format.clone())
         .progress(Some(progress));
+    if Pipeline::is_pipeline(&a.plan.input) {
+        let pipe = pipeline_with_components(&a.plan, &q)?;
+        let result = pipe.save(&a.output, Some(&q.clone().format(None)), a.force);
+        bar.finish_and_clear();
+        for (name, report) in result? {
+            print!("{name}: ");
+            print_warnings(&report);
+            summary(&report);
+        }
+        println!("wrote {}", a.output.display());
+        return Ok(());
+    }
+    if !a.plan.components.is_empty() {
+        return Err(Error::Config {
+            source_name: a.plan.input.display().to_string(),
+            entry: "--component".into(),
+            reason: "is for pipeline folders (with model_index.json)".into(),
+        });
+    }
     let result = q.quantize_path(&a.plan.input, &a.output);
     bar.finish_and_clear();
     let report = result?;
     print_warnings(&report);
     summary(&report);
     Ok(())
+}
+
+/// Opens a pipeline and applies `--component NAME=METHOD|skip`; the other weight
+/// components take the default quantizer `q`.
+fn pipeline_with_components(a: &PlanArgs, q: &ModelQuantizer) -> Result<Pipeline> {
+    let mut pipe = Pipeline::open(&a.input)?;
+    for c in &a.components {
+        let (name, method) = c.split_once('=').ok_or_else(|| Error::Config {
+            source_name: "--component".into(),
+            entry: c.clone(),
+            reason: "expected NAME=METHOD or NAME=skip".into(),
+        })?;
+        if method == "skip" {
+            pipe.skip_component(name)?;
+        } else {
+            let cq = ModelQuantizer::new(method)
+                .strict(a.strict)
+                .target_memory_gb(a.target_memory_gb)
+                .auto_optimize(a.auto_optimize);
+            pipe.quantize_component(name, cq)?;
+        }
+    }
+    // Validate the default on every remaining weight component now, before writing.
+    for c in pipe.components().to_vec() {
+        if c.has_weights && pipe.planned(&c.name).is_none() {
+            pipe.quantize_component(&c.name, q.clone().force(false))?;
+        }
+    }
+    Ok(pipe)
 }
 
 fn summary(r: &Report) {
@@ -367,7 +418,29 @@ fn summary(r: &Report) {
 
 fn plan(a: PlanArgs) -> Result<()> {
     let q = quantizer(&a)?;
+    if Pipeline::is_pipeline(&a.input) {
+        let pipe = pipeline_with_components(&a, &q)?;
+        let mut total = 0;
+        for c in pipe.components() {
+            match pipe.planned(&c.name) {
+                Some(quant::ComponentPlan::Quantize(cq)) => {
+                    println!("== component {} ({})", c.name, cq.method_name());
+                    let (_, plan) = cq.plan_path(&c.path)?;
+                    print_plan(&plan);
+                    total += plan.bytes_out();
+                }
+                _ => println!("== component {}: copied unchanged", c.name),
+            }
+        }
+        println!("pipeline total {}", human(total));
+        return Ok(());
+    }
     let (_, plan) = q.plan_path(&a.input)?;
+    print_plan(&plan);
+    Ok(())
+}
+
+fn print_plan(plan: &quant::engine::Plan) {
     if let Some(r) = &plan.resolved.fallback_reason {
         eprintln!("warning: {}: {r}", plan.resolved.requested);
     }
@@ -401,15 +474,78 @@ fn plan(a: PlanArgs) -> Result<()> {
         );
     }
     println!(
-        "total {} -> {}, {} fallbacks",
+        "total {} -> {} ({} bytes), {} fallbacks",
         human(plan.bytes_in()),
         human(plan.bytes_out()),
+        plan.bytes_out(),
         plan.fallbacks()
     );
-    Ok(())
 }
 
 fn inspect(input: &Path, json: bool) -> Result<()> {
+    if Pipeline::is_pipeline(input) {
+        let pipe = Pipeline::open(input)?;
+        let mut rows = Vec::new();
+        for c in pipe.components() {
+            if !c.has_weights {
+                rows.push(serde_json::json!({"component": c.name, "weights": false}));
+                continue;
+            }
+            let m = ModelFiles::open(&c.path)?;
+            let mut methods: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut bytes = 0u64;
+            for (i, r) in m.records() {
+                *methods
+                    .entry(
+                        r.method
+                            .clone()
+                            .unwrap_or_else(|| format!("unquantized {}", r.dtype)),
+                    )
+                    .or_default() += 1;
+                bytes += m
+                    .shards
+                    .get(i)
+                    .and_then(|(_, rd)| rd.read(&r.name).ok())
+                    .map(|q| q.byte_len() as u64)
+                    .unwrap_or(0);
+            }
+            let files: Vec<String> = m
+                .shards
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            rows.push(serde_json::json!({"component": c.name, "weights": true, "files": files, "methods": methods, "bytes": bytes}));
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            );
+        } else {
+            println!(
+                "{:<20} {:>12}  FILES / METHODS (tensor count)",
+                "COMPONENT", "BYTES"
+            );
+            for r in &rows {
+                if r["weights"] == false {
+                    println!(
+                        "{:<20} {:>12}  (no weights, carried along)",
+                        r["component"].as_str().unwrap_or(""),
+                        "-"
+                    );
+                    continue;
+                }
+                println!(
+                    "{:<20} {:>12}  {} / {}",
+                    r["component"].as_str().unwrap_or(""),
+                    r["bytes"],
+                    r["files"],
+                    r["methods"]
+                );
+            }
+        }
+        return Ok(());
+    }
     let model = ModelFiles::open(input)?;
     let mut rows = Vec::new();
     for (i, r) in model.records() {

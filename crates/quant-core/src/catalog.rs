@@ -81,6 +81,17 @@ pub const CATALOG: &[CatalogEntry] = &[
     e("torch_ao_config_uint7wo", AO, "float8", INT8),
 ];
 
+/// Key suffixes that mark a tensor stored by another library's quantizer, with the backend
+/// and feature that read it: a file holding such keys while that backend is compiled out
+/// fails naming the feature, instead of loading packed bytes as if they were weights.
+pub const FOREIGN_MARKERS: &[(&str, &str, &str)] = &[
+    (".quant_state.bitsandbytes__nf4", BNB, "bnb"),
+    (".quant_state.bitsandbytes__fp4", BNB, "bnb"),
+    (".SCB", BNB, "bnb"),
+    ("._data", QUANTO, "quanto"),
+    ("_weight_qdata", AO, "float8"),
+];
+
 /// The catalog entry for `name`, if it is a canonical name.
 pub fn lookup(name: &str) -> Option<&'static CatalogEntry> {
     CATALOG.iter().find(|c| c.name == name)

@@ -755,6 +755,26 @@ impl ModelQuantizer {
         })
     }
 
+    /// The default method's name as requested.
+    pub fn method_name(&self) -> &str {
+        &self.method
+    }
+
+    /// The extension of the container this quantizer writes into a pipeline component:
+    /// the one asked for by [`format`](Self::format), else the container registered by the
+    /// method's own backend (GGUF methods write `.gguf`); `None` for safetensors.
+    pub fn container_extension(&self) -> Option<String> {
+        let entry = match self.format.as_deref() {
+            Some("safetensors") => return None,
+            Some(f) => format::container(f)?,
+            None => {
+                let backend = Registry::global().ok()?.get(&self.method)?.backend;
+                format::containers().find(|c| c.backend == backend)?
+            }
+        };
+        entry.extensions.first().map(|e| e.to_string())
+    }
+
     fn output_container(&self, output: &Path) -> Result<Option<&'static format::ContainerEntry>> {
         let ext = output
             .extension()

@@ -66,6 +66,9 @@ impl SafetensorsReader {
                     break;
                 }
             }
+            if found.is_empty() {
+                check_foreign_markers(path, &metas)?;
+            }
             let covered: std::collections::HashSet<&str> = found
                 .iter()
                 .flat_map(|r| r.parts.iter().map(String::as_str))
@@ -97,6 +100,24 @@ impl SafetensorsReader {
     pub fn file(&self) -> &SafetensorsFile {
         &self.file
     }
+}
+
+/// Fails when a tensor key marks another library's quantized layout whose backend is not
+/// compiled in (so no detector claimed it).
+fn check_foreign_markers(path: &Path, metas: &[TensorMeta]) -> Result<()> {
+    let registry = Registry::global()?;
+    for m in metas {
+        for (suffix, backend, feature) in crate::catalog::FOREIGN_MARKERS {
+            if m.name.ends_with(suffix) && !registry.entries().any(|e| e.backend == *backend) {
+                return Err(Error::MethodNotCompiled {
+                    name: format!("{} (tensor '{}' in {})", backend, m.name, path.display()),
+                    backend: backend.to_string(),
+                    feature: feature.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A record for a tensor stored as is.
