@@ -114,6 +114,7 @@ fn memory_target_reports_what_fits() {
     let full = plan.bytes_out();
     let e = ModelQuantizer::new("basic_fp16")
         .target_memory_gb(Some(full as f64 * 0.6 / 1e9))
+        .auto_optimize(false)
         .plan_path(&input)
         .unwrap_err();
     match e {
@@ -200,4 +201,75 @@ fn sharded_folder_keeps_shards_and_index() {
     );
     let f = ModelFiles::open(&out).unwrap();
     assert_eq!(f.load_f32("b.weight").unwrap(), vec![-0.25; 32]);
+}
+
+fn total_rel_error(original: &ModelFiles, restored: &ModelFiles) -> f64 {
+    let (mut se, mut ss) = (0f64, 0f64);
+    for (_, r) in original.records() {
+        let a = original.load_f32(&r.name).unwrap();
+        let b = restored.load_f32(&r.name).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            se += ((x - y) as f64).powi(2);
+            ss += (*x as f64).powi(2);
+        }
+    }
+    (se / ss).sqrt()
+}
+
+/// With a byte budget between two uniform methods, the measured-sensitivity plan fits,
+/// the file is exactly the planned size, and its error is lower than the best uniform
+/// method that fits.
+#[test]
+fn optimized_plan_beats_the_best_uniform_method_that_fits() {
+    let dir = sample_dir();
+    let input = dir.path().join("in");
+    let bytes = |m: &str| {
+        ModelQuantizer::new(m)
+            .plan_path(&input)
+            .unwrap()
+            .1
+            .bytes_out()
+    };
+    let (int8, bf16) = (bytes("basic_int8"), bytes("basic_bf16"));
+    assert!(int8 < bf16);
+    let target = (int8 + bf16) / 2;
+    let gb = target as f64 / 1e9;
+    let (_, plan) = ModelQuantizer::new("basic_int8")
+        .target_memory_gb(Some(gb))
+        .plan_path(&input)
+        .unwrap();
+    assert!(plan.bytes_out() <= target);
+    assert!(plan
+        .entries
+        .iter()
+        .any(|e| e.note.as_deref().is_some_and(|n| n.contains("target"))));
+    let out = dir.path().join("opt");
+    let report = ModelQuantizer::new("basic_int8")
+        .target_memory_gb(Some(gb))
+        .quantize_path(&input, &out)
+        .unwrap();
+    assert_eq!(report.bytes_out, plan.bytes_out());
+    let written: u64 = ModelFiles::open(&out)
+        .unwrap()
+        .records()
+        .map(|(_, r)| {
+            let f = ModelFiles::open(&out).unwrap();
+            f.read(&r.name).unwrap().byte_len() as u64
+        })
+        .sum();
+    assert_eq!(written, plan.bytes_out(), "the file matches the plan");
+    let uniform = dir.path().join("uniform");
+    ModelQuantizer::new("basic_int8")
+        .quantize_path(&input, &uniform)
+        .unwrap();
+    let original = ModelFiles::open(&input).unwrap();
+    let e_opt = total_rel_error(&original, &ModelFiles::open(&out).unwrap());
+    let e_uni = total_rel_error(&original, &ModelFiles::open(&uniform).unwrap());
+    assert!(e_opt < e_uni, "optimized {e_opt} vs uniform {e_uni}");
+    // Over a target below every option: an error saying by how much.
+    let e = ModelQuantizer::new("basic_int8")
+        .target_memory_gb(Some(1e-6))
+        .plan_path(&input)
+        .unwrap_err();
+    assert!(matches!(e, Error::OverTarget { .. }));
 }

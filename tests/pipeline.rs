@@ -99,3 +99,32 @@ fn unknown_component_is_an_error() {
         Err(quant::Error::Config { .. })
     ));
 }
+
+/// The example recipe drives a whole pipeline: per-component methods and rules, a copied
+/// component, and a pipeline target that the written weights never exceed.
+#[test]
+fn recipe_with_pipeline_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pipe");
+    quant::sample::write_sample_pipeline(&input, DType::F32).unwrap();
+    let recipe_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/pipeline-recipe.toml");
+    let recipe = quant::PipelineRecipe::load(&recipe_path).unwrap();
+    let mut pipe = Pipeline::open(&input).unwrap();
+    pipe.apply_recipe(&recipe, false).unwrap();
+    let out = dir.path().join("out");
+    let reports = pipe.save(&out, None, false).unwrap();
+    let vae_bytes = std::fs::metadata(input.join("vae/diffusion_pytorch_model.safetensors"))
+        .unwrap()
+        .len();
+    let written: u64 = reports.iter().map(|(_, r)| r.bytes_out).sum::<u64>() + vae_bytes;
+    let target = (recipe.target_memory_gb.unwrap() * 1e9) as u64;
+    assert!(written <= target, "{written} > {target}");
+    let te = Pipeline::open(&out)
+        .unwrap()
+        .open_component("text_encoder")
+        .unwrap();
+    let norm = te.read("text_model.final_layer_norm.weight").unwrap();
+    assert_eq!(norm.record.method, None);
+    assert_eq!(norm.parts[0].layout.dtype, DType::F32);
+}

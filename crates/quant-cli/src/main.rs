@@ -100,9 +100,9 @@ struct PlanArgs {
     /// Bound on the stored weights, in GB (10^9 bytes).
     #[arg(long)]
     target_memory_gb: Option<f64>,
-    /// Lower tensors to smaller methods until the target fits.
+    /// With a target: do not move tensors between methods (fail if the plan is over).
     #[arg(long)]
-    auto_optimize: bool,
+    no_auto_optimize: bool,
     /// Refuse every fallback.
     #[arg(long)]
     strict: bool,
@@ -115,6 +115,10 @@ struct PlanArgs {
     /// For a pipeline folder: COMPONENT=METHOD or COMPONENT=skip (repeatable).
     #[arg(long = "component", value_name = "NAME=METHOD")]
     components: Vec<String>,
+    /// For a pipeline folder: a recipe (TOML, JSON, YAML) with per-component methods,
+    /// rules and targets.
+    #[arg(long)]
+    recipe: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -271,6 +275,7 @@ fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
     if let Some(r) = &a.rules {
         rules = Rules::from_arg(r)?;
     }
+    let method = method.or_else(|| a.recipe.as_ref().map(|_| "basic_bf16".to_string()));
     let method = method.ok_or_else(|| Error::Config {
         source_name: "command line".into(),
         entry: "--method".into(),
@@ -281,7 +286,7 @@ fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
         .params(params)
         .rules(rules)
         .target_memory_gb(a.target_memory_gb)
-        .auto_optimize(a.auto_optimize)
+        .auto_optimize(!a.no_auto_optimize)
         .strict(a.strict)
         .allow_requantize(a.allow_requantize))
 }
@@ -366,6 +371,10 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 /// components take the default quantizer `q`.
 fn pipeline_with_components(a: &PlanArgs, q: &ModelQuantizer) -> Result<Pipeline> {
     let mut pipe = Pipeline::open(&a.input)?;
+    if let Some(r) = &a.recipe {
+        pipe.apply_recipe(&quant::PipelineRecipe::load(r)?, a.strict)?;
+    }
+    let q = &q.clone().target_memory_gb(None);
     for c in &a.components {
         let (name, method) = c.split_once('=').ok_or_else(|| Error::Config {
             source_name: "--component".into(),
@@ -377,8 +386,7 @@ fn pipeline_with_components(a: &PlanArgs, q: &ModelQuantizer) -> Result<Pipeline
         } else {
             let cq = ModelQuantizer::new(method)
                 .strict(a.strict)
-                .target_memory_gb(a.target_memory_gb)
-                .auto_optimize(a.auto_optimize);
+                .auto_optimize(!a.no_auto_optimize);
             pipe.quantize_component(name, cq)?;
         }
     }
@@ -387,6 +395,10 @@ fn pipeline_with_components(a: &PlanArgs, q: &ModelQuantizer) -> Result<Pipeline
         if c.has_weights && pipe.planned(&c.name).is_none() {
             pipe.quantize_component(&c.name, q.clone().force(false))?;
         }
+    }
+    // A target on the command line is for the whole pipeline.
+    if let Some(gb) = a.target_memory_gb {
+        pipe.share_target(gb, &[])?;
     }
     Ok(pipe)
 }

@@ -64,6 +64,9 @@ pub struct PlanEntry {
     pub bytes_out: u64,
     /// The source is stored quantized and will be dequantized first.
     pub requantize: bool,
+    /// Estimated relative RMS error (measured on sampled rows), when a memory target made
+    /// the planner measure it.
+    pub est_rel_error: Option<f64>,
 }
 
 /// The plan for a whole model.
@@ -122,6 +125,9 @@ pub struct Report {
     pub outputs: Vec<PathBuf>,
 }
 
+/// Reads the values of a planned tensor (for measuring sensitivity).
+pub type ValueFn<'a> = dyn Fn(&PlanEntry) -> Result<Vec<f32>> + 'a;
+
 /// Progress callback: (tensor name, tensors done, tensors total).
 pub type Progress = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
 
@@ -171,7 +177,7 @@ impl ModelQuantizer {
             params: Params::new(),
             rules: Rules::new(),
             target_memory_gb: None,
-            auto_optimize: false,
+            auto_optimize: true,
             strict: false,
             allow_nonfinite: false,
             allow_requantize: false,
@@ -207,7 +213,8 @@ impl ModelQuantizer {
         self.target_memory_gb = gb;
         self
     }
-    /// Lower tensors to smaller methods of the same backend until the target fits.
+    /// With a memory target, move tensors between methods of the same backend (measured
+    /// sensitivity) to fit it and spend room left on the most sensitive tensors (default on).
     pub fn auto_optimize(mut self, on: bool) -> Self {
         self.auto_optimize = on;
         self
@@ -260,7 +267,11 @@ impl ModelQuantizer {
 
     /// Plans every tensor given as (shard, record); quantized records need
     /// `allow_requantize`.
-    pub fn plan(&self, records: &[(usize, TensorRecord)]) -> Result<Plan> {
+    pub fn plan(
+        &self,
+        records: &[(usize, TensorRecord)],
+        values: Option<&ValueFn<'_>>,
+    ) -> Result<Plan> {
         let registry = Registry::global()?;
         let resolved = registry.resolve(&self.method, self.strict)?;
         let mut methods = BTreeMap::new();
@@ -280,7 +291,7 @@ impl ModelQuantizer {
             entries,
             methods,
         };
-        self.fit_target(&mut plan)?;
+        self.fit_target(&mut plan, values)?;
         Ok(plan)
     }
 
@@ -307,6 +318,7 @@ impl ModelQuantizer {
             bytes_in,
             bytes_out: bytes_in,
             requantize,
+            est_rel_error: None,
         };
         let rule = self.rules.matching(&rec.name);
         let (method_name, mut note) = match rule {
@@ -416,67 +428,125 @@ impl ModelQuantizer {
         Ok(())
     }
 
-    fn fit_target(&self, plan: &mut Plan) -> Result<()> {
+    fn fit_target(&self, plan: &mut Plan, values: Option<&ValueFn<'_>>) -> Result<()> {
         let Some(gb) = self.target_memory_gb else {
             return Ok(());
         };
         let target = (gb * BYTES_PER_GB) as u64;
         let needed = plan.bytes_out();
-        if needed <= target {
-            return Ok(());
+        if !self.auto_optimize {
+            if needed <= target {
+                return Ok(());
+            }
+            return Err(Error::OverTarget {
+                needed,
+                target,
+                over: needed - target,
+                hint: self.what_fits(plan, target)?,
+            });
         }
+        let registry = Registry::global()?;
+        let backend = registry
+            .get(&plan.resolved.effective)
+            .map(|e| e.backend)
+            .unwrap_or("");
+        let mut ladder_methods: Vec<Arc<dyn QuantMethod>> = Vec::new();
+        for e in registry.entries().filter(|e| e.backend == backend) {
+            let params = if e.name == plan.resolved.effective {
+                self.params.clone()
+            } else {
+                Params::new()
+            };
+            ladder_methods.push(self.instance(e.name, &params, &mut plan.methods)?);
+        }
+        let refs: Vec<&dyn QuantMethod> = ladder_methods.iter().map(|m| m.as_ref()).collect();
+        let movable: Vec<usize> = (0..plan.entries.len())
+            .filter(|&i| {
+                let e = &plan.entries[i];
+                e.action == Action::Quantize && !e.is_fallback && e.rule.is_none()
+            })
+            .collect();
+        let mut ladders = Vec::with_capacity(movable.len());
+        let mut start = Vec::with_capacity(movable.len());
+        let mut energy = Vec::with_capacity(movable.len());
+        for &i in &movable {
+            let e = &plan.entries[i];
+            let vals = match values {
+                Some(f) => Some(f(e)?),
+                None => None,
+            };
+            energy.push(
+                vals.as_ref()
+                    .map(|v| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()),
+            );
+            let l = crate::planner::ladder(e, &refs, vals.as_deref())?;
+            let at = l
+                .iter()
+                .position(|r| r.method.as_deref() == e.method.as_deref())
+                .or_else(|| l.iter().position(|r| r.bytes >= e.bytes_out))
+                .unwrap_or(0);
+            ladders.push(l);
+            start.push(at);
+        }
+        let fixed: u64 = plan
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !movable.contains(i))
+            .map(|(_, e)| e.bytes_out)
+            .sum();
+        let chosen = match crate::planner::optimize(&ladders, &start, fixed, target) {
+            Ok(c) => c,
+            Err(Error::OverTarget { needed, over, .. }) => {
+                return Err(Error::OverTarget {
+                    needed,
+                    target,
+                    over,
+                    hint: self.what_fits(plan, target)?,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        for (k, &i) in movable.iter().enumerate() {
+            let (Some(l), Some(&c)) = (ladders.get(k), chosen.get(k)) else {
+                continue;
+            };
+            let Some(rung) = l.get(c) else { continue };
+            let e = &mut plan.entries[i];
+            if let Some(en) = energy.get(k).copied().flatten() {
+                e.est_rel_error = Some(if en > 0.0 {
+                    (rung.sse / en).sqrt()
+                } else {
+                    0.0
+                });
+            }
+            if rung.method.as_deref() == e.method.as_deref() {
+                continue;
+            }
+            let m = rung
+                .method
+                .as_deref()
+                .and_then(|n| plan.methods.get(n))
+                .cloned();
+            let note = format!(
+                "target {gb} GB: {} -> {}",
+                e.method.clone().unwrap_or_default(),
+                rung.method
+                    .clone()
+                    .unwrap_or_else(|| format!("unquantized {}", e.meta.dtype))
+            );
+            crate::planner::apply(e, rung, m.as_deref(), note)?;
+        }
+        Ok(())
+    }
+
+    /// Which uniform methods of the default's backend would fit `target`.
+    fn what_fits(&self, plan: &Plan, target: u64) -> Result<String> {
         let registry = Registry::global()?;
         let current = registry.get(&plan.resolved.effective);
         let backend = current.map(|e| e.backend).unwrap_or("");
-        let bits = current.map(|e| e.bits_per_weight).unwrap_or(f32::MAX);
-        // Smaller methods of the same backend, largest first.
-        let mut smaller: Vec<_> = registry
-            .entries()
-            .filter(|e| e.backend == backend && e.bits_per_weight < bits)
-            .collect();
-        smaller.sort_by(|a, b| b.bits_per_weight.total_cmp(&a.bits_per_weight));
-        if self.auto_optimize {
-            let mut total = needed;
-            // Lower the largest quantized tensors first (least sensitive per byte); each
-            // step moves one tensor to the next smaller method that takes its shape.
-            for cand in &smaller {
-                if total <= target {
-                    break;
-                }
-                let m = self.instance(cand.name, &Params::new(), &mut plan.methods)?;
-                let mut order: Vec<usize> = (0..plan.entries.len())
-                    .filter(|&i| plan.entries[i].action == Action::Quantize)
-                    .collect();
-                order.sort_by_key(|&i| std::cmp::Reverse(plan.entries[i].bytes_out));
-                for i in order {
-                    if total <= target {
-                        break;
-                    }
-                    let e = &mut plan.entries[i];
-                    if m.select(&e.meta) != Selection::Quantize {
-                        continue;
-                    }
-                    let layout = m.output_layout(&e.meta)?;
-                    let bytes = layout_bytes(&layout, &e.name)?;
-                    if bytes < e.bytes_out {
-                        total = total - e.bytes_out + bytes;
-                        e.note = Some(format!(
-                            "auto_optimize: {} -> {} to fit {gb} GB",
-                            e.method.clone().unwrap_or_default(),
-                            cand.name
-                        ));
-                        e.method = Some(cand.name.to_string());
-                        e.layout = layout;
-                        e.bytes_out = bytes;
-                    }
-                }
-            }
-            if total <= target {
-                return Ok(());
-            }
-        }
         let mut fits = Vec::new();
-        for cand in &smaller {
+        for cand in registry.entries().filter(|e| e.backend == backend) {
             let alt = ModelQuantizer {
                 method: cand.name.to_string(),
                 params: Params::new(),
@@ -488,30 +558,29 @@ impl ModelQuantizer {
                 .iter()
                 .map(|e| (e.shard, crate::load::plain_record(&e.meta)))
                 .collect();
-            if let Ok(p) = alt.plan(&recs) {
+            if let Ok(p) = alt.plan(&recs, None) {
                 if p.bytes_out() <= target {
-                    fits.push(format!("{} ({} bytes)", cand.name, p.bytes_out()));
+                    fits.push((
+                        cand.bits_per_weight,
+                        format!("{} ({} bytes)", cand.name, p.bytes_out()),
+                    ));
                 }
             }
         }
-        let hint = if fits.is_empty() {
-            "no smaller method of the same backend fits; raise the target or keep fewer tensors unquantized".to_string()
-        } else if self.auto_optimize {
-            format!(
-                "auto_optimize could not reach it; methods that fit: {}",
-                fits.join(", ")
-            )
+        fits.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ok(if fits.is_empty() {
+            "no method of the same backend fits; raise the target or keep fewer tensors unquantized"
+                .to_string()
         } else {
             format!(
-                "methods that fit: {} (or pass auto_optimize)",
-                fits.join(", ")
+                "uniform methods that fit: {}{}",
+                fits.into_iter().map(|f| f.1).collect::<Vec<_>>().join(", "),
+                if self.auto_optimize {
+                    ""
+                } else {
+                    " (or enable auto_optimize)"
+                }
             )
-        };
-        Err(Error::OverTarget {
-            needed: plan.bytes_out(),
-            target,
-            over: plan.bytes_out().saturating_sub(target),
-            hint,
         })
     }
 
@@ -647,7 +716,14 @@ impl ModelQuantizer {
             .iter()
             .map(|s| (0, crate::load::plain_record(s.meta())))
             .collect();
-        let plan = self.plan(&records)?;
+        let by_name = |e: &PlanEntry| -> Result<Vec<f32>> {
+            sources
+                .iter()
+                .find(|s| s.meta().name == e.name)
+                .ok_or_else(|| Error::tensor("", &e.name, "no such source"))?
+                .to_f32()
+        };
+        let plan = self.plan(&records, Some(&by_name))?;
         let mut tensors = Vec::with_capacity(sources.len());
         for (i, (e, s)) in plan.entries.iter().zip(sources).enumerate() {
             if let Some(p) = &self.progress {
@@ -694,7 +770,16 @@ impl ModelQuantizer {
         let model = ModelFiles::open(input)?;
         let records: Vec<(usize, TensorRecord)> =
             model.records().map(|(i, r)| (i, r.clone())).collect();
-        let plan = self.plan(&records).map_err(|e| at_path(e, &model.root))?;
+        let values = |e: &PlanEntry| -> Result<Vec<f32>> {
+            let (_, reader) = model
+                .shards
+                .get(e.shard)
+                .ok_or_else(|| Error::tensor(&model.root, &e.name, "shard index out of range"))?;
+            self.source_values(reader.as_ref(), e)
+        };
+        let plan = self
+            .plan(&records, Some(&values))
+            .map_err(|e| at_path(e, &model.root))?;
         Ok((model, plan))
     }
 

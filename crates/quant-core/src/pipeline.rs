@@ -287,3 +287,204 @@ fn copy_non_weights(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// One component's entry in a [`PipelineRecipe`].
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentRecipe {
+    /// Method name, or `skip` to copy the component unchanged.
+    pub method: Option<String>,
+    /// Method parameters.
+    #[serde(default)]
+    pub params: crate::method::Params,
+    /// Rules for this component (same forms as a rules file).
+    #[serde(default)]
+    pub rules: serde_json::Value,
+    /// Memory target for this component, in GB.
+    pub target_memory_gb: Option<f64>,
+}
+
+/// A pipeline recipe (TOML, JSON or YAML): a default method and per-component settings.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRecipe {
+    /// Default method for weight components without an entry.
+    pub method: Option<String>,
+    /// Default method parameters.
+    #[serde(default)]
+    pub params: crate::method::Params,
+    /// Target for the whole pipeline, in GB, shared in proportion to each component's
+    /// planned size (components with their own target keep it).
+    pub target_memory_gb: Option<f64>,
+    /// Per-component settings.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentRecipe>,
+}
+
+impl PipelineRecipe {
+    /// Loads a recipe from `.toml`, `.json`, `.yaml` or `.yml`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bad = |reason: String| Error::Config {
+            source_name: name.clone(),
+            entry: "(recipe)".into(),
+            reason,
+        };
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let recipe: PipelineRecipe = match ext.as_str() {
+            "toml" => toml::from_str(&text).map_err(|e| bad(e.to_string()))?,
+            "json" => serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?,
+            "yaml" | "yml" => serde_norway::from_str(&text).map_err(|e| bad(e.to_string()))?,
+            other => return Err(bad(format!("unknown recipe extension '{other}'"))),
+        };
+        // Compile every component's rules now, so a bad one names the file.
+        for (c, r) in &recipe.components {
+            crate::rules::ConfigFile::from_value(
+                &format!("{name} [components.{c}]"),
+                serde_json::json!({"rules": r.rules}),
+            )?;
+        }
+        Ok(recipe)
+    }
+
+    /// The default quantizer of the recipe, if it names a method.
+    pub fn default_quantizer(&self) -> Option<ModelQuantizer> {
+        self.method
+            .as_ref()
+            .map(|m| ModelQuantizer::new(m.clone()).params(self.params.clone()))
+    }
+}
+
+impl Pipeline {
+    /// Plans every component as `recipe` says (its default method for weight components
+    /// without an entry), then shares the recipe's pipeline target, if any.
+    pub fn apply_recipe(&mut self, recipe: &PipelineRecipe, strict: bool) -> Result<()> {
+        for (name, c) in &recipe.components {
+            match c.method.as_deref() {
+                Some("skip") => self.skip_component(name)?,
+                m => {
+                    let method = m
+                        .map(str::to_string)
+                        .or_else(|| recipe.method.clone())
+                        .ok_or_else(|| Error::Config {
+                            source_name: "recipe".into(),
+                            entry: name.clone(),
+                            reason: "no method for this component and no default method".into(),
+                        })?;
+                    let rules = crate::rules::ConfigFile::from_value(
+                        &format!("recipe [components.{name}]"),
+                        serde_json::json!({"rules": c.rules}),
+                    )?
+                    .rules;
+                    let params = if c.params.is_empty() && m.is_none() {
+                        recipe.params.clone()
+                    } else {
+                        c.params.clone()
+                    };
+                    let q = ModelQuantizer::new(method)
+                        .params(params)
+                        .rules(rules)
+                        .strict(strict)
+                        .target_memory_gb(c.target_memory_gb);
+                    self.quantize_component(name, q)?;
+                }
+            }
+        }
+        if let Some(q) = recipe.default_quantizer() {
+            let names: Vec<String> = self
+                .components
+                .iter()
+                .filter(|c| c.has_weights && !self.plans.contains_key(&c.name))
+                .map(|c| c.name.clone())
+                .collect();
+            for n in names {
+                self.quantize_component(&n, q.clone().strict(strict))?;
+            }
+        }
+        if let Some(gb) = recipe.target_memory_gb {
+            let fixed: Vec<String> = recipe
+                .components
+                .iter()
+                .filter(|(_, c)| c.target_memory_gb.is_some())
+                .map(|(n, _)| n.clone())
+                .collect();
+            self.share_target(gb, &fixed)?;
+        }
+        Ok(())
+    }
+
+    /// Shares a whole-pipeline target (GB) among the planned components not in `fixed`:
+    /// each gets the least it can be stored in (every tensor on its smallest method) plus a
+    /// share of what is left in proportion to how much its untargeted plan exceeds that.
+    /// Bytes of `fixed` components and of copied ones are taken off first.
+    pub fn share_target(&mut self, gb: f64, fixed: &[String]) -> Result<()> {
+        let total = gb * crate::engine::BYTES_PER_GB;
+        // (name, least bytes, untargeted bytes)
+        let mut sizes: Vec<(String, f64, f64)> = Vec::new();
+        let mut taken = 0f64;
+        for c in &self.components {
+            match self.plans.get(&c.name) {
+                Some(ComponentPlan::Quantize(q)) if fixed.contains(&c.name) => {
+                    taken += q.plan_path(&c.path)?.1.bytes_out() as f64;
+                }
+                Some(ComponentPlan::Quantize(q)) => {
+                    let free = q.as_ref().clone().target_memory_gb(None);
+                    let full = free.plan_path(&c.path)?.1.bytes_out() as f64;
+                    let least = match free
+                        .clone()
+                        .target_memory_gb(Some(0.0))
+                        .auto_optimize(true)
+                        .plan_path(&c.path)
+                    {
+                        Ok((_, p)) => p.bytes_out() as f64,
+                        Err(Error::OverTarget { needed, .. }) => needed as f64,
+                        Err(e) => return Err(e),
+                    };
+                    sizes.push((c.name.clone(), least.min(full), full));
+                }
+                _ if c.has_weights => taken += dir_weight_bytes(&c.path) as f64,
+                _ => {}
+            }
+        }
+        let least: f64 = sizes.iter().map(|s| s.1).sum();
+        let spare: f64 = sizes.iter().map(|s| s.2 - s.1).sum();
+        let rest = total - taken - least;
+        if rest < 0.0 {
+            let needed = (taken + least) as u64;
+            return Err(Error::OverTarget {
+                needed,
+                target: total as u64,
+                over: needed.saturating_sub(total as u64),
+                hint: "even with every tensor on its backend's smallest method the pipeline does not fit".into(),
+            });
+        }
+        for (name, lo, full) in sizes {
+            if let Some(ComponentPlan::Quantize(q)) = self.plans.get(&name).cloned() {
+                let extra = if spare > 0.0 {
+                    rest.min(spare) * (full - lo) / spare
+                } else {
+                    0.0
+                };
+                let share = (lo + extra).floor() / crate::engine::BYTES_PER_GB;
+                self.quantize_component(&name, q.target_memory_gb(Some(share)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dir_weight_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| is_weight_file(&e.file_name().to_string_lossy()))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
