@@ -116,44 +116,79 @@ impl Float8Format {
     /// infinity (e5m2) as c10's non-saturating conversions do; quanto clamps first.
     #[inline(always)]
     pub fn encode(self, x: f32) -> u8 {
-        let bits = x.to_bits();
-        let negative = bits >> 31 != 0;
-        let sign: u8 = if negative { 0x80 } else { 0 };
-        let nan = match self {
-            Float8Format::E4M3FNUZ => 0x80,
-            _ => 0x7F | sign,
-        };
-        if x.is_nan() {
-            return nan;
-        }
-        let a = x.abs();
+        self.encoder().encode(x)
+    }
+
+    /// The format's conversion constants, hoisted out of hot loops.
+    pub(crate) fn encoder(self) -> Encoder {
         let m = self.man_bits();
         let bias = self.bias();
-        // Smallest normal: 2^(1 - bias).
-        let min_normal = f32::from_bits((128 - bias) << 23);
-        let mag: u32 = if a < min_normal {
-            // Subnormal: units of 2^(1 - bias - m); a is scaled by a power of two (exact).
-            let unit_inv = f32::from_bits((127 + bias - 1 + m) << 23);
-            crate::num::round_half_even_small(a * unit_inv) as u32
-        } else if a.is_infinite() {
-            u32::MAX
+        let shift = 23 - m;
+        Encoder {
+            shift,
+            round: (1 << (shift - 1)) - 1,
+            rebias: (127 - bias) << m,
+            // Smallest normal: 2^(1 - bias).
+            min_normal: f32::from_bits((128 - bias) << 23),
+            // 2^23 subnormal quanta (2^(1 - bias - m)): adding it rounds a subnormal to a
+            // whole number of quanta with the FPU's round to nearest even.
+            magic: f32::from_bits((127 + 24 - bias - m) << 23),
+            max_code: self.max_code(),
+            overflow: match self {
+                Float8Format::E5M2 => 0x7C,
+                _ => 0x7F,
+            },
+            fnuz: self == Float8Format::E4M3FNUZ,
+        }
+    }
+}
+
+/// Branch-free f32 → float8 conversion constants of one format (see [`Float8Format::encode`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Encoder {
+    shift: u32,
+    round: u32,
+    rebias: u32,
+    min_normal: f32,
+    magic: f32,
+    max_code: u32,
+    overflow: u8,
+    fnuz: bool,
+}
+
+impl Encoder {
+    /// Converts one value (selects only, so loops over it vectorize).
+    #[inline(always)]
+    pub(crate) fn encode(&self, x: f32) -> u8 {
+        let bits = x.to_bits();
+        let sign = ((bits >> 24) & 0x80) as u8;
+        let ab = bits & 0x7FFF_FFFF;
+        let a = f32::from_bits(ab);
+        let normal = (ab.wrapping_add(self.round + ((ab >> self.shift) & 1)) >> self.shift)
+            .wrapping_sub(self.rebias);
+        let sub = (a + self.magic)
+            .to_bits()
+            .wrapping_sub(self.magic.to_bits());
+        let mag = if a < self.min_normal { sub } else { normal };
+        let is_nan = ab > 0x7F80_0000;
+        let over = mag > self.max_code;
+        if self.fnuz {
+            let code = if mag == 0 { 0 } else { (mag as u8) | sign };
+            if over || is_nan {
+                0x80
+            } else {
+                code
+            }
         } else {
-            let ab = a.to_bits();
-            let s = 23 - m;
-            let r = ab + ((1 << (s - 1)) - 1) + ((ab >> s) & 1);
-            (r >> s) - ((127 - bias) << m)
-        };
-        if mag > self.max_code() {
-            return match self {
-                Float8Format::E5M2 => 0x7C | sign,
-                _ => nan,
+            let mag8 = if is_nan {
+                0x7F
+            } else if over {
+                self.overflow
+            } else {
+                mag as u8
             };
+            mag8 | sign
         }
-        let mag = mag as u8;
-        if self == Float8Format::E4M3FNUZ && mag == 0 {
-            return 0;
-        }
-        mag | sign
     }
 }
 

@@ -219,10 +219,18 @@ pub(crate) fn dequantize<R: Rd>(
                 let pr = r % rp.max(1);
                 let bit = bits.bits() * (r / rp.max(1)) as u32;
                 let src = packed.get(pr * cols..(pr + 1) * cols).unwrap_or(&[]);
-                orow.iter_mut().zip(src).for_each(|(o, &p)| {
-                    let c = f32::from((p >> bit) & mask);
-                    *o = R::rd(sub(R::rd(mul(s, c)), z));
-                });
+                if s.is_finite() && z.is_finite() {
+                    // No NaN can arise: plain (vectorizable) arithmetic.
+                    orow.iter_mut().zip(src).for_each(|(o, &p)| {
+                        let c = f32::from((p >> bit) & mask);
+                        *o = R::rd(R::rd(s * c) - z);
+                    });
+                } else {
+                    orow.iter_mut().zip(src).for_each(|(o, &p)| {
+                        let c = f32::from((p >> bit) & mask);
+                        *o = R::rd(sub(R::rd(mul(s, c)), z));
+                    });
+                }
             }
         });
     out

@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use quant_core::DType;
+
 use crate::fp8::Float8Format;
 use crate::num::{div, mul, round_half_even_small, Rd};
 
@@ -124,14 +126,26 @@ pub(crate) fn dequantize<R: Rd>(code: ByteCode, codes: &[u8], scales: &[f32]) ->
         .for_each(|((o, c), s)| {
             for ((o, c), &s) in o.chunks_mut(cols).zip(c.chunks(cols)).zip(s) {
                 match code {
-                    ByteCode::Int8 => o
+                    // A finite scale times an int8 is never NaN: plain (vectorizable) product.
+                    ByteCode::Int8 if s.is_finite() && R::DTYPE == DType::F32 => o
                         .iter_mut()
                         .zip(c)
-                        .for_each(|(o, &c)| *o = R::rd(mul(s, f32::from(c as i8)))),
-                    ByteCode::Float8(fmt) => o
-                        .iter_mut()
-                        .zip(c)
-                        .for_each(|(o, &c)| *o = R::rd(mul(s, fmt.decode(c)))),
+                        .for_each(|(o, &c)| *o = R::rd(s * f32::from(c as i8))),
+                    // Otherwise every code's result is computed once per row (exact x86 NaN
+                    // rules and model-dtype rounding), then looked up.
+                    _ => {
+                        let mut lut = [0f32; 256];
+                        for (i, l) in lut.iter_mut().enumerate() {
+                            let v = match code {
+                                ByteCode::Int8 => f32::from(i as u8 as i8),
+                                ByteCode::Float8(fmt) => fmt.decode(i as u8),
+                            };
+                            *l = R::rd(mul(s, v));
+                        }
+                        o.iter_mut()
+                            .zip(c)
+                            .for_each(|(o, &c)| *o = lut[usize::from(c)]);
+                    }
                 }
             }
         });
