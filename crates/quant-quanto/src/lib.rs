@@ -81,7 +81,8 @@
 //!   (`{"module": {"weights": "qint4", "activations": "none"}}`, indented like Python's
 //!   `json.dump(indent=4)`), and record the original shapes of grouped qint4/qint2 weights in
 //!   the safetensors metadata key `quanto.weight_shapes` (JSON), since the stored groups do
-//!   not determine them.
+//!   not determine them. The metadata also carries `format: pt`, without which
+//!   transformers refuses to load a safetensors file.
 //!
 //! # Loading
 //!

@@ -592,6 +592,8 @@ impl QuantMethod for Quanto {
             }
         }
         let mut out = Artifacts::default();
+        // transformers refuses safetensors files whose metadata lacks `format: pt`.
+        out.metadata.insert("format".into(), "pt".into());
         if !planned.is_empty() {
             out.files
                 .push((QMAP_FILE.to_string(), python_json_dump(&qmap)?));

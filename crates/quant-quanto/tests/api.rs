@@ -296,6 +296,8 @@ fn our_files_load_back_through_the_detector() {
     }
     let art = m.artifacts(&planned).unwrap();
     assert!(art.quantization_config.is_none());
+    assert_eq!(art.metadata.get("format").map(String::as_str), Some("pt"));
+    assert!(art.metadata.contains_key(quant_quanto::SHAPES_METADATA_KEY));
     write_safetensors(&path, &parts, &art.metadata).unwrap();
 
     let f = SafetensorsFile::open(&path).unwrap();
