@@ -36,8 +36,33 @@ impl Rd for RdF16 {
     const DTYPE: DType = DType::F16;
     #[inline(always)]
     fn rd(x: f32) -> f32 {
-        f16::from_f32(x).to_f32()
+        round_f16(x)
     }
+}
+
+/// f32 → f16 → f32 in plain arithmetic (selects only, so loops vectorize): round to
+/// nearest even, f16 subnormals, overflow to infinity, NaN kept quiet with its sign and
+/// top payload bits — the same results as F16C's `vcvtps2ph` / `half::f16::from_f32`.
+#[inline(always)]
+pub(crate) fn round_f16(x: f32) -> f32 {
+    let u = x.to_bits();
+    let sign = u & 0x8000_0000;
+    let a = u & 0x7FFF_FFFF;
+    // Normal f16 range: keep 10 mantissa bits, ties to even (carries into the exponent).
+    let normal = a.wrapping_add(0x0FFF + ((a >> 13) & 1)) & 0xFFFF_E000;
+    // Below 2^-14: whole multiples of 2^-24, rounded by the FPU (the ulp of 0.5 is 2^-24).
+    let sub = ((f32::from_bits(a) + 0.5) - 0.5).to_bits();
+    let nan = 0x7FC0_0000 | (a & 0x007F_E000);
+    let r = if a > 0x7F80_0000 {
+        nan
+    } else if a >= 0x477F_F000 {
+        0x7F80_0000
+    } else if a < 0x3880_0000 {
+        sub
+    } else {
+        normal
+    };
+    f32::from_bits(sign | r)
 }
 
 impl Rd for RdBF16 {
@@ -207,6 +232,35 @@ mod tests {
             let x = f32::from_bits(bits);
             if !x.is_nan() {
                 assert_eq!(bf16_bits(x), half::bf16::from_f32(x).to_bits(), "{bits:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_rounding_matches_half() {
+        for bits in (0u32..=u32::MAX).step_by(4_093).chain([
+            0x477F_F000,
+            0x477F_EFFF,
+            0x3880_0000,
+            0x387F_FFFF,
+            0x3300_0000,
+            0x3300_0001,
+            0x7F80_0000,
+            0xFFC0_0000,
+            0x7FA0_1234,
+        ]) {
+            let x = f32::from_bits(bits);
+            let want = f16::from_f32(x).to_f32();
+            let got = round_f16(x);
+            if x.is_nan() {
+                assert!(got.is_nan());
+                assert_eq!(
+                    f16::from_f32(got).to_bits(),
+                    f16::from_f32(x).to_bits(),
+                    "{bits:#x}"
+                );
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#x}");
             }
         }
     }
