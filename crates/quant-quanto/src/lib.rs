@@ -64,8 +64,10 @@
 //! both layouts, except embeddings (module child name ending in `embedding(s)`/`embed`, or
 //! `embed_tokens`, `embed_positions`, `wte`, `wpe`, `shared`), and 4-D ones (Conv2d) with
 //! `layout=optimum`. Biases, norms and everything else are kept as stored. Modules whose
-//! child name is in `modules_to_not_convert` are kept. transformers' GPT-2-style `Conv1D`
-//! 2-D weights cannot be told from Linear by name and are quantized.
+//! child name is in `modules_to_not_convert` are kept (diffusers matches the child name
+//! too). Names alone cannot tell transformers' GPT-2-style `Conv1D` (2-D) from Linear, nor
+//! `ConvTranspose2d` (4-D) from Conv2d; those are quantized although quanto would skip them
+//! (a rule can keep them). Model-specific `_keep_in_fp32_modules` are not known here either.
 //!
 //! # Files
 //!

@@ -119,6 +119,9 @@ pub(crate) fn dequantize<R: Rd>(code: ByteCode, codes: &[u8], scales: &[f32]) ->
         return out;
     }
     let cols = codes.len() / rows;
+    if cols == 0 {
+        return out;
+    }
     let per = rows_per_task(cols);
     out.par_chunks_mut(cols * per)
         .zip(codes.par_chunks(cols * per))
