@@ -45,11 +45,13 @@ pub enum DType {
     F8E4M3,
     /// float8 e5m2 (max 57344).
     F8E5M2,
+    /// float8 e4m3fnuz (bias 8, max 240, one NaN 0x80, no negative zero).
+    F8E4M3FNUZ,
 }
 
 impl DType {
     /// All dtypes, for parsing and listing.
-    pub const ALL: [DType; 15] = [
+    pub const ALL: [DType; 16] = [
         DType::Bool,
         DType::U8,
         DType::I8,
@@ -65,12 +67,18 @@ impl DType {
         DType::F64,
         DType::F8E4M3,
         DType::F8E5M2,
+        DType::F8E4M3FNUZ,
     ];
 
     /// Bytes per element.
     pub const fn size(self) -> usize {
         match self {
-            DType::Bool | DType::U8 | DType::I8 | DType::F8E4M3 | DType::F8E5M2 => 1,
+            DType::Bool
+            | DType::U8
+            | DType::I8
+            | DType::F8E4M3
+            | DType::F8E5M2
+            | DType::F8E4M3FNUZ => 1,
             DType::I16 | DType::U16 | DType::F16 | DType::BF16 => 2,
             DType::I32 | DType::U32 | DType::F32 => 4,
             DType::I64 | DType::U64 | DType::F64 => 8,
@@ -95,6 +103,7 @@ impl DType {
             DType::F64 => "F64",
             DType::F8E4M3 => "F8_E4M3",
             DType::F8E5M2 => "F8_E5M2",
+            DType::F8E4M3FNUZ => "F8_E4M3FNUZ",
         }
     }
 
@@ -116,6 +125,7 @@ impl DType {
             DType::F64 => "float64",
             DType::F8E4M3 => "float8_e4m3fn",
             DType::F8E5M2 => "float8_e5m2",
+            DType::F8E4M3FNUZ => "float8_e4m3fnuz",
         }
     }
 
@@ -123,7 +133,13 @@ impl DType {
     pub const fn is_float(self) -> bool {
         matches!(
             self,
-            DType::F16 | DType::BF16 | DType::F32 | DType::F64 | DType::F8E4M3 | DType::F8E5M2
+            DType::F16
+                | DType::BF16
+                | DType::F32
+                | DType::F64
+                | DType::F8E4M3
+                | DType::F8E5M2
+                | DType::F8E4M3FNUZ
         )
     }
 
@@ -173,6 +189,7 @@ impl DType {
             S::F64 => DType::F64,
             S::F8_E4M3 => DType::F8E4M3,
             S::F8_E5M2 => DType::F8E5M2,
+            S::F8_E4M3FNUZ => DType::F8E4M3FNUZ,
             other => {
                 return Err(Error::UnknownDType {
                     name: format!("{other:?}"),
@@ -280,6 +297,7 @@ pub fn decode_to_f32(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(
         })),
         DType::F8E4M3 => out.extend(bytes.iter().map(|&b| f8e4m3_to_f32(b))),
         DType::F8E5M2 => out.extend(bytes.iter().map(|&b| f8e5m2_to_f32(b))),
+        DType::F8E4M3FNUZ => out.extend(bytes.iter().map(|&b| f8e4m3fnuz_to_f32(b))),
         DType::Bool | DType::U8 => out.extend(bytes.iter().map(|&b| b as f32)),
         DType::I8 => out.extend(bytes.iter().map(|&b| b as i8 as f32)),
         DType::I16 => out.extend(
@@ -363,6 +381,22 @@ pub fn f8e4m3_to_f32(b: u8) -> f32 {
     }
 }
 
+/// Decodes one float8 e4m3fnuz byte (bias 8, no infinities, 0x80 is the only NaN and
+/// there is no negative zero).
+pub fn f8e4m3fnuz_to_f32(b: u8) -> f32 {
+    if b == 0x80 {
+        return f32::NAN;
+    }
+    let sign = if b & 0x80 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((b >> 3) & 0x0F) as i32;
+    let man = (b & 0x07) as f32;
+    if exp == 0 {
+        sign * man * 2f32.powi(-10)
+    } else {
+        sign * (1.0 + man / 8.0) * 2f32.powi(exp - 8)
+    }
+}
+
 /// Decodes one float8 e5m2 byte (bias 15, IEEE-like with infinities and NaN).
 pub fn f8e5m2_to_f32(b: u8) -> f32 {
     // e5m2 is the upper byte of an f16.
@@ -414,5 +448,9 @@ mod tests {
         assert!(f8e4m3_to_f32(0x7F).is_nan());
         assert_eq!(f8e4m3_to_f32(0x01), 2f32.powi(-9));
         assert_eq!(f8e5m2_to_f32(0x7B), 57344.0);
+        assert_eq!(f8e4m3fnuz_to_f32(0x7F), 240.0);
+        assert_eq!(f8e4m3fnuz_to_f32(0x01), 2f32.powi(-10));
+        assert!(f8e4m3fnuz_to_f32(0x80).is_nan());
+        assert_eq!(DType::parse("F8_E4M3FNUZ").unwrap(), DType::F8E4M3FNUZ);
     }
 }
