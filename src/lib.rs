@@ -36,6 +36,10 @@ pub use quant_core::*;
 /// The always-on basic methods.
 pub use quant_basic as basic;
 
+/// optimum-quanto qint8/qint4/qint2/qfloat8 (feature `quanto`).
+#[cfg(feature = "quanto")]
+pub use quant_quanto as quanto;
+
 pub mod sample;
 
 #[doc = include_str!("../README.md")]
