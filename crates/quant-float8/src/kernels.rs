@@ -1,0 +1,341 @@
+//! The numerics of each scheme on plain slices, as torchao 0.15 computes them (see the
+//! crate docs for the formulas). Rows are `[K]` slices of a row-major `[N, K]` weight.
+
+use quant_core::dtype::{round_bf16, round_f16};
+use quant_core::DType;
+use rayon::prelude::*;
+
+use crate::fp8::Fp8;
+
+/// `torch.finfo(torch.float32).eps`, the eps of every int scheme except int4dq.
+pub const EPS_F32: f32 = f32::EPSILON;
+
+/// Rounding of one arithmetic result to the weight dtype: PyTorch computes each op on
+/// bf16/f16 tensors in f32 and rounds the result (round to nearest even).
+pub trait Wd: Copy + Send + Sync + 'static {
+    /// The weight dtype.
+    const DTYPE: DType;
+    /// `torch.finfo(wd).eps`.
+    const EPS: f32;
+    /// Rounds an f32 result to the weight dtype.
+    fn r(x: f32) -> f32;
+}
+
+/// bfloat16 arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub struct Bf16;
+/// float16 arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub struct F16;
+/// float32 arithmetic.
+#[derive(Clone, Copy, Debug)]
+pub struct F32;
+
+impl Wd for Bf16 {
+    const DTYPE: DType = DType::BF16;
+    const EPS: f32 = 0.007_812_5; // 2^-7
+    #[inline(always)]
+    fn r(x: f32) -> f32 {
+        round_bf16(x)
+    }
+}
+
+impl Wd for F16 {
+    const DTYPE: DType = DType::F16;
+    const EPS: f32 = 0.000_976_562_5; // 2^-10
+    #[inline(always)]
+    fn r(x: f32) -> f32 {
+        round_f16(x)
+    }
+}
+
+impl Wd for F32 {
+    const DTYPE: DType = DType::F32;
+    const EPS: f32 = f32::EPSILON;
+    #[inline(always)]
+    fn r(x: f32) -> f32 {
+        x
+    }
+}
+
+/// Runs `$body` with `$W` bound to the [`Wd`] type of `$dtype` (f32 for anything but
+/// BF16 / F16).
+macro_rules! with_wd {
+    ($dtype:expr, $W:ident => $body:expr) => {
+        match $dtype {
+            quant_core::DType::BF16 => {
+                type $W = $crate::kernels::Bf16;
+                $body
+            }
+            quant_core::DType::F16 => {
+                type $W = $crate::kernels::F16;
+                $body
+            }
+            _ => {
+                type $W = $crate::kernels::F32;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_wd;
+
+/// Rounds `x` to `dtype` (identity for F32 and others).
+#[inline]
+pub fn round_out(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::BF16 => round_bf16(x),
+        DType::F16 => round_f16(x),
+        _ => x,
+    }
+}
+
+/// Exact min and max of a slice (NaN ignored).
+#[inline]
+pub fn min_max(v: &[f32]) -> (f32, f32) {
+    v.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// Exact max |x| of a slice (NaN ignored).
+#[inline]
+pub fn abs_max(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, &x| m.max(x.abs()))
+}
+
+// ---------------------------------------------------------------- float8
+
+/// The float8 scale for an exact `amax`: `f32(wd(amax / fp8_max))`, no eps (an all-zero
+/// block gets scale 0).
+#[inline]
+pub fn fp8_scale<W: Wd>(amax: f32, fmt: Fp8) -> f32 {
+    W::r(amax / fmt.max())
+}
+
+/// `fp8(clamp(w / scale, ±max))` in f32 for each value. A quotient that is NaN while `w`
+/// is not (0/0 for an all-zero block) is the x86 default NaN, negative, as torch on x86
+/// gives: code 0xFF.
+pub fn fp8_encode_slice(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
+    let max = fmt.max();
+    if scale == 0.0 {
+        for (o, &w) in out.iter_mut().zip(vals) {
+            let x = w / scale;
+            let x = if x.is_nan() && !w.is_nan() {
+                -f32::NAN
+            } else {
+                x
+            };
+            *o = fmt.encode(x.clamp(-max, max));
+        }
+        return;
+    }
+    for (o, &w) in out.iter_mut().zip(vals) {
+        *o = fmt.encode((w / scale).clamp(-max, max));
+    }
+}
+
+/// Per-row float8 of a row-major `[rows, k]` matrix: codes and one f32 scale per row.
+pub fn fp8_rows<W: Wd>(vals: &[f32], k: usize, fmt: Fp8, codes: &mut [u8], scales: &mut [f32]) {
+    codes
+        .par_chunks_mut(k)
+        .zip(vals.par_chunks(k))
+        .zip(scales.par_iter_mut())
+        .for_each(|((c, row), s)| {
+            *s = fp8_scale::<W>(abs_max(row), fmt);
+            fp8_encode_slice(row, *s, fmt, c);
+        });
+}
+
+/// Per-tensor float8: codes and the one f32 scale.
+pub fn fp8_tensor<W: Wd>(vals: &[f32], fmt: Fp8, codes: &mut [u8]) -> f32 {
+    const CHUNK: usize = 1 << 16;
+    let amax = vals
+        .par_chunks(CHUNK)
+        .map(abs_max)
+        .reduce(|| 0f32, f32::max);
+    let scale = fp8_scale::<W>(amax, fmt);
+    codes
+        .par_chunks_mut(CHUNK)
+        .zip(vals.par_chunks(CHUNK))
+        .for_each(|(c, v)| fp8_encode_slice(v, scale, fmt, c));
+    scale
+}
+
+// ---------------------------------------------------------------- symmetric int (int8, int4dq)
+
+/// Symmetric scale: `max(wd(amax / divisor), wd(eps))` with zero folded into the range.
+#[inline]
+pub fn sym_scale<W: Wd>(lo: f32, hi: f32, divisor: f32, eps: f32) -> f32 {
+    let amax = (-lo.min(0.0)).max(hi.max(0.0));
+    W::r(amax / divisor).max(W::r(eps))
+}
+
+/// Symmetric codes: `clamp(round(wd(w * wd(1 / scale))), qmin, qmax)`.
+#[inline]
+pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mut [i8]) {
+    let inv = W::r(1.0 / scale);
+    for (o, &w) in out.iter_mut().zip(vals) {
+        *o = W::r(w * inv).round_ties_even().clamp(qmin, qmax) as i8;
+    }
+}
+
+/// Symmetric per-group quantization of a row-major matrix (`group == k` is per row):
+/// codes and one scale (a `wd` value) per group, row-major `[rows, k / group]`.
+#[allow(clippy::too_many_arguments)]
+pub fn sym_groups<W: Wd>(
+    vals: &[f32],
+    k: usize,
+    group: usize,
+    divisor: f32,
+    eps: f32,
+    qmin: f32,
+    qmax: f32,
+    codes: &mut [i8],
+    scales: &mut [f32],
+) {
+    let per_row = k / group;
+    codes
+        .par_chunks_mut(k)
+        .zip(vals.par_chunks(k))
+        .zip(scales.par_chunks_mut(per_row))
+        .for_each(|((c, row), s)| {
+            for ((cg, vg), sg) in c.chunks_mut(group).zip(row.chunks(group)).zip(s) {
+                let (lo, hi) = min_max(vg);
+                *sg = sym_scale::<W>(lo, hi, divisor, eps);
+                sym_codes::<W>(vg, *sg, qmin, qmax, cg);
+            }
+        });
+}
+
+// ---------------------------------------------------------------- asymmetric uintX
+
+/// Asymmetric parameters with an integer zero point in `[0, qmax]`:
+/// `scale = max(wd(wd(max_pos - min_neg) / qmax), eps)`,
+/// `zp = clamp(-round(wd(min_neg / scale)), 0, qmax)`.
+#[inline]
+pub fn asym_params<W: Wd>(lo: f32, hi: f32, qmax: f32) -> (f32, f32) {
+    let min_neg = lo.min(0.0);
+    let max_pos = hi.max(0.0);
+    let scale = W::r(W::r(max_pos - min_neg) / qmax).max(W::r(EPS_F32));
+    let zp = (0.0 - W::r(min_neg / scale).round_ties_even()).clamp(0.0, qmax);
+    (scale, zp)
+}
+
+/// Asymmetric per-group quantization: codes in `[0, qmax]`, and per group a scale (a
+/// `wd` value) and an integer zero point, row-major `[rows, k / group]`.
+#[allow(clippy::too_many_arguments)]
+pub fn asym_groups<W: Wd>(
+    vals: &[f32],
+    k: usize,
+    group: usize,
+    qmax: f32,
+    codes: &mut [u8],
+    scales: &mut [f32],
+    zps: &mut [i32],
+) {
+    let per_row = k / group;
+    codes
+        .par_chunks_mut(k)
+        .zip(vals.par_chunks(k))
+        .zip(
+            scales
+                .par_chunks_mut(per_row)
+                .zip(zps.par_chunks_mut(per_row)),
+        )
+        .for_each(|((c, row), (s, z))| {
+            for (((cg, vg), sg), zg) in c.chunks_mut(group).zip(row.chunks(group)).zip(s).zip(z) {
+                let (lo, hi) = min_max(vg);
+                let (scale, zp) = asym_params::<W>(lo, hi, qmax);
+                *sg = scale;
+                *zg = zp as i32;
+                let inv = W::r(1.0 / scale);
+                for (o, &w) in cg.iter_mut().zip(vg) {
+                    let q = W::r(W::r(w * inv).round_ties_even() + zp);
+                    *o = q.clamp(0.0, qmax) as u8;
+                }
+            }
+        });
+}
+
+// ---------------------------------------------------------------- int4wo (fbgemm)
+
+/// fbgemm `int4_row_quantize_zp` on one group, all in f32: codes in `[-8, 7]` and the f32
+/// scale and zero (cast to the weight dtype only for storage).
+#[inline]
+pub fn int4wo_group(vals: &[f32], out: &mut [i8]) -> (f32, f32) {
+    let (lo, hi) = min_max(vals);
+    let scale = (hi - lo).max(1e-6) / 15.0;
+    let zero = lo + scale * 8.0;
+    for (o, &w) in out.iter_mut().zip(vals) {
+        *o = (((w - lo) / scale).round_ties_even().clamp(0.0, 15.0) - 8.0) as i8;
+    }
+    (scale, zero)
+}
+
+/// int4wo over a row-major matrix: codes `[rows, k]` and scale / zero per group,
+/// row-major `[rows, k / group]` (not yet transposed), as f32.
+pub fn int4wo_groups(
+    vals: &[f32],
+    k: usize,
+    group: usize,
+    codes: &mut [i8],
+    scales: &mut [f32],
+    zeros: &mut [f32],
+) {
+    let per_row = k / group;
+    codes
+        .par_chunks_mut(k)
+        .zip(vals.par_chunks(k))
+        .zip(
+            scales
+                .par_chunks_mut(per_row)
+                .zip(zeros.par_chunks_mut(per_row)),
+        )
+        .for_each(|((c, row), (s, z))| {
+            for (((cg, vg), sg), zg) in c.chunks_mut(group).zip(row.chunks(group)).zip(s).zip(z) {
+                (*sg, *zg) = int4wo_group(vg, cg);
+            }
+        });
+}
+
+/// Packs int4 codes two per byte: the even column in the low nibble (two's complement).
+pub fn pack_int4(codes: &[i8]) -> Vec<u8> {
+    codes
+        .chunks(2)
+        .map(|p| match p {
+            [a, b] => ((*a as u8) & 0x0F) | ((*b as u8) << 4),
+            [a] => (*a as u8) & 0x0F,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Unpacks [`pack_int4`] bytes (sign-extending each nibble).
+pub fn unpack_int4(bytes: &[u8]) -> Vec<i8> {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(((b << 4) as i8) >> 4);
+        out.push((b as i8) >> 4);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int4_pack_round_trip() {
+        let codes: Vec<i8> = (-8..8).chain((-8..8).rev()).collect();
+        assert_eq!(unpack_int4(&pack_int4(&codes)), codes);
+    }
+
+    #[test]
+    fn wd_eps_is_finfo_eps() {
+        assert_eq!(Bf16::EPS, 2f32.powi(-7));
+        assert_eq!(F16::EPS, 2f32.powi(-10));
+        assert_eq!(F32::EPS, 2f32.powi(-23));
+    }
+}
