@@ -531,6 +531,15 @@ fn want_float(l: &PartLayout) -> std::result::Result<(), String> {
     }
 }
 
+fn check_group(m: &TorchAo, group: usize) -> std::result::Result<(), String> {
+    match m.group {
+        Some(g) if g != group => Err(format!(
+            "the stored scale gives groups of {group} elements, the method's group_size is {g}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the parts of a stored tensor against its record (dtypes, shapes, group sizes)
 /// before any byte is read, so that a malformed file fails with a reason.
 pub(crate) fn check_layout(
@@ -590,6 +599,7 @@ pub(crate) fn check_layout(
             let zero = zero.ok_or("missing part zero_point")?;
             want_float(zero)?;
             want_shape(zero, &scale.shape)?;
+            check_group(m, k / groups)?;
             GeoKind::Int4 { group: k / groups }
         }
         Scheme::Int8Wo | Scheme::Int8Dq | Scheme::Int4Dq | Scheme::UintWo(_) => {
@@ -622,6 +632,7 @@ pub(crate) fn check_layout(
                 None if matches!(m.scheme, Scheme::Int8Wo | Scheme::Int8Dq) => {}
                 None => return Err("missing part zero_point".into()),
             }
+            check_group(m, k / groups)?;
             GeoKind::Affine { group: k / groups }
         }
     };

@@ -1,7 +1,13 @@
 //! Helpers shared by the integration tests: the reference data folder, its manifest,
 //! safetensors reading and SHA-256 (the manifest's `tensor_sha256` digests).
 
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
