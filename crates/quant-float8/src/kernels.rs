@@ -90,6 +90,20 @@ pub fn round_out(dtype: DType, x: f32) -> f32 {
     }
 }
 
+/// Round half to even (`torch.round`), without a libm call: adding and subtracting 2^23
+/// rounds any |x| < 2^23 to an integer in the current (nearest-even) mode; larger values
+/// and non-finite ones are already integral or pass through.
+#[inline(always)]
+pub fn round_half_even(x: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    if x.abs() < TWO_23 {
+        let c = TWO_23.copysign(x);
+        ((x + c) - c).copysign(x)
+    } else {
+        x
+    }
+}
+
 /// Exact min and max of a slice (NaN ignored).
 #[inline]
 pub fn min_max(v: &[f32]) -> (f32, f32) {
@@ -177,7 +191,7 @@ pub fn sym_scale<W: Wd>(lo: f32, hi: f32, divisor: f32, eps: f32) -> f32 {
 pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mut [i8]) {
     let inv = W::r(1.0 / scale);
     for (o, &w) in out.iter_mut().zip(vals) {
-        *o = W::r(w * inv).round_ties_even().clamp(qmin, qmax) as i8;
+        *o = round_half_even(W::r(w * inv)).clamp(qmin, qmax) as i8;
     }
 }
 
@@ -219,7 +233,7 @@ pub fn asym_params<W: Wd>(lo: f32, hi: f32, qmax: f32) -> (f32, f32) {
     let min_neg = lo.min(0.0);
     let max_pos = hi.max(0.0);
     let scale = W::r(W::r(max_pos - min_neg) / qmax).max(W::r(EPS_F32));
-    let zp = (0.0 - W::r(min_neg / scale).round_ties_even()).clamp(0.0, qmax);
+    let zp = (0.0 - round_half_even(W::r(min_neg / scale))).clamp(0.0, qmax);
     (scale, zp)
 }
 
@@ -252,7 +266,7 @@ pub fn asym_groups<W: Wd>(
                 *zg = zp as i32;
                 let inv = W::r(1.0 / scale);
                 for (o, &w) in cg.iter_mut().zip(vg) {
-                    let q = W::r(W::r(w * inv).round_ties_even() + zp);
+                    let q = W::r(round_half_even(W::r(w * inv)) + zp);
                     *o = q.clamp(0.0, qmax) as u8;
                 }
             }
@@ -269,7 +283,7 @@ pub fn int4wo_group(vals: &[f32], out: &mut [i8]) -> (f32, f32) {
     let scale = (hi - lo).max(1e-6) / 15.0;
     let zero = lo + scale * 8.0;
     for (o, &w) in out.iter_mut().zip(vals) {
-        *o = (((w - lo) / scale).round_ties_even().clamp(0.0, 15.0) - 8.0) as i8;
+        *o = (round_half_even((w - lo) / scale).clamp(0.0, 15.0) - 8.0) as i8;
     }
     (scale, zero)
 }
@@ -325,6 +339,31 @@ pub fn unpack_int4(bytes: &[u8]) -> Vec<i8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_half_even_matches_std() {
+        let mut x = -70_000.0f32;
+        while x < 70_000.0 {
+            for v in [x, x + 0.5, x + 0.25, x - 0.5, x * 1.000_001] {
+                assert_eq!(
+                    round_half_even(v).to_bits(),
+                    v.round_ties_even().to_bits(),
+                    "{v}"
+                );
+            }
+            x += 0.75;
+        }
+        for bits in (0u32..=u32::MAX).step_by(9_973) {
+            let v = f32::from_bits(bits);
+            if !v.is_nan() {
+                assert_eq!(
+                    round_half_even(v).to_bits(),
+                    v.round_ties_even().to_bits(),
+                    "{v:e}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn int4_pack_round_trip() {

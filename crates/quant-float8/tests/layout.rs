@@ -447,7 +447,7 @@ fn malformed_torchao_files_give_typed_errors() {
     // Wrong sizes and dtypes.
     let mutate = |f: &dyn Fn(&mut TensorMeta)| {
         let mut t = tensors.clone();
-        t.iter_mut().for_each(|m| f(m));
+        t.iter_mut().for_each(f);
         t
     };
     for t in [
