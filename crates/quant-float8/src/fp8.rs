@@ -89,21 +89,26 @@ pub fn f32_to_e4m3fn(x: f32) -> u8 {
     let bits = x.to_bits();
     let sign = ((bits >> 24) & 0x80) as u8;
     let abs = bits & 0x7FFF_FFFF;
-    if abs >= NAN_FROM {
-        return sign | 0x7F;
-    }
-    if abs < MIN_NORMAL {
-        // The f32 addition rounds to a multiple of 2^-9 (nearest even); the low bits
-        // are then the subnormal code (8 means 2^-6, the first normal: still right).
-        let sum = f32::from_bits(abs) + f32::from_bits(SUB_MAGIC);
-        return sign | (sum.to_bits().wrapping_sub(SUB_MAGIC) as u8);
-    }
-    // Rebias the exponent from 127 to 7, then round away the 20 low mantissa bits.
+    // Both paths are computed and one selected, so that loops over this vectorize.
+    // Subnormal: the f32 addition rounds to a multiple of 2^-9 (nearest even); the low
+    // bits are then the subnormal code (8 means 2^-6, the first normal: still right).
+    let sub = (f32::from_bits(abs) + f32::from_bits(SUB_MAGIC))
+        .to_bits()
+        .wrapping_sub(SUB_MAGIC);
+    // Normal: rebias the exponent from 127 to 7, then round away 20 mantissa bits.
     let odd = (abs >> 20) & 1;
-    let r = abs
+    let normal = abs
         .wrapping_sub((127 - 7) << 23)
-        .wrapping_add(0x7FFFF + odd);
-    sign | ((r >> 20) as u8)
+        .wrapping_add(0x7FFFF + odd)
+        >> 20;
+    let code = if abs >= NAN_FROM {
+        0x7F
+    } else if abs < MIN_NORMAL {
+        sub
+    } else {
+        normal
+    };
+    sign | (code as u8)
 }
 
 /// f32 → e5m2 byte, round to nearest even.
@@ -116,18 +121,24 @@ pub fn f32_to_e5m2(x: f32) -> u8 {
     let bits = x.to_bits();
     let sign = ((bits >> 24) & 0x80) as u8;
     let abs = bits & 0x7FFF_FFFF;
-    if abs >= INF_FROM {
-        return sign | if abs > F32_INF { 0x7F } else { 0x7C };
-    }
-    if abs < MIN_NORMAL {
-        let sum = f32::from_bits(abs) + f32::from_bits(SUB_MAGIC);
-        return sign | (sum.to_bits().wrapping_sub(SUB_MAGIC) as u8);
-    }
+    let sub = (f32::from_bits(abs) + f32::from_bits(SUB_MAGIC))
+        .to_bits()
+        .wrapping_sub(SUB_MAGIC);
     let odd = (abs >> 21) & 1;
-    let r = abs
+    let normal = abs
         .wrapping_sub((127 - 15) << 23)
-        .wrapping_add(0xFFFFF + odd);
-    sign | ((r >> 21) as u8)
+        .wrapping_add(0xFFFFF + odd)
+        >> 21;
+    let code = if abs > F32_INF {
+        0x7F
+    } else if abs >= INF_FROM {
+        0x7C
+    } else if abs < MIN_NORMAL {
+        sub
+    } else {
+        normal
+    };
+    sign | (code as u8)
 }
 
 /// A slow, obviously-correct encoder for checking [`Fp8::encode`]: the finite code whose

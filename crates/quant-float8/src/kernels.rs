@@ -1,7 +1,7 @@
 //! The numerics of each scheme on plain slices, as torchao 0.15 computes them (see the
 //! crate docs for the formulas). Rows are `[K]` slices of a row-major `[N, K]` weight.
 
-use quant_core::dtype::{round_bf16, round_f16};
+use quant_core::dtype::round_f16;
 use quant_core::DType;
 use rayon::prelude::*;
 
@@ -36,7 +36,7 @@ impl Wd for Bf16 {
     const EPS: f32 = 0.007_812_5; // 2^-7
     #[inline(always)]
     fn r(x: f32) -> f32 {
-        round_bf16(x)
+        bf16_round(x)
     }
 }
 
@@ -84,10 +84,28 @@ pub(crate) use with_wd;
 #[inline]
 pub fn round_out(dtype: DType, x: f32) -> f32 {
     match dtype {
-        DType::BF16 => round_bf16(x),
+        DType::BF16 => bf16_round(x),
         DType::F16 => round_f16(x),
         _ => x,
     }
+}
+
+/// f32 → bf16 → f32, round to nearest even, NaN → the canonical 0x7FC0 — the same as
+/// `quant_core::dtype::round_bf16`, written without a branch so loops vectorize.
+#[inline(always)]
+pub fn bf16_round(x: f32) -> f32 {
+    let u = x.to_bits();
+    let rounded = u.wrapping_add(0x7FFF + ((u >> 16) & 1)) & 0xFFFF_0000;
+    let nan = (u & 0x7FFF_FFFF) > 0x7F80_0000;
+    f32::from_bits(if nan { 0x7FC0_0000 } else { rounded })
+}
+
+/// An integral f32 in [-2^22, 2^22] as the low byte of its two's complement (the value
+/// of `x as i8` for x in [-128, 127]), through the 1.5·2^23 bias trick, so loops vectorize.
+#[inline(always)]
+pub fn int_to_byte(x: f32) -> u8 {
+    const BIAS: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + BIAS).to_bits() as u8
 }
 
 /// Round half to even (`torch.round`), without a libm call: adding and subtracting 2^23
@@ -96,9 +114,10 @@ pub fn round_out(dtype: DType, x: f32) -> f32 {
 #[inline(always)]
 pub fn round_half_even(x: f32) -> f32 {
     const TWO_23: f32 = 8_388_608.0;
+    let c = TWO_23.copysign(x);
+    let r = ((x + c) - c).copysign(x);
     if x.abs() < TWO_23 {
-        let c = TWO_23.copysign(x);
-        ((x + c) - c).copysign(x)
+        r
     } else {
         x
     }
@@ -107,16 +126,40 @@ pub fn round_half_even(x: f32) -> f32 {
 /// Exact min and max of a slice (NaN ignored).
 #[inline]
 pub fn min_max(v: &[f32]) -> (f32, f32) {
-    v.iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        })
+    // Eight independent lanes (min and max are exact and associative), then the rest.
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
+            *l = if x < *l { x } else { *l };
+            *h = if x > *h { x } else { *h };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+            (l.min(x), h.max(x))
+        });
+    let l = lo.iter().fold(tail.0, |a, &b| a.min(b));
+    let h = hi.iter().fold(tail.1, |a, &b| a.max(b));
+    (l, h)
 }
 
 /// Exact max |x| of a slice (NaN ignored).
 #[inline]
 pub fn abs_max(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |m, &x| m.max(x.abs()))
+    let mut m = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (m, &x) in m.iter_mut().zip(c) {
+            let a = x.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0f32, |a, &x| a.max(x.abs()));
+    m.iter().fold(tail, |a, &b| a.max(b))
 }
 
 // ---------------------------------------------------------------- float8
@@ -191,7 +234,7 @@ pub fn sym_scale<W: Wd>(lo: f32, hi: f32, divisor: f32, eps: f32) -> f32 {
 pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mut [i8]) {
     let inv = W::r(1.0 / scale);
     for (o, &w) in out.iter_mut().zip(vals) {
-        *o = round_half_even(W::r(w * inv)).clamp(qmin, qmax) as i8;
+        *o = int_to_byte(round_half_even(W::r(w * inv)).clamp(qmin, qmax)) as i8;
     }
 }
 
@@ -267,7 +310,7 @@ pub fn asym_groups<W: Wd>(
                 let inv = W::r(1.0 / scale);
                 for (o, &w) in cg.iter_mut().zip(vg) {
                     let q = W::r(round_half_even(W::r(w * inv)) + zp);
-                    *o = q.clamp(0.0, qmax) as u8;
+                    *o = int_to_byte(q.clamp(0.0, qmax));
                 }
             }
         });
@@ -283,7 +326,7 @@ pub fn int4wo_group(vals: &[f32], out: &mut [i8]) -> (f32, f32) {
     let scale = (hi - lo).max(1e-6) / 15.0;
     let zero = lo + scale * 8.0;
     for (o, &w) in out.iter_mut().zip(vals) {
-        *o = (round_half_even((w - lo) / scale).clamp(0.0, 15.0) - 8.0) as i8;
+        *o = int_to_byte(round_half_even((w - lo) / scale).clamp(0.0, 15.0) - 8.0) as i8;
     }
     (scale, zero)
 }
@@ -363,6 +406,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn bf16_round_matches_core() {
+        for bits in (0u32..=u32::MAX).step_by(997) {
+            let x = f32::from_bits(bits);
+            assert_eq!(
+                bf16_round(x).to_bits(),
+                quant_core::dtype::round_bf16(x).to_bits(),
+                "{bits:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn int_to_byte_is_the_i8_cast() {
+        for i in -128i32..=127 {
+            assert_eq!(int_to_byte(i as f32), i as i8 as u8);
+        }
+    }
+
+    #[test]
+    fn reductions_are_exact() {
+        let v: Vec<f32> = (0..77).map(|i| ((i * 37) % 101) as f32 - 50.5).collect();
+        let (lo, hi) = min_max(&v);
+        assert_eq!(lo, v.iter().copied().fold(f32::INFINITY, f32::min));
+        assert_eq!(hi, v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        assert_eq!(abs_max(&v), v.iter().fold(0f32, |a, x| a.max(x.abs())));
     }
 
     #[test]

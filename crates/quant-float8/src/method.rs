@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::fp8::Fp8;
-use crate::kernels::{self, round_out, with_wd, Wd, EPS_F32};
+use crate::kernels::{self, with_wd, Wd, EPS_F32};
 use crate::layout;
 
 /// Which tensors get a float8 scale of their own.
@@ -458,12 +458,12 @@ impl QuantMethod for TorchAo {
         let (n, k) = (geo.n, geo.k);
         Ok(match geo.kind {
             GeoKind::Fp8 { fmt, per_row } => {
-                dequant_fp8(&qdata.data, &scales, fmt, k, per_row, out)
+                with_wd!(out, W => dequant_fp8::<W>(&qdata.data, &scales, fmt, k, per_row))
             }
             GeoKind::Int4 { group } => {
                 let zero = zero.ok_or_else(|| bad("missing part zero_point".into()))?;
                 let zeros = decode_float(zero).map_err(bad)?;
-                dequant_int4(&qdata.data, &scales, &zeros, n, k, group, out)
+                with_wd!(out, W => dequant_int4::<W>(&qdata.data, &scales, &zeros, n, k, group))
             }
             GeoKind::Affine { group } => {
                 let zps = match zero {
@@ -474,7 +474,7 @@ impl QuantMethod for TorchAo {
                     }
                     None => None,
                 };
-                dequant_affine(&qdata.data, &scales, zps.as_deref(), k, group, out)
+                with_wd!(out, W => dequant_affine::<W>(&qdata.data, &scales, zps.as_deref(), k, group))
             }
         })
     }
@@ -652,14 +652,7 @@ fn decode_float(p: &Part) -> std::result::Result<Vec<f32>, String> {
 }
 
 /// `out(f32(q) * scale)`, per row or per tensor.
-fn dequant_fp8(
-    codes: &[u8],
-    scales: &[f32],
-    fmt: Fp8,
-    k: usize,
-    per_row: bool,
-    out: DType,
-) -> Vec<f32> {
+fn dequant_fp8<W: Wd>(codes: &[u8], scales: &[f32], fmt: Fp8, k: usize, per_row: bool) -> Vec<f32> {
     let table = fmt.table();
     let mut res = vec![0f32; codes.len()];
     res.par_chunks_mut(k)
@@ -671,20 +664,19 @@ fn dequant_fp8(
                 .copied()
                 .unwrap_or(0.0);
             for (o, &b) in o.iter_mut().zip(c) {
-                *o = round_out(out, table[usize::from(b)] * s);
+                *o = W::r(table[usize::from(b)] * s);
             }
         });
     res
 }
 
 /// `out((q - zp) * scale)` with one scale (and zero point) per group of a row.
-fn dequant_affine(
+fn dequant_affine<W: Wd>(
     codes: &[u8],
     scales: &[f32],
     zps: Option<&[f32]>,
     k: usize,
     group: usize,
-    out: DType,
 ) -> Vec<f32> {
     let per_row = k / group;
     let mut res = vec![0f32; codes.len()];
@@ -697,7 +689,7 @@ fn dequant_affine(
                 let s = scales.get(idx).copied().unwrap_or(0.0);
                 let z = zps.and_then(|z| z.get(idx)).copied().unwrap_or(0.0);
                 for (o, &b) in og.iter_mut().zip(cg) {
-                    *o = round_out(out, (f32::from(b as i8) - z) * s);
+                    *o = W::r((f32::from(b as i8) - z) * s);
                 }
             }
         });
@@ -705,14 +697,13 @@ fn dequant_affine(
 }
 
 /// `out(q * scale + zero)` for packed int4 with group-major `[K/g, N]` scale and zero.
-fn dequant_int4(
+fn dequant_int4<W: Wd>(
     packed: &[u8],
     scales: &[f32],
     zeros: &[f32],
     n: usize,
     k: usize,
     group: usize,
-    out: DType,
 ) -> Vec<f32> {
     let mut res = vec![0f32; n * k];
     res.par_chunks_mut(k)
@@ -724,7 +715,7 @@ fn dequant_int4(
                 let s = scales.get(gi * n + r).copied().unwrap_or(0.0);
                 let z = zeros.get(gi * n + r).copied().unwrap_or(0.0);
                 for (o, &q) in og.iter_mut().zip(cg) {
-                    *o = round_out(out, f32::from(q) * s + z);
+                    *o = W::r(f32::from(q) * s + z);
                 }
             }
         });
