@@ -9,6 +9,12 @@ use quant_core::{DType, Params, QuantMethod, TensorMeta};
 use quant_float8::TorchAo;
 
 fn cpu_seconds() -> f64 {
+    let (u, s) = cpu_split();
+    u + s
+}
+
+/// (user, system) CPU seconds of this process.
+fn cpu_split() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which is in parentheses): utime is the 14th field
     // of the whole line, stime the 15th, in clock ticks (100 per second on Linux).
@@ -17,7 +23,10 @@ fn cpu_seconds() -> f64 {
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0.0))
         .collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    (
+        f.get(11).copied().unwrap_or(0.0) / 100.0,
+        f.get(12).copied().unwrap_or(0.0) / 100.0,
+    )
 }
 
 fn main() {
@@ -58,19 +67,27 @@ fn main() {
             };
             let reps = 8;
             let t0 = cpu_seconds();
+            let u0 = cpu_split().0;
             for _ in 0..reps {
                 std::hint::black_box(m.quantize(&meta, std::hint::black_box(&values)).ok());
             }
             let t1 = cpu_seconds();
+            let (u1, s1) = cpu_split();
             for _ in 0..reps {
                 std::hint::black_box(m.dequantize(std::hint::black_box(&q)).ok());
             }
             let t2 = cpu_seconds();
+            let (u2, s2) = cpu_split();
             let gbs = |t: f64| bytes * f64::from(reps) / t.max(1e-9) / 1e9;
+            // Fresh output buffers are page-faulted in by the kernel (system time), which
+            // a loaded machine makes slow; user time is the quantizer's own work.
             println!(
-                "{name:<32} {dtype:<4} quantize {:6.2} GB/s per CPU-s   dequantize {:6.2} GB/s per CPU-s",
+                "{name:<32} {dtype:<4} quantize {:5.2} GB/s per CPU-s ({:5.2} user)   dequantize {:5.2} ({:5.2} user, {:.0}% system)",
                 gbs(t1 - t0),
-                gbs(t2 - t1)
+                gbs(u1 - u0),
+                gbs(t2 - t1),
+                gbs(u2 - u1),
+                100.0 * (s2 - s1) / (t2 - t1).max(1e-9)
             );
         }
     }

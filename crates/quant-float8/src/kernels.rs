@@ -123,43 +123,46 @@ pub fn round_half_even(x: f32) -> f32 {
     }
 }
 
-/// Exact min and max of a slice (NaN ignored).
-#[inline]
-pub fn min_max(v: &[f32]) -> (f32, f32) {
-    // Eight independent lanes (min and max are exact and associative), then the rest.
-    let mut lo = [f32::INFINITY; 8];
-    let mut hi = [f32::NEG_INFINITY; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
-            *l = if x < *l { x } else { *l };
-            *h = if x > *h { x } else { *h };
-        }
-    }
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
-            (l.min(x), h.max(x))
-        });
-    let l = lo.iter().fold(tail.0, |a, &b| a.min(b));
-    let h = hi.iter().fold(tail.1, |a, &b| a.max(b));
-    (l, h)
+/// A float's bits as an i32 that orders like the float (finite values; -0 just below +0).
+#[inline(always)]
+fn order_key(x: f32) -> i32 {
+    let i = x.to_bits() as i32;
+    i ^ ((i >> 31) & 0x7FFF_FFFF)
 }
 
-/// Exact max |x| of a slice (NaN ignored).
+#[inline(always)]
+fn from_order_key(k: i32) -> f32 {
+    f32::from_bits((k ^ ((k >> 31) & 0x7FFF_FFFF)) as u32)
+}
+
+/// Exact min and max of a slice of finite values ((+inf, -inf) for an empty slice). The
+/// reduction runs on order-preserving integer keys: integer min/max vectorizes, float
+/// min/max with IEEE semantics does not. (A NaN would count as larger than +inf or
+/// smaller than -inf; torchao propagates NaN; non-finite weights are not specified.)
+#[inline]
+pub fn min_max(v: &[f32]) -> (f32, f32) {
+    if v.is_empty() {
+        return (f32::INFINITY, f32::NEG_INFINITY);
+    }
+    let (mut lo, mut hi) = (i32::MAX, i32::MIN);
+    for &x in v {
+        let k = order_key(x);
+        lo = if k < lo { k } else { lo };
+        hi = if k > hi { k } else { hi };
+    }
+    (from_order_key(lo), from_order_key(hi))
+}
+
+/// Exact max |x| of a slice of finite values (0 for an empty slice): |x| orders like its
+/// bits with the sign cleared.
 #[inline]
 pub fn abs_max(v: &[f32]) -> f32 {
-    let mut m = [0f32; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (m, &x) in m.iter_mut().zip(c) {
-            let a = x.abs();
-            *m = if a > *m { a } else { *m };
-        }
+    let mut m = 0i32;
+    for &x in v {
+        let k = (x.to_bits() & 0x7FFF_FFFF) as i32;
+        m = if k > m { k } else { m };
     }
-    let tail = chunks.remainder().iter().fold(0f32, |a, &x| a.max(x.abs()));
-    m.iter().fold(tail, |a, &b| a.max(b))
+    f32::from_bits(m as u32)
 }
 
 // ---------------------------------------------------------------- float8
@@ -429,11 +432,23 @@ mod tests {
 
     #[test]
     fn reductions_are_exact() {
-        let v: Vec<f32> = (0..77).map(|i| ((i * 37) % 101) as f32 - 50.5).collect();
-        let (lo, hi) = min_max(&v);
-        assert_eq!(lo, v.iter().copied().fold(f32::INFINITY, f32::min));
-        assert_eq!(hi, v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-        assert_eq!(abs_max(&v), v.iter().fold(0f32, |a, x| a.max(x.abs())));
+        let mut s: u32 = 1;
+        for len in [1usize, 2, 7, 77, 4096] {
+            for scale in [1e-30f32, 1e-3, 1.0, 3e38] {
+                let v: Vec<f32> = (0..len)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * scale
+                    })
+                    .collect();
+                let (lo, hi) = min_max(&v);
+                assert_eq!(lo, v.iter().copied().fold(f32::INFINITY, f32::min));
+                assert_eq!(hi, v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+                assert_eq!(abs_max(&v), v.iter().fold(0f32, |a, x| a.max(x.abs())));
+            }
+        }
+        assert_eq!(min_max(&[0.0, -0.0]).0, 0.0);
+        assert_eq!(abs_max(&[]), 0.0);
     }
 
     #[test]
