@@ -24,6 +24,9 @@ pub fn data_key(name: &str, data: &str) -> String {
     }
 }
 
+/// The `__metadata__` record torchao writes for a plain (unquantized) tensor.
+pub const PLAIN_TENSOR_RECORD: &str = r#"{"_type": "Tensor"}"#;
+
 fn torch_dtype(name: &str) -> Value {
     json!({"_type": "torch.dtype", "_data": name})
 }

@@ -126,8 +126,11 @@
 //! - The pickle (`.bin`) form of the string era, and the packed `UintxTensor` layout.
 //! - torchao 0.18 cannot deserialize int4dq's activation enum from safetensors (its
 //!   allow-list lacks it); quant writes it as torchao's encoder does and reads it back.
-//! - `__metadata__` lists only the tensors this method quantized: a file mixing several
-//!   torchao methods needs the engine to merge the `tensor_names` lists.
+//! - `__metadata__` lists only the tensors this method quantized (that is all
+//!   `artifacts()` sees). torchao's writer lists **every** tensor of the file in
+//!   `tensor_names`, plain ones with the record `{"_type": "Tensor"}`
+//!   ([`layout::PLAIN_TENSOR_RECORD`]); the engine, which sees the whole file, should add
+//!   those and merge the lists when several torchao methods share a file.
 
 pub mod fp8;
 pub mod kernels;

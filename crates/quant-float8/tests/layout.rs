@@ -163,7 +163,17 @@ fn every_method_writes_the_torchao_form_and_reads_it_back() {
             .unwrap();
             let mut parts = q.parts.clone();
             parts.push(bias);
-            write_safetensors(&path, &parts, &art.metadata).unwrap();
+            // The whole file's metadata, as torchao writes it: plain tensors listed too.
+            let mut metadata = art.metadata.clone();
+            metadata.insert(
+                "blocks.0.attn.to_q.bias".into(),
+                quant_float8::layout::PLAIN_TENSOR_RECORD.into(),
+            );
+            metadata.insert(
+                "tensor_names".into(),
+                serde_json::to_string(&[meta.name.as_str(), "blocks.0.attn.to_q.bias"]).unwrap(),
+            );
+            write_safetensors(&path, &parts, &metadata).unwrap();
             let f = SafetensorsFile::open(&path).unwrap();
             let tensors: Vec<TensorMeta> = f.metas().cloned().collect();
             let config = json!({ "quantization_config": qc });
