@@ -53,7 +53,7 @@ impl Fp8 {
     }
 
     /// Encodes one f32 (see the module docs).
-    #[inline]
+    #[inline(always)]
     pub fn encode(self, x: f32) -> u8 {
         match self {
             Fp8::E4M3Fn => f32_to_e4m3fn(x),
@@ -81,7 +81,7 @@ impl Fp8 {
 }
 
 /// f32 → e4m3fn byte, round to nearest even.
-#[inline]
+#[inline(always)]
 pub fn f32_to_e4m3fn(x: f32) -> u8 {
     const NAN_FROM: u32 = 0x43F0_0000; // 480.0: first value whose rounding would need exponent 16
     const MIN_NORMAL: u32 = 121 << 23; // 2^-6
@@ -112,7 +112,7 @@ pub fn f32_to_e4m3fn(x: f32) -> u8 {
 }
 
 /// f32 → e5m2 byte, round to nearest even.
-#[inline]
+#[inline(always)]
 pub fn f32_to_e5m2(x: f32) -> u8 {
     const INF_FROM: u32 = 143 << 23; // 65536.0
     const F32_INF: u32 = 0x7F80_0000;

@@ -3,6 +3,8 @@
 
 use quant_core::dtype::round_f16;
 use quant_core::DType;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rayon::prelude::*;
 
 use crate::fp8::Fp8;
@@ -139,7 +141,7 @@ fn from_order_key(k: i32) -> f32 {
 /// reduction runs on order-preserving integer keys: integer min/max vectorizes, float
 /// min/max with IEEE semantics does not. (A NaN would count as larger than +inf or
 /// smaller than -inf; torchao propagates NaN; non-finite weights are not specified.)
-#[inline]
+#[inline(always)]
 pub fn min_max(v: &[f32]) -> (f32, f32) {
     if v.is_empty() {
         return (f32::INFINITY, f32::NEG_INFINITY);
@@ -155,7 +157,7 @@ pub fn min_max(v: &[f32]) -> (f32, f32) {
 
 /// Exact max |x| of a slice of finite values (0 for an empty slice): |x| orders like its
 /// bits with the sign cleared.
-#[inline]
+#[inline(always)]
 pub fn abs_max(v: &[f32]) -> f32 {
     let mut m = 0i32;
     for &x in v {
@@ -165,11 +167,64 @@ pub fn abs_max(v: &[f32]) -> f32 {
     f32::from_bits(m as u32)
 }
 
+// ---------------------------------------------------------------- dispatch
+
+static SIMD_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Whether the AVX2 builds of the row kernels run (x86_64 CPUs with AVX2, unless turned
+/// off with [`set_simd`]). Both builds compute the same IEEE operations in the same order
+/// (Rust never contracts to FMA), so their results are identical; the tests check it.
+#[inline]
+pub fn simd_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !SIMD_OFF.load(Ordering::Relaxed) && std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Turns the AVX2 builds off (`false`) or back on where the CPU has AVX2 (`true`); for
+/// comparing them with the baseline build.
+pub fn set_simd(enabled: bool) {
+    SIMD_OFF.store(!enabled, Ordering::Relaxed);
+}
+
+/// Defines `fn $name` whose body is compiled twice, for the baseline target and with
+/// AVX2, the latter picked at run time by [`simd_enabled`].
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$W:ident: Wd>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn imp $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2 $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? {
+                imp $(::<$W>)? ($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if simd_enabled() {
+                    // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
+                    return unsafe { avx2 $(::<$W>)? ($($arg),*) };
+                }
+            }
+            imp $(::<$W>)? ($($arg),*)
+        }
+    };
+}
+
 // ---------------------------------------------------------------- float8
 
 /// The float8 scale for an exact `amax`: `f32(wd(amax / fp8_max))`, no eps (an all-zero
 /// block gets scale 0).
-#[inline]
+#[inline(always)]
 pub fn fp8_scale<W: Wd>(amax: f32, fmt: Fp8) -> f32 {
     W::r(amax / fmt.max())
 }
@@ -177,7 +232,8 @@ pub fn fp8_scale<W: Wd>(amax: f32, fmt: Fp8) -> f32 {
 /// `fp8(clamp(w / scale, ±max))` in f32 for each value. A quotient that is NaN while `w`
 /// is not (0/0 for an all-zero block) is the x86 default NaN, negative, as torch on x86
 /// gives: code 0xFF.
-pub fn fp8_encode_slice(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
+#[inline(always)]
+fn fp8_encode_into(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
     let max = fmt.max();
     if scale == 0.0 {
         for (o, &w) in out.iter_mut().zip(vals) {
@@ -191,8 +247,40 @@ pub fn fp8_encode_slice(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
         }
         return;
     }
-    for (o, &w) in out.iter_mut().zip(vals) {
-        *o = fmt.encode((w / scale).clamp(-max, max));
+    match fmt {
+        Fp8::E4M3Fn => {
+            for (o, &w) in out.iter_mut().zip(vals) {
+                *o = crate::fp8::f32_to_e4m3fn((w / scale).clamp(-max, max));
+            }
+        }
+        Fp8::E5M2 => {
+            for (o, &w) in out.iter_mut().zip(vals) {
+                *o = crate::fp8::f32_to_e5m2((w / scale).clamp(-max, max));
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Float8 codes of `vals` with a given scale (see `fp8_encode_into`).
+    pub fn fp8_encode_slice(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
+        fp8_encode_into(vals, scale, fmt, out)
+    }
+}
+
+multiversion! {
+    /// Exact max |x| of a slice (the multiversioned [`abs_max`]).
+    pub fn abs_max_slice(vals: &[f32]) -> f32 {
+        abs_max(vals)
+    }
+}
+
+multiversion! {
+    /// One row of per-row float8: writes the codes, returns the scale.
+    pub fn fp8_row<W: Wd>(row: &[f32], fmt: Fp8, out: &mut [u8]) -> f32 {
+        let scale = fp8_scale::<W>(abs_max(row), fmt);
+        fp8_encode_into(row, scale, fmt, out);
+        scale
     }
 }
 
@@ -202,10 +290,7 @@ pub fn fp8_rows<W: Wd>(vals: &[f32], k: usize, fmt: Fp8, codes: &mut [u8], scale
         .par_chunks_mut(k)
         .zip(vals.par_chunks(k))
         .zip(scales.par_iter_mut())
-        .for_each(|((c, row), s)| {
-            *s = fp8_scale::<W>(abs_max(row), fmt);
-            fp8_encode_slice(row, *s, fmt, c);
-        });
+        .for_each(|((c, row), s)| *s = fp8_row::<W>(row, fmt, c));
 }
 
 /// Per-tensor float8: codes and the one f32 scale.
@@ -213,7 +298,7 @@ pub fn fp8_tensor<W: Wd>(vals: &[f32], fmt: Fp8, codes: &mut [u8]) -> f32 {
     const CHUNK: usize = 1 << 16;
     let amax = vals
         .par_chunks(CHUNK)
-        .map(abs_max)
+        .map(abs_max_slice)
         .reduce(|| 0f32, f32::max);
     let scale = fp8_scale::<W>(amax, fmt);
     codes
@@ -226,18 +311,38 @@ pub fn fp8_tensor<W: Wd>(vals: &[f32], fmt: Fp8, codes: &mut [u8]) -> f32 {
 // ---------------------------------------------------------------- symmetric int (int8, int4dq)
 
 /// Symmetric scale: `max(wd(amax / divisor), wd(eps))` with zero folded into the range.
-#[inline]
+#[inline(always)]
 pub fn sym_scale<W: Wd>(lo: f32, hi: f32, divisor: f32, eps: f32) -> f32 {
     let amax = (-lo.min(0.0)).max(hi.max(0.0));
     W::r(amax / divisor).max(W::r(eps))
 }
 
 /// Symmetric codes: `clamp(round(wd(w * wd(1 / scale))), qmin, qmax)`.
-#[inline]
+#[inline(always)]
 pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mut [i8]) {
     let inv = W::r(1.0 / scale);
     for (o, &w) in out.iter_mut().zip(vals) {
         *o = int_to_byte(round_half_even(W::r(w * inv)).clamp(qmin, qmax)) as i8;
+    }
+}
+
+multiversion! {
+    /// One row of symmetric groups: codes and one scale per group.
+    pub fn sym_row<W: Wd>(
+        row: &[f32],
+        group: usize,
+        divisor: f32,
+        eps: f32,
+        qmin: f32,
+        qmax: f32,
+        codes: &mut [i8],
+        scales: &mut [f32],
+    ) {
+        for ((cg, vg), sg) in codes.chunks_mut(group).zip(row.chunks(group)).zip(scales) {
+            let (lo, hi) = min_max(vg);
+            *sg = sym_scale::<W>(lo, hi, divisor, eps);
+            sym_codes::<W>(vg, *sg, qmin, qmax, cg);
+        }
     }
 }
 
@@ -260,13 +365,7 @@ pub fn sym_groups<W: Wd>(
         .par_chunks_mut(k)
         .zip(vals.par_chunks(k))
         .zip(scales.par_chunks_mut(per_row))
-        .for_each(|((c, row), s)| {
-            for ((cg, vg), sg) in c.chunks_mut(group).zip(row.chunks(group)).zip(s) {
-                let (lo, hi) = min_max(vg);
-                *sg = sym_scale::<W>(lo, hi, divisor, eps);
-                sym_codes::<W>(vg, *sg, qmin, qmax, cg);
-            }
-        });
+        .for_each(|((c, row), s)| sym_row::<W>(row, group, divisor, eps, qmin, qmax, c, s));
 }
 
 // ---------------------------------------------------------------- asymmetric uintX
@@ -274,13 +373,42 @@ pub fn sym_groups<W: Wd>(
 /// Asymmetric parameters with an integer zero point in `[0, qmax]`:
 /// `scale = max(wd(wd(max_pos - min_neg) / qmax), eps)`,
 /// `zp = clamp(-round(wd(min_neg / scale)), 0, qmax)`.
-#[inline]
+#[inline(always)]
 pub fn asym_params<W: Wd>(lo: f32, hi: f32, qmax: f32) -> (f32, f32) {
     let min_neg = lo.min(0.0);
     let max_pos = hi.max(0.0);
     let scale = W::r(W::r(max_pos - min_neg) / qmax).max(W::r(EPS_F32));
     let zp = (0.0 - round_half_even(W::r(min_neg / scale))).clamp(0.0, qmax);
     (scale, zp)
+}
+
+multiversion! {
+    /// One row of asymmetric groups: codes, and per group a scale and zero point.
+    pub fn asym_row<W: Wd>(
+        row: &[f32],
+        group: usize,
+        qmax: f32,
+        codes: &mut [u8],
+        scales: &mut [f32],
+        zps: &mut [i32],
+    ) {
+        for (((cg, vg), sg), zg) in codes
+            .chunks_mut(group)
+            .zip(row.chunks(group))
+            .zip(scales)
+            .zip(zps)
+        {
+            let (lo, hi) = min_max(vg);
+            let (scale, zp) = asym_params::<W>(lo, hi, qmax);
+            *sg = scale;
+            *zg = zp as i32;
+            let inv = W::r(1.0 / scale);
+            for (o, &w) in cg.iter_mut().zip(vg) {
+                let q = W::r(round_half_even(W::r(w * inv)) + zp);
+                *o = int_to_byte(q.clamp(0.0, qmax));
+            }
+        }
+    }
 }
 
 /// Asymmetric per-group quantization: codes in `[0, qmax]`, and per group a scale (a
@@ -304,26 +432,14 @@ pub fn asym_groups<W: Wd>(
                 .par_chunks_mut(per_row)
                 .zip(zps.par_chunks_mut(per_row)),
         )
-        .for_each(|((c, row), (s, z))| {
-            for (((cg, vg), sg), zg) in c.chunks_mut(group).zip(row.chunks(group)).zip(s).zip(z) {
-                let (lo, hi) = min_max(vg);
-                let (scale, zp) = asym_params::<W>(lo, hi, qmax);
-                *sg = scale;
-                *zg = zp as i32;
-                let inv = W::r(1.0 / scale);
-                for (o, &w) in cg.iter_mut().zip(vg) {
-                    let q = W::r(round_half_even(W::r(w * inv)) + zp);
-                    *o = int_to_byte(q.clamp(0.0, qmax));
-                }
-            }
-        });
+        .for_each(|((c, row), (s, z))| asym_row::<W>(row, group, qmax, c, s, z));
 }
 
 // ---------------------------------------------------------------- int4wo (fbgemm)
 
 /// fbgemm `int4_row_quantize_zp` on one group, all in f32: codes in `[-8, 7]` and the f32
 /// scale and zero (cast to the weight dtype only for storage).
-#[inline]
+#[inline(always)]
 pub fn int4wo_group(vals: &[f32], out: &mut [i8]) -> (f32, f32) {
     let (lo, hi) = min_max(vals);
     let scale = (hi - lo).max(1e-6) / 15.0;
@@ -332,6 +448,20 @@ pub fn int4wo_group(vals: &[f32], out: &mut [i8]) -> (f32, f32) {
         *o = int_to_byte(round_half_even((w - lo) / scale).clamp(0.0, 15.0) - 8.0) as i8;
     }
     (scale, zero)
+}
+
+multiversion! {
+    /// One row of int4wo groups.
+    pub fn int4wo_row(row: &[f32], group: usize, codes: &mut [i8], scales: &mut [f32], zeros: &mut [f32]) {
+        for (((cg, vg), sg), zg) in codes
+            .chunks_mut(group)
+            .zip(row.chunks(group))
+            .zip(scales)
+            .zip(zeros)
+        {
+            (*sg, *zg) = int4wo_group(vg, cg);
+        }
+    }
 }
 
 /// int4wo over a row-major matrix: codes `[rows, k]` and scale / zero per group,
@@ -353,11 +483,67 @@ pub fn int4wo_groups(
                 .par_chunks_mut(per_row)
                 .zip(zeros.par_chunks_mut(per_row)),
         )
-        .for_each(|((c, row), (s, z))| {
-            for (((cg, vg), sg), zg) in c.chunks_mut(group).zip(row.chunks(group)).zip(s).zip(z) {
-                (*sg, *zg) = int4wo_group(vg, cg);
+        .for_each(|((c, row), (s, z))| int4wo_row(row, group, c, s, z));
+}
+
+// ---------------------------------------------------------------- dequantization
+
+multiversion! {
+    /// `wd(f32(q) * scale)` for one row of float8 codes (`table`: the decoded bytes).
+    pub fn dequant_fp8_row<W: Wd>(codes: &[u8], table: &[f32; 256], scale: f32, out: &mut [f32]) {
+        for (o, &b) in out.iter_mut().zip(codes) {
+            *o = W::r(table[usize::from(b)] * scale);
+        }
+    }
+}
+
+multiversion! {
+    /// `wd((q - zp) * scale)` for one row of int8-stored codes, one scale (and zero point)
+    /// per group.
+    pub fn dequant_affine_row<W: Wd>(
+        codes: &[u8],
+        scales: &[f32],
+        zps: Option<&[f32]>,
+        group: usize,
+        out: &mut [f32],
+    ) {
+        for (gi, (og, cg)) in out.chunks_mut(group).zip(codes.chunks(group)).enumerate() {
+            let s = scales.get(gi).copied().unwrap_or(0.0);
+            let z = zps.and_then(|z| z.get(gi)).copied().unwrap_or(0.0);
+            for (o, &b) in og.iter_mut().zip(cg) {
+                *o = W::r((f32::from(b as i8) - z) * s);
             }
-        });
+        }
+    }
+}
+
+multiversion! {
+    /// `wd(q * scale + zero)` for one row of packed int4 codes (this row's scale and zero
+    /// per group).
+    pub fn dequant_int4_row<W: Wd>(
+        packed: &[u8],
+        scales: &[f32],
+        zeros: &[f32],
+        group: usize,
+        out: &mut [f32],
+    ) {
+        for (gi, (og, pg)) in out
+            .chunks_mut(group)
+            .zip(packed.chunks(group / 2))
+            .enumerate()
+        {
+            let s = scales.get(gi).copied().unwrap_or(0.0);
+            let z = zeros.get(gi).copied().unwrap_or(0.0);
+            for (o2, &b) in og.chunks_exact_mut(2).zip(pg) {
+                let lo = f32::from(((b << 4) as i8) >> 4);
+                let hi = f32::from((b as i8) >> 4);
+                if let [a, c] = o2 {
+                    *a = W::r(lo * s + z);
+                    *c = W::r(hi * s + z);
+                }
+            }
+        }
+    }
 }
 
 /// Packs int4 codes two per byte: the even column in the low nibble (two's complement).

@@ -651,7 +651,7 @@ fn decode_float(p: &Part) -> std::result::Result<Vec<f32>, String> {
     Ok(v)
 }
 
-/// `out(f32(q) * scale)`, per row or per tensor.
+/// `wd(f32(q) * scale)`, per row or per tensor.
 fn dequant_fp8<W: Wd>(codes: &[u8], scales: &[f32], fmt: Fp8, k: usize, per_row: bool) -> Vec<f32> {
     let table = fmt.table();
     let mut res = vec![0f32; codes.len()];
@@ -663,14 +663,12 @@ fn dequant_fp8<W: Wd>(codes: &[u8], scales: &[f32], fmt: Fp8, k: usize, per_row:
                 .get(if per_row { r } else { 0 })
                 .copied()
                 .unwrap_or(0.0);
-            for (o, &b) in o.iter_mut().zip(c) {
-                *o = W::r(table[usize::from(b)] * s);
-            }
+            kernels::dequant_fp8_row::<W>(c, &table, s, o);
         });
     res
 }
 
-/// `out((q - zp) * scale)` with one scale (and zero point) per group of a row.
+/// `wd((q - zp) * scale)` with one scale (and zero point) per group of a row.
 fn dequant_affine<W: Wd>(
     codes: &[u8],
     scales: &[f32],
@@ -684,19 +682,15 @@ fn dequant_affine<W: Wd>(
         .zip(codes.par_chunks(k))
         .enumerate()
         .for_each(|(r, (o, c))| {
-            for (gi, (og, cg)) in o.chunks_mut(group).zip(c.chunks(group)).enumerate() {
-                let idx = r * per_row + gi;
-                let s = scales.get(idx).copied().unwrap_or(0.0);
-                let z = zps.and_then(|z| z.get(idx)).copied().unwrap_or(0.0);
-                for (o, &b) in og.iter_mut().zip(cg) {
-                    *o = W::r((f32::from(b as i8) - z) * s);
-                }
-            }
+            let range = r * per_row..(r + 1) * per_row;
+            let s = scales.get(range.clone()).unwrap_or(&[]);
+            let z = zps.map(|z| z.get(range).unwrap_or(&[]));
+            kernels::dequant_affine_row::<W>(c, s, z, group, o);
         });
     res
 }
 
-/// `out(q * scale + zero)` for packed int4 with group-major `[K/g, N]` scale and zero.
+/// `wd(q * scale + zero)` for packed int4 with group-major `[K/g, N]` scale and zero.
 fn dequant_int4<W: Wd>(
     packed: &[u8],
     scales: &[f32],
@@ -705,19 +699,18 @@ fn dequant_int4<W: Wd>(
     k: usize,
     group: usize,
 ) -> Vec<f32> {
+    let groups = k / group;
     let mut res = vec![0f32; n * k];
     res.par_chunks_mut(k)
         .zip(packed.par_chunks(k / 2))
         .enumerate()
         .for_each(|(r, (o, p))| {
-            let codes = kernels::unpack_int4(p);
-            for (gi, (og, cg)) in o.chunks_mut(group).zip(codes.chunks(group)).enumerate() {
-                let s = scales.get(gi * n + r).copied().unwrap_or(0.0);
-                let z = zeros.get(gi * n + r).copied().unwrap_or(0.0);
-                for (o, &q) in og.iter_mut().zip(cg) {
-                    *o = W::r(f32::from(q) * s + z);
-                }
-            }
+            let pick = |v: &[f32]| -> Vec<f32> {
+                (0..groups)
+                    .map(|gi| v.get(gi * n + r).copied().unwrap_or(0.0))
+                    .collect()
+            };
+            kernels::dequant_int4_row::<W>(p, &pick(scales), &pick(zeros), group, o);
         });
     res
 }

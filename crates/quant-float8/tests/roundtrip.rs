@@ -105,3 +105,34 @@ fn dequantized_weights_stay_within_the_error_bound() {
         }
     }
 }
+
+/// The AVX2 and baseline builds of the kernels give the same bytes and bits, for every
+/// method and weight dtype (f16 included, which the reference vectors do not cover).
+#[test]
+fn simd_and_baseline_builds_agree() {
+    let (n, k) = (48, 512);
+    for (name, scheme) in METHODS {
+        for dtype in [DType::BF16, DType::F16, DType::F32] {
+            if scheme == Scheme::Float8Dq(Granularity::PerRow) && dtype != DType::BF16 {
+                continue;
+            }
+            let w = weights(n, k, dtype, 0xDEAD_BEEF_1234_5678);
+            let m = TorchAo::new(name, &Params::new()).unwrap();
+            let meta = TensorMeta::new("l.weight", dtype, vec![n, k]);
+            let mut runs = Vec::new();
+            for simd in [true, false] {
+                quant_float8::kernels::set_simd(simd);
+                let q = m.quantize(&meta, &w).unwrap();
+                let d: Vec<u32> = m
+                    .dequantize(&q)
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect();
+                runs.push((q.parts, d));
+            }
+            quant_float8::kernels::set_simd(true);
+            assert!(runs[0] == runs[1], "{name} {dtype}: the two builds differ");
+        }
+    }
+}

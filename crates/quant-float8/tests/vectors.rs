@@ -116,6 +116,14 @@ fn same_values(name: &str, dtype: DType, ours: &[u8], theirs: &Stored) -> bool {
 
 #[test]
 fn every_reference_entry_is_reproduced() {
+    // Both builds of the row kernels: AVX2 (where the CPU has it) and the baseline.
+    for simd in [true, false] {
+        quant_float8::kernels::set_simd(simd);
+        reproduce_all(simd);
+    }
+}
+
+fn reproduce_all(simd: bool) {
     let m = manifest();
     let registry = Registry::global().unwrap();
     let mut checked = 0usize;
@@ -203,7 +211,7 @@ fn every_reference_entry_is_reproduced() {
     }
     for (case, methods) in &table {
         println!(
-            "{case}: {} methods byte-exact: {}",
+            "simd={simd} {case}: {} methods byte-exact: {}",
             methods.len(),
             methods.join(" ")
         );
