@@ -118,6 +118,15 @@
 //! Distinct names that store identically come back under one name: e5m2 weight-only as
 //! `float8wo`, per-tensor dynamic as `float8dq`.
 //!
+//! # Speed
+//!
+//! Rows (or row chunks for per-tensor float8) run in parallel with rayon. The row
+//! kernels are written without branches or libm calls (bit-level bf16 rounding, round
+//! half to even by the 2^23 trick, integer-key min/max) so they vectorize, and each is
+//! compiled twice — baseline x86-64 and AVX2, chosen at run time
+//! ([`kernels::simd_enabled`]). Both builds do the same IEEE operations in the same order
+//! (no FMA contraction), and the tests run every reference vector through both.
+//!
 //! # Not implemented
 //!
 //! - torchao ≤ 0.13's `int4wo` (tinygemm, `int4wo_v1_tinygemm` in the reference): not one

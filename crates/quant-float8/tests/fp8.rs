@@ -61,3 +61,23 @@ fn nan_keeps_its_sign() {
         assert!(fmt.decode(fmt.encode(f32::NAN)).is_nan());
     }
 }
+
+/// The slice encoder the quantizers use (AVX2 and baseline builds): scale 1 leaves every
+/// in-range bf16 value as it is, so each code must be the reference's.
+#[test]
+fn slice_encoder_builds_match_the_reference() {
+    for fmt in [Fp8::E4M3Fn, Fp8::E5M2] {
+        let vals: Vec<f32> = (0u16..=u16::MAX)
+            .map(|b| f32::from_bits(u32::from(b) << 16))
+            .filter(|x| x.abs() <= fmt.max())
+            .collect();
+        let want: Vec<u8> = vals.iter().map(|&x| encode_reference(fmt, x)).collect();
+        for simd in [true, false] {
+            quant_float8::kernels::set_simd(simd);
+            let mut got = vec![0u8; vals.len()];
+            quant_float8::kernels::fp8_encode_slice(&vals, 1.0, fmt, &mut got);
+            assert!(got == want, "{fmt:?} simd={simd}");
+        }
+        quant_float8::kernels::set_simd(true);
+    }
+}
