@@ -317,12 +317,13 @@ pub fn sym_scale<W: Wd>(lo: f32, hi: f32, divisor: f32, eps: f32) -> f32 {
     W::r(amax / divisor).max(W::r(eps))
 }
 
-/// Symmetric codes: `clamp(round(wd(w * wd(1 / scale))), qmin, qmax)`.
+/// Symmetric codes: `clamp(round(wd(w * wd(1 / scale))), qmin, qmax)`, stored as
+/// two's-complement bytes (int8).
 #[inline(always)]
-pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mut [i8]) {
+pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mut [u8]) {
     let inv = W::r(1.0 / scale);
     for (o, &w) in out.iter_mut().zip(vals) {
-        *o = int_to_byte(round_half_even(W::r(w * inv)).clamp(qmin, qmax)) as i8;
+        *o = int_to_byte(round_half_even(W::r(w * inv)).clamp(qmin, qmax));
     }
 }
 
@@ -335,7 +336,7 @@ multiversion! {
         eps: f32,
         qmin: f32,
         qmax: f32,
-        codes: &mut [i8],
+        codes: &mut [u8],
         scales: &mut [f32],
     ) {
         for ((cg, vg), sg) in codes.chunks_mut(group).zip(row.chunks(group)).zip(scales) {
@@ -347,7 +348,7 @@ multiversion! {
 }
 
 /// Symmetric per-group quantization of a row-major matrix (`group == k` is per row):
-/// codes and one scale (a `wd` value) per group, row-major `[rows, k / group]`.
+/// int8 codes (two's-complement bytes) and one scale (a `wd` value) per group, row-major `[rows, k / group]`.
 #[allow(clippy::too_many_arguments)]
 pub fn sym_groups<W: Wd>(
     vals: &[f32],
@@ -357,7 +358,7 @@ pub fn sym_groups<W: Wd>(
     eps: f32,
     qmin: f32,
     qmax: f32,
-    codes: &mut [i8],
+    codes: &mut [u8],
     scales: &mut [f32],
 ) {
     let per_row = k / group;

@@ -241,7 +241,7 @@ impl TorchAo {
                 vec![codes, f32_bytes(&scales)]
             }
             Scheme::Int8Wo | Scheme::Int8Dq => {
-                let mut codes = vec![0i8; n_el];
+                let mut codes = vec![0u8; n_el];
                 let mut scales = vec![0f32; n_el / k];
                 kernels::sym_groups::<W>(
                     values,
@@ -255,11 +255,11 @@ impl TorchAo {
                     &mut scales,
                 );
                 let zeros = vec![0u8; scales.len()];
-                vec![i8_bytes(&codes), f32_bytes(&scales), zeros]
+                vec![codes, f32_bytes(&scales), zeros]
             }
             Scheme::Int4Dq => {
                 let g = self.group_or_row(k);
-                let mut codes = vec![0i8; n_el];
+                let mut codes = vec![0u8; n_el];
                 let mut scales = vec![0f32; n_el / g];
                 kernels::sym_groups::<W>(
                     values,
@@ -273,7 +273,7 @@ impl TorchAo {
                     &mut scales,
                 );
                 let zeros = vec![0u8; scales.len()];
-                vec![i8_bytes(&codes), encode_f32(W::DTYPE, &scales)?, zeros]
+                vec![codes, encode_f32(W::DTYPE, &scales)?, zeros]
             }
             Scheme::UintWo(bits) => {
                 let g = self.group_or_row(k);
@@ -328,10 +328,6 @@ impl TorchAo {
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn i8_bytes(v: &[i8]) -> Vec<u8> {
-    v.iter().map(|&x| x as u8).collect()
 }
 
 impl QuantMethod for TorchAo {
