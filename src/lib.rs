@@ -40,6 +40,10 @@ pub use quant_basic as basic;
 #[cfg(feature = "quanto")]
 pub use quant_quanto as quanto;
 
+/// TorchAO float8 / int4 / int8 / uintN weight methods (feature `float8`).
+#[cfg(feature = "float8")]
+pub use quant_float8 as float8;
+
 pub mod sample;
 
 #[doc = include_str!("../README.md")]
