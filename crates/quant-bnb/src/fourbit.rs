@@ -55,10 +55,11 @@ impl QuantType {
     /// FP4's sorted-index → code permutation.
     #[inline]
     pub fn code(self, s: f32) -> u8 {
+        let nan = s.is_nan();
         let idx = self
             .bounds()
             .iter()
-            .map(|&t| u8::from(!(t >= s)))
+            .map(|&t| u8::from(t < s || nan))
             .sum::<u8>();
         match self {
             QuantType::Nf4 => idx,
@@ -243,16 +244,15 @@ fn multi_row_sum<const L: usize>(x: &[f32], size: usize) -> [[f32; L]; 4] {
     let mut i = 0usize;
     while i + level_step <= size {
         for _ in 0..level_step {
-            for k in 0..NROWS {
-                add_lanes(&mut acc[0][k], elem(i, k));
+            for (k, a) in acc[0].iter_mut().enumerate() {
+                add_lanes(a, elem(i, k));
             }
             i += 1;
         }
         for j in 1..LEVELS {
-            for k in 0..NROWS {
-                let lower = acc[j - 1][k];
-                add_lanes(&mut acc[j][k], &lower);
-                acc[j - 1][k] = [0f32; L];
+            let lower = std::mem::replace(&mut acc[j - 1], [[0f32; L]; NROWS]);
+            for (a, l) in acc[j].iter_mut().zip(&lower) {
+                add_lanes(a, l);
             }
             let mask = level_mask << (j * level_power);
             if i & mask != 0 {
@@ -261,15 +261,15 @@ fn multi_row_sum<const L: usize>(x: &[f32], size: usize) -> [[f32; L]; 4] {
         }
     }
     while i < size {
-        for k in 0..NROWS {
-            add_lanes(&mut acc[0][k], elem(i, k));
+        for (k, a) in acc[0].iter_mut().enumerate() {
+            add_lanes(a, elem(i, k));
         }
         i += 1;
     }
     for j in 1..LEVELS {
-        for k in 0..NROWS {
-            let upper = acc[j][k];
-            add_lanes(&mut acc[0][k], &upper);
+        let upper = acc[j];
+        for (a, u) in acc[0].iter_mut().zip(&upper) {
+            add_lanes(a, u);
         }
     }
     acc[0]

@@ -4,6 +4,9 @@
 //! dtypes, shapes and bytes; quant-state JSON compared as JSON; and the same
 //! `quantization_config`.
 
+// Test helpers panic on broken fixtures: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;

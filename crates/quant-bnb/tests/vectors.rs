@@ -1,6 +1,9 @@
 //! Every bitsandbytes reference vector (tests/data/manifest.json, produced by bitsandbytes
 //! 0.50.2 on CPU): quantized bytes byte for byte, dequantized values bit for bit.
 
+// Test helpers panic on broken fixtures: that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

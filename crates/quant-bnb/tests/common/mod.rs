@@ -26,7 +26,14 @@ pub fn f32s(f: &SafetensorsFile, name: &str) -> Vec<f32> {
         .unwrap()
 }
 
+/// Names an item of quant-bnb so the linker keeps the crate and its registrations
+/// (inventory issue #7), as the facade's `pub use quant_bnb as bnb` does.
+pub fn link_backend() {
+    std::hint::black_box(quant_bnb::method::quantization_config_8bit());
+}
+
 pub fn method(name: &str, params: serde_json::Value) -> Box<dyn QuantMethod> {
+    link_backend();
     let params: Params = params.as_object().unwrap().clone();
     Registry::global().unwrap().create(name, &params).unwrap()
 }
