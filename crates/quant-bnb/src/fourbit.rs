@@ -1,7 +1,7 @@
 //! Blockwise 4-bit quantization (NF4 / FP4) with bitsandbytes 0.50's CPU semantics (spec §1),
 //! and the double quantization of the absmax vector (spec §1.7).
 
-use quant_core::dtype::round_to;
+use quant_core::dtype::{round_bf16, round_f16};
 use quant_core::DType;
 use rayon::prelude::*;
 
@@ -13,23 +13,6 @@ use crate::QuantType;
 
 /// Blocks handed to one rayon task at least (keeps task overhead small for blocksize 64).
 const MIN_BLOCKS_PER_TASK: usize = 64;
-
-/// torch's NaN-propagating `max(|x|)` over a block.
-#[inline]
-fn absmax_nan(block: &[f32]) -> f32 {
-    let mut m = 0f32;
-    let mut nan = false;
-    for &v in block {
-        let a = v.abs();
-        nan |= a.is_nan();
-        m = m.max(a);
-    }
-    if nan {
-        f32::NAN
-    } else {
-        m
-    }
-}
 
 /// `torch.clamp(x, min=lo)`: NaN stays NaN.
 #[inline]
@@ -61,9 +44,16 @@ impl QuantType {
             .iter()
             .map(|&t| u8::from(t < s || nan))
             .sum::<u8>();
+        self.code_of_index(u32::from(idx))
+    }
+
+    /// The code of the `idx`-th sorted level (identity for NF4, [`FP4_ORDER`] for FP4).
+    #[inline]
+    fn code_of_index(self, idx: u32) -> u8 {
+        let idx = (idx & 15) as u8;
         match self {
             QuantType::Nf4 => idx,
-            QuantType::Fp4 => FP4_ORDER[usize::from(idx & 15)],
+            QuantType::Fp4 => FP4_ORDER[usize::from(idx)],
         }
     }
 
@@ -87,25 +77,61 @@ impl QuantType {
     }
 }
 
+/// Elements scaled and coded together (a multiple of 2; the loops over it vectorize).
+const CHUNK: usize = 64;
+
 /// Quantizes one block into `out` (`ceil(len / 2)` bytes, first element in the high
-/// nibble, an odd tail padded with the code of 0.0); returns the stored absmax.
-fn quantize_block(block: &[f32], out: &mut [u8], tail: bool, qt: QuantType) -> f32 {
-    let absmax = absmax_nan(block);
+/// nibble, an odd tail padded with the code of 0.0); returns the stored absmax. `cast`
+/// rounds each input to the load dtype first.
+fn quantize_block<F: Fn(f32) -> f32>(
+    block: &[f32],
+    out: &mut [u8],
+    tail: bool,
+    qt: QuantType,
+    cast: &F,
+) -> f32 {
+    let mut absmax = 0f32;
+    let mut nan = false;
+    for &v in block {
+        let a = cast(v).abs();
+        nan |= a.is_nan();
+        absmax = absmax.max(a);
+    }
+    if nan {
+        absmax = f32::NAN;
+    }
     let clamped = clamp_min_nan(absmax, ABSMAX_FLOOR);
     let inv = 1.0 / clamped;
-    let scale = |x: f32| -> f32 {
-        let s = if tail { x / clamped } else { x * inv };
-        s.clamp(-1.0, 1.0)
-    };
-    let pad = qt.code(0.0);
-    let mut pairs = block.chunks(2);
-    for byte in out.iter_mut() {
-        let (hi, lo) = match pairs.next() {
-            Some([a, b]) => (qt.code(scale(*a)), qt.code(scale(*b))),
-            Some([a]) => (qt.code(scale(*a)), pad),
-            _ => (pad, pad),
-        };
-        *byte = (hi << 4) | (lo & 0x0F);
+    let bounds = qt.bounds();
+    for (xs, os) in block.chunks(CHUNK).zip(out.chunks_mut(CHUNK / 2)) {
+        // Elements past the end (the pad of an odd tail) are 0.0.
+        let mut scaled = [0f32; CHUNK];
+        if tail {
+            for (d, &v) in scaled.iter_mut().zip(xs) {
+                *d = (cast(v) / clamped).clamp(-1.0, 1.0);
+            }
+        } else {
+            for (d, &v) in scaled.iter_mut().zip(xs) {
+                *d = (cast(v) * inv).clamp(-1.0, 1.0);
+            }
+        }
+        // bucketize puts NaN above every threshold.
+        for d in scaled.iter_mut() {
+            if d.is_nan() {
+                *d = f32::INFINITY;
+            }
+        }
+        let mut count = [0u32; CHUNK];
+        for &t in bounds {
+            for (c, &v) in count.iter_mut().zip(&scaled) {
+                *c += u32::from(t < v);
+            }
+        }
+        for (o, pair) in os.iter_mut().zip(count.chunks_exact(2)) {
+            if let [hi, lo] = pair {
+                *o = (qt.code_of_index(*hi) << 4) | qt.code_of_index(*lo);
+            }
+        }
     }
     // The library stores the clamped absmax of a short tail block (`am.clamp(min=1e-38)`),
     // the raw absmax of full blocks.
@@ -119,6 +145,29 @@ fn quantize_block(block: &[f32], out: &mut [u8], tail: bool, qt: QuantType) -> f
 /// Quantizes a flattened weight: returns (packed bytes `[(n + 1) / 2]`, f32 absmax per block).
 /// `blocksize` must be even and non-zero (bitsandbytes' values are powers of two ≥ 32).
 pub fn quantize_4bit(x: &[f32], blocksize: usize, qt: QuantType) -> (Vec<u8>, Vec<f32>) {
+    quantize_4bit_cast(x, blocksize, qt, DType::F32)
+}
+
+/// [`quantize_4bit`] of the values first rounded (RNE) to `load` (F32, F16 or BF16).
+pub fn quantize_4bit_cast(
+    x: &[f32],
+    blocksize: usize,
+    qt: QuantType,
+    load: DType,
+) -> (Vec<u8>, Vec<f32>) {
+    match load {
+        DType::F16 => quantize_with(x, blocksize, qt, &round_f16),
+        DType::BF16 => quantize_with(x, blocksize, qt, &round_bf16),
+        _ => quantize_with(x, blocksize, qt, &|v: f32| v),
+    }
+}
+
+fn quantize_with<F: Fn(f32) -> f32 + Sync>(
+    x: &[f32],
+    blocksize: usize,
+    qt: QuantType,
+    cast: &F,
+) -> (Vec<u8>, Vec<f32>) {
     let n = x.len();
     let nblocks = n.div_ceil(blocksize);
     let mut packed = vec![0u8; n.div_ceil(2)];
@@ -129,7 +178,7 @@ pub fn quantize_4bit(x: &[f32], blocksize: usize, qt: QuantType) -> (Vec<u8>, Ve
         .zip(absmax.par_iter_mut())
         .with_min_len(MIN_BLOCKS_PER_TASK)
         .for_each(|((out, block), am)| {
-            *am = quantize_block(block, out, block.len() < blocksize, qt);
+            *am = quantize_block(block, out, block.len() < blocksize, qt, cast);
         });
     (packed, absmax)
 }
@@ -145,6 +194,21 @@ pub fn dequantize_4bit(
     table: &[f32; 16],
     dtype: DType,
 ) -> Vec<f32> {
+    match dtype {
+        DType::F16 => dequantize_with(packed, absmax, n, blocksize, table, &round_f16),
+        DType::BF16 => dequantize_with(packed, absmax, n, blocksize, table, &round_bf16),
+        _ => dequantize_with(packed, absmax, n, blocksize, table, &|v: f32| v),
+    }
+}
+
+fn dequantize_with<F: Fn(f32) -> f32 + Sync>(
+    packed: &[u8],
+    absmax: &[f32],
+    n: usize,
+    blocksize: usize,
+    table: &[f32; 16],
+    round: &F,
+) -> Vec<f32> {
     let mut out = vec![0f32; n];
     out.par_chunks_mut(blocksize)
         .zip(packed.par_chunks(blocksize / 2))
@@ -152,14 +216,14 @@ pub fn dequantize_4bit(
         .with_min_len(MIN_BLOCKS_PER_TASK)
         .for_each(|((o, p), &am)| {
             for (pair, &byte) in o.chunks_mut(2).zip(p) {
-                let hi = table[usize::from(byte >> 4)] * am;
-                let lo = table[usize::from(byte & 0x0F)] * am;
+                let hi = round(table[usize::from(byte >> 4)] * am);
+                let lo = round(table[usize::from(byte & 0x0F)] * am);
                 match pair {
                     [a, b] => {
-                        *a = round_to(dtype, hi);
-                        *b = round_to(dtype, lo);
+                        *a = hi;
+                        *b = lo;
                     }
-                    [a] => *a = round_to(dtype, hi),
+                    [a] => *a = hi,
                     _ => {}
                 }
             }

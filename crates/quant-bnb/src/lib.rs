@@ -118,7 +118,8 @@ pub mod quant_state;
 pub mod tables;
 
 pub use fourbit::{
-    dequantize_4bit, dequantize_nested, quantize_4bit, quantize_nested, torch_mean, torch_sum,
+    dequantize_4bit, dequantize_nested, quantize_4bit, quantize_4bit_cast, quantize_nested,
+    torch_mean, torch_sum,
 };
 pub use int8::{dequantize_int8, quantize_int8};
 pub use method::{Bnb4, Bnb8, Config4};

@@ -1,7 +1,6 @@
 //! The registered methods: parameters, tensor selection, layouts, quantize / dequantize,
 //! and the `quantization_config` transformers writes.
 
-use quant_core::dtype::round_to;
 use quant_core::{
     parse_params, Artifacts, DType, Error, ParamSpec, Params, Part, PartLayout, PlannedTensor,
     QuantMethod, QuantizedTensor, Result, Selection, TensorMeta, TensorRecord,
@@ -10,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::fourbit::{
-    dequantize_4bit, dequantize_nested, quantize_4bit, quantize_nested, torch_mean,
+    dequantize_4bit, dequantize_nested, quantize_4bit_cast, quantize_nested, torch_mean,
 };
 use crate::int8::{dequantize_int8, quantize_int8};
 use crate::quant_state::QuantState;
@@ -401,14 +400,8 @@ impl QuantMethod for Bnb4 {
         check_len(t, values)?;
         let layout = self.output_layout(t)?;
         let load = self.cfg.dtype;
-        let cast: Vec<f32>;
-        let x = if load == DType::F32 {
-            values
-        } else {
-            cast = values.iter().map(|&v| round_to(load, v)).collect();
-            &cast
-        };
-        let (packed, absmax) = quantize_4bit(x, self.cfg.blocksize, self.cfg.quant_type);
+        let (packed, absmax) =
+            quantize_4bit_cast(values, self.cfg.blocksize, self.cfg.quant_type, load);
         let mut data: Vec<Vec<u8>> = vec![packed];
         let mut offset = 0.0;
         if self.cfg.double_quant {
@@ -661,12 +654,7 @@ impl QuantMethod for Bnb8 {
         check_len(t, values)?;
         let layout = self.output_layout(t)?;
         let cols = t.row_len();
-        let load = self.dtype;
-        let w16: Vec<f32> = values
-            .iter()
-            .map(|&v| quant_core::dtype::round_f16(round_to(load, v)))
-            .collect();
-        let (codes, scb) = quantize_int8(&w16, cols);
+        let (codes, scb) = quantize_int8(values, cols, self.dtype);
         let data = [
             codes.iter().map(|&c| c as u8).collect::<Vec<u8>>(),
             f32_bytes(&scb),
