@@ -14,6 +14,21 @@ use crate::QuantType;
 /// Blocks handed to one rayon task at least (keeps task overhead small for blocksize 64).
 const MIN_BLOCKS_PER_TASK: usize = 64;
 
+/// torch's `max(|x|)` (NaN if any value is NaN) of the cast values: the maximum of the
+/// magnitudes' bit patterns, which order like the values (NaN above infinity); vectorizes.
+#[inline]
+pub(crate) fn absmax_of<F: Fn(f32) -> f32>(block: &[f32], cast: &F) -> f32 {
+    let bits = block
+        .iter()
+        .map(|&v| cast(v).to_bits() & 0x7FFF_FFFF)
+        .fold(0u32, u32::max);
+    if bits > 0x7F80_0000 {
+        f32::NAN
+    } else {
+        f32::from_bits(bits)
+    }
+}
+
 /// `torch.clamp(x, min=lo)`: NaN stays NaN.
 #[inline]
 fn clamp_min_nan(x: f32, lo: f32) -> f32 {
@@ -50,10 +65,16 @@ impl QuantType {
     /// The code of the `idx`-th sorted level (identity for NF4, [`FP4_ORDER`] for FP4).
     #[inline]
     fn code_of_index(self, idx: u32) -> u8 {
-        let idx = (idx & 15) as u8;
+        self.codes_by_index()[(idx & 15) as usize]
+    }
+
+    /// Code of each sorted level.
+    #[inline]
+    fn codes_by_index(self) -> &'static [u8; 16] {
+        const IDENTITY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         match self {
-            QuantType::Nf4 => idx,
-            QuantType::Fp4 => FP4_ORDER[usize::from(idx)],
+            QuantType::Nf4 => &IDENTITY,
+            QuantType::Fp4 => &FP4_ORDER,
         }
     }
 
@@ -90,16 +111,7 @@ fn quantize_block<F: Fn(f32) -> f32>(
     qt: QuantType,
     cast: &F,
 ) -> f32 {
-    let mut absmax = 0f32;
-    let mut nan = false;
-    for &v in block {
-        let a = cast(v).abs();
-        nan |= a.is_nan();
-        absmax = absmax.max(a);
-    }
-    if nan {
-        absmax = f32::NAN;
-    }
+    let absmax = absmax_of(block, cast);
     let clamped = clamp_min_nan(absmax, ABSMAX_FLOOR);
     let inv = 1.0 / clamped;
     let bounds = qt.bounds();
@@ -127,9 +139,10 @@ fn quantize_block<F: Fn(f32) -> f32>(
                 *c += u32::from(t < v);
             }
         }
+        let codes = qt.codes_by_index();
         for (o, pair) in os.iter_mut().zip(count.chunks_exact(2)) {
             if let [hi, lo] = pair {
-                *o = (qt.code_of_index(*hi) << 4) | qt.code_of_index(*lo);
+                *o = (codes[(*hi & 15) as usize] << 4) | codes[(*lo & 15) as usize];
             }
         }
     }
