@@ -1,10 +1,11 @@
 //! Blockwise 4-bit quantization (NF4 / FP4) with bitsandbytes 0.50's CPU semantics (spec §1),
 //! and the double quantization of the absmax vector (spec §1.7).
 
-use quant_core::dtype::{round_bf16, round_f16};
+use quant_core::dtype::round_bf16;
 use quant_core::DType;
 use rayon::prelude::*;
 
+use crate::int8::round_f16_value;
 use crate::tables::{
     dynamic_lut, lut_index, ABSMAX_FLOOR, FP4, FP4_BOUNDS, FP4_ORDER, FP4_SIGNED_ZERO, NF4,
     NF4_BOUNDS,
@@ -169,7 +170,7 @@ pub fn quantize_4bit_cast(
     load: DType,
 ) -> (Vec<u8>, Vec<f32>) {
     match load {
-        DType::F16 => quantize_with(x, blocksize, qt, &round_f16),
+        DType::F16 => quantize_with(x, blocksize, qt, &round_f16_value),
         DType::BF16 => quantize_with(x, blocksize, qt, &round_bf16),
         _ => quantize_with(x, blocksize, qt, &|v: f32| v),
     }
@@ -208,7 +209,7 @@ pub fn dequantize_4bit(
     dtype: DType,
 ) -> Vec<f32> {
     match dtype {
-        DType::F16 => dequantize_with(packed, absmax, n, blocksize, table, &round_f16),
+        DType::F16 => dequantize_with(packed, absmax, n, blocksize, table, &round_f16_value),
         DType::BF16 => dequantize_with(packed, absmax, n, blocksize, table, &round_bf16),
         _ => dequantize_with(packed, absmax, n, blocksize, table, &|v: f32| v),
     }
@@ -228,17 +229,17 @@ fn dequantize_with<F: Fn(f32) -> f32 + Sync>(
         .zip(absmax.par_iter())
         .with_min_len(MIN_BLOCKS_PER_TASK)
         .for_each(|((o, p), &am)| {
-            for (pair, &byte) in o.chunks_mut(2).zip(p) {
-                let hi = round(table[usize::from(byte >> 4)] * am);
-                let lo = round(table[usize::from(byte & 0x0F)] * am);
-                match pair {
-                    [a, b] => {
-                        *a = hi;
-                        *b = lo;
-                    }
-                    [a] => *a = hi,
-                    _ => {}
+            let last_byte = p.get(o.len() / 2).copied();
+            let mut pairs = o.chunks_exact_mut(2);
+            for (pair, &byte) in (&mut pairs).zip(p) {
+                if let [a, b] = pair {
+                    *a = round(table[usize::from(byte >> 4)] * am);
+                    *b = round(table[usize::from(byte & 0x0F)] * am);
                 }
+            }
+            // An odd tail: its last element is the high nibble of the last byte.
+            if let ([a], Some(byte)) = (pairs.into_remainder(), last_byte) {
+                *a = round(table[usize::from(byte >> 4)] * am);
             }
         });
     out
