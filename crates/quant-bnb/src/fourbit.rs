@@ -354,7 +354,7 @@ fn multi_row_sum<const L: usize>(x: &[f32], size: usize) -> [[f32; L]; 4] {
 }
 
 /// Double quantization: `absmax - offset` quantized blockwise (`nested_blocksize` values per
-/// block) to 8-bit codes of [`DYNAMIC_MAP`] through bitsandbytes 0.50's 65536-bin CPU
+/// block) to 8-bit codes of [`crate::tables::DYNAMIC_MAP`] through bitsandbytes 0.50's 65536-bin CPU
 /// lookup table. Returns (codes, nested absmax).
 pub fn quantize_nested(
     absmax: &[f32],

@@ -99,13 +99,16 @@
 //! by their `*.quant_state.bitsandbytes__*` and `*.SCB` keys, parses and checks every quant
 //! state and part size, and returns records whose method and parameters recreate a method
 //! that dequantizes them. A malformed file (missing part, wrong dtype or size, bad JSON,
-//! non-zero `weight_format`) is an [`Error::InvalidTensor`] naming the file and weight.
+//! non-zero `weight_format`) is a [`quant_core::Error::InvalidTensor`] naming the file and weight.
 //!
 //! # Not implemented
 //!
 //! - GPT-2 style `Conv1D` weights (stored `[in, out]`) are not transposed before
 //!   quantization as transformers does; `_keep_in_fp32_modules` and "the module of the last
 //!   parameter" skips of transformers are not known from names (use rules to keep them).
+//! - Sharded checkpoints whose shards split one weight's parts (e.g. `P.weight` in one shard,
+//!   `P.weight.absmax` in the next) are reported as missing parts: the detector sees one file
+//!   at a time.
 //! - The CUDA kernels' variants (decision-tree thresholds, NaN codes of all-zero blocks,
 //!   exact-nearest nested codes) are not reproduced: the target is the CPU semantics.
 //! - `llm_int8_has_fp16_weight=True` (no stored int8) is not a pre-quantized format.

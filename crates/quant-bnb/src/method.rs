@@ -215,7 +215,7 @@ impl Config4 {
 
 /// Module names transformers never converts to bnb layers although their weight is a 2-D
 /// `*.weight` (embeddings, the output head): the last component of the module name.
-const SKIPPED_MODULES: [&str; 6] = [
+pub const SKIPPED_MODULES: [&str; 6] = [
     "lm_head",
     "embed_out",
     "wte",
