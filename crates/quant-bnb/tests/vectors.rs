@@ -110,6 +110,12 @@ fn four_bit_vectors_are_byte_identical() {
                 "{ctx}: offset {ours} vs {theirs}"
             );
             exact_offset = ours.to_bits() == theirs.to_bits();
+            if exact_offset {
+                // Same text as json.dumps; ours is right-padded with spaces.
+                let our_text = &q.part(&state_key).unwrap().data;
+                let lib_text = &f.part(&state_key).unwrap().data;
+                assert_eq!(our_text.trim_ascii_end(), &lib_text[..], "{ctx}: JSON text");
+            }
             offsets_exact += usize::from(exact_offset);
             // The nested codes that follow from the library's offset must be exact.
             let qt = if p["quant_type"] == "nf4" {
