@@ -88,7 +88,8 @@
 //!
 //! Like transformers' defaults, decided from the name and shape only: 2-D floating tensors
 //! named `weight` or `*.weight` are quantized unless their module's last name component
-//! contains `embed` or is one of `lm_head`, `embed_out`, `wte`, `wpe`, `shared`,
+//! contains `embed` (but does not end in `embedder`, diffusers' Linear `x_embedder`,
+//! `context_embedder`) or is one of `lm_head`, `embed_out`, `wte`, `wpe`, `shared`,
 //! `relative_attention_bias` (embeddings and output heads). Norms, biases and convolutions
 //! (1-D / 4-D) stay floating. With `quant_storage` wider than a byte, a weight whose packed
 //! bytes do not fill whole storage values falls back to `basic_int8`.

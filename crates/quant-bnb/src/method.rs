@@ -226,7 +226,7 @@ pub const SKIPPED_MODULES: [&str; 6] = [
 
 /// Whether transformers / diffusers would quantize this tensor as a `nn.Linear` weight:
 /// a 2-D floating tensor named `weight` or `*.weight`, non-empty, whose module is not an
-/// embedding (`*embed*`) or one of [`SKIPPED_MODULES`].
+/// embedding (`*embed*` except `*embedder`) or one of [`SKIPPED_MODULES`].
 pub fn is_linear_weight(t: &TensorMeta) -> bool {
     if t.shape.len() != 2 || !t.dtype.is_float() || t.numel().map_or(true, |n| n == 0) {
         return false;
@@ -241,7 +241,9 @@ pub fn is_linear_weight(t: &TensorMeta) -> bool {
     };
     let last = module.rsplit('.').next().unwrap_or(module);
     let lower = last.to_ascii_lowercase();
-    !(lower.contains("embed") || SKIPPED_MODULES.contains(&lower.as_str()))
+    // `*embedder` modules (diffusers' `x_embedder`, `context_embedder`) are nn.Linear.
+    let embedding = lower.contains("embed") && !lower.ends_with("embedder");
+    !(embedding || SKIPPED_MODULES.contains(&lower.as_str()))
 }
 
 fn check_len(t: &TensorMeta, values: &[f32]) -> Result<usize> {
