@@ -487,6 +487,10 @@ fn selection_follows_transformers_defaults() {
             Selection::Quantize
         );
         assert_eq!(
+            m.select(&t("x_embedder.weight", DType::BF16, &[64, 64])),
+            Selection::Quantize
+        );
+        assert_eq!(
             m.select(&t("time_embedding.linear_1.weight", DType::F16, &[192, 48])),
             Selection::Quantize
         );
