@@ -5,6 +5,7 @@ use rayon::prelude::*;
 use quant_core::dtype::round_bf16;
 use quant_core::DType;
 
+use crate::fourbit::absmax_of;
 use crate::tables::INV_127;
 
 /// Quantizes rows of values: each is rounded to `load` (F32, F16 or BF16), then to float16,
@@ -67,14 +68,7 @@ fn quantize_with<F: Fn(f32) -> f32 + Sync>(
         .zip(w16.par_chunks(cols))
         .zip(scb.par_iter_mut())
         .for_each(|((q, row), s)| {
-            let mut m = 0f32;
-            let mut nan = false;
-            for &v in row {
-                let v = cast(v);
-                nan |= v.is_nan();
-                m = m.max(v.abs());
-            }
-            let absmax = if nan { f32::NAN } else { m };
+            let absmax = absmax_of(row, cast);
             *s = absmax;
             let factor = (1.0 / absmax) * 127.0;
             for (q, &v) in q.iter_mut().zip(row) {
