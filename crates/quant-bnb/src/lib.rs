@@ -41,8 +41,9 @@
 //!
 //! The stored absmax is the raw block maximum for full blocks and, as bitsandbytes 0.50's
 //! `quantize_4bit` does (`am.clamp(min=1e-38)`), the clamped value for a short tail block, so
-//! an all-zero tail stores `1e-38`; an all-zero full block stores 0 and codes of 0.0
-//! (byte `0x77` for NF4).
+//! an all-zero tail stores `1e-38` (spec §1.3 and `emul.py` keep the raw 0 there; this
+//! follows the library source, and no reference vector has an all-zero tail); an all-zero
+//! full block stores 0 and codes of 0.0 (byte `0x77` for NF4).
 //!
 //! Dequantization: `w = TABLE[code] * absmax[i / blocksize]` (f32), rounded to the quant
 //! state's `dtype`. FP4 code 8 decodes to -0.0 when the last dimension of the shape is even
@@ -74,12 +75,14 @@
 //! itemsize, 1]`), `P.weight.absmax` (f32, or u8 codes with double quantization, `[nblocks]`),
 //! `P.weight.quant_map` (f32 `[16]`), with double quantization `P.weight.nested_absmax` (f32)
 //! and `P.weight.nested_quant_map` (f32 `[256]`), and `P.weight.quant_state.bitsandbytes__nf4`
-//! (or `__fp4`): the JSON bytes as u8, formatted like Python's `json.dumps` (Python float
-//! repr for `nested_offset`). The layout must be known before quantizing, and the offset's
+//! (or `__fp4`): the JSON bytes as u8, formatted like Python's `json.dumps` (keys in
+//! bitsandbytes' order, `", "` / `": "` separators, CPython's float repr for `nested_offset`:
+//! the shortest round-trip digits, nearest, ties to even). The layout must be known before quantizing, and the offset's
 //! repr length is not; so with double quantization the JSON is right-padded with spaces to
 //! the length it has with a 23-byte offset (the longest repr of an f32); JSON ignores the
-//! trailing whitespace and bitsandbytes parses it unchanged. Without double quantization the
-//! bytes are exactly the library's. 8-bit: `P.weight` (i8, original shape), `P.SCB` (f32
+//! trailing whitespace (`json.loads` in bitsandbytes' `unpack_tensor_to_dict`). Without
+//! double quantization the bytes are exactly the library's; with it, the text before the
+//! padding is. 8-bit: `P.weight` (i8, original shape), `P.SCB` (f32
 //! `[out]`), `P.weight_format` (u8 scalar 0). [`QuantMethod::artifacts`] gives
 //! `__metadata__ = {"format": "pt"}` and the full `quantization_config` transformers writes
 //! (keys sorted; 8-bit: exactly `BitsAndBytesConfig(load_in_8bit=True)`).
