@@ -551,3 +551,46 @@ fn artifacts_are_the_transformers_config() {
     sorted.sort();
     assert_eq!(keys, sorted);
 }
+
+#[test]
+fn our_files_load_through_the_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, params) in [
+        ("bnb_4bit_config_fp16", json!({"double_quant": true})),
+        (
+            "bnb_4bit_config_bf16",
+            json!({"quant_type": "fp4", "blocksize": 128, "quant_storage": "bfloat16"}),
+        ),
+        ("bnb_8bit_config_bf16", json!({})),
+    ] {
+        let m = method(name, params);
+        let mut parts = Vec::new();
+        let mut want = BTreeMap::new();
+        for (i, shape) in [vec![48usize, 64], vec![33, 100], vec![7, 12]]
+            .into_iter()
+            .enumerate()
+        {
+            let meta =
+                TensorMeta::new(format!("layers.{i}.proj.weight"), DType::F32, shape.clone());
+            let values = sample(shape.iter().product(), i as u64 + 1, 0.05);
+            let q = m.quantize(&meta, &values).unwrap();
+            want.insert(meta.name.clone(), m.dequantize(&q).unwrap());
+            parts.extend(q.parts);
+        }
+        let art = m.artifacts(&[]).unwrap();
+        let path = dir.path().join(format!("{name}.safetensors"));
+        write_safetensors(&path, &parts, &art.metadata).unwrap();
+        let dtype = if name.ends_with("bf16") {
+            "bfloat16"
+        } else {
+            "float16"
+        };
+        let config = json!({"quantization_config": art.quantization_config, "dtype": dtype});
+        let recs = detect(&path, Some(&config)).unwrap();
+        assert!(
+            recs.iter().all(|r| r.method.as_deref() == Some(name)),
+            "{name}"
+        );
+        assert_eq!(load_all(&path, Some(&config)), want, "{name}");
+    }
+}
