@@ -1,0 +1,445 @@
+//! Blockwise 4-bit quantization (NF4 / FP4) with bitsandbytes 0.50's CPU semantics (spec §1),
+//! and the double quantization of the absmax vector (spec §1.7).
+
+use quant_core::dtype::round_bf16;
+use quant_core::DType;
+use rayon::prelude::*;
+
+use crate::int8::round_f16_value;
+use crate::tables::{
+    dynamic_lut, lut_index, ABSMAX_FLOOR, FP4, FP4_BOUNDS, FP4_ORDER, FP4_SIGNED_ZERO, NF4,
+    NF4_BOUNDS,
+};
+use crate::QuantType;
+
+/// Blocks handed to one rayon task at least (keeps task overhead small for blocksize 64).
+const MIN_BLOCKS_PER_TASK: usize = 64;
+
+/// torch's `max(|x|)` (NaN if any value is NaN) of the cast values: the maximum of the
+/// magnitudes' bit patterns, which order like the values (NaN above infinity); vectorizes.
+#[inline]
+pub(crate) fn absmax_of<F: Fn(f32) -> f32>(block: &[f32], cast: &F) -> f32 {
+    let bits = block
+        .iter()
+        .map(|&v| cast(v).to_bits() & 0x7FFF_FFFF)
+        .fold(0u32, u32::max);
+    if bits > 0x7F80_0000 {
+        f32::NAN
+    } else {
+        f32::from_bits(bits)
+    }
+}
+
+/// `torch.clamp(x, min=lo)`: NaN stays NaN.
+#[inline]
+fn clamp_min_nan(x: f32, lo: f32) -> f32 {
+    if x.is_nan() || x >= lo {
+        x
+    } else {
+        lo
+    }
+}
+
+impl QuantType {
+    /// The sorted decision thresholds.
+    fn bounds(self) -> &'static [f32; 15] {
+        match self {
+            QuantType::Nf4 => &NF4_BOUNDS,
+            QuantType::Fp4 => &FP4_BOUNDS,
+        }
+    }
+
+    /// The code of a scaled value: `torch.bucketize(s, bounds)` (the number of thresholds
+    /// `t` with `!(t >= s)`, so exact ties go to the lower level and NaN to the top), then
+    /// FP4's sorted-index → code permutation.
+    #[inline]
+    pub fn code(self, s: f32) -> u8 {
+        let nan = s.is_nan();
+        let idx = self
+            .bounds()
+            .iter()
+            .map(|&t| u8::from(t < s || nan))
+            .sum::<u8>();
+        self.code_of_index(u32::from(idx))
+    }
+
+    /// The code of the `idx`-th sorted level (identity for NF4, [`FP4_ORDER`] for FP4).
+    #[inline]
+    fn code_of_index(self, idx: u32) -> u8 {
+        self.codes_by_index()[(idx & 15) as usize]
+    }
+
+    /// Code of each sorted level.
+    #[inline]
+    fn codes_by_index(self) -> &'static [u8; 16] {
+        const IDENTITY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+        match self {
+            QuantType::Nf4 => &IDENTITY,
+            QuantType::Fp4 => &FP4_ORDER,
+        }
+    }
+
+    /// The table bitsandbytes' CPU dequantization uses for a weight whose last dimension is
+    /// `last_dim`: the native kernel (even last dimension) decodes FP4 code 8 as -0.0, the
+    /// PyTorch fallback (odd) as +0.0.
+    pub fn dequant_table(self, last_dim: usize) -> &'static [f32; 16] {
+        match self {
+            QuantType::Nf4 => &NF4,
+            QuantType::Fp4 if last_dim % 2 == 0 => &FP4_SIGNED_ZERO,
+            QuantType::Fp4 => &FP4,
+        }
+    }
+
+    /// The stored `quant_map` table.
+    pub fn quant_map(self) -> &'static [f32; 16] {
+        match self {
+            QuantType::Nf4 => &NF4,
+            QuantType::Fp4 => &FP4,
+        }
+    }
+}
+
+/// Elements scaled and coded together (a multiple of 2; the loops over it vectorize).
+const CHUNK: usize = 64;
+
+/// Quantizes one block into `out` (`ceil(len / 2)` bytes, first element in the high
+/// nibble, an odd tail padded with the code of 0.0); returns the stored absmax. `cast`
+/// rounds each input to the load dtype first.
+fn quantize_block<F: Fn(f32) -> f32>(
+    block: &[f32],
+    out: &mut [u8],
+    tail: bool,
+    qt: QuantType,
+    cast: &F,
+) -> f32 {
+    let absmax = absmax_of(block, cast);
+    let clamped = clamp_min_nan(absmax, ABSMAX_FLOOR);
+    let inv = 1.0 / clamped;
+    let bounds = qt.bounds();
+    for (xs, os) in block.chunks(CHUNK).zip(out.chunks_mut(CHUNK / 2)) {
+        // Elements past the end (the pad of an odd tail) are 0.0.
+        let mut scaled = [0f32; CHUNK];
+        if tail {
+            for (d, &v) in scaled.iter_mut().zip(xs) {
+                *d = (cast(v) / clamped).clamp(-1.0, 1.0);
+            }
+        } else {
+            for (d, &v) in scaled.iter_mut().zip(xs) {
+                *d = (cast(v) * inv).clamp(-1.0, 1.0);
+            }
+        }
+        // bucketize puts NaN above every threshold.
+        for d in scaled.iter_mut() {
+            if d.is_nan() {
+                *d = f32::INFINITY;
+            }
+        }
+        let mut count = [0u32; CHUNK];
+        for &t in bounds {
+            for (c, &v) in count.iter_mut().zip(&scaled) {
+                *c += u32::from(t < v);
+            }
+        }
+        let codes = qt.codes_by_index();
+        for (o, pair) in os.iter_mut().zip(count.chunks_exact(2)) {
+            if let [hi, lo] = pair {
+                *o = (codes[(*hi & 15) as usize] << 4) | codes[(*lo & 15) as usize];
+            }
+        }
+    }
+    // The library stores the clamped absmax of a short tail block (`am.clamp(min=1e-38)`),
+    // the raw absmax of full blocks.
+    if tail {
+        clamped
+    } else {
+        absmax
+    }
+}
+
+/// Quantizes a flattened weight: returns (packed bytes `[(n + 1) / 2]`, f32 absmax per block).
+/// `blocksize` must be even and non-zero (bitsandbytes' values are powers of two ≥ 32).
+pub fn quantize_4bit(x: &[f32], blocksize: usize, qt: QuantType) -> (Vec<u8>, Vec<f32>) {
+    quantize_4bit_cast(x, blocksize, qt, DType::F32)
+}
+
+/// [`quantize_4bit`] of the values first rounded (RNE) to `load` (F32, F16 or BF16).
+pub fn quantize_4bit_cast(
+    x: &[f32],
+    blocksize: usize,
+    qt: QuantType,
+    load: DType,
+) -> (Vec<u8>, Vec<f32>) {
+    match load {
+        DType::F16 => quantize_with(x, blocksize, qt, &round_f16_value),
+        DType::BF16 => quantize_with(x, blocksize, qt, &round_bf16),
+        _ => quantize_with(x, blocksize, qt, &|v: f32| v),
+    }
+}
+
+fn quantize_with<F: Fn(f32) -> f32 + Sync>(
+    x: &[f32],
+    blocksize: usize,
+    qt: QuantType,
+    cast: &F,
+) -> (Vec<u8>, Vec<f32>) {
+    let n = x.len();
+    let nblocks = n.div_ceil(blocksize);
+    let mut packed = vec![0u8; n.div_ceil(2)];
+    let mut absmax = vec![0f32; nblocks];
+    packed
+        .par_chunks_mut(blocksize / 2)
+        .zip(x.par_chunks(blocksize))
+        .zip(absmax.par_iter_mut())
+        .with_min_len(MIN_BLOCKS_PER_TASK)
+        .for_each(|((out, block), am)| {
+            *am = quantize_block(block, out, block.len() < blocksize, qt, cast);
+        });
+    (packed, absmax)
+}
+
+/// Dequantizes `n` codes from `packed` with per-block `absmax`, rounding each f32 product
+/// `table[code] * absmax` to `dtype` (RNE). Sizes must have been checked by the caller:
+/// `packed.len() * 2 >= n`, `absmax.len() >= ceil(n / blocksize)`.
+pub fn dequantize_4bit(
+    packed: &[u8],
+    absmax: &[f32],
+    n: usize,
+    blocksize: usize,
+    table: &[f32; 16],
+    dtype: DType,
+) -> Vec<f32> {
+    match dtype {
+        DType::F16 => dequantize_with(packed, absmax, n, blocksize, table, &round_f16_value),
+        DType::BF16 => dequantize_with(packed, absmax, n, blocksize, table, &round_bf16),
+        _ => dequantize_with(packed, absmax, n, blocksize, table, &|v: f32| v),
+    }
+}
+
+fn dequantize_with<F: Fn(f32) -> f32 + Sync>(
+    packed: &[u8],
+    absmax: &[f32],
+    n: usize,
+    blocksize: usize,
+    table: &[f32; 16],
+    round: &F,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(blocksize)
+        .zip(packed.par_chunks(blocksize / 2))
+        .zip(absmax.par_iter())
+        .with_min_len(MIN_BLOCKS_PER_TASK)
+        .for_each(|((o, p), &am)| {
+            let last_byte = p.get(o.len() / 2).copied();
+            let mut pairs = o.chunks_exact_mut(2);
+            for (pair, &byte) in (&mut pairs).zip(p) {
+                if let [a, b] = pair {
+                    *a = round(table[usize::from(byte >> 4)] * am);
+                    *b = round(table[usize::from(byte & 0x0F)] * am);
+                }
+            }
+            // An odd tail: its last element is the high nibble of the last byte.
+            if let ([a], Some(byte)) = (pairs.into_remainder(), last_byte) {
+                *a = round(table[usize::from(byte >> 4)] * am);
+            }
+        });
+    out
+}
+
+/// `Tensor.mean()` of a contiguous 1-D f32 tensor as torch 2.x computes it on an AVX2 CPU in
+/// one thread: the cascade sum of `SumKernel.cpp` (8-lane vectors, 4 interleaved
+/// accumulators, 4 cascade levels; scalar tail, then the 8 lanes added in order), divided by
+/// `n` in f32.
+pub fn torch_mean(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return f32::NAN;
+    }
+    torch_sum(x) / x.len() as f32
+}
+
+/// torch's f32 `sum` of a contiguous vector (see [`torch_mean`]).
+pub fn torch_sum(x: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let n = x.len();
+    if n >= LANES {
+        let vec_size = n / LANES;
+        let lanes = row_sum::<LANES>(&x[..vec_size * LANES]);
+        let mut acc = 0f32;
+        for &v in &x[vec_size * LANES..] {
+            acc += v;
+        }
+        for v in lanes {
+            acc += v;
+        }
+        acc
+    } else {
+        row_sum::<1>(x)[0]
+    }
+}
+
+fn ceil_log2(x: usize) -> usize {
+    if x <= 2 {
+        1
+    } else {
+        (usize::BITS - (x - 1).leading_zeros()) as usize
+    }
+}
+
+#[inline]
+fn add_lanes<const L: usize>(acc: &mut [f32; L], v: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(v) {
+        *a += b;
+    }
+}
+
+/// `row_sum` over `x.len() / L` elements of `L` lanes each (`x.len()` a multiple of `L`).
+fn row_sum<const L: usize>(x: &[f32]) -> [f32; L] {
+    const ILP: usize = 4;
+    let size = x.len() / L;
+    let size_ilp = size / ILP;
+    let mut partial = multi_row_sum::<L>(&x[..size_ilp * ILP * L], size_ilp);
+    for i in size_ilp * ILP..size {
+        add_lanes(&mut partial[0], &x[i * L..(i + 1) * L]);
+    }
+    for k in 1..ILP {
+        let p = partial[k];
+        add_lanes(&mut partial[0], &p);
+    }
+    partial[0]
+}
+
+/// `multi_row_sum` with 4 rows: row `i`, column `k` is element `4i + k` (of `L` lanes).
+fn multi_row_sum<const L: usize>(x: &[f32], size: usize) -> [[f32; L]; 4] {
+    const LEVELS: usize = 4;
+    const NROWS: usize = 4;
+    let level_power = 4.max(ceil_log2(size) / LEVELS);
+    let level_step = 1usize << level_power;
+    let level_mask = level_step - 1;
+    let mut acc = [[[0f32; L]; NROWS]; LEVELS];
+    let elem = |i: usize, k: usize| -> &[f32] {
+        let start = (i * NROWS + k) * L;
+        &x[start..start + L]
+    };
+    let mut i = 0usize;
+    while i + level_step <= size {
+        for _ in 0..level_step {
+            for (k, a) in acc[0].iter_mut().enumerate() {
+                add_lanes(a, elem(i, k));
+            }
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            let lower = std::mem::replace(&mut acc[j - 1], [[0f32; L]; NROWS]);
+            for (a, l) in acc[j].iter_mut().zip(&lower) {
+                add_lanes(a, l);
+            }
+            let mask = level_mask << (j * level_power);
+            if i & mask != 0 {
+                break;
+            }
+        }
+    }
+    while i < size {
+        for (k, a) in acc[0].iter_mut().enumerate() {
+            add_lanes(a, elem(i, k));
+        }
+        i += 1;
+    }
+    for j in 1..LEVELS {
+        let upper = acc[j];
+        for (a, u) in acc[0].iter_mut().zip(&upper) {
+            add_lanes(a, u);
+        }
+    }
+    acc[0]
+}
+
+/// Double quantization: `absmax - offset` quantized blockwise (`nested_blocksize` values per
+/// block) to 8-bit codes of [`crate::tables::DYNAMIC_MAP`] through bitsandbytes 0.50's 65536-bin CPU
+/// lookup table. Returns (codes, nested absmax).
+pub fn quantize_nested(
+    absmax: &[f32],
+    offset: f32,
+    nested_blocksize: usize,
+) -> (Vec<u8>, Vec<f32>) {
+    let lut = dynamic_lut();
+    let centered: Vec<f32> = absmax.iter().map(|&a| a - offset).collect();
+    let mut codes = vec![0u8; centered.len()];
+    let mut nested = vec![0f32; centered.len().div_ceil(nested_blocksize)];
+    codes
+        .par_chunks_mut(nested_blocksize)
+        .zip(centered.par_chunks(nested_blocksize))
+        .zip(nested.par_iter_mut())
+        .for_each(|((q, c), na)| {
+            // std::max(acc, fabs(v)) from 0: NaN values are skipped.
+            let a = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *na = a;
+            if a == 0.0 {
+                q.fill(0);
+                return;
+            }
+            let inv = 1.0 / a;
+            for (q, &v) in q.iter_mut().zip(c) {
+                *q = lut[lut_index(v * inv)];
+            }
+        });
+    (codes, nested)
+}
+
+/// Restores the f32 absmax of a double-quantized weight:
+/// `map[code] * nested_absmax[b / nested_blocksize] + offset` (f32 multiply, then add).
+/// Sizes must have been checked by the caller.
+pub fn dequantize_nested(
+    codes: &[u8],
+    nested_absmax: &[f32],
+    map: &[f32; 256],
+    offset: f32,
+    nested_blocksize: usize,
+) -> Vec<f32> {
+    codes
+        .chunks(nested_blocksize)
+        .zip(nested_absmax)
+        .flat_map(|(c, &na)| c.iter().map(move |&q| map[usize::from(q)] * na + offset))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_go_low_and_zero_codes() {
+        assert_eq!(QuantType::Nf4.code(0.0), 7);
+        assert_eq!(QuantType::Nf4.code(NF4_BOUNDS[7]), 7);
+        assert_eq!(
+            QuantType::Nf4.code(f32::from_bits(NF4_BOUNDS[7].to_bits() + 1)),
+            8
+        );
+        assert_eq!(QuantType::Fp4.code(0.0), 0);
+        assert_eq!(QuantType::Fp4.code(-0.0), 0);
+        assert_eq!(QuantType::Fp4.code(1e-4), 8);
+        assert_eq!(QuantType::Nf4.code(1.0), 15);
+        assert_eq!(QuantType::Fp4.code(-1.0), 11);
+    }
+
+    #[test]
+    fn all_zero_block_and_padding() {
+        let (p, a) = quantize_4bit(&[0.0; 65], 64, QuantType::Nf4);
+        assert_eq!(p.len(), 33);
+        assert!(p[..32].iter().all(|&b| b == 0x77));
+        assert_eq!(p[32], 0x77);
+        assert_eq!(a[0], 0.0);
+        // A zero tail block stores the clamped absmax, as the library does.
+        assert_eq!(a[1], ABSMAX_FLOOR);
+    }
+
+    #[test]
+    fn cascade_sum_small_cases() {
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32) * 0.001).collect();
+        let exact: f64 = x.iter().map(|&v| f64::from(v)).sum();
+        assert!((f64::from(torch_sum(&x)) - exact).abs() < 1e-3);
+        assert_eq!(torch_sum(&[1.0, 2.0, 3.0]), 6.0);
+        assert_eq!(ceil_log2(3), 2);
+        assert_eq!(ceil_log2(4), 2);
+        assert_eq!(ceil_log2(5), 3);
+    }
+}
