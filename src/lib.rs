@@ -36,6 +36,10 @@ pub use quant_core::*;
 /// The always-on basic methods.
 pub use quant_basic as basic;
 
+/// bitsandbytes NF4/FP4 4-bit and LLM.int8 (feature `bnb`).
+#[cfg(feature = "bnb")]
+pub use quant_bnb as bnb;
+
 /// optimum-quanto qint8/qint4/qint2/qfloat8 (feature `quanto`).
 #[cfg(feature = "quanto")]
 pub use quant_quanto as quanto;
