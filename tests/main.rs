@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod basic;
+mod checkpoints;
 mod common;
 mod configs;
 mod engine;

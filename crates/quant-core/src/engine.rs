@@ -655,22 +655,29 @@ impl ModelQuantizer {
         }
     }
 
+    /// Every method's artifacts for one output file, each given all of the file's tensors.
     fn artifacts_for(
         &self,
         plan: &Plan,
         entries: &[&PlanEntry],
     ) -> Result<Vec<(String, Artifacts)>> {
-        let mut by_method: BTreeMap<&str, Vec<PlannedTensor>> = BTreeMap::new();
-        for e in entries {
-            if let (Action::Quantize, Some(m)) = (e.action, e.method.as_deref()) {
-                by_method.entry(m).or_default().push(PlannedTensor {
-                    meta: e.meta.clone(),
-                    layout: e.layout.clone(),
-                });
-            }
-        }
+        let planned: Vec<PlannedTensor> = entries
+            .iter()
+            .map(|e| PlannedTensor {
+                meta: e.meta.clone(),
+                layout: e.layout.clone(),
+                method: if e.action == Action::Quantize {
+                    e.method.clone()
+                } else {
+                    None
+                },
+            })
+            .collect();
+        let mut names: Vec<&str> = planned.iter().filter_map(|p| p.method.as_deref()).collect();
+        names.sort_unstable();
+        names.dedup();
         let mut out = Vec::new();
-        for (name, planned) in by_method {
+        for name in names {
             if let Some(m) = plan.methods.get(name) {
                 out.push((name.to_string(), m.artifacts(&planned)?));
             }
@@ -745,9 +752,7 @@ impl ModelQuantizer {
         let all: Vec<&PlanEntry> = plan.entries.iter().collect();
         let artifacts = self.artifacts_for(&plan, &all)?;
         let mut metadata = self.base_metadata(&plan);
-        for (_, a) in &artifacts {
-            metadata.extend(a.metadata.clone());
-        }
+        merge_metadata(&mut metadata, &artifacts);
         let report = Report {
             resolved: plan.resolved.clone(),
             bytes_in: plan.bytes_in(),
@@ -925,9 +930,7 @@ impl ModelQuantizer {
             .collect();
         let artifacts = self.artifacts_for(plan, &entries)?;
         let mut metadata = self.base_metadata(plan);
-        for (_, a) in &artifacts {
-            metadata.extend(a.metadata.clone());
-        }
+        merge_metadata(&mut metadata, &artifacts);
         let mut records: Vec<TensorRecord> = entries
             .iter()
             .map(|e| self.planned_record(plan, e))
@@ -1107,13 +1110,11 @@ impl ModelQuantizer {
             }
             write_json(&tmp.join("config.json"), &cfg)?;
         }
-        for (_, a) in &artifacts {
-            for (name, bytes) in &a.files {
-                let p = tmp.join(name);
-                let mut f = AtomicFile::create(&p)?;
-                f.write_all(bytes)?;
-                f.commit()?;
-            }
+        for (name, bytes) in merge_files(&artifacts) {
+            let p = tmp.join(name);
+            let mut f = AtomicFile::create(&p)?;
+            f.write_all(&bytes)?;
+            f.commit()?;
         }
         self.write_info(&tmp.join("quantization_info.json"), plan, start)?;
         if dest.exists() {
@@ -1152,6 +1153,69 @@ impl ModelQuantizer {
         });
         write_json(path, &info)
     }
+}
+
+/// Merges two text values from different methods: JSON lists are united (order kept),
+/// JSON objects merged; otherwise the first one stays.
+fn merge_text(a: &str, b: &str) -> String {
+    if a == b {
+        return a.to_string();
+    }
+    match (
+        serde_json::from_str::<serde_json::Value>(a),
+        serde_json::from_str::<serde_json::Value>(b),
+    ) {
+        (Ok(serde_json::Value::Array(mut x)), Ok(serde_json::Value::Array(y))) => {
+            for v in y {
+                if !x.contains(&v) {
+                    x.push(v);
+                }
+            }
+            serde_json::Value::Array(x).to_string()
+        }
+        (Ok(serde_json::Value::Object(mut x)), Ok(serde_json::Value::Object(y))) => {
+            for (k, v) in y {
+                x.entry(k).or_insert(v);
+            }
+            serde_json::Value::Object(x).to_string()
+        }
+        _ => a.to_string(),
+    }
+}
+
+/// Adds every method's metadata, merging keys several methods set.
+fn merge_metadata(md: &mut BTreeMap<String, String>, artifacts: &[(String, Artifacts)]) {
+    for (_, a) in artifacts {
+        for (k, v) in &a.metadata {
+            let merged = match md.get(k) {
+                Some(old) => merge_text(old, v),
+                None => v.clone(),
+            };
+            md.insert(k.clone(), merged);
+        }
+    }
+}
+
+/// Every method's sidecar files, merging files of the same name (JSON objects merged).
+fn merge_files(artifacts: &[(String, Artifacts)]) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for (_, a) in artifacts {
+        for (name, bytes) in &a.files {
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, old)) => {
+                    if let (Ok(x), Ok(y)) = (std::str::from_utf8(old), std::str::from_utf8(bytes)) {
+                        let merged = merge_text(x, y);
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&merged) {
+                            *old = serde_json::to_vec_pretty(&v)
+                                .unwrap_or_else(|_| merged.into_bytes());
+                        }
+                    }
+                }
+                None => out.push((name.clone(), bytes.clone())),
+            }
+        }
+    }
+    out
 }
 
 /// Removes a temporary output folder unless forgotten.

@@ -178,22 +178,34 @@ pub trait QuantMethod: Send + Sync {
     /// Restores f32 values (exactly representable in `record.dequant_dtype`).
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>>;
 
-    /// What the method adds around the tensors of one output file, given every tensor it
-    /// quantizes there (header metadata, `config.json`'s `quantization_config`, sidecar
-    /// files such as a quantization map). Default: nothing.
+    /// What the method adds around the tensors of one output file (header metadata,
+    /// `config.json`'s `quantization_config`, sidecar files such as a quantization map),
+    /// given every tensor of that file: its own ([`PlannedTensor::is_by`]), unquantized
+    /// ones (`method: None`) and those of other methods. When several methods share a file
+    /// the engine merges their artifacts: JSON lists are united, JSON objects merged.
+    /// Default: nothing.
     fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {
         let _ = planned;
         Ok(Artifacts::default())
     }
 }
 
-/// A tensor this method will quantize in one output file, with its layout.
+/// A tensor of one output file, with its layout and the method storing it.
 #[derive(Clone, Debug)]
 pub struct PlannedTensor {
     /// The source tensor.
     pub meta: TensorMeta,
     /// The parts it will be stored as.
     pub layout: Vec<PartLayout>,
+    /// The method that stores it (`None`: unquantized).
+    pub method: Option<String>,
+}
+
+impl PlannedTensor {
+    /// True when `method` stores this tensor.
+    pub fn is_by(&self, method: &str) -> bool {
+        self.method.as_deref() == Some(method)
+    }
 }
 
 /// File-level output a method contributes (see [`QuantMethod::artifacts`]).

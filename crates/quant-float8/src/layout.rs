@@ -293,10 +293,17 @@ pub fn to_py_json(v: &Value) -> Result<String> {
 pub fn artifacts(method: &TorchAo, planned: &[PlannedTensor]) -> Result<Artifacts> {
     let mut metadata = BTreeMap::new();
     let mut names = Vec::with_capacity(planned.len());
+    use quant_core::QuantMethod;
     for p in planned {
-        let rec = tensor_record(method.scheme(), method.group_size(), &p.meta);
-        metadata.insert(p.meta.name.clone(), to_py_json(&rec)?);
-        names.push(Value::String(p.meta.name.clone()));
+        if p.is_by(method.name()) {
+            let rec = tensor_record(method.scheme(), method.group_size(), &p.meta);
+            metadata.insert(p.meta.name.clone(), to_py_json(&rec)?);
+            names.push(Value::String(p.meta.name.clone()));
+        } else if p.method.is_none() {
+            // torchao's loader only returns the tensors named in `tensor_names`.
+            metadata.insert(p.meta.name.clone(), PLAIN_TENSOR_RECORD.to_string());
+            names.push(Value::String(p.meta.name.clone()));
+        }
     }
     metadata.insert("tensor_names".into(), to_py_json(&Value::Array(names))?);
     metadata.insert("format".into(), "pt".into());

@@ -121,6 +121,7 @@ fn every_method_writes_the_torchao_form_and_reads_it_back() {
             let planned = [PlannedTensor {
                 meta: meta.clone(),
                 layout: m.output_layout(&meta).unwrap(),
+                method: Some(m.name().to_string()),
             }];
             let art = m.artifacts(&planned).unwrap();
             assert_eq!(art.metadata["format"], "pt");
@@ -383,6 +384,7 @@ fn good_file(method: &str) -> (Vec<TensorMeta>, BTreeMap<String, String>) {
         .artifacts(&[PlannedTensor {
             meta: meta.clone(),
             layout: layout.clone(),
+            method: Some(m.name().to_string()),
         }])
         .unwrap();
     let tensors = layout

@@ -576,7 +576,9 @@ impl QuantMethod for Quanto {
     fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {
         let mut qmap = serde_json::Map::new();
         let mut shapes = serde_json::Map::new();
-        for p in planned {
+        let planned: Vec<&PlannedTensor> =
+            planned.iter().filter(|p| p.is_by(self.name())).collect();
+        for p in &planned {
             let mut entry = serde_json::Map::new();
             entry.insert("weights".into(), self.qtype.name().into());
             entry.insert("activations".into(), "none".into());

@@ -292,6 +292,7 @@ fn our_files_load_back_through_the_detector() {
         planned.push(quant_core::PlannedTensor {
             meta: meta.clone(),
             layout: m.output_layout(meta).unwrap(),
+            method: Some(m.name().to_string()),
         });
     }
     let art = m.artifacts(&planned).unwrap();

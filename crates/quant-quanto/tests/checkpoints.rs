@@ -83,7 +83,11 @@ fn quantize_original(
                         "duplicate key"
                     );
                 }
-                planned.push(PlannedTensor { meta, layout });
+                planned.push(PlannedTensor {
+                    meta,
+                    layout,
+                    method: Some(m.name().to_string()),
+                });
             }
             other => panic!("unexpected selection {other:?} for {}", meta.name),
         }
