@@ -964,9 +964,22 @@ impl ModelQuantizer {
                     "shard index out of range",
                 ));
             };
-            if e.action == Action::Keep {
-                if let Some(src) = reader.source(&e.name) {
-                    w.write_raw(&e.name, &src.bytes()?)?;
+            // Unquantized tensors stream from the mapped input in chunks: nothing of their
+            // size is held in memory.
+            if e.action != Action::Quantize && !e.requantize {
+                if let (Some(src), Some(l)) = (reader.source(&e.name), e.layout.first()) {
+                    if e.action == Action::Keep {
+                        w.write_with(&e.name, |out| src.write_bytes(out))?;
+                    } else {
+                        let dtype = l.dtype;
+                        w.write_with(&e.name, |out| {
+                            src.for_each_f32_chunk(1 << 20, &mut |v| {
+                                let bytes = encode_f32(dtype, v)?;
+                                out.write_all(&bytes).map_err(|err| Error::io("", err))
+                            })
+                            .map_err(std::io::Error::other)
+                        })?;
+                    }
                     continue;
                 }
             }
