@@ -784,7 +784,7 @@ impl ModelQuantizer {
         };
         let plan = self
             .plan(&records, Some(&values))
-            .map_err(|e| at_path(e, &model.root))?;
+            .map_err(|e| e.with_path(&model.root))?;
         Ok((model, plan))
     }
 
@@ -985,7 +985,7 @@ impl ModelQuantizer {
             }
             let q = self
                 .produce(plan, reader.as_ref(), e)
-                .map_err(|err| at_path(err, &model.root))?;
+                .map_err(|err| err.with_path(&model.root))?;
             for part in &q.parts {
                 w.write_part(part)?;
             }
@@ -1040,7 +1040,7 @@ impl ModelQuantizer {
             };
             let q = self
                 .produce(plan, reader.as_ref(), e)
-                .map_err(|err| at_path(err, &model.root))?;
+                .map_err(|err| err.with_path(&model.root))?;
             w.write(&q)?;
         }
         w.finish()
@@ -1265,21 +1265,6 @@ fn layout_bytes(layout: &[PartLayout], name: &str) -> Result<u64> {
             .and_then(|b| acc.checked_add(b as u64))
             .ok_or_else(|| Error::tensor("", name, "output size overflows"))
     })
-}
-
-fn at_path(e: Error, path: &Path) -> Error {
-    match e {
-        Error::InvalidTensor {
-            path: p,
-            tensor,
-            reason,
-        } if p.as_os_str().is_empty() => Error::InvalidTensor {
-            path: path.to_path_buf(),
-            tensor,
-            reason,
-        },
-        other => other,
-    }
 }
 
 /// Quantized tensors held in memory, with what is needed to save them.
