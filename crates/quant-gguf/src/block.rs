@@ -294,7 +294,10 @@ pub fn dequantize_rows<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<Vec
         return Err(shape_error(
             ty,
             "data size",
-            format!("{} bytes is not a whole number of {row_bytes}-byte rows", bytes.len()),
+            format!(
+                "{} bytes is not a whole number of {row_bytes}-byte rows",
+                bytes.len()
+            ),
         ));
     }
     let rows = bytes.len() / row_bytes;

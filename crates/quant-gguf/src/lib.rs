@@ -3,6 +3,9 @@
 pub mod bf16;
 pub mod block;
 pub mod f16;
+pub mod gguf;
+pub mod imatrix;
+pub mod method;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
@@ -18,6 +21,8 @@ pub mod q8_k;
 pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
+pub use imatrix::Imatrix;
+pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
 
 /// The backend name used in registrations and errors.
 pub const BACKEND: &str = "quant-gguf";
@@ -35,5 +40,13 @@ pub enum GgufError {
         what: String,
         /// Details with the values.
         detail: String,
+    },
+    /// An importance matrix file or entry is unusable.
+    #[error("imatrix {file}: {reason}")]
+    Imatrix {
+        /// The file (or in-memory source name).
+        file: String,
+        /// What is wrong.
+        reason: String,
     },
 }

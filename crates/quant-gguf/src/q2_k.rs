@@ -129,8 +129,8 @@ impl GgmlBlock for BlockQ2K {
             }
             if max_scale > 0.0 {
                 let iscale = q4scale / max_scale;
-                for j in 0..QK_K / 16 {
-                    yb.scales[j] = nearest_int(iscale * scales[j]) as u8;
+                for (q, &s) in yb.scales.iter_mut().zip(&scales) {
+                    *q = nearest_int(iscale * s) as u8;
                 }
                 yb.d = fp32_to_fp16(max_scale / q4scale);
             } else {
@@ -139,9 +139,9 @@ impl GgmlBlock for BlockQ2K {
             }
             if max_min > 0.0 {
                 let iscale = q4scale / max_min;
-                for j in 0..QK_K / 16 {
-                    let q = nearest_int(iscale * mins[j]);
-                    yb.scales[j] = (yb.scales[j] as i32 | (q << 4)) as u8;
+                for (q, &m) in yb.scales.iter_mut().zip(&mins) {
+                    let l = nearest_int(iscale * m);
+                    *q = (*q as i32 | (l << 4)) as u8;
                 }
                 yb.dmin = fp32_to_fp16(max_min / q4scale);
             } else {

@@ -126,8 +126,12 @@ impl GgmlBlock for BlockQ3K {
             let mut max_scale = 0f32;
             let mut amax = 0f32;
             for j in 0..QK_K / 16 {
-                scales[j] =
-                    make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], true);
+                scales[j] = make_q3_quants(
+                    4,
+                    &x[16 * j..16 * j + 16],
+                    &mut l[16 * j..16 * j + 16],
+                    true,
+                );
                 let s = scales[j].abs();
                 if s > amax {
                     amax = s;

@@ -10,9 +10,7 @@
 
 use crate::block::{GgmlBlock, GgmlType};
 use crate::q4_0::{block_weights, row_sigma2};
-use crate::util::{
-    c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qkx_quants, QkxSearch,
-};
+use crate::util::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qkx_quants, QkxSearch};
 
 /// ggml's `block_q4_1`.
 #[repr(C)]

@@ -14,8 +14,8 @@
 
 use crate::block::{GgmlBlock, GgmlType};
 use crate::util::{
-    c_max, c_min, fp16_to_fp32, fp32_to_fp16, get_scale_min_k4, make_qkx_quants,
-    make_qp_quants, nearest_int, pack_scale_min_k4, QkxSearch, QK_K,
+    c_max, c_min, fp16_to_fp32, fp32_to_fp16, get_scale_min_k4, make_qkx_quants, make_qp_quants,
+    nearest_int, pack_scale_min_k4, QkxSearch, QK_K,
 };
 
 /// ggml's `block_q4_K`.
@@ -246,7 +246,12 @@ impl GgmlBlock for BlockQ4K {
         for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
             let d = fp16_to_fp32(yb.d);
             let min = fp16_to_fp32(yb.dmin);
-            for (k, (q, o)) in yb.qs.chunks_exact(32).zip(o.chunks_exact_mut(64)).enumerate() {
+            for (k, (q, o)) in yb
+                .qs
+                .chunks_exact(32)
+                .zip(o.chunks_exact_mut(64))
+                .enumerate()
+            {
                 let (sc, m) = get_scale_min_k4(2 * k, &yb.scales);
                 let (d1, m1) = (d * sc as f32, min * m as f32);
                 let (sc, m) = get_scale_min_k4(2 * k + 1, &yb.scales);

@@ -44,10 +44,7 @@ pub(crate) fn unpack5(qs: &[u8; 16], qh: [u8; 4], j: usize) -> (i32, i32) {
     let qh = u32::from_le_bytes(qh);
     let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
     let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
-    (
-        ((qs[j] & 0x0F) | xh_0) as i32,
-        ((qs[j] >> 4) | xh_1) as i32,
-    )
+    (((qs[j] & 0x0F) | xh_0) as i32, ((qs[j] >> 4) | xh_1) as i32)
 }
 
 impl GgmlBlock for BlockQ5_0 {

@@ -116,7 +116,12 @@ impl GgmlBlock for BlockQ5K {
             let min = fp16_to_fp32(yb.dmin);
             let mut u1 = 1u8;
             let mut u2 = 2u8;
-            for (k, (ql, o)) in yb.qs.chunks_exact(32).zip(o.chunks_exact_mut(64)).enumerate() {
+            for (k, (ql, o)) in yb
+                .qs
+                .chunks_exact(32)
+                .zip(o.chunks_exact_mut(64))
+                .enumerate()
+            {
                 let (sc, m) = get_scale_min_k4(2 * k, &yb.scales);
                 let (d1, m1) = (d * sc as f32, min * m as f32);
                 let (sc, m) = get_scale_min_k4(2 * k + 1, &yb.scales);

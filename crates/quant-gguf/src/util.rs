@@ -44,7 +44,7 @@ pub fn c_min<T: PartialOrd>(a: T, b: T) -> T {
 /// to `int8_t`/`uint8_t` is this value's low byte.
 #[inline(always)]
 pub fn c_f32_to_i32(x: f32) -> i32 {
-    if x.is_nan() || x >= 2_147_483_648.0 || x < -2_147_483_648.0 {
+    if x.is_nan() || !(-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         i32::MIN
     } else {
         x as i32
@@ -65,12 +65,18 @@ pub fn fp32_to_fp16(f: f32) -> u16 {
     if bias < 0x7100_0000 {
         bias = 0x7100_0000;
     }
-    base = f32::from_bits((bias >> 1) + 0x0780_0000) + base;
+    // ggml writes `fp32_from_bits(...) + base`; IEEE addition commutes exactly.
+    base += f32::from_bits((bias >> 1) + 0x0780_0000);
     let bits = base.to_bits();
     let exp_bits = (bits >> 13) & 0x0000_7C00;
     let mantissa_bits = bits & 0x0000_0FFF;
     let nonsign = exp_bits + mantissa_bits;
-    ((sign >> 16) | if shl1_w > 0xFF00_0000 { 0x7E00 } else { nonsign }) as u16
+    ((sign >> 16)
+        | if shl1_w > 0xFF00_0000 {
+            0x7E00
+        } else {
+            nonsign
+        }) as u16
 }
 
 /// ggml's `GGML_FP16_TO_FP32` (`ggml_compute_fp16_to_fp32`): exact.

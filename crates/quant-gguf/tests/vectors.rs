@@ -1,6 +1,8 @@
 //! Every reference vector of ggml (tests/data, copied from ggml d99724f2 outputs):
 //! quantized bytes equal byte for byte, dequantized values bit for bit.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 use std::path::PathBuf;
 
 use quant_gguf::GgmlType;
@@ -42,15 +44,17 @@ fn run(kinds: &[&str]) -> (usize, Vec<String>) {
         let name = case["name"].as_str().unwrap();
         let ncols = case["ncols"].as_u64().unwrap() as usize;
         let input = f32s(&read(case["input"]["file"].as_str().unwrap()));
-        let imatrix = case["imatrix"]["file"]
-            .as_str()
-            .map(|f| f32s(&read(f)));
+        let imatrix = case["imatrix"]["file"].as_str().map(|f| f32s(&read(f)));
         for out in case["outputs"].as_array().unwrap() {
             let tname = out["type"].as_str().unwrap();
             let Some(ty) = GgmlType::from_name(tname) else {
                 continue; // IQ4_NL / IQ4_XS: not implemented
             };
-            if out["variant"].as_str().unwrap().starts_with("from_float_ref") {
+            if out["variant"]
+                .as_str()
+                .unwrap()
+                .starts_with("from_float_ref")
+            {
                 continue;
             }
             let imat = out["imatrix"].as_bool().unwrap();
@@ -88,7 +92,12 @@ fn main_cases_are_byte_identical() {
     let (checked, failures) = run(&["main"]);
     // 4 cases x 14 types, the imatrix case 14 + 9 weighted, odd_3x96 8 block-32 types
     assert_eq!(checked, 87);
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// ggml's behaviour on finite inputs whose f16 block scales overflow or underflow
