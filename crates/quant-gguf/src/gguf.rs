@@ -644,7 +644,8 @@ impl GgufWriter {
     ) -> Result<Self> {
         let mut infos = Vec::with_capacity(planned.len());
         let mut offset = 0u64;
-        let mut weight_by_type: BTreeMap<u32, (u64, GgmlType)> = BTreeMap::new();
+        // (type, elements) of the quantized tensors that did not fall back, first seen first.
+        let mut weight_by_type: Vec<(GgmlType, u64)> = Vec::new();
         for p in planned {
             let ty = planned_type(p)?;
             let size: u64 = p
@@ -678,17 +679,23 @@ impl GgufWriter {
                     ),
                 ));
             }
-            if ty != GgmlType::F32 && p.method.is_some() {
-                let e = weight_by_type.entry(ty.id()).or_insert((0, ty));
-                e.0 += numel;
+            if ty != GgmlType::F32 && p.method.is_some() && p.fallback.is_none() {
+                match weight_by_type.iter_mut().find(|(t, _)| *t == ty) {
+                    Some((_, n)) => *n += numel,
+                    None => weight_by_type.push((ty, numel)),
+                }
             }
             infos.push((p.meta.name.clone(), dims, ty, offset, size));
             offset += size.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
         }
+        // The type holding the most elements; on a tie the one seen first.
         let main_type = weight_by_type
-            .values()
-            .max_by_key(|(n, _)| *n)
-            .map_or(GgmlType::F32, |(_, t)| *t);
+            .iter()
+            .fold(None::<(GgmlType, u64)>, |best, &(t, n)| match best {
+                Some((_, bn)) if bn >= n => best,
+                _ => Some((t, n)),
+            })
+            .map_or(GgmlType::F32, |(t, _)| t);
         let name = metadata.get("general.name").cloned().unwrap_or_else(|| {
             path.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
