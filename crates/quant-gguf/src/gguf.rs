@@ -2,7 +2,7 @@
 //!
 //! File layout: magic `GGUF`, version u32, tensor count u64, KV count u64, KV pairs
 //! (string key, u32 value type, value), tensor infos (name, n_dims u32, dims u64 with
-//! ne[0] = row length first, type u32, offset u64 relative to the data section), padding
+//! `ne[0]` = row length first, type u32, offset u64 relative to the data section), padding
 //! to `general.alignment` (default 32), then tensor data, each tensor padded to the
 //! alignment — including after the last one, which ggml's loader requires.
 //!
@@ -166,7 +166,7 @@ fn encode_str(s: &str, out: &mut Vec<u8>) {
 pub struct GgufTensorInfo {
     /// The name.
     pub name: String,
-    /// Dims in ggml order (ne[0], the row length, first).
+    /// Dims in ggml order (`ne[0]`, the row length, first).
     pub dims: Vec<u64>,
     /// The GGML type.
     pub ty: GgmlType,
