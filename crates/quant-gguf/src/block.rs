@@ -3,7 +3,10 @@
 use quant_core::{Error, Result};
 use rayon::prelude::*;
 
-use crate::{bf16, f16, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
+use crate::{
+    bf16, f16, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1,
+    q8_k,
+};
 
 /// One GGML block format: a `#[repr(C)]` block of `BLOCK_SIZE` values stored in
 /// `TYPE_SIZE` bytes, with ggml's row quantizer and dequantizer.
@@ -72,11 +75,15 @@ pub enum GgmlType {
     Q6_K,
     /// 8-bit K-quant with an f32 scale.
     Q8_K,
+    /// 4-bit non-linear (table) quant, blocks of 32.
+    IQ4_NL,
+    /// 4-bit non-linear quant with 6-bit block scales, super-blocks of 256.
+    IQ4_XS,
 }
 
 impl GgmlType {
     /// Every type, in ggml id order.
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 17] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -91,6 +98,8 @@ impl GgmlType {
         GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_K,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
         GgmlType::BF16,
     ];
 
@@ -112,6 +121,8 @@ impl GgmlType {
             GgmlType::Q5_K => "Q5_K",
             GgmlType::Q6_K => "Q6_K",
             GgmlType::Q8_K => "Q8_K",
+            GgmlType::IQ4_NL => "IQ4_NL",
+            GgmlType::IQ4_XS => "IQ4_XS",
         }
     }
 
@@ -132,6 +143,8 @@ impl GgmlType {
             GgmlType::Q5_K => 13,
             GgmlType::Q6_K => 14,
             GgmlType::Q8_K => 15,
+            GgmlType::IQ4_NL => 20,
+            GgmlType::IQ4_XS => 23,
             GgmlType::BF16 => 30,
         }
     }
@@ -157,13 +170,15 @@ impl GgmlType {
             | GgmlType::Q5_0
             | GgmlType::Q5_1
             | GgmlType::Q8_0
-            | GgmlType::Q8_1 => 32,
+            | GgmlType::Q8_1
+            | GgmlType::IQ4_NL => 32,
             GgmlType::Q2_K
             | GgmlType::Q3_K
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K
-            | GgmlType::Q8_K => 256,
+            | GgmlType::Q8_K
+            | GgmlType::IQ4_XS => 256,
         }
     }
 
@@ -184,6 +199,8 @@ impl GgmlType {
             GgmlType::Q5_K => 176,
             GgmlType::Q6_K => 210,
             GgmlType::Q8_K => 292,
+            GgmlType::IQ4_NL => 18,
+            GgmlType::IQ4_XS => 136,
         }
     }
 
@@ -209,6 +226,8 @@ impl GgmlType {
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
+                | GgmlType::IQ4_NL
+                | GgmlType::IQ4_XS
         )
     }
 }
@@ -337,6 +356,8 @@ macro_rules! dispatch {
             GgmlType::Q5_K => $f::<q5_k::BlockQ5K>($($arg),*),
             GgmlType::Q6_K => $f::<q6_k::BlockQ6K>($($arg),*),
             GgmlType::Q8_K => $f::<q8_k::BlockQ8K>($($arg),*),
+            GgmlType::IQ4_NL => $f::<iq4_nl::BlockIq4Nl>($($arg),*),
+            GgmlType::IQ4_XS => $f::<iq4_xs::BlockIq4Xs>($($arg),*),
         }
     };
 }

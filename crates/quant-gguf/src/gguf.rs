@@ -613,6 +613,8 @@ pub const fn llama_ftype(ty: GgmlType) -> u32 {
         GgmlType::Q4_K => 14,
         GgmlType::Q5_K => 16,
         GgmlType::Q6_K => 18,
+        GgmlType::IQ4_NL => 25,
+        GgmlType::IQ4_XS => 30,
         GgmlType::BF16 => 32,
         GgmlType::Q8_1 | GgmlType::Q8_K => 1024,
     }

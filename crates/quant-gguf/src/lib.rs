@@ -28,10 +28,12 @@
 //! | `gguf_config_q4_1` | Q4_1 | 32 | 20 | 5 | used |
 //! | `gguf_config_q3_k` | Q3_K | 256 | 110 | 3.4375 | used |
 //! | `gguf_config_q2_k` | Q2_K | 256 | 84 | 2.625 | used |
+//! | `gguf_config_iq4_nl` (extra) | IQ4_NL | 32 | 18 | 4.5 | used |
+//! | `gguf_config_iq4_xs` (extra) | IQ4_XS | 256 | 136 | 4.25 | used |
 //!
 //! The exact formulas and block layouts are in each format's module ([`q4_0`], [`q4_1`],
 //! [`q5_0`], [`q5_1`], [`q8_0`], [`q8_1`], [`q2_k`], [`q3_k`], [`q4_k`], [`q5_k`], [`q6_k`],
-//! [`q8_k`], [`mod@f16`], [`bf16`]); the shared searches (`make_qx_quants`, `make_q3_quants`,
+//! [`q8_k`], [`iq4_nl`], [`iq4_xs`], [`mod@f16`], [`bf16`]); the shared searches (`make_qx_quants`, `make_q3_quants`,
 //! `make_qkx2_quants`, `make_qkx3_quants`, `make_qp_quants`) in [`util`]. Without an
 //! importance matrix each row goes through ggml's `quantize_row_*_ref`; with one, through
 //! the `quantize_row_*_impl` function ggml's `ggml_quantize_chunk` calls (Q8_1 and Q8_K
@@ -59,7 +61,8 @@
 //! except norms (`*norm.weight`), MoE router inputs (`ffn_gate_inp.weight`) and
 //! position/token-type embeddings; other floating tensors are kept as F32; non-floating
 //! tensors are kept as stored. When the row length is not a multiple of the block size the
-//! method returns [`quant_core::Selection::Fallback`] with llama.cpp's ladder: Q2_K/Q3_K →
+//! method returns [`quant_core::Selection::Fallback`] with llama.cpp's ladder: IQ4_XS →
+//! IQ4_NL, Q2_K/Q3_K →
 //! Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and then F16 when the row is not a
 //! multiple of 32 either. Q8_K (no llama.cpp rule: llama.cpp would refuse) and the 32-block
 //! types fall back to F16. A fallback method is created with default parameters (no
@@ -108,8 +111,10 @@
 //!
 //! # Not implemented
 //!
-//! IQ4_NL, IQ4_XS and the other IQ/TQ/MXFP4 types (reading a .gguf that holds them is an
-//! "unsupported type id" error); the I8..F64 GGUF tensor types; big-endian GGUF.
+//! The other IQ types, TQ1_0/TQ2_0, MXFP4/NVFP4, Q1_0/Q2_0 (reading a .gguf that holds
+//! them is an "unsupported type id" error); `quantize_row_iq4_nl_ref` (a row reference
+//! that differs from the chunk path llama-quantize uses; the chunk path is implemented);
+//! the I8..F64 GGUF tensor types; big-endian GGUF.
 
 #![deny(missing_docs)]
 
@@ -118,6 +123,8 @@ pub mod block;
 pub mod f16;
 pub mod gguf;
 pub mod imatrix;
+pub mod iq4_nl;
+pub mod iq4_xs;
 pub mod method;
 pub mod q2_k;
 pub mod q3_k;

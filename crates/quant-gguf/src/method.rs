@@ -14,7 +14,7 @@ use crate::imatrix::Imatrix;
 use crate::{GgufError, BACKEND};
 
 /// The registered GGUF methods: (name, GGML type).
-pub const METHODS: [(&str, GgmlType); 14] = [
+pub const METHODS: [(&str, GgmlType); 16] = [
     ("gguf_config_fp16", GgmlType::F16),
     ("gguf_config_bf16", GgmlType::BF16),
     ("gguf_config_q8_k", GgmlType::Q8_K),
@@ -29,6 +29,8 @@ pub const METHODS: [(&str, GgmlType); 14] = [
     ("gguf_config_q4_1", GgmlType::Q4_1),
     ("gguf_config_q3_k", GgmlType::Q3_K),
     ("gguf_config_q2_k", GgmlType::Q2_K),
+    ("gguf_config_iq4_nl", GgmlType::IQ4_NL),
+    ("gguf_config_iq4_xs", GgmlType::IQ4_XS),
 ];
 
 /// The method name of a GGML type (`None` for F32, which is storage, not a method).
@@ -42,9 +44,9 @@ pub fn method_type(name: &str) -> Option<GgmlType> {
 }
 
 /// llama.cpp's per-tensor fallback when a row of `row_len` values does not fit `ty`'s
-/// block: Q2_K/Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0; Q8_K (which llama.cpp
-/// never picks for weights and has no rule for) and the 32-blocks → F16; then F16 when
-/// the replacement does not fit either. `None` when `ty` fits.
+/// block: IQ4_XS → IQ4_NL, Q2_K/Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0;
+/// Q8_K (which llama.cpp never picks for weights and has no rule for) and the 32-blocks
+/// → F16; then F16 when the replacement does not fit either. `None` when `ty` fits.
 pub fn fallback_type(ty: GgmlType, row_len: usize) -> Option<GgmlType> {
     if row_len % ty.block_size() == 0 {
         return None;
@@ -54,6 +56,7 @@ pub fn fallback_type(ty: GgmlType, row_len: usize) -> Option<GgmlType> {
         GgmlType::Q4_K => GgmlType::Q5_0,
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
+        GgmlType::IQ4_XS => GgmlType::IQ4_NL,
         _ => GgmlType::F16,
     };
     if row_len % next.block_size() != 0 {
@@ -81,12 +84,12 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "type",
         default: "(the method's)",
-        help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K); must match the method, recorded so loading finds it",
+        help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K, IQ4_NL, IQ4_XS); must match the method, recorded so loading finds it",
     },
     ParamSpec {
         name: "imatrix",
         default: "none",
-        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF); used by Q2_K..Q6_K and Q4_0..Q5_1, never recorded",
+        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF); used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
     },
     ParamSpec {
         name: "allow_nonfinite",
@@ -504,4 +507,14 @@ register!(
     "gguf_config_q2_k",
     GgmlType::Q2_K,
     "GGML Q2_K: 2-bit K-quant with mins, 4-bit scales (84 bytes / 256)"
+);
+register!(
+    "gguf_config_iq4_nl",
+    GgmlType::IQ4_NL,
+    "GGML IQ4_NL: 32-blocks of 4-bit non-linear (table) codes with an f16 scale (18 bytes)"
+);
+register!(
+    "gguf_config_iq4_xs",
+    GgmlType::IQ4_XS,
+    "GGML IQ4_XS: 4-bit non-linear codes, 6-bit block scales (136 bytes / 256)"
 );

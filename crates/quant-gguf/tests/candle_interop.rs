@@ -25,8 +25,8 @@ fn input() -> Vec<f32> {
         .collect()
 }
 
-fn candle_type(ty: GgmlType) -> GgmlDType {
-    match ty {
+fn candle_type(ty: GgmlType) -> Option<GgmlDType> {
+    Some(match ty {
         GgmlType::F32 => GgmlDType::F32,
         GgmlType::F16 => GgmlDType::F16,
         GgmlType::BF16 => GgmlDType::BF16,
@@ -42,7 +42,8 @@ fn candle_type(ty: GgmlType) -> GgmlDType {
         GgmlType::Q5_K => GgmlDType::Q5K,
         GgmlType::Q6_K => GgmlDType::Q6K,
         GgmlType::Q8_K => GgmlDType::Q8K,
-    }
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS => return None,
+    })
 }
 
 #[test]
@@ -53,7 +54,9 @@ fn candle_reads_what_we_write() {
     let path = dir.path().join("all.gguf");
     let mut planned = Vec::new();
     let mut methods: Vec<Box<dyn QuantMethod>> = Vec::new();
-    for (name, _) in METHODS {
+    // candle 0.11 has no IQ4_NL / IQ4_XS.
+    let methods_candle_knows = METHODS.iter().filter(|(_, t)| candle_type(*t).is_some());
+    for (name, _) in methods_candle_knows.clone() {
         let meta = TensorMeta::new(format!("{name}.weight"), DType::F32, vec![8, 512]);
         let m = reg.create(name, &Params::new()).unwrap();
         planned.push(PlannedOutput {
@@ -77,10 +80,10 @@ fn candle_reads_what_we_write() {
 
     let mut f = std::fs::File::open(&path).unwrap();
     let content = gguf_file::Content::read(&mut f).unwrap();
-    assert_eq!(content.tensor_infos.len(), METHODS.len());
-    for (((name, ty), p), ours) in METHODS.iter().zip(&planned).zip(&ours) {
+    assert_eq!(content.tensor_infos.len(), planned.len());
+    for (((name, ty), p), ours) in methods_candle_knows.zip(&planned).zip(&ours) {
         let info = &content.tensor_infos[&p.meta.name];
-        assert_eq!(info.ggml_dtype, candle_type(*ty), "{name}");
+        assert_eq!(Some(info.ggml_dtype), candle_type(*ty), "{name}");
         assert_eq!(info.shape.dims(), &[8, 512], "{name}");
         if matches!(ty, GgmlType::Q8_K | GgmlType::Q8_1) {
             // candle 0.11 reads the info but refuses to load Q8_K and Q8_1 tensor data

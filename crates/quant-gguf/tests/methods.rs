@@ -51,7 +51,7 @@ fn create(name: &str, params: Params) -> Box<dyn QuantMethod> {
 const WEIGHT: &str = "blk.0.ffn_down.weight";
 
 #[test]
-fn registry_holds_the_14_methods() {
+fn registry_holds_the_16_methods() {
     let reg = Registry::global().unwrap();
     let mut ours: Vec<&str> = reg
         .entries()
@@ -172,6 +172,9 @@ fn selection_follows_llama_cpp() {
         ("gguf_config_q6_k", 100, "gguf_config_fp16"),
         ("gguf_config_q4_0", 100, "gguf_config_fp16"),
         ("gguf_config_q8_1", 48, "gguf_config_fp16"),
+        ("gguf_config_iq4_xs", 96, "gguf_config_iq4_nl"),
+        ("gguf_config_iq4_xs", 100, "gguf_config_fp16"),
+        ("gguf_config_iq4_nl", 100, "gguf_config_fp16"),
     ];
     for (method, cols, want) in ladder {
         let sel = create(method, Params::new()).select(&t(WEIGHT, DType::F32, &[3, cols]));
@@ -207,6 +210,7 @@ fn fallback_methods_reproduce_ggml() {
         ("gguf_config_q6_k", "q8_0"),
         ("gguf_config_q3_k", "q4_0"),
         ("gguf_config_q8_k", "f16"),
+        ("gguf_config_iq4_xs", "iq4_nl"),
     ] {
         let Selection::Fallback { method: fb, .. } = create(method, Params::new()).select(&meta)
         else {
