@@ -123,10 +123,12 @@ pub fn le16(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 
-/// `make_qx_quants`: symmetric quantization of `x` to `L[i] ∈ [0, 2·nmax)` (stored with
-/// the `nmax` offset) returning the scale; `rmse_type` chooses the weighting when `qw`
-/// is `None` (1: x², 2: 1, 3: |x|, else √|x|), negative returns early.
-pub fn make_qx_quants(
+/// `make_qx_quants`, the straight port: symmetric quantization of `x` to
+/// `L[i] ∈ [0, 2·nmax)` (stored with the `nmax` offset) returning the scale; `rmse_type`
+/// chooses the weighting when `qw` is `None` (1: x², 2: 1, 3: |x|, else √|x|), negative
+/// returns early. [`make_qx_quants`] is the same computation with the 18 candidate scales
+/// evaluated side by side; this version is its oracle in the tests.
+pub fn make_qx_quants_scalar(
     nmax: i32,
     x: &[f32],
     l_out: &mut [i8],
@@ -309,9 +311,11 @@ pub struct QkxSearch {
 }
 
 /// `make_qkx2_quants` (`weights` required, `max == min` test) and `make_qkx3_quants`
-/// (`weights` optional: x², `max <= min` test), selected by `qkx3`: asymmetric
-/// quantization `x ≈ scale·L + min` with `L ∈ [0, nmax]`. Returns `(scale, -min)`.
-pub fn make_qkx_quants(
+/// (`weights` optional: x², `max <= min` test), selected by `qkx3`, the straight port:
+/// asymmetric quantization `x ≈ scale·L + min` with `L ∈ [0, nmax]`. Returns
+/// `(scale, -min)`. [`make_qkx_quants`] is the same computation with candidate scales
+/// evaluated speculatively side by side; this version is its oracle in the tests.
+pub fn make_qkx_quants_scalar(
     p: QkxSearch,
     x: &[f32],
     weights: Option<&[f32]>,
@@ -405,6 +409,222 @@ pub fn make_qkx_quants(
                 min = this_min;
             }
         }
+    }
+    (scale, -min)
+}
+
+/// Candidate scales evaluated side by side by the batched searches: each lane runs the
+/// exact scalar sequence of one candidate (so results are bit-identical), the lanes are
+/// independent, which lets the compiler interleave or vectorise them.
+const LANES: usize = 8;
+
+/// `make_qx_quants` (see [`make_qx_quants_scalar`]): the 18 candidate scales
+/// `−(nmax + 0.1·is)/max` do not depend on each other, so their sums are computed side by
+/// side; the candidates are then compared in ggml's order.
+pub fn make_qx_quants(
+    nmax: i32,
+    x: &[f32],
+    l_out: &mut [i8],
+    rmse_type: i32,
+    qw: Option<&[f32]>,
+) -> f32 {
+    let n = x.len().min(l_out.len());
+    if n > 32 || rmse_type <= 0 || qw.is_some_and(|q| q.len() < n) {
+        return make_qx_quants_scalar(nmax, x, l_out, rmse_type, qw);
+    }
+    let x = &x[..n];
+    let l_out = &mut l_out[..n];
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &xi in x {
+        let ax = xi.abs();
+        if ax > amax {
+            amax = ax;
+            max = xi;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let mut wbuf = [0f32; 32];
+    let w = &mut wbuf[..n];
+    for (i, (wi, &xi)) in w.iter_mut().zip(x).enumerate() {
+        *wi = match qw {
+            Some(q) => q[i],
+            None => match rmse_type {
+                1 => xi * xi,
+                2 => 1.0,
+                3 => xi.abs(),
+                _ => xi.abs().sqrt(),
+            },
+        };
+    }
+    let w = &wbuf[..n];
+    let iscale = (-nmax) as f32 / max;
+    let mut sumlx = 0f32;
+    let mut suml2 = 0f32;
+    for ((li, &xi), &wi) in l_out.iter_mut().zip(x).zip(w) {
+        let mut l = nearest_int(iscale * xi);
+        l = c_max(-nmax, c_min(nmax - 1, l));
+        *li = (l + nmax) as i8;
+        let lf = l as f32;
+        sumlx += wi * xi * lf;
+        suml2 += wi * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    const NC: usize = 18;
+    let mut isc = [0f32; NC];
+    for (k, is) in (-9i32..=9).filter(|&is| is != 0).enumerate() {
+        isc[k] = -(nmax as f32 + 0.1f32 * is as f32) / max;
+    }
+    let mut slx = [0f32; NC];
+    let mut sl2 = [0f32; NC];
+    for (&xi, &wi) in x.iter().zip(w) {
+        let wx = wi * xi;
+        for k in 0..NC {
+            let l = c_max(-nmax, c_min(nmax - 1, nearest_int(isc[k] * xi)));
+            let lf = l as f32;
+            slx[k] += wx * lf;
+            sl2[k] += wi * lf * lf;
+        }
+    }
+    for k in 0..NC {
+        if sl2[k] > 0.0 && slx[k] * slx[k] > best * sl2[k] {
+            for (li, &xi) in l_out.iter_mut().zip(x) {
+                let l = nearest_int(isc[k] * xi);
+                *li = (nmax + c_max(-nmax, c_min(nmax - 1, l))) as i8;
+            }
+            scale = slx[k] / sl2[k];
+            best = scale * slx[k];
+        }
+    }
+    scale
+}
+
+/// `make_qkx2_quants` / `make_qkx3_quants` (see [`make_qkx_quants_scalar`]). A winning
+/// candidate moves `min`, which every later candidate uses, so candidates are evaluated
+/// speculatively [`LANES`] at a time from the current `min` and the batch restarts right
+/// after a winner: the accepted sequence is exactly ggml's.
+pub fn make_qkx_quants(
+    p: QkxSearch,
+    x: &[f32],
+    weights: Option<&[f32]>,
+    l_out: &mut [u8],
+    laux: &mut [u8],
+    qkx3: bool,
+) -> (f32, f32) {
+    let n = x.len().min(l_out.len()).min(laux.len());
+    if n == 0 || n > 32 || weights.is_some_and(|w| w.len() < n) {
+        return make_qkx_quants_scalar(p, x, weights, l_out, laux, qkx3);
+    }
+    let x = &x[..n];
+    let l_out = &mut l_out[..n];
+    let nmax = p.nmax;
+    let mut wbuf = [0f32; 32];
+    for (i, (wi, &xi)) in wbuf.iter_mut().zip(x).enumerate() {
+        *wi = match weights {
+            Some(w) => w[i],
+            None => xi * xi,
+        };
+    }
+    let w = &wbuf[..n];
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = w[0];
+    let mut sum_x = sum_w * x[0];
+    for (&xi, &wi) in x.iter().zip(w).skip(1) {
+        if xi < min {
+            min = xi;
+        }
+        if xi > max {
+            max = xi;
+        }
+        sum_w += wi;
+        sum_x += wi * xi;
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    let degenerate = if qkx3 { max <= min } else { max == min };
+    if degenerate {
+        l_out.fill(0);
+        return (0.0, -min);
+    }
+    let iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for ((li, &xi), &wi) in l_out.iter_mut().zip(x).zip(w) {
+        let l = nearest_int(iscale * (xi - min));
+        *li = c_max(0, c_min(nmax, l)) as u8;
+        let mut diff = scale * (*li as f32) + min - xi;
+        diff = if p.use_mad { diff.abs() } else { diff * diff };
+        best_error += wi * diff;
+    }
+    if p.nstep < 1 {
+        return (scale, -min);
+    }
+    let nst = (p.nstep + 1) as usize;
+    let mut is0 = 0usize;
+    let mut cand = [[0u8; 32]; LANES];
+    while is0 < nst {
+        let mut isc = [0f32; LANES];
+        for (k, v) in isc.iter_mut().enumerate() {
+            let is = (is0 + k) as i32;
+            *v = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
+        }
+        let mut sl = [0f32; LANES];
+        let mut sl2 = [0f32; LANES];
+        let mut sxl = [0f32; LANES];
+        for (i, (&xi, &wi)) in x.iter().zip(w).enumerate() {
+            let xm = xi - min;
+            for k in 0..LANES {
+                let l = c_max(0, c_min(nmax, nearest_int(isc[k] * xm)));
+                cand[k][i] = l as u8;
+                let lf = l as f32;
+                sl[k] += wi * lf;
+                sl2[k] += wi * lf * lf;
+                sxl[k] += wi * lf * xi;
+            }
+        }
+        let mut ts = [0f32; LANES];
+        let mut tm = [0f32; LANES];
+        let mut ok = [false; LANES];
+        for k in 0..LANES {
+            let d = sum_w * sl2[k] - sl[k] * sl[k];
+            if d > 0.0 {
+                ok[k] = true;
+                ts[k] = (sum_w * sxl[k] - sum_x * sl[k]) / d;
+                tm[k] = (sl2[k] * sum_x - sl[k] * sxl[k]) / d;
+                if tm[k] > 0.0 {
+                    tm[k] = 0.0;
+                    ts[k] = sxl[k] / sl2[k];
+                }
+            }
+        }
+        let mut err = [0f32; LANES];
+        for (i, (&xi, &wi)) in x.iter().zip(w).enumerate() {
+            for k in 0..LANES {
+                let mut diff = ts[k] * cand[k][i] as f32 + tm[k] - xi;
+                diff = if p.use_mad { diff.abs() } else { diff * diff };
+                err[k] += wi * diff;
+            }
+        }
+        let valid = LANES.min(nst - is0);
+        let mut next = is0 + valid;
+        for k in 0..valid {
+            if ok[k] && err[k] < best_error {
+                l_out.copy_from_slice(&cand[k][..n]);
+                best_error = err[k];
+                scale = ts[k];
+                min = tm[k];
+                // Later candidates depend on the new `min`: restart after this one.
+                next = is0 + k + 1;
+                break;
+            }
+        }
+        is0 = next;
     }
     (scale, -min)
 }
@@ -555,6 +775,77 @@ mod tests {
         assert_eq!(fp32_to_fp16(65520.0), 0x7c00);
         assert_eq!(fp32_to_fp16(65519.99), 0x7bff);
         assert_eq!(fp32_to_fp16(-1e-10), 0x8000);
+    }
+
+    /// Deterministic test values with ties, zeros, outliers and both signs.
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
+                match i % 7 {
+                    0 => 0.0,
+                    3 => u * 40.0,
+                    5 => (u * 8.0).round() * 0.25,
+                    _ => u,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_searches_equal_the_straight_ports() {
+        for seed in 0..400u64 {
+            for n in [16usize, 32] {
+                let x = values(seed, n);
+                let w: Vec<f32> = values(seed + 1000, n)
+                    .iter()
+                    .map(|v| v.abs() + 0.01)
+                    .collect();
+                for qw in [None, Some(w.as_slice())] {
+                    for (nmax, rmse) in [(4, 1), (8, 1), (16, 1), (32, 1), (4, 2), (4, 3), (4, 4)] {
+                        let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+                        let sa = make_qx_quants(nmax, &x, &mut a, rmse, qw);
+                        let sb = make_qx_quants_scalar(nmax, &x, &mut b, rmse, qw);
+                        assert_eq!(
+                            (sa.to_bits(), &a),
+                            (sb.to_bits(), &b),
+                            "qx {seed} {n} {nmax}"
+                        );
+                    }
+                    for (nmax, rmin, rdelta, nstep, mad) in [
+                        (3, -0.5, 0.1, 15, true),
+                        (15, -1.0, 0.1, 20, false),
+                        (31, -0.5, 0.1, 15, false),
+                        (15, -0.9, 0.05, 36, false),
+                        (3, -0.9, 0.05, 36, false),
+                    ] {
+                        let p = QkxSearch {
+                            nmax,
+                            rmin,
+                            rdelta,
+                            nstep,
+                            use_mad: mad,
+                        };
+                        for qkx3 in [false, true] {
+                            let wts = if qkx3 { qw } else { Some(w.as_slice()) };
+                            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+                            let (mut la, mut lb) = (vec![0u8; n], vec![0u8; n]);
+                            let ra = make_qkx_quants(p, &x, wts, &mut a, &mut la, qkx3);
+                            let rb = make_qkx_quants_scalar(p, &x, wts, &mut b, &mut lb, qkx3);
+                            assert_eq!(
+                                (ra.0.to_bits(), ra.1.to_bits(), &a),
+                                (rb.0.to_bits(), rb.1.to_bits(), &b),
+                                "qkx {seed} {n} {nmax}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
