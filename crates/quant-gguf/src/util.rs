@@ -567,22 +567,20 @@ pub fn make_qkx_quants(
     }
     let nst = (p.nstep + 1) as usize;
     let mut is0 = 0usize;
-    let mut cand = [[0u8; 32]; LANES];
     while is0 < nst {
         let mut isc = [0f32; LANES];
         for (k, v) in isc.iter_mut().enumerate() {
             let is = (is0 + k) as i32;
             *v = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
         }
+        let code = |k: usize, xm: f32| c_max(0, c_min(nmax, nearest_int(isc[k] * xm)));
         let mut sl = [0f32; LANES];
         let mut sl2 = [0f32; LANES];
         let mut sxl = [0f32; LANES];
-        for (i, (&xi, &wi)) in x.iter().zip(w).enumerate() {
+        for (&xi, &wi) in x.iter().zip(w) {
             let xm = xi - min;
             for k in 0..LANES {
-                let l = c_max(0, c_min(nmax, nearest_int(isc[k] * xm)));
-                cand[k][i] = l as u8;
-                let lf = l as f32;
+                let lf = code(k, xm) as f32;
                 sl[k] += wi * lf;
                 sl2[k] += wi * lf * lf;
                 sxl[k] += wi * lf * xi;
@@ -604,9 +602,11 @@ pub fn make_qkx_quants(
             }
         }
         let mut err = [0f32; LANES];
-        for (i, (&xi, &wi)) in x.iter().zip(w).enumerate() {
+        for (&xi, &wi) in x.iter().zip(w) {
+            let xm = xi - min;
             for k in 0..LANES {
-                let mut diff = ts[k] * cand[k][i] as f32 + tm[k] - xi;
+                // The same code as in the sums (same inputs), recomputed instead of stored.
+                let mut diff = ts[k] * code(k, xm) as f32 + tm[k] - xi;
                 diff = if p.use_mad { diff.abs() } else { diff * diff };
                 err[k] += wi * diff;
             }
@@ -615,7 +615,9 @@ pub fn make_qkx_quants(
         let mut next = is0 + valid;
         for k in 0..valid {
             if ok[k] && err[k] < best_error {
-                l_out.copy_from_slice(&cand[k][..n]);
+                for (li, &xi) in l_out.iter_mut().zip(x) {
+                    *li = code(k, xi - min) as u8;
+                }
                 best_error = err[k];
                 scale = ts[k];
                 min = tm[k];
