@@ -349,11 +349,13 @@ impl QuantMethod for GgufMethod {
             parts: layout.iter().map(|l| l.key.clone()).collect(),
             fallback: None,
         };
-        let parts = layout
-            .into_iter()
-            .map(|l| Part::new(l, data.clone()))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(QuantizedTensor { record, parts })
+        let Some(part_layout) = layout.into_iter().next() else {
+            return Err(Error::tensor("", &t.name, "gguf layout has no part"));
+        };
+        Ok(QuantizedTensor {
+            record,
+            parts: vec![Part::new(part_layout, data)?],
+        })
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
