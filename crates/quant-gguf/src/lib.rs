@@ -109,6 +109,16 @@
 //! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32 tensors
 //! read back unquantized; every other type as its `gguf_config_*` method.
 //!
+//! # Speed
+//!
+//! Rows are quantized and dequantized in parallel with rayon. The candidate-scale
+//! searches of `make_qx_quants` (Q6_K, Q3_K/Q4_0/Q5_0 weighted) and
+//! `make_qkx2/3_quants` (Q2_K, Q4_K, Q5_K, Q4_1/Q5_1 weighted) evaluate several
+//! candidates side by side, each lane running ggml's exact scalar sequence; for qkx a
+//! winning candidate changes `min` for the later ones, so lanes are speculative and the
+//! batch restarts after a winner. The straight ports (`*_scalar`) stay in [`util`] and a
+//! unit test checks the batched versions against them bit for bit.
+//!
 //! # Not implemented
 //!
 //! The other IQ types, TQ1_0/TQ2_0, MXFP4/NVFP4, Q1_0/Q2_0 (reading a .gguf that holds
