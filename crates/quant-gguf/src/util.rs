@@ -505,7 +505,7 @@ pub fn make_qx_quants(
 
 /// `make_qkx2_quants` / `make_qkx3_quants` (see [`make_qkx_quants_scalar`]). A winning
 /// candidate moves `min`, which every later candidate uses, so candidates are evaluated
-/// speculatively [`LANES`] at a time from the current `min` and the batch restarts right
+/// speculatively 8 at a time from the current `min` and the batch restarts right
 /// after a winner: the accepted sequence is exactly ggml's.
 pub fn make_qkx_quants(
     p: QkxSearch,
