@@ -411,7 +411,7 @@ impl QuantMethod for GgufMethod {
             }
             let missing: Vec<&str> = planned
                 .iter()
-                .filter(|p| im.get(&p.meta.name).is_none())
+                .filter(|p| p.is_by(self.name()) && im.get(&p.meta.name).is_none())
                 .map(|p| p.meta.name.as_str())
                 .collect();
             if !missing.is_empty() && self.ty.uses_imatrix() {

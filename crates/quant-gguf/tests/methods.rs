@@ -369,10 +369,12 @@ fn imatrix_legacy_file() {
         PlannedTensor {
             meta: meta.clone(),
             layout: m.output_layout(&meta).unwrap(),
+            method: Some(m.name().to_string()),
         },
         PlannedTensor {
             meta: TensorMeta::new("blk.1.ffn_up.weight", DType::F32, vec![8, 512]),
             layout: Vec::new(),
+            method: Some(m.name().to_string()),
         },
     ];
     let art = m.artifacts(&planned).unwrap();
