@@ -305,6 +305,16 @@ impl ModelQuantizer {
         let meta = TensorMeta::new(&rec.name, rec.dtype, rec.shape.clone());
         let bytes_in = meta.byte_len()? as u64;
         let requantize = rec.method.is_some();
+        if requantize && !self.allow_requantize {
+            return Err(Error::tensor(
+                "",
+                &rec.name,
+                format!(
+                    "is stored quantized ({}); pass --allow-requantize to dequantize it and quantize it again",
+                    rec.method.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         let mut entry = PlanEntry {
             shard,
             meta: meta.clone(),
@@ -402,13 +412,6 @@ impl ModelQuantizer {
 
     fn finish_keep(&self, entry: &mut PlanEntry, cast: Option<DType>) -> Result<()> {
         let meta = &entry.meta;
-        if entry.requantize && !self.allow_requantize {
-            return Err(Error::tensor(
-                "",
-                &meta.name,
-                "is stored quantized; pass --allow-requantize to dequantize it and store it again",
-            ));
-        }
         match cast {
             Some(d) if meta.dtype.is_float() && (d != meta.dtype || entry.requantize) => {
                 entry.action = Action::Cast;
