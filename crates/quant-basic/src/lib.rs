@@ -3,7 +3,9 @@
 //! - `basic_fp16` / `basic_bf16`: every floating tensor is cast exactly as PyTorch's
 //!   `Tensor.to(torch.float16 / torch.bfloat16)` does: round to nearest even, infinities
 //!   kept, f16 overflow to ±inf, NaN stays NaN. Other tensors are kept as stored.
-//!   Stored as one entry under the tensor's own name.
+//!   Stored as one entry under the tensor's own name. Both declare themselves elementwise
+//!   casts ([`QuantMethod::elementwise_cast`]), so the engine streams them from the mapped
+//!   input in chunks instead of holding a whole tensor as f32.
 //! - `basic_int8`: matrix weights (2-D or more, name ending in `weight`) are quantized per
 //!   output row (the first dimension; the rest flattened), symmetric:
 //!
@@ -20,7 +22,7 @@
 
 use quant_core::dtype::{decode_to_f32, encode_f32, round_to};
 use quant_core::{
-    parse_params, DType, Error, Params, Part, PartLayout, QuantMethod, QuantizedTensor, Result,
+    parse_params, DType, Error, Params, PartLayout, QuantMethod, QuantizedTensor, Result,
     Selection, TensorMeta, TensorRecord,
 };
 use rayon::prelude::*;
@@ -86,6 +88,9 @@ impl QuantMethod for Cast {
             Selection::Keep(None)
         }
     }
+    fn elementwise_cast(&self) -> Option<DType> {
+        Some(self.to)
+    }
     fn output_layout(&self, t: &TensorMeta) -> Result<Vec<PartLayout>> {
         Ok(vec![PartLayout::new(&t.name, self.to, t.shape.clone())])
     }
@@ -94,11 +99,7 @@ impl QuantMethod for Cast {
         let layout = self.output_layout(t)?;
         let data = encode_f32(self.to, values)?;
         let rec = record(self.name, t, self.to, &layout);
-        let parts = layout
-            .into_iter()
-            .map(|l| Part::new(l, data.clone()))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(QuantizedTensor { record: rec, parts })
+        QuantizedTensor::from_layout(rec, layout, vec![data])
     }
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
         let part = q.part(&q.record.name)?;
@@ -113,8 +114,8 @@ impl QuantMethod for Cast {
 pub struct RowInt8;
 
 impl RowInt8 {
-    /// Quantizes one row: returns its scale and writes the codes.
-    pub fn quantize_row(row: &[f32], codes: &mut [i8]) -> f32 {
+    /// Quantizes one row: returns its scale and writes the codes (int8 as their bytes).
+    pub fn quantize_row(row: &[f32], codes: &mut [u8]) -> f32 {
         let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let scale = absmax / 127.0;
         if scale == 0.0 || !scale.is_finite() {
@@ -125,7 +126,7 @@ impl RowInt8 {
                 } else if v == f32::INFINITY {
                     127
                 } else if v == f32::NEG_INFINITY {
-                    -127
+                    (-127i8) as u8
                 } else {
                     0
                 };
@@ -133,7 +134,7 @@ impl RowInt8 {
             return scale;
         }
         for (c, &v) in codes.iter_mut().zip(row) {
-            *c = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
+            *c = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8 as u8;
         }
         scale
     }
@@ -165,7 +166,7 @@ impl QuantMethod for RowInt8 {
         let layout = self.output_layout(t)?;
         let rows = t.shape.first().copied().unwrap_or(1).max(1);
         let cols = values.len() / rows;
-        let mut codes = vec![0i8; values.len()];
+        let mut codes = vec![0u8; values.len()];
         let mut scales = vec![0f32; rows];
         if cols > 0 {
             codes
@@ -175,16 +176,8 @@ impl QuantMethod for RowInt8 {
                 .for_each(|((c, r), s)| *s = Self::quantize_row(r, c));
         }
         let rec = record(self.name(), t, t.dtype, &layout);
-        let code_bytes = codes.iter().map(|&c| c as u8).collect();
         let scale_bytes = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let mut it = layout.into_iter();
-        let (Some(l0), Some(l1)) = (it.next(), it.next()) else {
-            return Err(Error::tensor("", &t.name, "layout lost its parts"));
-        };
-        Ok(QuantizedTensor {
-            record: rec,
-            parts: vec![Part::new(l0, code_bytes)?, Part::new(l1, scale_bytes)?],
-        })
+        QuantizedTensor::from_layout(rec, layout, vec![codes, scale_bytes])
     }
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
         let name = &q.record.name;
@@ -289,7 +282,7 @@ mod tests {
 
     #[test]
     fn half_even_ties() {
-        let mut c = [0i8; 3];
+        let mut c = [0u8; 3];
         // scale 1: 2.5 -> 2, 3.5 -> 4
         RowInt8::quantize_row(&[2.5, 3.5, 127.0], &mut c);
         assert_eq!(c, [2, 4, 127]);

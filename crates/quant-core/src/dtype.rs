@@ -344,10 +344,14 @@ pub fn encode_f32(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
             }
         }
         DType::F16 => {
-            let mut halves = vec![f16::ZERO; values.len()];
-            halves.convert_from_f32_slice(values);
-            for h in halves {
-                out.extend_from_slice(&h.to_bits().to_le_bytes());
+            // Converted in slices so no second full-size buffer is needed.
+            let mut halves = [f16::ZERO; 4096];
+            for chunk in values.chunks(halves.len()) {
+                let h = &mut halves[..chunk.len()];
+                h.convert_from_f32_slice(chunk);
+                for x in h.iter() {
+                    out.extend_from_slice(&x.to_bits().to_le_bytes());
+                }
             }
         }
         DType::BF16 => {

@@ -967,24 +967,53 @@ impl ModelQuantizer {
                     "shard index out of range",
                 ));
             };
-            // Unquantized tensors stream from the mapped input in chunks: nothing of their
-            // size is held in memory.
-            if e.action != Action::Quantize && !e.requantize {
-                if let (Some(src), Some(l)) = (reader.source(&e.name), e.layout.first()) {
-                    if e.action == Action::Keep {
-                        w.write_with(&e.name, |out| src.write_bytes(out))?;
-                    } else {
-                        let dtype = l.dtype;
-                        w.write_with(&e.name, |out| {
-                            src.for_each_f32_chunk(1 << 20, &mut |v| {
-                                let bytes = encode_f32(dtype, v)?;
-                                out.write_all(&bytes).map_err(|err| Error::io("", err))
-                            })
-                            .map_err(std::io::Error::other)
-                        })?;
+            // Unquantized tensors and elementwise casts stream from the mapped input in
+            // chunks: nothing of their size is held in memory.
+            let cast = match e.action {
+                Action::Quantize => e
+                    .method
+                    .as_deref()
+                    .and_then(|m| plan.methods.get(m))
+                    .and_then(|m| m.elementwise_cast())
+                    .filter(|_| e.layout.len() == 1),
+                _ => e.layout.first().map(|l| l.dtype),
+            };
+            if let (false, Some(src), Some(dtype)) = (e.requantize, reader.source(&e.name), cast) {
+                if e.action == Action::Keep {
+                    w.write_with(&e.name, |out| src.write_bytes(out))?;
+                } else {
+                    let check = e.action == Action::Quantize && !self.allow_nonfinite;
+                    let mut seen = 0usize;
+                    let mut bad = None;
+                    let res = w.write_with(&e.name, |out| {
+                        src.for_each_f32_chunk(1 << 20, &mut |v| {
+                            if check {
+                                if let Some((i, x)) =
+                                    v.iter().enumerate().find(|(_, x)| !x.is_finite())
+                                {
+                                    bad = Some((seen + i, *x));
+                                    return Err(Error::tensor("", &e.name, "non-finite value"));
+                                }
+                            }
+                            seen += v.len();
+                            let bytes = encode_f32(dtype, v)?;
+                            out.write_all(&bytes).map_err(|err| Error::io("", err))
+                        })
+                        .map_err(std::io::Error::other)
+                    });
+                    if let Some((index, value)) = bad {
+                        return Err(Error::NonFinite {
+                            tensor: e.name.clone(),
+                            index,
+                            value,
+                        });
                     }
-                    continue;
+                    res?;
+                    if let Some(r) = records.get_mut(k) {
+                        r.dequant_dtype = dtype;
+                    }
                 }
+                continue;
             }
             let q = self
                 .produce(plan, reader.as_ref(), e)

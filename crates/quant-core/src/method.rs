@@ -199,6 +199,14 @@ pub trait QuantMethod: Send + Sync {
     /// Restores f32 values (exactly representable in `record.dequant_dtype`).
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>>;
 
+    /// `Some(dtype)` when quantizing is an elementwise cast to `dtype`, stored as one part
+    /// under the tensor's own name with its shape: the engine may then stream the tensor
+    /// in chunks (bounded memory) instead of calling [`quantize`](Self::quantize) on it
+    /// whole. Default: `None`.
+    fn elementwise_cast(&self) -> Option<DType> {
+        None
+    }
+
     /// What the method adds around the tensors of one output file (header metadata,
     /// `config.json`'s `quantization_config`, sidecar files such as a quantization map),
     /// given every tensor of that file: its own ([`PlannedTensor::is_by`]), unquantized
