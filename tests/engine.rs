@@ -138,6 +138,7 @@ fn memory_target_reports_what_fits() {
 #[cfg(feature = "candle")]
 #[test]
 fn in_memory_candle_tensors() {
+    use quant::candle_core;
     let dev = candle_core::Device::Cpu;
     let w = candle_core::Tensor::arange(0f32, 64.0, &dev)
         .unwrap()

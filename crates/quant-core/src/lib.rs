@@ -32,6 +32,9 @@ pub use tensor::{HostTensor, TensorMeta, TensorSource};
 #[doc(hidden)]
 pub use inventory as __inventory;
 
+/// The candle version quant hands tensors to (feature `candle`).
+#[cfg(feature = "candle")]
+pub use candle_core;
 #[cfg(feature = "candle")]
 pub use engine::quantize_model;
 pub use engine::{ModelQuantizer, QuantizedModel, Report};
