@@ -7,5 +7,6 @@ mod checkpoints;
 mod common;
 mod configs;
 mod engine;
+mod fuzz_replay;
 mod pipeline;
 mod registry;
