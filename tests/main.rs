@@ -1,6 +1,7 @@
 //! Integration tests of the `quant` facade: one binary, a module per topic.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod alloc_probe;
 mod bad_input;
 mod basic;
 mod checkpoints;
@@ -8,5 +9,7 @@ mod common;
 mod configs;
 mod engine;
 mod fuzz_replay;
+mod hostile;
+mod hostile_gguf;
 mod pipeline;
 mod registry;
