@@ -11,5 +11,7 @@ mod engine;
 mod fuzz_replay;
 mod hostile;
 mod hostile_gguf;
+mod nonfinite;
 mod pipeline;
+mod properties;
 mod registry;
