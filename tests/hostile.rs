@@ -462,6 +462,36 @@ fn weight_dtype(dir: &Path, method: &str) -> DType {
     }
 }
 
+/// Every method's records claiming a billion values (or an overflowing shape) for the few
+/// bytes stored: a typed error naming the tensor, nothing that size allocated.
+#[test]
+fn record_shapes_claiming_billions_every_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (method, folder, _) in every_method_output(tmp.path()) {
+        let shapes = [
+            serde_json::json!([1_000_000_000, 256]),
+            serde_json::json!([16, 1u64 << 40]),
+            serde_json::json!([4294967296u64, 4294967296u64, 16]),
+        ];
+        for (i, shape) in shapes.into_iter().enumerate() {
+            let case = tmp.path().join(format!("{method}-shape{i}"));
+            copy_folder(&folder, &case);
+            let f = case.join("model.safetensors");
+            rewrite(&f, |_, md| {
+                let mut v: serde_json::Value = serde_json::from_str(&md["quant.tensors"]).unwrap();
+                for r in v.as_array_mut().unwrap() {
+                    if r["name"] == "l.weight" {
+                        r["shape"] = shape.clone();
+                    }
+                }
+                md.insert("quant.tensors".into(), v.to_string());
+            });
+            let e = hostile(&case);
+            names(&e, &f, Some("l.weight"));
+        }
+    }
+}
+
 /// NaN and infinities are refused by every method with the tensor and first index,
 /// unless allowed; denormals and zero-sized tensors quantize and load back.
 #[test]
