@@ -570,3 +570,90 @@ fn nonfinite_denormal_and_empty_weights_every_method() {
         }
     }
 }
+
+/// A bitsandbytes 4-bit folder whose quant-state JSON part is corrupt: not UTF-8, not JSON,
+/// wrong types, unknown keys, a blocksize of 0, a shape claiming billions of values, a
+/// quant type that contradicts its key. With quant's records and without them (the
+/// detector reads the JSON), a typed error naming the weight.
+#[cfg(feature = "bnb")]
+#[test]
+fn bad_bnb_quant_state_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = quantized_folder(tmp.path(), "bnb_4bit_config_bf16").unwrap();
+    let state_key = weight_parts(&folder.join("model.safetensors"))
+        .into_iter()
+        .find(|k| k.contains("quant_state.bitsandbytes__"))
+        .unwrap();
+    let good = SafetensorsFile::open(folder.join("model.safetensors"))
+        .unwrap()
+        .part(&state_key)
+        .unwrap()
+        .data;
+    let good = String::from_utf8(good).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not_utf8", b"{\"quant_type\": \"nf4\xff\"}".to_vec()),
+        ("not_json", b"{\"quant_type\": ".to_vec()),
+        ("not_object", b"[1, 2, 3]".to_vec()),
+        ("empty", Vec::new()),
+        (
+            "unknown_key",
+            good.replacen('{', "{\"evil\": 1, ", 1).into_bytes(),
+        ),
+        (
+            "blocksize_zero",
+            good.replace("\"blocksize\": 64", "\"blocksize\": 0")
+                .into_bytes(),
+        ),
+        (
+            "blocksize_string",
+            good.replace("\"blocksize\": 64", "\"blocksize\": \"64\"")
+                .into_bytes(),
+        ),
+        (
+            "shape_billions",
+            good.replace("\"shape\": [16, 256]", "\"shape\": [1000000000, 256]")
+                .into_bytes(),
+        ),
+        (
+            "shape_overflow",
+            good.replace(
+                "\"shape\": [16, 256]",
+                "\"shape\": [18446744073709551615, 2]",
+            )
+            .into_bytes(),
+        ),
+        (
+            "shape_negative",
+            good.replace("\"shape\": [16, 256]", "\"shape\": [-16, 256]")
+                .into_bytes(),
+        ),
+        (
+            "quant_type_mismatch",
+            good.replace("\"nf4\"", "\"fp4\"").into_bytes(),
+        ),
+        (
+            "dtype_unknown",
+            good.replace("\"bfloat16\"", "\"float128\"").into_bytes(),
+        ),
+    ];
+    for (name, bytes) in cases {
+        for keep_records in [true, false] {
+            let case = tmp.path().join(format!("qs-{name}-{keep_records}"));
+            copy_folder(&folder, &case);
+            let f = case.join("model.safetensors");
+            rewrite(&f, |parts, md| {
+                let p = parts
+                    .iter_mut()
+                    .find(|p| p.layout.key == state_key)
+                    .unwrap();
+                p.layout.shape = vec![bytes.len()];
+                p.data = bytes.clone();
+                if !keep_records {
+                    md.remove("quant.tensors");
+                }
+            });
+            let e = hostile(&case);
+            names(&e, &f, Some("l.weight"));
+        }
+    }
+}
