@@ -54,6 +54,9 @@ pub use quant_float8 as float8;
 
 pub mod sample;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

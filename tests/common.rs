@@ -4,12 +4,17 @@ use quant::{DType, Part, PartLayout};
 
 /// Writes f32 tensors to a safetensors file.
 pub fn write_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    write(path, DType::F32, tensors)
+}
+
+/// Writes tensors given as f32 values to a safetensors file, stored as `dtype`.
+pub fn write(path: &Path, dtype: DType, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     let parts: Vec<Part> = tensors
         .iter()
         .map(|(n, s, v)| {
             Part::new(
-                PartLayout::new(*n, DType::F32, s.clone()),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                PartLayout::new(*n, dtype, s.clone()),
+                quant::dtype::encode_f32(dtype, v).unwrap(),
             )
             .unwrap()
         })

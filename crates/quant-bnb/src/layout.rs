@@ -80,6 +80,7 @@ pub fn detect(f: &ForeignFile<'_>) -> Result<Vec<TensorRecord>> {
         .iter()
         .filter(|t| t.name == "SCB" || t.name.ends_with(".SCB"))
         .collect();
+    check_orphans(f)?;
     if state_keys.is_empty() && scb_keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -104,6 +105,43 @@ pub fn detect(f: &ForeignFile<'_>) -> Result<Vec<TensorRecord>> {
         }
     }
     Ok(records)
+}
+
+/// Fails on the parts of a bitsandbytes weight whose defining key is missing (the 4-bit
+/// quant state, the 8-bit `SCB`): without the check such a file would not be recognised
+/// and its packed codes would load as a plain integer tensor.
+fn check_orphans(f: &ForeignFile<'_>) -> Result<()> {
+    let has = |key: &str| f.tensors.iter().any(|t| t.name == key);
+    for t in f.tensors {
+        let four = [".quant_map", ".nested_quant_map", ".nested_absmax"]
+            .iter()
+            .find_map(|s| t.name.strip_suffix(s));
+        if let Some(weight) = four {
+            let state = format!("{weight}.{STATE_MARK}");
+            if !f.tensors.iter().any(|s| s.name.starts_with(&state)) {
+                return Err(Error::tensor(
+                    f.path,
+                    weight,
+                    format!(
+                        "'{}' is present but the quant state '{state}*' is missing",
+                        t.name
+                    ),
+                ));
+            }
+        }
+        if let Some(weight) = t.name.strip_suffix("_format") {
+            let prefix = weight.strip_suffix("weight").unwrap_or(weight);
+            let scb = format!("{prefix}SCB");
+            if weight.ends_with("weight") && has(weight) && !has(&scb) {
+                return Err(Error::tensor(
+                    f.path,
+                    weight,
+                    format!("'{}' is present but '{scb}' is missing", t.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn detect_4bit(

@@ -1,0 +1,202 @@
+//! Property tests: the safetensors writer and reader round-trip arbitrary dtypes, shapes,
+//! names and metadata; every registered method restores random inputs within its named
+//! error bound.
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use quant::safetensors_io::{write_safetensors, SafetensorsFile};
+use quant::{DType, Part, PartLayout, Registry, TensorMeta};
+
+fn dtype() -> impl Strategy<Value = DType> {
+    (0..DType::ALL.len()).prop_map(|i| DType::ALL[i])
+}
+
+/// Tensors with unique, arbitrary (non-empty, any Unicode) names and random bytes.
+fn parts() -> impl Strategy<Value = Vec<Part>> {
+    prop::collection::btree_map(
+        "\\PC{1,24}".prop_filter("reserved key", |n| n != "__metadata__"),
+        (dtype(), prop::collection::vec(0usize..5, 0..4)),
+        0..6,
+    )
+    .prop_flat_map(|m| {
+        m.into_iter()
+            .map(|(name, (dt, shape))| {
+                let n = PartLayout::new(name.clone(), dt, shape.clone())
+                    .byte_len()
+                    .unwrap();
+                prop::collection::vec(any::<u8>(), n).prop_map(move |data| {
+                    Part::new(PartLayout::new(name.clone(), dt, shape.clone()), data).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn safetensors_round_trip(
+        parts in parts(),
+        metadata in prop::collection::btree_map("\\PC{0,16}", "\\PC{0,32}", 0..4),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.safetensors");
+        let metadata: BTreeMap<String, String> = metadata;
+        write_safetensors(&p, &parts, &metadata).unwrap();
+        let f = SafetensorsFile::open(&p).unwrap();
+        prop_assert_eq!(f.metadata(), &metadata);
+        prop_assert_eq!(f.data_start() % 8, 0);
+        // File order is write order (empty tensors share an offset, so their relative
+        // order is not kept by the format).
+        let names: Vec<&str> = f.metas().filter(|m| m.byte_len().unwrap() > 0).map(|m| m.name.as_str()).collect();
+        let want: Vec<&str> = parts.iter().filter(|p| !p.data.is_empty()).map(|p| p.layout.key.as_str()).collect();
+        prop_assert_eq!(names, want, "file order is write order");
+        prop_assert_eq!(f.len(), parts.len());
+        for part in &parts {
+            prop_assert_eq!(&f.part(&part.layout.key).unwrap(), part);
+        }
+        // The reference reader agrees.
+        let bytes = std::fs::read(&p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        prop_assert_eq!(st.len(), parts.len());
+    }
+}
+
+/// Largest error of a restored value, as a fraction of the largest magnitude of the
+/// input (per-tensor absmax: a per-block method is at least this good), for each method.
+/// Derived from each format's step size at the block's absmax (half a step for round to
+/// nearest), plus the rounding of stored scales and of the dequantized dtype.
+const ERROR_BOUNDS: &[(&str, f32)] = &[
+    // f16: 11-bit significand, half an ulp; bf16: 8 bits.
+    ("basic_fp16", 1.0 / 2048.0),
+    ("basic_bf16", 1.0 / 256.0),
+    // Symmetric int8 per row: half of absmax/127.
+    ("basic_int8", 0.5 / 127.0 * 1.01),
+    // NF4: the widest gap of the NF4 code book (-1.0 to -0.6962) halved, fp16/bf16
+    // absmax and output rounding on top.
+    ("bnb_4bit_config_fp16", 0.1519 + 1.0 / 1024.0),
+    ("bnb_4bit_config_bf16", 0.1519 + 1.0 / 128.0),
+    // LLM.int8 row-wise absmax/127, output in the compute dtype.
+    ("bnb_8bit_config_fp16", 0.5 / 127.0 + 1.0 / 1024.0),
+    ("bnb_8bit_config_bf16", 0.5 / 127.0 + 1.0 / 128.0),
+    // quanto: symmetric int8 per axis; asymmetric int4 / int2 groups (half a step of
+    // range/15 or range/3, range up to 2 absmax); float8 e4m3 (3 mantissa bits).
+    ("quanto_config_int8", 0.5 / 127.0 + 1.0 / 1024.0),
+    ("quanto_config_int4", 1.0 / 15.0 + 1.0 / 256.0),
+    ("quanto_config_int2", 1.0 / 3.0 + 1.0 / 256.0),
+    ("quanto_config_float8", 1.0 / 16.0 + 1.0 / 256.0),
+    // torchao: int4 groups (asymmetric range/15, bf16 scale and zero), int4dq (amax/7.5),
+    // int8 per row, float8 e4m3 / e5m2, uintN asymmetric groups (range / (2^N - 1)).
+    ("torch_ao_config_int4wo", 1.0 / 15.0 + 1.0 / 64.0),
+    ("torch_ao_config_int4dq", 0.5 / 7.5 + 1.0 / 128.0),
+    ("torch_ao_config_int8wo", 0.5 / 127.0 + 1.0 / 128.0),
+    ("torch_ao_config_int8dq", 0.5 / 127.0 + 1.0 / 128.0),
+    ("torch_ao_config_float8wo", 1.0 / 8.0 + 1.0 / 128.0),
+    ("torch_ao_config_float8wo_e5m2", 1.0 / 8.0 + 1.0 / 128.0),
+    ("torch_ao_config_float8wo_e4m3", 1.0 / 16.0 + 1.0 / 128.0),
+    ("torch_ao_config_float8dq", 1.0 / 16.0 + 1.0 / 128.0),
+    ("torch_ao_config_float8dq_e4m3", 1.0 / 16.0 + 1.0 / 128.0),
+    (
+        "torch_ao_config_float8_e4m3_tensor",
+        1.0 / 16.0 + 1.0 / 128.0,
+    ),
+    ("torch_ao_config_float8_e4m3_row", 1.0 / 16.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint1wo", 1.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint2wo", 1.0 / 3.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint3wo", 1.0 / 7.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint4wo", 1.0 / 15.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint5wo", 1.0 / 31.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint6wo", 1.0 / 63.0 + 1.0 / 128.0),
+    ("torch_ao_config_uint7wo", 1.0 / 127.0 + 1.0 / 128.0),
+    // The example backend's absmean ternary code {-1, 0, 1} x mean|x|: values above the
+    // mean clip, so the error reaches absmax - mean|x| (< absmax).
+    ("example_ternary", 1.0),
+];
+
+fn bound(method: &str) -> f32 {
+    ERROR_BOUNDS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, b)| *b)
+        .unwrap_or_else(|| panic!("no ERROR_BOUNDS entry for method {method}"))
+}
+
+/// Largest |x - restored| / max|x| for `values` through `method` (as bf16 weights for
+/// the methods that take nothing else).
+fn relative_error(method: &str, rows: usize, values: &[f32]) -> f32 {
+    let registry = Registry::global().unwrap();
+    let m = registry.create(method, &Default::default()).unwrap();
+    let shape = vec![rows, values.len() / rows];
+    let meta = TensorMeta::new("l.weight", DType::F32, shape.clone());
+    let bf16: Vec<f32>;
+    let (q, values) = match m.quantize(&meta, values) {
+        Err(quant::Error::UnsupportedDType { .. }) => {
+            bf16 = values
+                .iter()
+                .map(|&x| quant::dtype::round_bf16(x))
+                .collect();
+            let meta = TensorMeta::new("l.weight", DType::BF16, shape);
+            (m.quantize(&meta, &bf16), &bf16[..])
+        }
+        q => (q, values),
+    };
+    let q = q.unwrap_or_else(|e| panic!("{method}: {e}"));
+    let back = quant::load::dequantize(&q).unwrap_or_else(|e| panic!("{method}: {e}"));
+    assert_eq!(back.len(), values.len(), "{method}");
+    let absmax = values.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let worst = values
+        .iter()
+        .zip(&back)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    if absmax == 0.0 {
+        worst
+    } else {
+        worst / absmax
+    }
+}
+
+fn weights() -> impl Strategy<Value = (usize, Vec<f32>)> {
+    (
+        1usize..4,
+        1usize..3,
+        prop_oneof![Just(1e-3f32), Just(1.0), Just(50.0)],
+    )
+        .prop_flat_map(|(rows, k, scale)| {
+            (
+                Just(rows),
+                prop::collection::vec(-1.0f32..1.0, rows * 256 * k)
+                    .prop_map(move |v| v.into_iter().map(|x| x * scale).collect()),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn every_method_within_its_error_bound((rows, values) in weights()) {
+        for e in Registry::global().unwrap().entries() {
+            let err = relative_error(e.name, rows, &values);
+            prop_assert!(err <= bound(e.name), "{}: error {err} > bound {}", e.name, bound(e.name));
+        }
+    }
+}
+
+/// Prints each method's worst observed error (to check the bounds are tight):
+/// `cargo test -p quant --test main probe_error_bounds -- --ignored --nocapture`.
+#[test]
+#[ignore = "prints measurements"]
+fn probe_error_bounds() {
+    let mut g = quant::sample::Gaussian::new(7);
+    for e in Registry::global().unwrap().entries() {
+        let mut worst = 0f32;
+        for rows in 1..4 {
+            for scale in [1e-3f32, 1.0, 50.0] {
+                let v: Vec<f32> = g.fill(rows * 512, scale);
+                worst = worst.max(relative_error(e.name, rows, &v));
+            }
+        }
+        println!("{:40} {worst:.5} bound {:.5}", e.name, bound(e.name));
+    }
+}
