@@ -108,6 +108,24 @@ const SCOPES: &[(&str, Scope)] = &[
     ("torch_ao_config_uint5wo", Scope::Block(64)),
     ("torch_ao_config_uint6wo", Scope::Block(64)),
     ("torch_ao_config_uint7wo", Scope::Block(64)),
+    // GGML: a non-finite value spoils its 32-value block (256 for the K-quants and IQ4_XS);
+    // F16/BF16 keep it.
+    ("gguf_config_fp16", Scope::Value),
+    ("gguf_config_bf16", Scope::Value),
+    ("gguf_config_q8_0", Scope::Block(32)),
+    ("gguf_config_q8_1", Scope::Block(32)),
+    ("gguf_config_q5_0", Scope::Block(32)),
+    ("gguf_config_q5_1", Scope::Block(32)),
+    ("gguf_config_q4_0", Scope::Block(32)),
+    ("gguf_config_q4_1", Scope::Block(32)),
+    ("gguf_config_iq4_nl", Scope::Block(32)),
+    ("gguf_config_iq4_xs", Scope::Block(256)),
+    ("gguf_config_q8_k", Scope::Block(256)),
+    ("gguf_config_q6_k", Scope::Block(256)),
+    ("gguf_config_q5_k", Scope::Block(256)),
+    ("gguf_config_q4_k", Scope::Block(256)),
+    ("gguf_config_q3_k", Scope::Block(256)),
+    ("gguf_config_q2_k", Scope::Block(256)),
     ("example_ternary", Scope::Tensor),
 ];
 

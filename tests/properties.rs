@@ -109,6 +109,34 @@ const ERROR_BOUNDS: &[(&str, f32)] = &[
     ("torch_ao_config_uint5wo", 1.0 / 31.0 + 1.0 / 128.0),
     ("torch_ao_config_uint6wo", 1.0 / 63.0 + 1.0 / 128.0),
     ("torch_ao_config_uint7wo", 1.0 / 127.0 + 1.0 / 128.0),
+    // GGML, relative to the tensor's absmax: F16/BF16 as the casts; symmetric 32-blocks
+    // (Q8_0/Q8_1: absmax/127, half a step; Q5_0 and Q4_0 put the signed extreme at the
+    // lowest code, so the opposite extreme clips by a whole step, 1/16 and 1/8) and ones
+    // (Q5_1: range/31, Q4_1: range/15) with an f16 scale; Q8_K with an f32 scale. The
+    // K-quants and IQ4 search their scales for least weighted squared error and may clip
+    // a block's extreme value, and their f16 super-block scale goes subnormal at the
+    // smallest magnitude generated here (absmax 1e-3): their bounds are four steps of the
+    // format's levels over twice the absmax (Q6_K 64 levels, Q5_K 32, Q4_K/IQ4 16, Q3_K 8,
+    // Q2_K 4).
+    ("gguf_config_fp16", 1.0 / 2048.0),
+    ("gguf_config_bf16", 1.0 / 256.0),
+    // Q8_0/Q8_1 scale by an f16 that goes subnormal for blocks with absmax below about
+    // 8e-3: up to 127 codes times half an f16 subnormal step (2^-25) is 0.4% of an
+    // absmax of 1e-3, the smallest magnitude generated here.
+    ("gguf_config_q8_0", 0.5 / 127.0 + 1.0 / 128.0),
+    ("gguf_config_q8_1", 0.5 / 127.0 + 1.0 / 128.0),
+    ("gguf_config_q8_k", 0.5 / 127.0 + 1.0 / 1024.0),
+    ("gguf_config_q5_0", 1.0 / 16.0 + 1.0 / 256.0),
+    ("gguf_config_q5_1", 1.0 / 31.0 + 1.0 / 256.0),
+    ("gguf_config_q4_0", 1.0 / 8.0 + 1.0 / 256.0),
+    ("gguf_config_q4_1", 1.0 / 15.0 + 1.0 / 256.0),
+    ("gguf_config_q6_k", 8.0 / 64.0),
+    ("gguf_config_q5_k", 8.0 / 32.0),
+    ("gguf_config_q4_k", 8.0 / 16.0),
+    ("gguf_config_iq4_nl", 8.0 / 16.0),
+    ("gguf_config_iq4_xs", 8.0 / 16.0),
+    ("gguf_config_q3_k", 1.0),
+    ("gguf_config_q2_k", 8.0 / 4.0),
     // The example backend's absmean ternary code {-1, 0, 1} x mean|x|: values above the
     // mean clip, so the error reaches absmax - mean|x| (< absmax).
     ("example_ternary", 1.0),

@@ -260,7 +260,19 @@ impl ModelQuantizer {
         if let Some(m) = methods.get(name) {
             return Ok(Arc::clone(m));
         }
-        let m: Arc<dyn QuantMethod> = Arc::from(Registry::global()?.create(name, params)?);
+        let registry = Registry::global()?;
+        // A method with its own non-finite gate follows the quantizer's.
+        let mut params = params.clone();
+        if self.allow_nonfinite
+            && registry
+                .get(name)
+                .is_some_and(|e| e.params.iter().any(|p| p.name == "allow_nonfinite"))
+        {
+            params
+                .entry("allow_nonfinite")
+                .or_insert(serde_json::Value::Bool(true));
+        }
+        let m: Arc<dyn QuantMethod> = Arc::from(registry.create(name, &params)?);
         methods.insert(name.to_string(), Arc::clone(&m));
         Ok(m)
     }
