@@ -361,7 +361,9 @@ impl ModelQuantizer {
                     }
                 }
             }
-            None => (default.effective.clone(), default.fallback_reason.clone()),
+            // A compiled-out default backend is reported once for the file (metadata and
+            // a warning), not as a fallback of every tensor.
+            None => (default.effective.clone(), None),
         };
         entry.is_fallback = note.is_some();
         let params = if method_name == default.effective && default.fallback_reason.is_none() {
