@@ -30,6 +30,10 @@ struct Args {
     /// `<!-- minilm-table:start -->` and `<!-- minilm-table:end -->`.
     #[arg(long)]
     readme: Option<PathBuf>,
+    /// A per-tensor rule `REGEX=ACTION` applied to every method (an ablation, e.g.
+    /// `--rule 'word_embeddings=float32'`); repeatable, first match wins.
+    #[arg(long = "rule")]
+    rules: Vec<String>,
 }
 
 struct Row {
@@ -56,6 +60,14 @@ fn main() -> Result<(), BoxError> {
     let work = args.work_dir.clone().unwrap_or_else(|| tmp.path().into());
     std::fs::create_dir_all(&work)?;
 
+    let rules: Vec<(String, String)> = args
+        .rules
+        .iter()
+        .map(|r| match r.rsplit_once('=') {
+            Some((p, a)) => Ok((p.to_string(), a.to_string())),
+            None => Err(format!("--rule {r}: expected REGEX=ACTION")),
+        })
+        .collect::<Result<_, _>>()?;
     let registry = Registry::global()?;
     let methods: Vec<String> = if args.methods.is_empty() {
         registry.entries().map(|e| e.name.to_string()).collect()
@@ -73,7 +85,9 @@ fn main() -> Result<(), BoxError> {
         let entry = registry
             .get(name)
             .ok_or_else(|| format!("unknown method {name}"))?;
-        let quantizer = ModelQuantizer::new(name.as_str()).force(true);
+        let quantizer = ModelQuantizer::new(name.as_str())
+            .force(true)
+            .preserve_dtypes(rules.iter().map(|(p, a)| (p.as_str(), a.as_str())))?;
         let out = match quantizer.container_extension() {
             Some(ext) => work.join(format!("{name}.{ext}")),
             None => work.join(name),
@@ -130,7 +144,7 @@ fn main() -> Result<(), BoxError> {
         }
     }
 
-    let table = render(&rows, f32_bytes, args.repeats);
+    let table = render(&rows, f32_bytes, args.repeats, &args.rules);
     println!("{table}");
     if let Some(readme) = &args.readme {
         write_into(readme, &table)?;
@@ -262,8 +276,11 @@ fn machine() -> String {
     format!("{cpu}, {cores} logical cores")
 }
 
-fn render(rows: &[Row], f32_bytes: u64, repeats: usize) -> String {
+fn render(rows: &[Row], f32_bytes: u64, repeats: usize, rules: &[String]) -> String {
     let mut s = String::new();
+    if !rules.is_empty() {
+        s.push_str(&format!("Rules applied to every method: {}.\n\n", rules.join(", ")));
+    }
     s.push_str(&format!(
         "Machine: {}. {} sentences, batch 1, latency = tokenize + forward + pooling, \
          {} timed passes after a warm-up. Cosine: embedding of each sentence vs the f32 model.\n\n",
