@@ -40,6 +40,10 @@ pub use quant_basic as basic;
 #[cfg(feature = "bnb")]
 pub use quant_bnb as bnb;
 
+/// GGML block formats and `.gguf` files (feature `gguf`).
+#[cfg(feature = "gguf")]
+pub use quant_gguf as gguf;
+
 /// optimum-quanto qint8/qint4/qint2/qfloat8 (feature `quanto`).
 #[cfg(feature = "quanto")]
 pub use quant_quanto as quanto;

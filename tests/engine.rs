@@ -273,3 +273,67 @@ fn optimized_plan_beats_the_best_uniform_method_that_fits() {
         .unwrap_err();
     assert!(matches!(e, Error::OverTarget { .. }));
 }
+
+/// A model folder to a `.gguf` file and back: llama.cpp's selection (1-D tensors F32),
+/// the fallback ladder for a row length that does not fit the K-quant block, and every
+/// tensor restored through the container.
+#[cfg(feature = "gguf")]
+#[test]
+fn gguf_output_round_trip_with_fallbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.safetensors");
+    let mut g = quant::sample::Gaussian::new(3);
+    crate::common::write_f32(
+        &input,
+        &[
+            ("blk.0.attn_q.weight", vec![8, 256], g.fill(8 * 256, 0.05)),
+            ("blk.0.odd.weight", vec![4, 96], g.fill(4 * 96, 0.05)),
+            ("blk.0.attn_norm.weight", vec![256], vec![1.0; 256]),
+        ],
+    );
+    let out = dir.path().join("out.gguf");
+    let report = ModelQuantizer::new("gguf_config_q4_k")
+        .quantize_path(&input, &out)
+        .unwrap();
+    let by = |n: &str| report.tensors.iter().find(|t| t.name == n).unwrap().clone();
+    assert_eq!(
+        by("blk.0.attn_q.weight").method.as_deref(),
+        Some("gguf_config_q4_k")
+    );
+    let odd = by("blk.0.odd.weight");
+    assert!(odd.is_fallback);
+    assert_eq!(odd.method.as_deref(), Some("gguf_config_q5_0"));
+    assert_eq!(report.fallbacks, 1);
+    let f = ModelFiles::open(&out).unwrap();
+    let original = ModelFiles::open(&input).unwrap();
+    for (_, r) in original.records() {
+        let a = original.load_f32(&r.name).unwrap();
+        let b = f.load_f32(&r.name).unwrap();
+        assert!(
+            quant::metrics::ErrorStats::compare(&a, &b).cosine > 0.99,
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(
+        f.load_f32("blk.0.attn_norm.weight").unwrap(),
+        vec![1.0; 256]
+    );
+    // Strict mode refuses the per-tensor fallback and writes nothing.
+    let out2 = dir.path().join("strict.gguf");
+    let e = ModelQuantizer::new("gguf_config_q4_k")
+        .strict(true)
+        .quantize_path(&input, &out2)
+        .unwrap_err();
+    assert!(matches!(e, Error::StrictFallback { .. }));
+    assert!(!out2.exists());
+    // Re-quantizing a .gguf needs --allow-requantize.
+    let e = ModelQuantizer::new("gguf_config_q8_0")
+        .quantize_path(&out, dir.path().join("re.gguf"))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidTensor { .. }), "{e:?}");
+    ModelQuantizer::new("gguf_config_q8_0")
+        .allow_requantize(true)
+        .quantize_path(&out, dir.path().join("re.gguf"))
+        .unwrap();
+}

@@ -128,3 +128,39 @@ fn recipe_with_pipeline_target() {
     assert_eq!(norm.record.method, None);
     assert_eq!(norm.parts[0].layout.dtype, DType::F32);
 }
+
+/// A component quantized with a GGUF method is written as `<component>/<component>.gguf`
+/// and loads back through the container.
+#[cfg(feature = "gguf")]
+#[test]
+fn gguf_component_is_a_gguf_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pipe");
+    quant::sample::write_sample_pipeline(&input, DType::F32).unwrap();
+    let mut pipe = Pipeline::open(&input).unwrap();
+    pipe.quantize_component("transformer", ModelQuantizer::new("gguf_config_q8_0"))
+        .unwrap();
+    let out = dir.path().join("out");
+    pipe.save(&out, Some(&ModelQuantizer::new("basic_bf16")), false)
+        .unwrap();
+    assert_eq!(
+        listing(&out.join("transformer")),
+        [
+            "config.json",
+            "transformer.gguf",
+            "transformer.quantization_info.json"
+        ]
+    );
+    let tr = Pipeline::open(&out)
+        .unwrap()
+        .open_component("transformer")
+        .unwrap();
+    let original = ModelFiles::open(input.join("transformer")).unwrap();
+    for (_, r) in original.records() {
+        let s = quant::metrics::ErrorStats::compare(
+            &original.load_f32(&r.name).unwrap(),
+            &tr.load_f32(&r.name).unwrap(),
+        );
+        assert!(s.cosine > 0.999, "{}: {s:?}", r.name);
+    }
+}

@@ -16,15 +16,25 @@ fn registry_matches_enabled_features() {
         };
         assert_eq!(reg.get(c.name).is_some(), enabled, "{}", c.name);
     }
+    // Names beyond the catalog: the example backend's, and extras of enabled backends
+    // (GGUF's IQ4_NL / IQ4_XS).
     let extra: Vec<_> = reg
         .entries()
         .filter(|e| quant::catalog::lookup(e.name).is_none())
-        .map(|e| e.name)
+        .map(|e| (e.name, e.backend))
         .collect();
+    assert!(extra.contains(&("example_ternary", "quant-example-backend")));
+    for (name, backend) in extra {
+        let ok = backend == "quant-example-backend"
+            || quant::CATALOG
+                .iter()
+                .any(|c| c.backend == backend && reg.get(c.name).is_some());
+        assert!(ok, "{name} from {backend}");
+    }
     assert_eq!(
-        extra,
-        ["example_ternary"],
-        "only the example backend adds names"
+        reg.get("gguf_config_iq4_xs").is_some(),
+        cfg!(feature = "gguf"),
+        "GGUF extras come with the gguf feature"
     );
 }
 

@@ -428,12 +428,7 @@ impl QuantMethod for Bnb4 {
             parts: layout.iter().map(|l| l.key.clone()).collect(),
             fallback: None,
         };
-        let parts = layout
-            .into_iter()
-            .zip(data)
-            .map(|(l, d)| Part::new(l, d))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(QuantizedTensor { record, parts })
+        QuantizedTensor::from_layout(record, layout, data)
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
@@ -672,12 +667,7 @@ impl QuantMethod for Bnb8 {
             parts: layout.iter().map(|l| l.key.clone()).collect(),
             fallback: None,
         };
-        let parts = layout
-            .into_iter()
-            .zip(data)
-            .map(|(l, d)| Part::new(l, d))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(QuantizedTensor { record, parts })
+        QuantizedTensor::from_layout(record, layout, data.into())
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {

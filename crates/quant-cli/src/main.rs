@@ -140,6 +140,9 @@ struct QuantizeArgs {
     /// Quantize tensors holding NaN or infinities.
     #[arg(long)]
     allow_nonfinite: bool,
+    /// Also write the run's numbers (seconds, bytes, peak RSS) as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -364,7 +367,28 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let report = result?;
     print_warnings(&report);
     summary(&report);
+    if let Some(path) = &a.stats_json {
+        let stats = serde_json::json!({
+            "method": report.resolved.effective,
+            "seconds": report.seconds,
+            "bytes_in": report.bytes_in,
+            "bytes_out": report.bytes_out,
+            "tensors": report.tensors.len(),
+            "fallbacks": report.fallbacks,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "threads": rayon::current_num_threads(),
+        });
+        std::fs::write(path, stats.to_string()).map_err(|e| Error::io(path, e))?;
+    }
     Ok(())
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), when the OS says.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Opens a pipeline and applies `--component NAME=METHOD|skip`; the other weight
@@ -423,6 +447,9 @@ fn summary(r: &Report) {
         r.fallbacks,
         r.seconds
     );
+    if let Some(rss) = peak_rss_bytes() {
+        println!("peak RSS {}", human(rss));
+    }
     for o in &r.outputs {
         println!("wrote {}", o.display());
     }

@@ -305,6 +305,16 @@ impl ModelQuantizer {
         let meta = TensorMeta::new(&rec.name, rec.dtype, rec.shape.clone());
         let bytes_in = meta.byte_len()? as u64;
         let requantize = rec.method.is_some();
+        if requantize && !self.allow_requantize {
+            return Err(Error::tensor(
+                "",
+                &rec.name,
+                format!(
+                    "is stored quantized ({}); pass --allow-requantize to dequantize it and quantize it again",
+                    rec.method.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         let mut entry = PlanEntry {
             shard,
             meta: meta.clone(),
@@ -402,13 +412,6 @@ impl ModelQuantizer {
 
     fn finish_keep(&self, entry: &mut PlanEntry, cast: Option<DType>) -> Result<()> {
         let meta = &entry.meta;
-        if entry.requantize && !self.allow_requantize {
-            return Err(Error::tensor(
-                "",
-                &meta.name,
-                "is stored quantized; pass --allow-requantize to dequantize it and store it again",
-            ));
-        }
         match cast {
             Some(d) if meta.dtype.is_float() && (d != meta.dtype || entry.requantize) => {
                 entry.action = Action::Cast;
@@ -784,7 +787,7 @@ impl ModelQuantizer {
         };
         let plan = self
             .plan(&records, Some(&values))
-            .map_err(|e| at_path(e, &model.root))?;
+            .map_err(|e| e.with_path(&model.root))?;
         Ok((model, plan))
     }
 
@@ -964,15 +967,28 @@ impl ModelQuantizer {
                     "shard index out of range",
                 ));
             };
-            if e.action == Action::Keep {
-                if let Some(src) = reader.source(&e.name) {
-                    w.write_raw(&e.name, &src.bytes()?)?;
+            // Unquantized tensors stream from the mapped input in chunks: nothing of their
+            // size is held in memory.
+            if e.action != Action::Quantize && !e.requantize {
+                if let (Some(src), Some(l)) = (reader.source(&e.name), e.layout.first()) {
+                    if e.action == Action::Keep {
+                        w.write_with(&e.name, |out| src.write_bytes(out))?;
+                    } else {
+                        let dtype = l.dtype;
+                        w.write_with(&e.name, |out| {
+                            src.for_each_f32_chunk(1 << 20, &mut |v| {
+                                let bytes = encode_f32(dtype, v)?;
+                                out.write_all(&bytes).map_err(|err| Error::io("", err))
+                            })
+                            .map_err(std::io::Error::other)
+                        })?;
+                    }
                     continue;
                 }
             }
             let q = self
                 .produce(plan, reader.as_ref(), e)
-                .map_err(|err| at_path(err, &model.root))?;
+                .map_err(|err| err.with_path(&model.root))?;
             for part in &q.parts {
                 w.write_part(part)?;
             }
@@ -1027,7 +1043,7 @@ impl ModelQuantizer {
             };
             let q = self
                 .produce(plan, reader.as_ref(), e)
-                .map_err(|err| at_path(err, &model.root))?;
+                .map_err(|err| err.with_path(&model.root))?;
             w.write(&q)?;
         }
         w.finish()
@@ -1252,21 +1268,6 @@ fn layout_bytes(layout: &[PartLayout], name: &str) -> Result<u64> {
             .and_then(|b| acc.checked_add(b as u64))
             .ok_or_else(|| Error::tensor("", name, "output size overflows"))
     })
-}
-
-fn at_path(e: Error, path: &Path) -> Error {
-    match e {
-        Error::InvalidTensor {
-            path: p,
-            tensor,
-            reason,
-        } if p.as_os_str().is_empty() => Error::InvalidTensor {
-            path: path.to_path_buf(),
-            tensor,
-            reason,
-        },
-        other => other,
-    }
 }
 
 /// Quantized tensors held in memory, with what is needed to save them.

@@ -210,6 +210,23 @@ impl Error {
         }
     }
 
+    /// Fills in the file of an [`Error::InvalidTensor`] raised without one (tensors in
+    /// memory do not know where they came from); other errors are returned unchanged.
+    pub fn with_path(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::InvalidTensor {
+                path: p,
+                tensor,
+                reason,
+            } if p.as_os_str().is_empty() => Error::InvalidTensor {
+                path: path.to_path_buf(),
+                tensor,
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// A malformed file.
     pub fn file(path: impl Into<PathBuf>, format: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidFile {

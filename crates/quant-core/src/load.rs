@@ -349,14 +349,14 @@ impl ModelFiles {
     /// Restores `name` as f32 values.
     pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
         let q = self.read(name)?;
-        dequantize(&q).map_err(|e| with_path(e, &self.root))
+        dequantize(&q).map_err(|e| e.with_path(&self.root))
     }
 
     /// Restores `name` in `dtype` (F32/F16/BF16), or in its natural dequantized dtype when
     /// `dtype` is `None`.
     pub fn load(&self, name: &str, dtype: Option<DType>) -> Result<HostTensor> {
         let q = self.read(name)?;
-        let values = dequantize(&q).map_err(|e| with_path(e, &self.root))?;
+        let values = dequantize(&q).map_err(|e| e.with_path(&self.root))?;
         let dt = dtype.unwrap_or(q.record.dequant_dtype);
         let dt = if dt.is_float() && matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
             dt
@@ -381,20 +381,5 @@ impl ModelFiles {
     #[cfg(feature = "candle")]
     pub fn load_candle(&self, name: &str, dtype: Option<DType>) -> Result<candle_core::Tensor> {
         self.load(name, dtype)?.to_candle()
-    }
-}
-
-fn with_path(e: Error, path: &Path) -> Error {
-    match e {
-        Error::InvalidTensor {
-            path: p,
-            tensor,
-            reason,
-        } if p.as_os_str().is_empty() => Error::InvalidTensor {
-            path: path.to_path_buf(),
-            tensor,
-            reason,
-        },
-        other => other,
     }
 }

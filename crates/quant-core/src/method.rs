@@ -99,6 +99,27 @@ pub struct QuantizedTensor {
 }
 
 impl QuantizedTensor {
+    /// Pairs each planned part with its bytes (checked against the layout).
+    pub fn from_layout(
+        record: TensorRecord,
+        layout: Vec<PartLayout>,
+        data: Vec<Vec<u8>>,
+    ) -> Result<Self> {
+        if layout.len() != data.len() {
+            return Err(Error::tensor(
+                "",
+                &record.name,
+                format!("{} parts planned, {} produced", layout.len(), data.len()),
+            ));
+        }
+        let parts = layout
+            .into_iter()
+            .zip(data)
+            .map(|(l, d)| Part::new(l, d))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(QuantizedTensor { record, parts })
+    }
+
     /// The part stored under `key`, or a typed error naming the tensor.
     pub fn part(&self, key: &str) -> Result<&Part> {
         self.parts

@@ -172,11 +172,30 @@ pub struct SafetensorsTensor {
     range: std::ops::Range<usize>,
 }
 
+/// Bytes of mapped input handled at a time before their pages are given back.
+const CHUNK_BYTES: usize = 8 << 20;
+
 impl SafetensorsTensor {
     /// The mapped bytes.
     pub fn data(&self) -> &[u8] {
         // The range was validated against the file length when the header was read.
         self.map.get(self.range.clone()).unwrap_or(&[])
+    }
+
+    /// Gives the pages of `start..start + len` (relative to this tensor) back to the OS:
+    /// mapped input read once should not stay resident, or peak memory grows with the
+    /// model instead of the largest tensor.
+    fn release(&self, start: usize, len: usize) {
+        let offset = self.range.start + start;
+        if len == 0 || offset + len > self.range.end {
+            return;
+        }
+        // SAFETY: the map is a read-only file mapping; MADV_DONTNEED only drops its pages,
+        // which fault back in from the file with the same contents if touched again.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+        };
     }
 }
 
@@ -186,6 +205,58 @@ impl TensorSource for SafetensorsTensor {
     }
     fn bytes(&self) -> Result<Cow<'_, [u8]>> {
         Ok(Cow::Borrowed(self.data()))
+    }
+    fn write_bytes(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        for (i, chunk) in self.data().chunks(CHUNK_BYTES).enumerate() {
+            w.write_all(chunk)?;
+            self.release(i * CHUNK_BYTES, chunk.len());
+        }
+        Ok(())
+    }
+
+    fn for_each_f32_chunk(
+        &self,
+        chunk: usize,
+        f: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let size = self.meta.dtype.size();
+        let step = chunk.max(1) * size;
+        let mut tmp = Vec::new();
+        for (i, c) in self.data().chunks(step).enumerate() {
+            tmp.clear();
+            crate::dtype::decode_to_f32(self.meta.dtype, c, &mut tmp)
+                .map_err(|e| Error::tensor("", &self.meta.name, e.to_string()))?;
+            self.release(i * step, c.len());
+            f(&tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes in parallel chunks, releasing each chunk's input pages once decoded.
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        use rayon::prelude::*;
+        let dtype = self.meta.dtype;
+        let size = dtype.size();
+        let data = self.data();
+        let n = data.len() / size;
+        let mut out = vec![0f32; n];
+        let elems = (CHUNK_BYTES / size).max(1);
+        out.par_chunks_mut(elems)
+            .enumerate()
+            .try_for_each(|(i, o)| -> Result<()> {
+                let start = i * elems * size;
+                let bytes = data.get(start..start + o.len() * size).unwrap_or(&[]);
+                let mut tmp = Vec::with_capacity(o.len());
+                crate::dtype::decode_to_f32(dtype, bytes, &mut tmp)
+                    .map_err(|e| Error::tensor("", &self.meta.name, e.to_string()))?;
+                if tmp.len() != o.len() {
+                    return Err(Error::tensor("", &self.meta.name, "short tensor data"));
+                }
+                o.copy_from_slice(&tmp);
+                self.release(start, bytes.len());
+                Ok(())
+            })?;
+        Ok(out)
     }
 }
 
@@ -433,6 +504,40 @@ impl SafetensorsWriter {
         Ok(())
     }
 
+    /// Writes the next part by letting `fill` stream exactly its bytes into the file.
+    pub fn write_with(
+        &mut self,
+        key: &str,
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let dest = self.out.dest().to_path_buf();
+        let Some(want) = self.layouts.get(self.next) else {
+            return Err(Error::tensor(&dest, key, "more parts than planned"));
+        };
+        if want.key != key {
+            return Err(Error::tensor(
+                &dest,
+                key,
+                format!("expected part {}", want.key),
+            ));
+        }
+        let want_len = want.byte_len().unwrap_or(0) as u64;
+        let mut counting = CountingWriter {
+            inner: &mut self.out,
+            written: 0,
+        };
+        fill(&mut counting).map_err(|e| Error::io(&dest, e))?;
+        if counting.written != want_len {
+            return Err(Error::tensor(
+                &dest,
+                key,
+                format!("{} bytes written, {want_len} planned", counting.written),
+            ));
+        }
+        self.next += 1;
+        Ok(())
+    }
+
     /// Rewrites the header with new metadata (it must fit the reserved space), then
     /// commits the file.
     pub fn finish_with_metadata(mut self, metadata: &BTreeMap<String, String>) -> Result<()> {
@@ -499,6 +604,22 @@ impl SafetensorsWriter {
             ));
         }
         self.out.commit()
+    }
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut AtomicFile,
+    written: u64,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -89,6 +89,32 @@ pub trait TensorSource: Send + Sync {
             .map_err(|e| Error::tensor("", &meta.name, e.to_string()))?;
         Ok(out)
     }
+
+    /// Hands the values to `f` as f32 in chunks of at most `chunk` elements, in order;
+    /// sources backed by mapped files release each chunk's pages after use.
+    fn for_each_f32_chunk(
+        &self,
+        chunk: usize,
+        f: &mut dyn FnMut(&[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let meta = self.meta();
+        let bytes = self.bytes()?;
+        let size = meta.dtype.size();
+        let mut tmp = Vec::new();
+        for c in bytes.chunks(chunk.max(1) * size) {
+            tmp.clear();
+            decode_to_f32(meta.dtype, c, &mut tmp)
+                .map_err(|e| Error::tensor("", &meta.name, e.to_string()))?;
+            f(&tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the stored bytes to `w` (in chunks, for mapped sources).
+    fn write_bytes(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let bytes = self.bytes().map_err(std::io::Error::other)?;
+        w.write_all(&bytes)
+    }
 }
 
 /// A tensor whose bytes live in memory.

@@ -433,12 +433,7 @@ impl QuantMethod for TorchAo {
         let layout = self.output_layout(t)?;
         let record = self.record(t, &layout);
         let data = with_wd!(t.dtype, W => self.quantize_as::<W>(k, values))?;
-        let parts = layout
-            .into_iter()
-            .zip(data)
-            .map(|(l, d)| Part::new(l, d))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(QuantizedTensor { record, parts })
+        QuantizedTensor::from_layout(record, layout, data)
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {

@@ -1,0 +1,182 @@
+//! GGML block formats and .gguf files for quant, **byte-identical to ggml**.
+//!
+//! The reference is ggml (github.com/ggml-org/ggml, commit d99724f2), `src/ggml-quants.c`:
+//! the code llama.cpp's quantize tool runs through `ggml_quantize_chunk`. Every quantizer
+//! and dequantizer here is a port of the C function named in its module, operation by
+//! operation: `f32` arithmetic in the C association order, no fused multiply-add,
+//! `nearest_int` via the `12582912.0` magic number, C's `MAX`/`MIN` argument order, the
+//! x86-64 behaviour of C float→int casts, and ggml's own f16/bf16 conversions
+//! ([`util`]). The tests compare every `kind: main` reference vector of ggml byte for byte
+//! (quantized) and bit for bit (dequantized), including the importance-matrix outputs;
+//! the `edge` (f16 scale overflow) and `special` (NaN/Inf) vectors match too.
+//!
+//! # Methods
+//!
+//! | method | GGML type | block | bytes | bits/weight | imatrix |
+//! |---|---|---|---|---|---|
+//! | `gguf_config_fp16` | F16 | 1 | 2 | 16 | ignored |
+//! | `gguf_config_bf16` | BF16 | 1 | 2 | 16 | ignored |
+//! | `gguf_config_q8_k` | Q8_K | 256 | 292 | 9.125 | ignored (no weighted path in ggml) |
+//! | `gguf_config_q8_0` | Q8_0 | 32 | 34 | 8.5 | ignored (as ggml) |
+//! | `gguf_config_q8_1` | Q8_1 | 32 | 36 | 9 | ignored (no weighted path in ggml) |
+//! | `gguf_config_q6_k` | Q6_K | 256 | 210 | 6.5625 | used |
+//! | `gguf_config_q5_k` | Q5_K | 256 | 176 | 5.5 | used |
+//! | `gguf_config_q5_1` | Q5_1 | 32 | 24 | 6 | used |
+//! | `gguf_config_q5_0` | Q5_0 | 32 | 22 | 5.5 | used |
+//! | `gguf_config_q4_k` | Q4_K | 256 | 144 | 4.5 | used |
+//! | `gguf_config_q4_0` | Q4_0 | 32 | 18 | 4.5 | used |
+//! | `gguf_config_q4_1` | Q4_1 | 32 | 20 | 5 | used |
+//! | `gguf_config_q3_k` | Q3_K | 256 | 110 | 3.4375 | used |
+//! | `gguf_config_q2_k` | Q2_K | 256 | 84 | 2.625 | used |
+//! | `gguf_config_iq4_nl` (extra) | IQ4_NL | 32 | 18 | 4.5 | used |
+//! | `gguf_config_iq4_xs` (extra) | IQ4_XS | 256 | 136 | 4.25 | used |
+//!
+//! The exact formulas and block layouts are in each format's module ([`q4_0`], [`q4_1`],
+//! [`q5_0`], [`q5_1`], [`q8_0`], [`q8_1`], [`q2_k`], [`q3_k`], [`q4_k`], [`q5_k`], [`q6_k`],
+//! [`q8_k`], [`iq4_nl`], [`iq4_xs`], [`mod@f16`], [`bf16`]); the shared searches (`make_qx_quants`, `make_q3_quants`,
+//! `make_qkx2_quants`, `make_qkx3_quants`, `make_qp_quants`) in [`util`]. Without an
+//! importance matrix each row goes through ggml's `quantize_row_*_ref`; with one, through
+//! the `quantize_row_*_impl` function ggml's `ggml_quantize_chunk` calls (Q8_1 and Q8_K
+//! through `quantize_row_*_ref`, which is all ggml has). Note that an all-ones importance
+//! matrix is not the same as none (it selects the weighted algorithm), and that the
+//! weighted Q4_0/Q4_1/Q5_0/Q5_1 use statistics over the whole row.
+//!
+//! **Q8_1** is ggml's 36-byte block (f16 `d`, f16 `s = d·Σq`, 32 × i8). gguf-py 0.19 still
+//! declares 40 bytes per block, so gguf-py cannot read Q8_1 tensors ggml or quant write.
+//! ggml has no Q8_1 dequantizer; ours is `d·q`. **Q8_K** stores an f32 scale; an all-zero
+//! super-block gets zero `bsums` (ggml leaves them unwritten). candle 0.11 and gguf-py
+//! cannot load/dequantize Q8_K data; candle cannot load Q8_1.
+//!
+//! # Storage
+//!
+//! In safetensors, a quantized tensor is one `U8` entry under the tensor's own name with
+//! shape `[rows, row_bytes]` (rows = all dims but the last, flattened; the last dim is
+//! ggml's `ne[0]`); F16/BF16 are stored as `F16`/`BF16` entries with the original shape.
+//! The tensor record holds `{"type": "Q4_K"}` (plus `"allow_nonfinite": true` when set),
+//! which the factory accepts back. Dequantization gives f32 (F16/BF16 values for those).
+//!
+//! # Which tensors, and the fallback ladder
+//!
+//! As llama.cpp: tensors of 2 or more dims whose name ends in `weight` are quantized,
+//! except norms (`*norm.weight`), MoE router inputs (`ffn_gate_inp.weight`) and
+//! position/token-type embeddings; other floating tensors are kept as F32; non-floating
+//! tensors are kept as stored. When the row length is not a multiple of the block size the
+//! method returns [`quant_core::Selection::Fallback`] with llama.cpp's ladder: IQ4_XS →
+//! IQ4_NL, Q2_K/Q3_K →
+//! Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and then F16 when the row is not a
+//! multiple of 32 either. Q8_K (no llama.cpp rule: llama.cpp would refuse) and the 32-block
+//! types fall back to F16. A fallback method is created with default parameters (no
+//! importance matrix). Quantizing a non-fitting shape directly is
+//! [`quant_core::Error::ShapeMismatch`].
+//!
+//! # Non-finite values
+//!
+//! NaN/Inf weights are refused with [`quant_core::Error::NonFinite`] (llama.cpp's
+//! `ggml_validate_row_data` rejects such rows too). With the parameter
+//! `allow_nonfinite = true` they are quantized exactly as ggml does on x86-64 (a NaN in a
+//! Q8_0 block becomes 0 unless it is the block's last value, an Inf makes most blocks NaN,
+//! Q3_K/Q6_K zero the sub-block, ...): the `special` reference vectors match.
+//!
+//! # Importance matrix
+//!
+//! The parameter `imatrix = PATH` loads a llama.cpp importance matrix once (legacy `.dat`
+//! or GGUF, see [`imatrix`]); entries are looked up by the exact tensor name; a tensor
+//! without an entry is quantized without weights (and listed in the artifact metadata key
+//! `quantize.imatrix.missing`); an entry of the wrong size is an error; non-finite values
+//! are an error at load time. 3-D (expert) tensors use one slice of `ne0` weights per
+//! expert, as llama.cpp. The path is never recorded in the tensor records (`params()`),
+//! so files load on machines without it; the artifacts carry `quantize.imatrix.file`,
+//! `.entries_count`, `.chunks_count`, `.dataset`. A lower-level entry point is
+//! [`quantize`]`(type, values, row_len, Some(weights))`.
+//!
+//! # .gguf files
+//!
+//! The `gguf` container (extension `.gguf`, see [`gguf`]) writes GGUF v3 by streaming:
+//! the header is computed from the plan, each tensor appended and padded to 32 bytes
+//! (including after the last one). Keys written: `general.architecture` (from the given
+//! metadata, else `llama`), `general.name` (given, else the file stem),
+//! `general.file_type` (llama.cpp's ftype of the type holding the most non-fallback
+//! elements: the `_S` variant for K-quants, 1024 = `LLAMA_FTYPE_GUESSED` for Q8_1/Q8_K,
+//! which have none), `general.quantization_version = 2`, `quantize.tool`,
+//! `quantize.ggml_type`, and every given metadata key containing a dot
+//! (`quantize.imatrix.*_count` as i32, the rest as strings). Dims are in ggml order
+//! (`ne[0]` = row length). Tensors kept unquantized are written F32/F16/BF16; methods of
+//! other backends cannot be stored in .gguf (typed error). The writer is hand-written
+//! (about 200 lines, sizes checked against the plan): gguf-rs-lib's builder takes tensor
+//! data in memory before writing, which breaks quant's streaming. The reader reads v2 and
+//! v3, checks every count and length against the file size before allocating, caps
+//! strings (16 MiB) and array nesting (4), requires ≤ 4 dims, known type ids, aligned
+//! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32 tensors
+//! read back unquantized; every other type as its `gguf_config_*` method.
+//!
+//! # Speed
+//!
+//! Rows are quantized and dequantized in parallel with rayon. The candidate-scale
+//! searches of `make_qx_quants` (Q6_K, Q3_K/Q4_0/Q5_0 weighted) and
+//! `make_qkx2/3_quants` (Q2_K, Q4_K, Q5_K, Q4_1/Q5_1 weighted) evaluate several
+//! candidates side by side, each lane running ggml's exact scalar sequence; for qkx a
+//! winning candidate changes `min` for the later ones, so lanes are speculative and the
+//! batch restarts after a winner. The straight ports (`*_scalar`) stay in [`util`] and a
+//! unit test checks the batched versions against them bit for bit.
+//!
+//! # Not implemented
+//!
+//! The other IQ types, TQ1_0/TQ2_0, MXFP4/NVFP4, Q1_0/Q2_0 (reading a .gguf that holds
+//! them is an "unsupported type id" error); `quantize_row_iq4_nl_ref` (a row reference
+//! that differs from the chunk path llama-quantize uses; the chunk path is implemented);
+//! the I8..F64 GGUF tensor types; big-endian GGUF.
+
+#![deny(missing_docs)]
+
+pub mod bf16;
+pub mod block;
+pub mod f16;
+pub mod gguf;
+pub mod imatrix;
+pub mod iq4_nl;
+pub mod iq4_xs;
+pub mod method;
+pub mod q2_k;
+pub mod q3_k;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
+pub mod util;
+
+pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
+pub use imatrix::Imatrix;
+pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
+
+/// The backend name used in registrations and errors.
+pub const BACKEND: &str = "quant-gguf";
+
+/// Errors of this crate, boxed into [`quant_core::Error::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GgufError {
+    /// Data does not fit a GGML type's block layout.
+    #[error("{ty}: bad {what}: {detail}")]
+    Layout {
+        /// The GGML type.
+        ty: &'static str,
+        /// What is wrong (row length, data size, imatrix).
+        what: String,
+        /// Details with the values.
+        detail: String,
+    },
+    /// An importance matrix file or entry is unusable.
+    #[error("imatrix {file}: {reason}")]
+    Imatrix {
+        /// The file (or in-memory source name).
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

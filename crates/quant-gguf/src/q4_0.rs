@@ -1,0 +1,108 @@
+//! Q4_0: blocks of 32 values, `x ≈ d·(q − 8)`, `q ∈ [0, 15]`.
+//!
+//! Layout (ggml `block_q4_0`, 18 bytes): `d: f16`, `qs[16]`: byte `j` holds value `j` in
+//! its low nibble and value `j + 16` in its high nibble.
+//!
+//! Without weights (`quantize_row_q4_0_ref`): `max` = the value of largest magnitude
+//! (first one on ties), `d = max / −8`, `id = 1/d` (0 when `d == 0`),
+//! `q = min(15, (int8)(x·id + 8.5))` (truncation). With weights (`quantize_row_q4_0_impl`):
+//! `σ² = Σx²/n` over the whole row, `w = qw·√(σ² + x²)`, `d` from `make_qx_quants(32, 8,
+//! rmse_type 1, w)`.
+
+use crate::block::{GgmlBlock, GgmlType};
+use crate::util::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qx_quants};
+
+/// ggml's `block_q4_0`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ4_0 {
+    /// Scale (f16 bits).
+    pub d: u16,
+    /// Nibbles.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+
+/// Row-wide `σ²` of the weighted legacy quantizers: `Σx² / n`.
+pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
+    let mut sum_x2 = 0f32;
+    for &v in x {
+        sum_x2 += v * v;
+    }
+    sum_x2 / x.len() as f32
+}
+
+/// `w[j] = qw[j]·√(σ² + x[j]²)` for one block of 32.
+pub(crate) fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; 32] {
+    let mut w = [0f32; 32];
+    for ((wj, &xj), &q) in w.iter_mut().zip(xb).zip(qw) {
+        *wj = q * (sigma2 + xj * xj).sqrt();
+    }
+    w
+}
+
+impl GgmlBlock for BlockQ4_0 {
+    const TYPE: GgmlType = GgmlType::Q4_0;
+    const BLOCK_SIZE: usize = 32;
+    const TYPE_SIZE: usize = 18;
+    const ZERO: Self = BlockQ4_0 { d: 0, qs: [0; 16] };
+
+    fn read(b: &[u8]) -> Self {
+        let mut blk = Self::ZERO;
+        blk.d = u16::from_le_bytes([b[0], b[1]]);
+        blk.qs.copy_from_slice(&b[2..18]);
+        blk
+    }
+    fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..18].copy_from_slice(&self.qs);
+    }
+
+    fn quantize_row(x: &[f32], y: &mut [Self]) {
+        for (xb, yb) in x.chunks_exact(32).zip(y) {
+            let mut amax = 0f32;
+            let mut max = 0f32;
+            for &v in xb {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            yb.d = fp32_to_fp16(d);
+            for j in 0..16 {
+                let x0 = xb[j] * id;
+                let x1 = xb[16 + j] * id;
+                let xi0 = c_min(15, c_f32_to_i32(x0 + 8.5) as i8 as i32) as u8;
+                let xi1 = c_min(15, c_f32_to_i32(x1 + 8.5) as i8 as i32) as u8;
+                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
+            }
+        }
+    }
+
+    fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
+        let sigma2 = row_sigma2(x);
+        let mut l = [0i8; 32];
+        for ((xb, qb), yb) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(y) {
+            let w = block_weights(xb, qb, sigma2);
+            let d = make_qx_quants(8, xb, &mut l, 1, Some(&w));
+            yb.d = fp32_to_fp16(d);
+            for j in 0..16 {
+                yb.qs[j] = (l[j] as u8) | ((l[j + 16] as u8) << 4);
+            }
+        }
+    }
+
+    fn dequantize_row(y: &[Self], out: &mut [f32]) {
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(32)) {
+            let d = fp16_to_fp32(yb.d);
+            for j in 0..16 {
+                let x0 = (yb.qs[j] & 0x0F) as i32 - 8;
+                let x1 = (yb.qs[j] >> 4) as i32 - 8;
+                o[j] = x0 as f32 * d;
+                o[j + 16] = x1 as f32 * d;
+            }
+        }
+    }
+}
