@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use quant::{ModelQuantizer, Registry};
-use quant_minilm::{cosine, cosine_target, sentences::SENTENCES, Embedder, Encoder};
+use quant_minilm::{cosine, cosine_target, nominal_bits, sentences::SENTENCES, Embedder, Encoder};
 
 #[derive(Parser)]
 #[command(about = "all-MiniLM-L6-v2 quantized by every method: size, cosine vs f32, latency")]
@@ -38,6 +38,7 @@ struct Args {
 
 struct Row {
     method: String,
+    nominal: Option<u32>,
     bits: Option<f32>,
     matmul: String,
     file_bytes: u64,
@@ -79,7 +80,19 @@ fn main() -> Result<(), BoxError> {
     let reference = Embedder::dequantized(model_dir, model_dir)?;
     let (ref_emb, ref_times) = run(&reference, args.repeats)?;
     sanity_check(&ref_emb);
-    let mut rows = vec![row("f32 (reference)", None, "dense f32", f32_bytes, 0, &ref_emb, &ref_emb, ref_times, None)];
+    // GGUF methods read a copy without the integer position_ids buffer (see gguf_input).
+    let mut gguf_src: Option<PathBuf> = None;
+    let mut rows = vec![row(
+        "f32 (reference)",
+        None,
+        "dense f32",
+        f32_bytes,
+        0,
+        &ref_emb,
+        &ref_emb,
+        ref_times,
+        None,
+    )];
 
     for name in &methods {
         let entry = registry
@@ -93,7 +106,21 @@ fn main() -> Result<(), BoxError> {
             None => work.join(name),
         };
         eprintln!("{name}: quantizing -> {}", out.display());
-        let report = quantizer.quantize_path(model_dir, &out)?;
+        let input = if out.extension().is_some_and(|e| e == "gguf") {
+            match &gguf_src {
+                Some(p) => p.clone(),
+                None => {
+                    let (p, dropped) =
+                        quant_minilm::gguf_input(model_dir, &work.join("gguf-input"))?;
+                    eprintln!("GGUF input: {} without {dropped:?}", p.display());
+                    gguf_src = Some(p.clone());
+                    p
+                }
+            }
+        } else {
+            model_dir.to_path_buf()
+        };
+        let report = quantizer.quantize_path(&input, &out)?;
         let file_bytes = weight_bytes(&out)?;
         let is_gguf = out.extension().is_some_and(|e| e == "gguf");
         let (embedder, matmul) = if is_gguf {
@@ -106,10 +133,12 @@ fn main() -> Result<(), BoxError> {
                     (e, format!("candle QMatMul ({kinds})"))
                 }
                 Err(err) => {
-                    eprintln!("{name}: candle cannot run this .gguf natively ({err}); dequantizing at load");
+                    let first = err.to_string();
+                    let first = first.lines().next().unwrap_or_default();
+                    eprintln!("{name}: candle cannot run this .gguf natively ({first}); dequantizing at load");
                     (
                         Embedder::dequantized(model_dir, &out)?,
-                        "dequantized at load (candle 0.11 has no kernel)".to_string(),
+                        "dequantized at load (candle 0.11 cannot load this GGML type)".to_string(),
                     )
                 }
             }
@@ -129,7 +158,7 @@ fn main() -> Result<(), BoxError> {
             &emb,
             &ref_emb,
             times,
-            cosine_target(entry.bits_per_weight),
+            cosine_target(nominal_bits(name, entry.bits_per_weight)),
         ));
         if let Some(r) = rows.last() {
             eprintln!(
@@ -202,12 +231,17 @@ fn row(
     mut times: Vec<f64>,
     target: Option<f64>,
 ) -> Row {
-    let cos: Vec<f64> = emb.iter().zip(reference).map(|(a, b)| cosine(a, b)).collect();
+    let cos: Vec<f64> = emb
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| cosine(a, b))
+        .collect();
     let mean_cos = cos.iter().sum::<f64>() / cos.len().max(1) as f64;
     let min_cos = cos.iter().copied().fold(f64::INFINITY, f64::min);
     times.sort_by(f64::total_cmp);
     Row {
         method: method.to_string(),
+        nominal: bits.map(|b| nominal_bits(method, b)),
         bits,
         matmul: matmul.to_string(),
         file_bytes,
@@ -279,7 +313,10 @@ fn machine() -> String {
 fn render(rows: &[Row], f32_bytes: u64, repeats: usize, rules: &[String]) -> String {
     let mut s = String::new();
     if !rules.is_empty() {
-        s.push_str(&format!("Rules applied to every method: {}.\n\n", rules.join(", ")));
+        s.push_str(&format!(
+            "Rules applied to every method: {}.\n\n",
+            rules.join(", ")
+        ));
     }
     s.push_str(&format!(
         "Machine: {}. {} sentences, batch 1, latency = tokenize + forward + pooling, \
@@ -288,19 +325,22 @@ fn render(rows: &[Row], f32_bytes: u64, repeats: usize, rules: &[String]) -> Str
         SENTENCES.len(),
         repeats.max(1)
     ));
-    s.push_str("| method | b/w | matmul | file MB | vs f32 | fallbacks | mean cos | min cos | target | median ms | p95 ms |\n");
-    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|\n");
+    s.push_str("| method | bits | b/w stored | matmul | file MB | vs f32 | fallbacks | mean cos | min cos | target | median ms | p95 ms |\n");
+    s.push_str("|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|\n");
     for r in rows {
         let target = match r.target {
-            Some(t) if r.min_cos >= t => format!("≥ {t} ✓"),
-            Some(t) => format!("≥ {t} ✗"),
+            Some(t) => {
+                let ok = |c: f64| if c >= t { "✓" } else { "✗" };
+                format!("≥ {t}: mean {} min {}", ok(r.mean_cos), ok(r.min_cos))
+            }
             None if r.bits.is_some() => "report only".to_string(),
             None => String::new(),
         };
         let latency = if r.median_ms < 100.0 { "" } else { " ✗" };
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2}× | {} | {:.6} | {:.6} | {} | {:.2}{} | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.2} | {:.2}× | {} | {:.6} | {:.6} | {} | {:.2}{} | {:.2} |\n",
             r.method,
+            r.nominal.map_or("32".to_string(), |b| b.to_string()),
             r.bits.map_or("32".to_string(), |b| format!("{b:.2}")),
             r.matmul,
             r.file_bytes as f64 / 1e6,

@@ -184,7 +184,10 @@ impl QBert {
             .broadcast_add(&self.position.forward(&positions)?)?;
         let mut x = self.emb_norm.forward(&x)?;
         // 0 where attended, f32::MIN where masked, as transformers and candle do.
-        let mask = attention_mask.unsqueeze(1)?.unsqueeze(1)?.to_dtype(DType::F32)?;
+        let mask = attention_mask
+            .unsqueeze(1)?
+            .unsqueeze(1)?
+            .to_dtype(DType::F32)?;
         let mask = (mask.ones_like()? - &mask)?.affine(f32::MIN as f64, 0.0)?;
         let scale = (self.head_size as f64).sqrt();
         for l in &self.layers {

