@@ -307,7 +307,11 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} logical cores")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!("{cpu}, {cores} logical cores, 1-minute load average {load} when the run ended (the machine is shared)")
 }
 
 fn render(rows: &[Row], f32_bytes: u64, repeats: usize, rules: &[String]) -> String {
