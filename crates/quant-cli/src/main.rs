@@ -550,8 +550,7 @@ fn inspect(input: &Path, json: bool) -> Result<()> {
                 bytes += m
                     .shards
                     .get(i)
-                    .and_then(|(_, rd)| rd.read(&r.name).ok())
-                    .map(|q| q.byte_len() as u64)
+                    .and_then(|(_, rd)| rd.stored_bytes(&r.name).ok())
                     .unwrap_or(0);
             }
             let files: Vec<String> = m
@@ -597,8 +596,7 @@ fn inspect(input: &Path, json: bool) -> Result<()> {
         let bytes: u64 = model
             .shards
             .get(i)
-            .and_then(|(_, rd)| rd.read(&r.name).ok())
-            .map(|q| q.byte_len() as u64)
+            .and_then(|(_, rd)| rd.stored_bytes(&r.name).ok())
             .unwrap_or(0);
         rows.push((
             model

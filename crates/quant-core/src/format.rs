@@ -82,6 +82,11 @@ pub trait ContainerReader: Send + Sync {
     fn records(&self) -> &[TensorRecord];
     /// The stored parts of tensor `name`.
     fn read(&self, name: &str) -> Result<QuantizedTensor>;
+    /// Stored bytes of tensor `name` (all its parts). The default reads the parts; readers
+    /// that know their layout answer without touching the data.
+    fn stored_bytes(&self, name: &str) -> Result<u64> {
+        Ok(self.read(name)?.byte_len() as u64)
+    }
     /// An unquantized tensor as a zero-copy source, when the container can give one
     /// (memory-mapped files); `None` otherwise, and the caller uses [`read`](Self::read).
     fn source(&self, name: &str) -> Option<Box<dyn crate::tensor::TensorSource + '_>> {

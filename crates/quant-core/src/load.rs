@@ -157,6 +157,21 @@ impl ContainerReader for SafetensorsReader {
             parts,
         })
     }
+    fn stored_bytes(&self, name: &str) -> Result<u64> {
+        let rec = self
+            .records
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::tensor(self.file.path(), name, "no such tensor"))?;
+        rec.parts.iter().try_fold(0u64, |acc, key| {
+            let meta = self
+                .file
+                .metas()
+                .find(|m| &m.name == key)
+                .ok_or_else(|| Error::tensor(self.file.path(), key, "not in file"))?;
+            Ok(acc + meta.byte_len()? as u64)
+        })
+    }
     fn source(&self, name: &str) -> Option<Box<dyn TensorSource + '_>> {
         let rec = self.records.iter().find(|r| r.name == name)?;
         if rec.method.is_some() || rec.parts.len() != 1 || rec.parts[0] != rec.name {
