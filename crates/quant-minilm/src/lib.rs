@@ -209,22 +209,24 @@ impl Embedder {
         )
     }
 
-    /// A `.gguf` file run with candle's quantized matmul.
-    pub fn native_gguf(model_dir: &Path, gguf: &Path) -> Result<Self> {
+    /// A `.gguf` file run with candle's quantized matmul ([`QBert::load_with`]: types
+    /// whose candle CPU kernel is scalar are dequantized at load unless `pack_scalar`).
+    pub fn native_gguf(model_dir: &Path, gguf: &Path, pack_scalar: bool) -> Result<Self> {
         let config = read_config(model_dir)?;
         let device = Device::Cpu;
         let tensors = gguf_qtensors(gguf, &device)?;
-        Self::native(read_tokenizer(model_dir)?, &config, &tensors)
+        Self::native(read_tokenizer(model_dir)?, &config, &tensors, pack_scalar)
     }
 
-    /// [`QBert`] on `weights`.
+    /// [`QBert`] on `weights` (see [`QBert::load_with`] for `pack_scalar`).
     pub fn native(
         tokenizer: Tokenizer,
         config: &Config,
         weights: &dyn qbert::QWeights,
+        pack_scalar: bool,
     ) -> Result<Self> {
         let device = Device::Cpu;
-        let model = QBert::load(weights, config, &device)?;
+        let model = QBert::load_with(weights, config, &device, pack_scalar)?;
         Ok(Self {
             tokenizer,
             encoder: Encoder::Native(model),

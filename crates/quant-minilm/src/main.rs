@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::quantized::GgmlDType;
 use clap::Parser;
 use quant::{ModelQuantizer, Registry};
+use quant_minilm::qbert::MatmulPath;
 use quant_minilm::{cosine, cosine_target, nominal_bits, sentences::SENTENCES, Embedder, Encoder};
 
 #[derive(Parser)]
@@ -34,6 +36,10 @@ struct Args {
     /// `--rule 'word_embeddings=float32'`); repeatable, first match wins.
     #[arg(long = "rule")]
     rules: Vec<String>,
+    /// Keep GGML types whose candle CPU kernel is scalar (Q4_1, Q5_0, Q5_1, Q8_1) packed
+    /// in `QMatMul` instead of dequantizing them at load (slow; for comparison).
+    #[arg(long)]
+    pack_scalar: bool,
 }
 
 struct Row {
@@ -124,13 +130,13 @@ fn main() -> Result<(), BoxError> {
         let file_bytes = weight_bytes(&out)?;
         let is_gguf = out.extension().is_some_and(|e| e == "gguf");
         let (embedder, matmul) = if is_gguf {
-            match Embedder::native_gguf(model_dir, &out) {
+            match Embedder::native_gguf(model_dir, &out, args.pack_scalar) {
                 Ok(e) => {
                     let kinds = match e.encoder() {
                         Encoder::Native(q) => describe_types(q.linear_types()),
                         Encoder::Dense(_) => String::new(),
                     };
-                    (e, format!("candle QMatMul ({kinds})"))
+                    (e, kinds)
                 }
                 Err(err) => {
                     let first = err.to_string();
@@ -263,21 +269,39 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Summarises the GGML types of the matmul weights, e.g. `Q4K×6, Q5_0×30`.
-fn describe_types(types: &[candle_core::quantized::GgmlDType]) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for t in types {
+/// Summarises the matmul weights by path and GGML type, e.g.
+/// `QMatMul Q4K×6; dense Q5_0×30 (scalar kernel)`.
+fn describe_types(types: &[(GgmlDType, MatmulPath)]) -> String {
+    let mut groups: Vec<(&str, Vec<(String, usize)>)> = Vec::new();
+    for (t, path) in types {
+        let label = match path {
+            MatmulPath::Packed => "QMatMul",
+            MatmulPath::PackedScalar => "QMatMul, scalar kernel",
+            MatmulPath::DequantizedByCandle => "dense (QMatMul dequantizes)",
+            MatmulPath::DequantizedScalar => "dense (candle kernel scalar)",
+        };
         let name = format!("{t:?}");
+        let i = match groups.iter().position(|(l, _)| *l == label) {
+            Some(i) => i,
+            None => {
+                groups.push((label, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let counts = &mut groups[i].1;
         match counts.iter_mut().find(|(n, _)| *n == name) {
             Some((_, c)) => *c += 1,
             None => counts.push((name, 1)),
         }
     }
-    counts
+    groups
         .iter()
-        .map(|(n, c)| format!("{n}×{c}"))
+        .map(|(label, counts)| {
+            let list: Vec<String> = counts.iter().map(|(n, c)| format!("{n}×{c}")).collect();
+            format!("{label}: {}", list.join(", "))
+        })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join("; ")
 }
 
 /// Bytes of the weight files of an output: the file itself, or every `.safetensors` of

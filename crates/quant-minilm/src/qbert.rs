@@ -1,7 +1,9 @@
 //! BERT encoder whose Linear layers are candle `QMatMul`s, for GGUF files: the GGML
 //! blocks stay packed in memory and every matmul runs candle's quantized kernels
 //! (activations quantized on the fly to the weight type's dot-product partner, as
-//! llama.cpp does).
+//! llama.cpp does). Types for which candle 0.11's CPU kernel is scalar (see
+//! [`candle_cpu_matmul`]) are dequantized at load by default, as candle itself does for
+//! F16/BF16; [`QBert::load_with`] can keep them packed.
 //!
 //! It is candle-transformers' `models::bert::BertModel` (v0.11.1) with `candle_nn::Linear`
 //! replaced by `QMatMul` + bias: same layer order, `gelu_erf`, LayerNorm eps, additive
@@ -39,11 +41,38 @@ impl QWeights for HashMap<String, Arc<QTensor>> {
     }
 }
 
+/// How a matmul weight of a [`QBert`] is multiplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// GGML blocks kept packed, candle's SIMD `QMatMul` kernel.
+    Packed,
+    /// Kept packed although candle's CPU kernel for this type is scalar (slow).
+    PackedScalar,
+    /// Dequantized to f32 at load: candle's `QMatMul` does this itself for F32/F16/BF16.
+    DequantizedByCandle,
+    /// Dequantized to f32 at load because candle's CPU kernel for this type is scalar.
+    DequantizedScalar,
+}
+
+/// Whether candle 0.11.1's CPU `QMatMul` has a SIMD (AVX2/NEON) dot product for a GGML
+/// type: `Some(true)` for Q4_0, Q8_0 and the K-quants, `Some(false)` for the types whose
+/// `vec_dot` is the generic scalar loop (Q4_1, Q5_0, Q5_1, Q8_1), `None` for the float
+/// types candle dequantizes at load.
+pub fn candle_cpu_matmul(t: GgmlDType) -> Option<bool> {
+    match t {
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => None,
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1 => Some(false),
+        _ => Some(true),
+    }
+}
+
 struct Weights<'a> {
     src: &'a dyn QWeights,
     device: &'a Device,
-    /// GGML type of every matmul weight, in load order (for reporting).
-    linear_types: Vec<GgmlDType>,
+    /// Keep types with a scalar candle kernel packed instead of dequantizing them.
+    pack_scalar: bool,
+    /// GGML type and matmul path of every matmul weight, in load order (for reporting).
+    linear_types: Vec<(GgmlDType, MatmulPath)>,
 }
 
 impl Weights<'_> {
@@ -53,12 +82,23 @@ impl Weights<'_> {
 
     fn linear(&mut self, prefix: &str) -> Result<Linear> {
         let w = self.src.qtensor(&format!("{prefix}.weight"))?;
-        self.linear_types.push(w.dtype());
         let bias = self.dense(&format!("{prefix}.bias"))?;
-        Ok(Linear {
-            weight: QMatMul::from_arc(w)?,
-            bias,
-        })
+        let (path, weight) = match candle_cpu_matmul(w.dtype()) {
+            None => (
+                MatmulPath::DequantizedByCandle,
+                QMatMul::from_arc(w.clone())?,
+            ),
+            Some(true) => (MatmulPath::Packed, QMatMul::from_arc(w.clone())?),
+            Some(false) if self.pack_scalar => {
+                (MatmulPath::PackedScalar, QMatMul::from_arc(w.clone())?)
+            }
+            Some(false) => (
+                MatmulPath::DequantizedScalar,
+                QMatMul::Tensor(w.dequantize(self.device)?),
+            ),
+        };
+        self.linear_types.push((w.dtype(), path));
+        Ok(Linear { weight, bias })
     }
 
     fn layer_norm(&self, prefix: &str, eps: f64) -> Result<LayerNorm> {
@@ -106,15 +146,28 @@ pub struct QBert {
     heads: usize,
     head_size: usize,
     act: HiddenAct,
-    linear_types: Vec<GgmlDType>,
+    linear_types: Vec<(GgmlDType, MatmulPath)>,
 }
 
 impl QBert {
-    /// Builds the encoder from `weights` (see [`QWeights`]).
+    /// Builds the encoder from `weights` (see [`QWeights`]); types whose candle CPU
+    /// kernel is scalar are dequantized at load.
     pub fn load(weights: &dyn QWeights, config: &Config, device: &Device) -> Result<Self> {
+        Self::load_with(weights, config, device, false)
+    }
+
+    /// [`QBert::load`], keeping types with a scalar candle kernel packed when
+    /// `pack_scalar` is set.
+    pub fn load_with(
+        weights: &dyn QWeights,
+        config: &Config,
+        device: &Device,
+        pack_scalar: bool,
+    ) -> Result<Self> {
         let mut w = Weights {
             src: weights,
             device,
+            pack_scalar,
             linear_types: Vec::new(),
         };
         let h = config.hidden_size;
@@ -158,8 +211,8 @@ impl QBert {
         })
     }
 
-    /// The GGML type of every matmul weight, in layer order.
-    pub fn linear_types(&self) -> &[GgmlDType] {
+    /// The GGML type and matmul path of every matmul weight, in layer order.
+    pub fn linear_types(&self) -> &[(GgmlDType, MatmulPath)] {
         &self.linear_types
     }
 

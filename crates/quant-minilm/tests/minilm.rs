@@ -87,7 +87,7 @@ fn minilm_quantized_embeddings_stay_close_to_f32() {
                     quant_minilm::gguf_input(&model, &work.path().join("gguf-input")).unwrap();
                 assert_eq!(dropped, ["embeddings.position_ids"]);
                 quantizer.quantize_path(&input, &out).unwrap();
-                Embedder::native_gguf(&model, &out).unwrap()
+                Embedder::native_gguf(&model, &out, false).unwrap()
             }
             None => {
                 let out = work.path().join(method);

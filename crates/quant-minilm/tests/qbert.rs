@@ -9,6 +9,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+use quant_minilm::qbert::MatmulPath;
 use quant_minilm::{cosine, QBert};
 
 fn config() -> Config {
@@ -131,7 +132,10 @@ fn qbert_equals_candle_bert_with_f32_weights_and_stays_close_with_q8_0() {
     );
 
     let q8 = QBert::load(&qweights(&w, GgmlDType::Q8_0), &c, &Device::Cpu).unwrap();
-    assert!(q8.linear_types().iter().all(|t| *t == GgmlDType::Q8_0));
+    assert!(q8
+        .linear_types()
+        .iter()
+        .all(|t| *t == (GgmlDType::Q8_0, MatmulPath::Packed)));
     let got = q8.forward(&ids, &types, &mask).unwrap();
     let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
     let cos = cosine(&dense, &got);
