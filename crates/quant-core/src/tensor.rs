@@ -64,6 +64,34 @@ impl TensorMeta {
     pub fn is_matrix_weight(&self) -> bool {
         self.shape.len() >= 2 && self.name.ends_with("weight")
     }
+
+    /// The weight of an embedding table (`nn.Embedding`) by the naming conventions of
+    /// transformers and diffusers: `weight` of a module whose last name component is
+    /// [`is_embedding_module`].
+    pub fn is_embedding_weight(&self) -> bool {
+        let Some(module) = self.name.strip_suffix(".weight") else {
+            return false;
+        };
+        is_embedding_module(module.rsplit('.').next().unwrap_or(module))
+    }
+}
+
+/// Whether a module's last name component names an embedding table in transformers or
+/// diffusers models: `*embeddings`, `*embedding`, `*embed` (BERT's `word_embeddings`,
+/// Llama's `embed_tokens` is covered below, ViT's `patch_embedding`), `embed_tokens`,
+/// `embed_positions`, GPT-2's `wte`/`wpe` and T5's `shared`; case-insensitive.
+/// diffusers' `*embedder` modules (`x_embedder`, `context_embedder`) are `nn.Linear` and
+/// do not match. Backends that quantize only `nn.Linear` weights (bitsandbytes, quanto,
+/// TorchAO) keep these.
+pub fn is_embedding_module(last: &str) -> bool {
+    let c = last.to_ascii_lowercase();
+    c.ends_with("embeddings")
+        || c.ends_with("embedding")
+        || c.ends_with("embed")
+        || matches!(
+            c.as_str(),
+            "embed_tokens" | "embed_positions" | "wte" | "wpe" | "shared"
+        )
 }
 
 /// Product of dims, `None` on overflow.
@@ -295,3 +323,35 @@ mod candle_impl {
 
 #[cfg(feature = "candle")]
 pub use candle_impl::{from_candle_dtype, to_candle_dtype, CandleSource};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn embedding_names() {
+        let w = |name: &str| TensorMeta::new(name, DType::F32, vec![4, 4]).is_embedding_weight();
+        for name in [
+            "embeddings.word_embeddings.weight",
+            "bert.embeddings.position_embeddings.weight",
+            "model.embed_tokens.weight",
+            "transformer.wte.weight",
+            "shared.weight",
+            "vision_model.embeddings.patch_embedding.weight",
+            "decoder.embed_positions.weight",
+        ] {
+            assert!(w(name), "{name}");
+        }
+        for name in [
+            "x_embedder.weight",
+            "context_embedder.weight",
+            "encoder.layer.0.attention.self.query.weight",
+            "embeddings.LayerNorm.weight",
+            "word_embeddings",
+            "weight",
+        ] {
+            assert!(!w(name), "{name}");
+        }
+    }
+}

@@ -65,9 +65,10 @@
 //!
 //! # Which tensors
 //!
-//! 2-D tensors named `*weight` of dtype bf16, f16 or f32 (diffusers quantizes
-//! `nn.Linear.weight`; a 2-D embedding weight is quantized too, name-based selection
-//! cannot tell them apart). Everything else is kept as stored (`Selection::Keep`).
+//! 2-D tensors named `*weight` of dtype bf16, f16 or f32, except embedding tables
+//! ([`quant_core::TensorMeta::is_embedding_weight`]): torchao's `quantize_` only touches
+//! `nn.Linear` by default, and transformers/diffusers leave input embeddings out.
+//! Everything else is kept as stored (`Selection::Keep`).
 //! Where torchao silently leaves a weight unquantized (the skips above) quant keeps it
 //! too and the engine reports it. Where torchao **raises** — uintNwo with K not a
 //! multiple of 64 (or 8), float8_e4m3_row on a non-bf16 weight — the method returns a

@@ -348,6 +348,7 @@ impl QuantMethod for TorchAo {
             return Selection::Keep(None);
         };
         if !t.name.ends_with("weight")
+            || t.is_embedding_weight()
             || !matches!(t.dtype, DType::BF16 | DType::F16 | DType::F32)
             || n == 0
             || k == 0

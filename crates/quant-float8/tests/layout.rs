@@ -628,6 +628,23 @@ fn selection_follows_torchao() {
             Selection::Quantize,
             "{method}"
         );
+        // Only nn.Linear: embedding tables are kept (torchao's default filter).
+        for name in [
+            "embeddings.word_embeddings.weight",
+            "model.embed_tokens.weight",
+            "transformer.wte.weight",
+        ] {
+            assert_eq!(
+                sel(method, name, DType::BF16, &[64, 128]),
+                Selection::Keep(None),
+                "{method} {name}"
+            );
+        }
+        assert_eq!(
+            sel(method, "x_embedder.weight", DType::BF16, &[64, 128]),
+            Selection::Quantize,
+            "{method}"
+        );
     }
     // Skips (torchao leaves the weight as it is).
     assert_eq!(

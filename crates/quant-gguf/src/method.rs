@@ -67,14 +67,17 @@ pub fn fallback_type(ty: GgmlType, row_len: usize) -> Option<GgmlType> {
 }
 
 /// Tensors llama.cpp never quantizes even though they are 2-D `*weight`s (norms, MoE
-/// router inputs, position and token-type embeddings).
+/// router inputs, position and token-type embeddings), by their llama.cpp names and by
+/// the Hugging Face BERT names they are converted from.
 fn llama_keeps(name: &str) -> bool {
-    const KEPT: [&str; 5] = [
+    const KEPT: [&str; 7] = [
         "_norm.weight",
         "ffn_gate_inp.weight",
         "pos_embd.weight",
         "token_types.weight",
         "position_embd.weight",
+        "position_embeddings.weight",
+        "token_type_embeddings.weight",
     ];
     name.ends_with("norm.weight") || KEPT.iter().any(|k| name.ends_with(k))
 }

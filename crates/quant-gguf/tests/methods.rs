@@ -157,6 +157,27 @@ fn selection_follows_llama_cpp() {
         q4k.select(&t("tokens", DType::I64, &[4, 512])),
         Selection::Keep(None)
     );
+    // BERT's position and token-type tables, by llama.cpp and Hugging Face names.
+    for name in [
+        "position_embd.weight",
+        "token_types.weight",
+        "embeddings.position_embeddings.weight",
+        "bert.embeddings.token_type_embeddings.weight",
+    ] {
+        assert_eq!(
+            q4k.select(&t(name, DType::F32, &[512, 512])),
+            Selection::Keep(Some(DType::F32)),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        q4k.select(&t(
+            "embeddings.word_embeddings.weight",
+            DType::F32,
+            &[512, 512]
+        )),
+        Selection::Quantize
+    );
     assert_eq!(
         q4k.select(&t(WEIGHT, DType::BF16, &[4, 512])),
         Selection::Quantize

@@ -400,20 +400,6 @@ pub(crate) fn module_name(weight: &str) -> &str {
     weight.rsplit_once('.').map(|(m, _)| m).unwrap_or("")
 }
 
-/// Child names of modules that are embeddings, not Linear layers, in common model
-/// families (quanto never quantizes `nn.Embedding`).
-fn is_embedding(child: &str) -> bool {
-    let c = child.to_ascii_lowercase();
-    c.ends_with("embeddings")
-        || c.ends_with("embedding")
-        || c.ends_with("embed")
-        || c == "embed_tokens"
-        || c == "embed_positions"
-        || c == "wte"
-        || c == "wpe"
-        || c == "shared"
-}
-
 fn bad_part(key: &str, want: &PartLayout, got: &PartLayout) -> Error {
     Error::tensor(
         "",
@@ -468,7 +454,7 @@ impl QuantMethod for Quanto {
             return Selection::Keep(None);
         }
         match (t.shape.len(), self.layout) {
-            (2, _) if !is_embedding(child) => Selection::Quantize,
+            (2, _) if !quant_core::tensor::is_embedding_module(child) => Selection::Quantize,
             (4, Layout::Optimum) => Selection::Quantize,
             _ => Selection::Keep(None),
         }
