@@ -1189,7 +1189,7 @@ impl ModelQuantizer {
             };
             r.map_err(|e| Error::io(dest, e))?;
         }
-        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        crate::safetensors_io::rename_durable(&tmp, dest)?;
         std::mem::forget(guard);
         Ok(outputs)
     }

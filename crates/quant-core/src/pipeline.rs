@@ -247,7 +247,7 @@ impl Pipeline {
             };
             r.map_err(|e| Error::io(out, e))?;
         }
-        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        crate::safetensors_io::rename_durable(&tmp, out)?;
         std::mem::forget(guard);
         Ok(reports)
     }

@@ -352,9 +352,30 @@ impl AtomicFile {
             .map_err(|e| Error::io(&self.dest, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.dest, e))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
-        Ok(())
+        rename_durable(&self.tmp, &self.dest)
     }
+}
+
+/// Renames `from` to `to` and fsyncs the destination's folder, so that the rename itself
+/// survives a crash. A filesystem that cannot fsync a folder (`EINVAL`) is not an error.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| Error::io(to, e))?;
+    let dir = match to.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        if let Err(e) = d.sync_all() {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ) {
+                return Err(Error::io(dir, e));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Drop for AtomicFile {
