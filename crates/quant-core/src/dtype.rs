@@ -476,6 +476,35 @@ pub fn decode_to_f32(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(
     Ok(())
 }
 
+/// Decodes little-endian `bytes` of `dtype` into `out`, which must hold exactly
+/// `bytes.len() / dtype.size()` values (else an error). As [`decode_to_f32`], without a
+/// buffer of its own for F32, F16 and BF16.
+pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let size = dtype.size();
+    if Some(bytes.len()) != out.len().checked_mul(size) {
+        return Err(Error::UnsupportedDType {
+            tensor: String::new(),
+            dtype: dtype.to_string(),
+            op: format!("decoding {} bytes into {} values", bytes.len(), out.len()),
+        });
+    }
+    let f: fn(&[u8], &mut [MaybeUninit<f32>]) = match dtype {
+        DType::F32 => decode_f32_into,
+        DType::F16 => decode_f16_into,
+        DType::BF16 => decode_bf16_into,
+        _ => {
+            let mut tmp = Vec::with_capacity(out.len());
+            decode_to_f32(dtype, bytes, &mut tmp)?;
+            out.copy_from_slice(&tmp);
+            return Ok(());
+        }
+    };
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only write values.
+    let view = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    par_convert(bytes, size, view, 1, f);
+    Ok(())
+}
+
 /// Encodes f32 values as little-endian `dtype` bytes (F32, F16 or BF16), rounding to
 /// nearest even as PyTorch does.
 pub fn encode_f32(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
