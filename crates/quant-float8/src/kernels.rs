@@ -585,14 +585,27 @@ multiversion! {
 
 /// Packs int4 codes two per byte: the even column in the low nibble (two's complement).
 pub fn pack_int4(codes: &[i8]) -> Vec<u8> {
-    codes
-        .chunks(2)
-        .map(|p| match p {
-            [a, b] => ((*a as u8) & 0x0F) | ((*b as u8) << 4),
-            [a] => (*a as u8) & 0x0F,
-            _ => 0,
-        })
-        .collect()
+    const CHUNK: usize = 1 << 16;
+    let mut out = vec![0u8; codes.len().div_ceil(2)];
+    out.par_chunks_mut(CHUNK / 2)
+        .zip(codes.par_chunks(CHUNK))
+        .for_each(|(o, c)| pack_int4_into(c, o));
+    out
+}
+
+multiversion! {
+    /// [`pack_int4`] of one chunk into `out` (`ceil(codes.len() / 2)` bytes).
+    fn pack_int4_into(codes: &[i8], out: &mut [u8]) {
+        let mut pairs = codes.chunks_exact(2);
+        for (o, p) in out.iter_mut().zip(&mut pairs) {
+            if let [a, b] = p {
+                *o = ((*a as u8) & 0x0F) | ((*b as u8) << 4);
+            }
+        }
+        if let ([a], Some(o)) = (pairs.remainder(), out.get_mut(codes.len() / 2)) {
+            *o = (*a as u8) & 0x0F;
+        }
+    }
 }
 
 /// Unpacks [`pack_int4`] bytes (sign-extending each nibble).

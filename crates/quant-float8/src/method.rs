@@ -285,10 +285,11 @@ impl TorchAo {
                 kernels::asym_groups::<W>(values, k, g, qmax, &mut codes, &mut scales, &mut zps);
                 // IntxUnpackedToInt8Tensor holds intN: both codes and zero points shift
                 // down by 2^(N-1), which leaves q - zp unchanged.
-                let codes: Vec<u8> = codes
-                    .iter()
-                    .map(|&q| (i32::from(q) - shift) as i8 as u8)
-                    .collect();
+                // In place and in parallel: the low byte of q - shift.
+                let down = shift as u8;
+                codes.par_chunks_mut(1 << 16).for_each(|c| {
+                    c.iter_mut().for_each(|q| *q = q.wrapping_sub(down));
+                });
                 let zps: Vec<u8> = zps.iter().map(|&z| (z - shift) as i8 as u8).collect();
                 vec![codes, encode_f32(W::DTYPE, &scales)?, zps]
             }
