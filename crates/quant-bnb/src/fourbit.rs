@@ -131,9 +131,9 @@ fn quantize_block<F: Fn(f32) -> f32>(
             ) {
                 let mut scaled = [0f32; CHUNK];
                 for (d, &v) in scaled.iter_mut().zip(xs) {
-                    *d = (cast(v) * inv).clamp(-1.0, 1.0);
+                    *d = nan_to_inf((cast(v) * inv).clamp(-1.0, 1.0));
                 }
-                code_chunk(&mut scaled, qt, os);
+                code_chunk(&scaled, qt, os);
             }
         }
         (xf.remainder(), of.into_remainder())
@@ -143,14 +143,14 @@ fn quantize_block<F: Fn(f32) -> f32>(
         let mut scaled = [0f32; CHUNK];
         if tail {
             for (d, &v) in scaled.iter_mut().zip(xs) {
-                *d = (cast(v) / clamped).clamp(-1.0, 1.0);
+                *d = nan_to_inf((cast(v) / clamped).clamp(-1.0, 1.0));
             }
         } else {
             for (d, &v) in scaled.iter_mut().zip(xs) {
-                *d = (cast(v) * inv).clamp(-1.0, 1.0);
+                *d = nan_to_inf((cast(v) * inv).clamp(-1.0, 1.0));
             }
         }
-        code_chunk(&mut scaled, qt, os);
+        code_chunk(&scaled, qt, os);
     }
     // The library stores the clamped absmax of a short tail block (`am.clamp(min=1e-38)`),
     // the raw absmax of full blocks.
@@ -161,16 +161,21 @@ fn quantize_block<F: Fn(f32) -> f32>(
     }
 }
 
-/// Codes of `CHUNK` scaled values, packed two per byte into `os` (as many bytes as `os`
-/// holds, at most `CHUNK / 2`).
+/// bucketize puts NaN above every threshold: it counts as +inf (a select, which
+/// vectorizes without masked stores).
 #[inline(always)]
-fn code_chunk(scaled: &mut [f32; CHUNK], qt: QuantType, os: &mut [MaybeUninit<u8>]) {
-    // bucketize puts NaN above every threshold.
-    for d in scaled.iter_mut() {
-        if d.is_nan() {
-            *d = f32::INFINITY;
-        }
+fn nan_to_inf(x: f32) -> f32 {
+    if x.is_nan() {
+        f32::INFINITY
+    } else {
+        x
     }
+}
+
+/// Codes of `CHUNK` scaled values (no NaN: see [`nan_to_inf`]), packed two per byte into
+/// `os` (as many bytes as `os` holds, at most `CHUNK / 2`).
+#[inline(always)]
+fn code_chunk(scaled: &[f32; CHUNK], qt: QuantType, os: &mut [MaybeUninit<u8>]) {
     let mut count = [0u32; CHUNK];
     for &t in qt.bounds() {
         for (c, &v) in count.iter_mut().zip(scaled.iter()) {
