@@ -396,7 +396,7 @@ fn par_convert<S: Sync, D: Send>(
     f: fn(&[S], &mut [D]),
 ) {
     use rayon::prelude::*;
-    if dst.len() <= PAR_CHUNK * ratio_dst {
+    if dst.len() <= PAR_CHUNK * ratio_dst || rayon::current_num_threads() == 1 {
         f(src, dst);
         return;
     }
