@@ -95,7 +95,15 @@ pub(crate) fn quantize<R: Rd>(
         // codes and values, and `quantize_group` writes one code per value.
         unsafe { quant_core::simd::vec_written(values.len(), fill) }
     } else {
-        vec![0u8; values.len()]
+        // Not whole groups: the codes of what is left over stay 0.
+        let mut codes = vec![0u8; values.len()];
+        if cols > 0 {
+            // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; only values are written.
+            let view =
+                unsafe { &mut *(codes.as_mut_slice() as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            quantize_groups::<R>(bits, values, view, &mut scale, &mut shift, cols, tinygemm);
+        }
+        codes
     };
     Quantized {
         codes,

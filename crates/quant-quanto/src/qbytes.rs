@@ -158,14 +158,13 @@ pub(crate) fn dequantize<R: Rd>(code: ByteCode, codes: &[u8], scales: &[f32]) ->
         return vec![0f32; codes.len()];
     }
     let cols = codes.len() / rows;
-    if cols == 0 || codes.len() != rows * cols {
+    if cols == 0 {
+        return vec![0f32; codes.len()];
+    }
+    if codes.len() != rows * cols {
         // Not whole rows: what has no scale stays 0.
         let mut out = vec![0f32; codes.len()];
-        for ((o, c), &s) in out
-            .chunks_mut(cols.max(1))
-            .zip(codes.chunks(cols.max(1)))
-            .zip(scales)
-        {
+        for ((o, c), &s) in out.chunks_mut(cols).zip(codes.chunks(cols)).zip(scales) {
             // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; only values are written.
             let o = unsafe { &mut *(o as *mut [f32] as *mut [MaybeUninit<f32>]) };
             dequantize_row::<R>(code, c, s, o);
