@@ -20,12 +20,13 @@
 //!   row has scale 0 and codes 0, so it dequantizes to exact zeros, never NaN. Other
 //!   tensors are kept as stored.
 
-use quant_core::dtype::{decode_to_f32, encode_f32, round_to};
+use quant_core::dtype::{decode_to_f32, encode_f32, round_bf16, round_f16};
 use quant_core::{
     parse_params, DType, Error, Params, PartLayout, QuantMethod, QuantizedTensor, Result,
     Selection, TensorMeta, TensorRecord,
 };
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 const BACKEND: &str = "quant-basic";
 
@@ -116,12 +117,21 @@ pub struct RowInt8;
 impl RowInt8 {
     /// Quantizes one row: returns its scale and writes the codes (int8 as their bytes).
     pub fn quantize_row(row: &[f32], codes: &mut [u8]) -> f32 {
-        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and only initialized bytes are
+        // written through the view.
+        let codes = unsafe { &mut *(codes as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        Self::quantize_row_uninit(row, codes)
+    }
+
+    /// [`quantize_row`](Self::quantize_row) into a buffer not yet written: writes
+    /// `min(row.len(), codes.len())` codes.
+    fn quantize_row_uninit(row: &[f32], codes: &mut [MaybeUninit<u8>]) -> f32 {
+        let absmax = absmax_skip_nan(row);
         let scale = absmax / 127.0;
         if scale == 0.0 || !scale.is_finite() {
             for (c, &v) in codes.iter_mut().zip(row) {
                 // With a non-finite absmax only the non-finite values carry information.
-                *c = if scale == 0.0 || v.is_nan() {
+                let code = if scale == 0.0 || v.is_nan() {
                     0
                 } else if v == f32::INFINITY {
                     127
@@ -130,13 +140,61 @@ impl RowInt8 {
                 } else {
                     0
                 };
+                c.write(code);
             }
             return scale;
         }
-        for (c, &v) in codes.iter_mut().zip(row) {
-            *c = (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8 as u8;
-        }
+        int8_codes(row, scale, codes);
         scale
+    }
+}
+
+quant_core::multiversion! {
+    /// `max |v|` over the values that are not NaN (0 for none), as
+    /// `fold(0, |m, v| m.max(v.abs()))` gives it: |v| orders like its bits with the sign
+    /// cleared, and an integer maximum vectorizes.
+    fn absmax_skip_nan(row: &[f32]) -> f32 {
+        let m = row
+            .iter()
+            .map(|v| {
+                let b = v.to_bits() & 0x7FFF_FFFF;
+                if b > 0x7F80_0000 {
+                    0
+                } else {
+                    b
+                }
+            })
+            .fold(0u32, u32::max);
+        f32::from_bits(m)
+    }
+}
+
+quant_core::multiversion! {
+    /// `clamp(round_half_even(v / scale), -127, 127) as i8` (NaN → 0) for a finite,
+    /// non-zero scale. Clamping before rounding gives the same integers (the bounds are
+    /// integers); adding 1.5·2^23 to a value in [-127, 127] rounds it half to even and
+    /// leaves the integer's two's complement in the low byte of the sum's bits.
+    fn int8_codes(row: &[f32], scale: f32, codes: &mut [MaybeUninit<u8>]) {
+        const MAGIC: f32 = 12_582_912.0;
+        for (c, &v) in codes.iter_mut().zip(row) {
+            let x = (v / scale).clamp(-127.0, 127.0);
+            let b = (x + MAGIC).to_bits() as u8;
+            c.write(if x.is_nan() { 0 } else { b });
+        }
+    }
+}
+
+quant_core::multiversion! {
+    /// `round(q * scale)` for one row of int8 codes, `round` to the output dtype.
+    fn int8_dequant_row<F: Fn(f32) -> f32>(
+        codes: &[u8],
+        scale: f32,
+        out: &mut [MaybeUninit<f32>],
+        round: F,
+    ) {
+        for (o, &c) in out.iter_mut().zip(codes) {
+            o.write(round((c as i8) as f32 * scale));
+        }
     }
 }
 
@@ -166,15 +224,21 @@ impl QuantMethod for RowInt8 {
         let layout = self.output_layout(t)?;
         let rows = t.shape.first().copied().unwrap_or(1).max(1);
         let cols = values.len() / rows;
-        let mut codes = vec![0u8; values.len()];
         let mut scales = vec![0f32; rows];
-        if cols > 0 {
-            codes
-                .par_chunks_mut(cols)
-                .zip(values.par_chunks(cols))
-                .zip(scales.par_iter_mut())
-                .for_each(|((c, r), s)| *s = Self::quantize_row(r, c));
-        }
+        let codes = if cols > 0 {
+            let fill = |codes: &mut [MaybeUninit<u8>]| {
+                codes
+                    .par_chunks_mut(cols)
+                    .zip(values.par_chunks(cols))
+                    .zip(scales.par_iter_mut())
+                    .for_each(|((c, r), s)| *s = Self::quantize_row_uninit(r, c))
+            };
+            // SAFETY: `values` holds `rows * cols` values (checked), so each of the `rows`
+            // chunks of codes pairs with a row of the same length, written in full.
+            unsafe { quant_core::simd::vec_written(values.len(), fill) }
+        } else {
+            vec![0u8; values.len()]
+        };
         let rec = record(self.name(), t, t.dtype, &layout);
         let scale_bytes = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
         QuantizedTensor::from_layout(rec, layout, vec![codes, scale_bytes])
@@ -202,20 +266,26 @@ impl QuantMethod for RowInt8 {
             ));
         }
         let cols = codes.data.len() / rows;
+        if cols == 0 {
+            return Ok(Vec::new());
+        }
         let out_dtype = q.record.dequant_dtype;
-        let mut out = vec![0f32; codes.data.len()];
-        if cols > 0 {
+        let fill = |out: &mut [MaybeUninit<f32>]| {
             out.par_chunks_mut(cols)
                 .zip(codes.data.par_chunks(cols))
                 .zip(scales.data.par_chunks(4))
                 .for_each(|((o, c), s)| {
                     let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                    for (o, &c) in o.iter_mut().zip(c) {
-                        *o = round_to(out_dtype, (c as i8) as f32 * scale);
+                    match out_dtype {
+                        DType::F16 => int8_dequant_row(c, scale, o, round_f16),
+                        DType::BF16 => int8_dequant_row(c, scale, o, round_bf16),
+                        _ => int8_dequant_row(c, scale, o, |x| x),
                     }
-                });
-        }
-        Ok(out)
+                })
+        };
+        // SAFETY: `cols > 0` divides the code count, and `rows` scales pair with the
+        // `rows` rows, so every output row is written in full by `int8_dequant_row`.
+        Ok(unsafe { quant_core::simd::vec_written(codes.data.len(), fill) })
     }
 }
 
@@ -278,6 +348,86 @@ mod tests {
         assert_eq!(d[7], 127.0);
         // 0.25 / (1/127) = 31.75 -> 32
         assert_eq!(q.parts[0].data[11], 32);
+    }
+
+    /// The formula as first written (scalar, `round_ties_even`), for checking the
+    /// vectorized kernels bit for bit.
+    fn reference_row(row: &[f32]) -> (f32, Vec<u8>) {
+        let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = absmax / 127.0;
+        let codes = row
+            .iter()
+            .map(|&v| {
+                if scale == 0.0 || !scale.is_finite() {
+                    return if scale == 0.0 || v.is_nan() {
+                        0
+                    } else if v == f32::INFINITY {
+                        127
+                    } else if v == f32::NEG_INFINITY {
+                        (-127i8) as u8
+                    } else {
+                        0
+                    };
+                }
+                (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8 as u8
+            })
+            .collect();
+        (scale, codes)
+    }
+
+    #[test]
+    fn int8_kernels_match_reference_in_both_builds() {
+        let mut state = 0x1234_5678u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        for len in [1usize, 3, 8, 31, 64, 257, 4096] {
+            for kind in 0..6 {
+                let row: Vec<f32> = (0..len)
+                    .map(|i| {
+                        let r = next();
+                        match kind {
+                            0 => (r as i32 as f32) * 1e-9,
+                            1 => f32::from_bits(r & 0x80FF_FFFF), // subnormals
+                            2 if i % 7 == 3 => f32::NAN,
+                            3 if i % 11 == 5 => f32::NEG_INFINITY,
+                            4 => ((r % 255) as f32 - 127.0) * 0.5, // ties
+                            _ => f32::from_bits(r),
+                        }
+                    })
+                    .collect();
+                rows.push(row);
+            }
+        }
+        for simd in [false, true] {
+            quant_core::simd::set_simd(simd);
+            for row in &rows {
+                let (want_scale, want) = reference_row(row);
+                let mut got = vec![0u8; row.len()];
+                let scale = RowInt8::quantize_row(row, &mut got);
+                assert_eq!(scale.to_bits(), want_scale.to_bits());
+                assert_eq!(got, want);
+                for dt in [DType::F32, DType::F16, DType::BF16] {
+                    let mut out = vec![MaybeUninit::new(0f32); row.len()];
+                    match dt {
+                        DType::F16 => int8_dequant_row(&got, scale, &mut out, round_f16),
+                        DType::BF16 => int8_dequant_row(&got, scale, &mut out, round_bf16),
+                        _ => int8_dequant_row(&got, scale, &mut out, |x| x),
+                    }
+                    for (o, &c) in out.iter().zip(&got) {
+                        // SAFETY: initialized above.
+                        let o = unsafe { o.assume_init() };
+                        let want = quant_core::dtype::round_to(dt, (c as i8) as f32 * scale);
+                        assert!(o.to_bits() == want.to_bits() || (o.is_nan() && want.is_nan()));
+                    }
+                }
+            }
+        }
+        quant_core::simd::set_simd(true);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use quant_core::dtype::round_bf16;
 use quant_core::DType;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::int8::round_f16_value;
 use crate::tables::{
@@ -17,7 +18,7 @@ const MIN_BLOCKS_PER_TASK: usize = 64;
 
 /// torch's `max(|x|)` (NaN if any value is NaN) of the cast values: the maximum of the
 /// magnitudes' bit patterns, which order like the values (NaN above infinity); vectorizes.
-#[inline]
+#[inline(always)]
 pub(crate) fn absmax_of<F: Fn(f32) -> f32>(block: &[f32], cast: &F) -> f32 {
     let bits = block
         .iter()
@@ -31,7 +32,7 @@ pub(crate) fn absmax_of<F: Fn(f32) -> f32>(block: &[f32], cast: &F) -> f32 {
 }
 
 /// `torch.clamp(x, min=lo)`: NaN stays NaN.
-#[inline]
+#[inline(always)]
 fn clamp_min_nan(x: f32, lo: f32) -> f32 {
     if x.is_nan() || x >= lo {
         x
@@ -42,6 +43,7 @@ fn clamp_min_nan(x: f32, lo: f32) -> f32 {
 
 impl QuantType {
     /// The sorted decision thresholds.
+    #[inline(always)]
     fn bounds(self) -> &'static [f32; 15] {
         match self {
             QuantType::Nf4 => &NF4_BOUNDS,
@@ -70,7 +72,7 @@ impl QuantType {
     }
 
     /// Code of each sorted level.
-    #[inline]
+    #[inline(always)]
     fn codes_by_index(self) -> &'static [u8; 16] {
         const IDENTITY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
         match self {
@@ -105,9 +107,10 @@ const CHUNK: usize = 64;
 /// Quantizes one block into `out` (`ceil(len / 2)` bytes, first element in the high
 /// nibble, an odd tail padded with the code of 0.0); returns the stored absmax. `cast`
 /// rounds each input to the load dtype first.
+#[inline(always)]
 fn quantize_block<F: Fn(f32) -> f32>(
     block: &[f32],
-    out: &mut [u8],
+    out: &mut [MaybeUninit<u8>],
     tail: bool,
     qt: QuantType,
     cast: &F,
@@ -115,37 +118,39 @@ fn quantize_block<F: Fn(f32) -> f32>(
     let absmax = absmax_of(block, cast);
     let clamped = clamp_min_nan(absmax, ABSMAX_FLOOR);
     let inv = 1.0 / clamped;
-    let bounds = qt.bounds();
-    for (xs, os) in block.chunks(CHUNK).zip(out.chunks_mut(CHUNK / 2)) {
+    // Whole chunks of full blocks on fixed-size arrays (no masked loads and stores).
+    let (rest_x, rest_o) = if tail {
+        (block, out)
+    } else {
+        let mut xf = block.chunks_exact(CHUNK);
+        let mut of = out.chunks_exact_mut(CHUNK / 2);
+        for (xs, os) in (&mut xf).zip(&mut of) {
+            if let (Ok(xs), Ok(os)) = (
+                <&[f32; CHUNK]>::try_from(xs),
+                <&mut [MaybeUninit<u8>; CHUNK / 2]>::try_from(os),
+            ) {
+                let mut scaled = [0f32; CHUNK];
+                for (d, &v) in scaled.iter_mut().zip(xs) {
+                    *d = nan_to_inf((cast(v) * inv).clamp(-1.0, 1.0));
+                }
+                code_chunk(&scaled, qt, os);
+            }
+        }
+        (xf.remainder(), of.into_remainder())
+    };
+    for (xs, os) in rest_x.chunks(CHUNK).zip(rest_o.chunks_mut(CHUNK / 2)) {
         // Elements past the end (the pad of an odd tail) are 0.0.
         let mut scaled = [0f32; CHUNK];
         if tail {
             for (d, &v) in scaled.iter_mut().zip(xs) {
-                *d = (cast(v) / clamped).clamp(-1.0, 1.0);
+                *d = nan_to_inf((cast(v) / clamped).clamp(-1.0, 1.0));
             }
         } else {
             for (d, &v) in scaled.iter_mut().zip(xs) {
-                *d = (cast(v) * inv).clamp(-1.0, 1.0);
+                *d = nan_to_inf((cast(v) * inv).clamp(-1.0, 1.0));
             }
         }
-        // bucketize puts NaN above every threshold.
-        for d in scaled.iter_mut() {
-            if d.is_nan() {
-                *d = f32::INFINITY;
-            }
-        }
-        let mut count = [0u32; CHUNK];
-        for &t in bounds {
-            for (c, &v) in count.iter_mut().zip(&scaled) {
-                *c += u32::from(t < v);
-            }
-        }
-        let codes = qt.codes_by_index();
-        for (o, pair) in os.iter_mut().zip(count.chunks_exact(2)) {
-            if let [hi, lo] = pair {
-                *o = (codes[(*hi & 15) as usize] << 4) | codes[(*lo & 15) as usize];
-            }
-        }
+        code_chunk(&scaled, qt, os);
     }
     // The library stores the clamped absmax of a short tail block (`am.clamp(min=1e-38)`),
     // the raw absmax of full blocks.
@@ -153,6 +158,47 @@ fn quantize_block<F: Fn(f32) -> f32>(
         clamped
     } else {
         absmax
+    }
+}
+
+/// bucketize puts NaN above every threshold: it counts as +inf (a select, which
+/// vectorizes without masked stores).
+#[inline(always)]
+fn nan_to_inf(x: f32) -> f32 {
+    if x.is_nan() {
+        f32::INFINITY
+    } else {
+        x
+    }
+}
+
+/// Codes of `CHUNK` scaled values (no NaN: see [`nan_to_inf`]), packed two per byte into
+/// `os` (as many bytes as `os` holds, at most `CHUNK / 2`).
+#[inline(always)]
+fn code_chunk(scaled: &[f32; CHUNK], qt: QuantType, os: &mut [MaybeUninit<u8>]) {
+    let mut count = [0u32; CHUNK];
+    for &t in qt.bounds() {
+        for (c, &v) in count.iter_mut().zip(scaled.iter()) {
+            *c += u32::from(t < v);
+        }
+    }
+    match qt {
+        // NF4 codes are the sorted indices themselves: pure arithmetic, which vectorizes.
+        QuantType::Nf4 => {
+            for (o, pair) in os.iter_mut().zip(count.chunks_exact(2)) {
+                if let [hi, lo] = pair {
+                    o.write((((*hi & 15) << 4) | (*lo & 15)) as u8);
+                }
+            }
+        }
+        QuantType::Fp4 => {
+            let codes = qt.codes_by_index();
+            for (o, pair) in os.iter_mut().zip(count.chunks_exact(2)) {
+                if let [hi, lo] = pair {
+                    o.write((codes[(*hi & 15) as usize] << 4) | codes[(*lo & 15) as usize]);
+                }
+            }
+        }
     }
 }
 
@@ -184,17 +230,39 @@ fn quantize_with<F: Fn(f32) -> f32 + Sync>(
 ) -> (Vec<u8>, Vec<f32>) {
     let n = x.len();
     let nblocks = n.div_ceil(blocksize);
-    let mut packed = vec![0u8; n.div_ceil(2)];
     let mut absmax = vec![0f32; nblocks];
-    packed
-        .par_chunks_mut(blocksize / 2)
-        .zip(x.par_chunks(blocksize))
-        .zip(absmax.par_iter_mut())
-        .with_min_len(MIN_BLOCKS_PER_TASK)
-        .for_each(|((out, block), am)| {
-            *am = quantize_block(block, out, block.len() < blocksize, qt, cast);
-        });
+    let fill = |packed: &mut [MaybeUninit<u8>]| {
+        packed
+            .par_chunks_mut(blocksize / 2 * MIN_BLOCKS_PER_TASK)
+            .zip(x.par_chunks(blocksize * MIN_BLOCKS_PER_TASK))
+            .zip(absmax.par_chunks_mut(MIN_BLOCKS_PER_TASK))
+            .for_each(|((out, xs), am)| quantize_blocks(xs, out, am, blocksize, qt, cast));
+    };
+    // SAFETY: `packed` has `ceil(n / 2)` bytes; tasks pair whole blocks of bytes with whole
+    // blocks of values (`blocksize` is even), and `quantize_block` writes `ceil(len / 2)`
+    // bytes for a block of `len` values.
+    let packed = unsafe { quant_core::simd::vec_written(n.div_ceil(2), fill) };
     (packed, absmax)
+}
+
+quant_core::multiversion! {
+    /// The blocks of one task (see `quantize_block`).
+    fn quantize_blocks<F: Fn(f32) -> f32>(
+        xs: &[f32],
+        out: &mut [MaybeUninit<u8>],
+        absmax: &mut [f32],
+        blocksize: usize,
+        qt: QuantType,
+        cast: F,
+    ) {
+        for ((o, block), am) in out
+            .chunks_mut(blocksize / 2)
+            .zip(xs.chunks(blocksize))
+            .zip(absmax)
+        {
+            *am = quantize_block(block, o, block.len() < blocksize, qt, &cast);
+        }
+    }
 }
 
 /// Dequantizes `n` codes from `packed` with per-block `absmax`, rounding each f32 product
@@ -223,26 +291,60 @@ fn dequantize_with<F: Fn(f32) -> f32 + Sync>(
     table: &[f32; 16],
     round: &F,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; n];
-    out.par_chunks_mut(blocksize)
-        .zip(packed.par_chunks(blocksize / 2))
-        .zip(absmax.par_iter())
-        .with_min_len(MIN_BLOCKS_PER_TASK)
-        .for_each(|((o, p), &am)| {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(blocksize * MIN_BLOCKS_PER_TASK)
+            .zip(packed.par_chunks(blocksize / 2 * MIN_BLOCKS_PER_TASK))
+            .zip(absmax.par_chunks(MIN_BLOCKS_PER_TASK))
+            .for_each(|((o, p), am)| dequantize_blocks(p, am, o, blocksize, table, round));
+    };
+    if packed.len() < n.div_ceil(2) || absmax.len() < n.div_ceil(blocksize) {
+        // Not the checked sizes: what has no codes stays 0.
+        let mut out = vec![0f32; n];
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernel only writes
+        // initialized values through the view.
+        fill(unsafe { &mut *(out.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>]) });
+        return out;
+    }
+    // SAFETY: `packed.len() * 2 >= n` and `absmax.len() >= ceil(n / blocksize)` (checked
+    // above); tasks pair whole blocks, and `dequantize_blocks` writes every element of
+    // each block (the pairs, then an odd tail from the high nibble of the next byte).
+    unsafe { quant_core::simd::vec_written(n, fill) }
+}
+
+quant_core::multiversion! {
+    /// The blocks of one task: each block's 16 possible values `round(table[c] * absmax)`
+    /// are computed once, then looked up by nibble.
+    fn dequantize_blocks<F: Fn(f32) -> f32>(
+        packed: &[u8],
+        absmax: &[f32],
+        out: &mut [MaybeUninit<f32>],
+        blocksize: usize,
+        table: &[f32; 16],
+        round: F,
+    ) {
+        for ((o, p), &am) in out
+            .chunks_mut(blocksize)
+            .zip(packed.chunks(blocksize / 2))
+            .zip(absmax)
+        {
+            let mut lut = [0f32; 16];
+            for (l, &t) in lut.iter_mut().zip(table) {
+                *l = round(t * am);
+            }
             let last_byte = p.get(o.len() / 2).copied();
             let mut pairs = o.chunks_exact_mut(2);
             for (pair, &byte) in (&mut pairs).zip(p) {
                 if let [a, b] = pair {
-                    *a = round(table[usize::from(byte >> 4)] * am);
-                    *b = round(table[usize::from(byte & 0x0F)] * am);
+                    a.write(lut[usize::from(byte >> 4)]);
+                    b.write(lut[usize::from(byte & 0x0F)]);
                 }
             }
             // An odd tail: its last element is the high nibble of the last byte.
             if let ([a], Some(byte)) = (pairs.into_remainder(), last_byte) {
-                *a = round(table[usize::from(byte >> 4)] * am);
+                a.write(lut[usize::from(byte >> 4)]);
             }
-        });
-    out
+        }
+    }
 }
 
 /// `Tensor.mean()` of a contiguous 1-D f32 tensor as torch 2.x computes it on an AVX2 CPU in

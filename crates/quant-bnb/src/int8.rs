@@ -1,6 +1,7 @@
 //! LLM.int8 weight quantization (`Int8Params` with `has_fp16_weights=False`, spec §2).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use quant_core::dtype::round_bf16;
 use quant_core::DType;
@@ -14,6 +15,12 @@ use crate::tables::INV_127;
 /// `SCB[r] = max |w[r, :]|`; `factor = RNE(RNE(1 / SCB) * 127)`;
 /// `q = round_half_even(RNE(w * factor))`, NaN (all-zero row) → 0.
 pub fn quantize_int8(w: &[f32], cols: usize, load: DType) -> (Vec<i8>, Vec<f32>) {
+    let (codes, scb) = quantize_int8_bytes(w, cols, load);
+    (codes.into_iter().map(|c| c as i8).collect(), scb)
+}
+
+/// [`quantize_int8`] with the codes as their two's-complement bytes (as stored).
+pub fn quantize_int8_bytes(w: &[f32], cols: usize, load: DType) -> (Vec<u8>, Vec<f32>) {
     match load {
         DType::BF16 => quantize_with(w, cols, &|v: f32| round_f16_value(round_bf16(v))),
         _ => quantize_with(w, cols, &round_f16_value),
@@ -23,7 +30,7 @@ pub fn quantize_int8(w: &[f32], cols: usize, load: DType) -> (Vec<i8>, Vec<f32>)
 /// The f32 value of `x` rounded (RNE) to float16, as `Tensor.to(torch.float16)`: overflow
 /// to ±inf from 65520 on, subnormals in steps of 2^-24, NaN kept. Branch-free bit arithmetic
 /// (the loops vectorize), checked against `quant_core::dtype::round_f16` in the tests.
-#[inline]
+#[inline(always)]
 pub fn round_f16_value(x: f32) -> f32 {
     let bits = x.to_bits();
     let sign = bits & 0x8000_0000;
@@ -46,7 +53,7 @@ pub fn round_f16_value(x: f32) -> f32 {
 
 /// Round half to even for |v| < 2^22 (and NaN stays NaN): adding and subtracting 1.5 · 2^23
 /// leaves an integer (RNE); avoids a libm call on baseline x86-64.
-#[inline]
+#[inline(always)]
 fn round_half_even_small(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (v + MAGIC) - MAGIC
@@ -56,46 +63,79 @@ fn quantize_with<F: Fn(f32) -> f32 + Sync>(
     w16: &[f32],
     cols: usize,
     cast: &F,
-) -> (Vec<i8>, Vec<f32>) {
+) -> (Vec<u8>, Vec<f32>) {
     let rows = w16.len().checked_div(cols).unwrap_or(0);
-    let mut codes = vec![0i8; w16.len()];
     let mut scb = vec![0f32; rows];
     if cols == 0 {
-        return (codes, scb);
+        return (vec![0u8; w16.len()], scb);
     }
-    codes
-        .par_chunks_mut(cols)
-        .zip(w16.par_chunks(cols))
-        .zip(scb.par_iter_mut())
-        .for_each(|((q, row), s)| {
-            let absmax = absmax_of(row, cast);
-            *s = absmax;
-            let factor = (1.0 / absmax) * 127.0;
-            for (q, &v) in q.iter_mut().zip(row) {
-                // |w * factor| <= ~127 (or NaN): in range of the magic-number rounding.
-                let r = round_half_even_small(cast(v) * factor);
-                // x86 converts NaN to 0 here; |r| <= 127 otherwise.
-                *q = if r.is_nan() { 0 } else { r as i8 };
-            }
-        });
+    let n = rows * cols;
+    let fill = |codes: &mut [MaybeUninit<u8>]| {
+        codes
+            .par_chunks_mut(cols)
+            .zip(w16.par_chunks(cols))
+            .zip(scb.par_iter_mut())
+            .for_each(|((q, row), s)| *s = quantize_row(row, q, cast));
+    };
+    // SAFETY: the `rows` chunks of `n = rows * cols` codes pair with `rows` whole rows of
+    // values, and `quantize_row` writes one code per value.
+    let mut codes = unsafe { quant_core::simd::vec_written(n, fill) };
+    // A ragged end (not a whole row) is left as zeros, as before.
+    codes.resize(w16.len(), 0);
     (codes, scb)
+}
+
+quant_core::multiversion! {
+    /// One row: returns `SCB` and writes the codes.
+    fn quantize_row<F: Fn(f32) -> f32>(row: &[f32], q: &mut [MaybeUninit<u8>], cast: F) -> f32 {
+        let absmax = absmax_of(row, &cast);
+        let factor = (1.0 / absmax) * 127.0;
+        for (q, &v) in q.iter_mut().zip(row) {
+            // |w * factor| <= ~127 (or NaN): in range of the magic-number rounding.
+            let r = round_half_even_small(cast(v) * factor);
+            // x86 converts NaN to 0 here; |r| <= 127 otherwise.
+            q.write(if r.is_nan() { 0 } else { r as i8 as u8 });
+        }
+        absmax
+    }
+}
+
+quant_core::multiversion! {
+    /// `RNE(RNE(q * SCB) * f32(1/127))` for one row.
+    fn dequantize_row(q: &[u8], s: f32, o: &mut [MaybeUninit<f32>]) {
+        for (o, &q) in o.iter_mut().zip(q) {
+            o.write((f32::from(q as i8) * s) * INV_127);
+        }
+    }
 }
 
 /// `RNE(RNE(q * SCB[r]) * f32(1/127))` per element.
 pub fn dequantize_int8(codes: &[u8], scb: &[f32], cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; codes.len()];
-    if cols == 0 {
+    let rows = codes.len().checked_div(cols).unwrap_or(0);
+    if cols == 0 || scb.len() < rows || codes.len() != rows * cols {
+        // Not the checked sizes: what has no scale stays 0.
+        let mut out = vec![0f32; codes.len()];
+        if cols > 0 {
+            out.par_chunks_mut(cols)
+                .zip(codes.par_chunks(cols))
+                .zip(scb.par_iter())
+                .for_each(|((o, q), &s)| {
+                    for (o, &q) in o.iter_mut().zip(q) {
+                        *o = (f32::from(q as i8) * s) * INV_127;
+                    }
+                });
+        }
         return out;
     }
-    out.par_chunks_mut(cols)
-        .zip(codes.par_chunks(cols))
-        .zip(scb.par_iter())
-        .for_each(|((o, q), &s)| {
-            for (o, &q) in o.iter_mut().zip(q) {
-                *o = (f32::from(q as i8) * s) * INV_127;
-            }
-        });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(cols)
+            .zip(codes.par_chunks(cols))
+            .zip(scb.par_iter())
+            .for_each(|((o, q), &s)| dequantize_row(q, s, o));
+    };
+    // SAFETY: `codes` is `rows` whole rows, each with a scale (checked above), and
+    // `dequantize_row` writes one value per code.
+    unsafe { quant_core::simd::vec_written(codes.len(), fill) }
 }
 
 #[cfg(test)]

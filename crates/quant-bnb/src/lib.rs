@@ -128,7 +128,7 @@ pub use fourbit::{
     dequantize_4bit, dequantize_nested, quantize_4bit, quantize_4bit_cast, quantize_nested,
     torch_mean, torch_sum,
 };
-pub use int8::{dequantize_int8, quantize_int8};
+pub use int8::{dequantize_int8, quantize_int8, quantize_int8_bytes};
 pub use method::{Bnb4, Bnb8, Config4};
 
 use quant_core::{DType, QuantMethod};

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::fourbit::{
     dequantize_4bit, dequantize_nested, quantize_4bit_cast, quantize_nested, torch_mean,
 };
-use crate::int8::{dequantize_int8, quantize_int8};
+use crate::int8::{dequantize_int8, quantize_int8_bytes};
 use crate::quant_state::QuantState;
 use crate::tables::DYNAMIC_MAP;
 use crate::QuantType;
@@ -651,12 +651,8 @@ impl QuantMethod for Bnb8 {
         check_len(t, values)?;
         let layout = self.output_layout(t)?;
         let cols = t.row_len();
-        let (codes, scb) = quantize_int8(values, cols, self.dtype);
-        let data = [
-            codes.iter().map(|&c| c as u8).collect::<Vec<u8>>(),
-            f32_bytes(&scb),
-            vec![0u8],
-        ];
+        let (codes, scb) = quantize_int8_bytes(values, cols, self.dtype);
+        let data = [codes, f32_bytes(&scb), vec![0u8]];
         let record = TensorRecord {
             name: t.name.clone(),
             method: Some(self.name.to_string()),

@@ -59,6 +59,15 @@ fn assert_bits(ours: &[f32], want: &[f32], ctx: &str) {
 
 #[test]
 fn four_bit_vectors_are_byte_identical() {
+    // Both builds of the kernels: AVX2 (where the CPU has it) and the baseline.
+    for simd in [true, false] {
+        quant_core::simd::set_simd(simd);
+        four_bit_vectors_are_byte_identical_once();
+    }
+    quant_core::simd::set_simd(true);
+}
+
+fn four_bit_vectors_are_byte_identical_once() {
     let mut checked = 0;
     let mut offsets_exact = 0;
     for e in entries().iter().filter(|e| e["method"] != "bnb_int8") {
@@ -180,6 +189,15 @@ fn four_bit_vectors_are_byte_identical() {
 
 #[test]
 fn int8_vectors_are_byte_identical() {
+    // Both builds of the kernels: AVX2 (where the CPU has it) and the baseline.
+    for simd in [true, false] {
+        quant_core::simd::set_simd(simd);
+        int8_vectors_are_byte_identical_once();
+    }
+    quant_core::simd::set_simd(true);
+}
+
+fn int8_vectors_are_byte_identical_once() {
     let mut checked = 0;
     for e in entries().iter().filter(|e| e["method"] == "bnb_int8") {
         let ctx = format!("{} {}", e["case"], e["dtype"]);

@@ -6,8 +6,7 @@
 //! and `0x7FC0` for bf16 (c10's scalar `round_to_nearest_even`).
 
 use std::fmt;
-
-use half::{f16, slice::HalfFloatSliceExt};
+use std::mem::MaybeUninit;
 
 use crate::error::{Error, Result};
 
@@ -220,32 +219,96 @@ impl<'de> serde::Deserialize<'de> for DType {
 }
 
 /// f32 → bf16 bits, round to nearest even, NaN → 0x7FC0 (c10 `round_to_nearest_even`).
-#[inline]
+/// Branch-free, so loops over it vectorize.
+#[inline(always)]
 pub fn f32_to_bf16_bits(x: f32) -> u16 {
-    if x.is_nan() {
-        return 0x7FC0;
-    }
     let u = x.to_bits();
-    let bias = ((u >> 16) & 1) + 0x7FFF;
-    (u.wrapping_add(bias) >> 16) as u16
+    let rounded = (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16;
+    if (u & 0x7FFF_FFFF) > 0x7F80_0000 {
+        0x7FC0
+    } else {
+        rounded
+    }
 }
 
-/// f32 → f16 bits, round to nearest even, overflow to infinity.
-#[inline]
+/// f32 → f16 bits, round to nearest even, f16 subnormals, overflow to infinity, NaN
+/// quiet with its sign and top payload bits: the results of F16C's `vcvtps2ph` and of
+/// `half::f16::from_f32`. Branch-free, so loops over it vectorize.
+#[inline(always)]
 pub fn f32_to_f16_bits(x: f32) -> u16 {
-    f16::from_f32(x).to_bits()
+    let u = x.to_bits();
+    let sign = (u >> 16) & 0x8000;
+    let a = u & 0x7FFF_FFFF;
+    // Normal range: rebias the exponent, keep 10 mantissa bits, ties to even (a carry
+    // into the exponent is the right result).
+    let normal = (a.wrapping_add(0x0FFF + ((a >> 13) & 1)) >> 13).wrapping_sub((127 - 15) << 10);
+    // Below 2^-14: 0.5 has an ulp of 2^-24, the f16 subnormal step, so the FPU's addition
+    // rounds to the code (0x400, the smallest normal, when it rounds up to 2^-14).
+    let sub = (f32::from_bits(a) + 0.5)
+        .to_bits()
+        .wrapping_sub(0x3F00_0000);
+    let nan = 0x7E00 | ((a >> 13) & 0x03FF);
+    let h = if a > 0x7F80_0000 {
+        nan
+    } else if a >= 0x477F_F000 {
+        0x7C00
+    } else if a < 0x3880_0000 {
+        sub
+    } else {
+        normal
+    };
+    (sign | h) as u16
+}
+
+/// f16 bits → f32, exact; a NaN is quieted keeping its payload (as F16C's `vcvtph2ps` and
+/// `half::f16::to_f32` do). Branch-free, so loops over it vectorize.
+#[inline(always)]
+pub fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let a = h & 0x7FFF;
+    let normal = (a << 13).wrapping_add((127 - 15) << 23);
+    // Subnormal m·2^-24: (2^-14 + m·2^-24) - 2^-14, both exact.
+    let sub = (f32::from_bits(normal.wrapping_add(1 << 23)) - f32::from_bits(113 << 23)).to_bits();
+    let r = if a > 0x7C00 {
+        (a << 13) | 0x7FC0_0000
+    } else if a == 0x7C00 {
+        0x7F80_0000
+    } else if a < 0x0400 {
+        sub
+    } else {
+        normal
+    };
+    f32::from_bits(sign | r)
 }
 
 /// Rounds an f32 through bf16 and back (exact representation of the bf16 value).
-#[inline]
+#[inline(always)]
 pub fn round_bf16(x: f32) -> f32 {
     f32::from_bits((f32_to_bf16_bits(x) as u32) << 16)
 }
 
-/// Rounds an f32 through f16 and back.
-#[inline]
+/// Rounds an f32 through f16 and back (NaN: see [`f32_to_f16_bits`]). Branch-free.
+#[inline(always)]
 pub fn round_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
+    let u = x.to_bits();
+    let sign = u & 0x8000_0000;
+    let a = u & 0x7FFF_FFFF;
+    // Normal f16 range: keep 10 mantissa bits, ties to even (carries into the exponent).
+    let normal = a.wrapping_add(0x0FFF + ((a >> 13) & 1)) & 0xFFFF_E000;
+    // Below 2^-14: whole multiples of 2^-24, rounded by the FPU (the ulp of 0.5 is 2^-24).
+    let sub = ((f32::from_bits(a) + 0.5) - 0.5).to_bits();
+    let nan = 0x7FC0_0000 | (a & 0x007F_E000);
+    let r = if a > 0x7F80_0000 {
+        nan
+    } else if a >= 0x477F_F000 {
+        0x7F80_0000
+    } else if a < 0x3880_0000 {
+        sub
+    } else {
+        normal
+    };
+    f32::from_bits(sign | r)
 }
 
 /// Rounds an f32 to the precision of `dtype` (F32 unchanged; F16/BF16 as PyTorch casts).
@@ -255,6 +318,91 @@ pub fn round_to(dtype: DType, x: f32) -> f32 {
         DType::BF16 => round_bf16(x),
         _ => x,
     }
+}
+
+/// Elements per parallel task of the slice conversions.
+const PAR_CHUNK: usize = 1 << 16;
+
+// The slice kernels write every element of `out` (the callers pass `src` holding exactly
+// `out.len()` elements), which is what lets their callers skip zeroing output buffers.
+
+crate::multiversion! {
+    /// Little-endian f16 bytes → f32 (exact).
+    fn decode_f16_into(bytes: &[u8], out: &mut [MaybeUninit<f32>]) {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            o.write(f16_bits_to_f32(u16::from_le_bytes([c[0], c[1]])));
+        }
+    }
+}
+
+crate::multiversion! {
+    /// Little-endian bf16 bytes → f32 (exact).
+    fn decode_bf16_into(bytes: &[u8], out: &mut [MaybeUninit<f32>]) {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            o.write(f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16));
+        }
+    }
+}
+
+crate::multiversion! {
+    /// Little-endian f32 bytes → f32.
+    fn decode_f32_into(bytes: &[u8], out: &mut [MaybeUninit<f32>]) {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            o.write(f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        }
+    }
+}
+
+crate::multiversion! {
+    /// f32 → little-endian f16 bytes (see [`f32_to_f16_bits`]).
+    fn encode_f16_into(values: &[f32], out: &mut [MaybeUninit<u8>]) {
+        for (o, &v) in out.chunks_exact_mut(2).zip(values) {
+            let [a, b] = f32_to_f16_bits(v).to_le_bytes();
+            o[0].write(a);
+            o[1].write(b);
+        }
+    }
+}
+
+crate::multiversion! {
+    /// f32 → little-endian bf16 bytes (see [`f32_to_bf16_bits`]).
+    fn encode_bf16_into(values: &[f32], out: &mut [MaybeUninit<u8>]) {
+        for (o, &v) in out.chunks_exact_mut(2).zip(values) {
+            let [a, b] = f32_to_bf16_bits(v).to_le_bytes();
+            o[0].write(a);
+            o[1].write(b);
+        }
+    }
+}
+
+crate::multiversion! {
+    /// f32 → little-endian f32 bytes.
+    fn encode_f32_into(values: &[f32], out: &mut [MaybeUninit<u8>]) {
+        for (o, &v) in out.chunks_exact_mut(4).zip(values) {
+            for (o, b) in o.iter_mut().zip(v.to_le_bytes()) {
+                o.write(b);
+            }
+        }
+    }
+}
+
+/// Runs `f` on matching chunks of `src` (`ratio_src` units per element) and `dst`
+/// (`ratio_dst` per element), in parallel for large inputs.
+fn par_convert<S: Sync, D: Send>(
+    src: &[S],
+    ratio_src: usize,
+    dst: &mut [D],
+    ratio_dst: usize,
+    f: fn(&[S], &mut [D]),
+) {
+    use rayon::prelude::*;
+    if dst.len() <= PAR_CHUNK * ratio_dst || rayon::current_num_threads() == 1 {
+        f(src, dst);
+        return;
+    }
+    dst.par_chunks_mut(PAR_CHUNK * ratio_dst)
+        .zip(src.par_chunks(PAR_CHUNK * ratio_src))
+        .for_each(|(d, s)| f(s, d));
 }
 
 /// Decodes little-endian `bytes` of `dtype` into f32 values, appending to `out`.
@@ -269,27 +417,22 @@ pub fn decode_to_f32(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(
         });
     }
     let n = bytes.len() / size;
+    if matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        let f: fn(&[u8], &mut [MaybeUninit<f32>]) = match dtype {
+            DType::F32 => decode_f32_into,
+            DType::F16 => decode_f16_into,
+            _ => decode_bf16_into,
+        };
+        // SAFETY: `bytes` holds exactly `n` elements, and each kernel writes one value per
+        // element of its chunk (`par_convert` pairs `n` outputs with `n * size` bytes).
+        unsafe {
+            crate::simd::extend_written(out, n, |dst| par_convert(bytes, size, dst, 1, f));
+        }
+        return Ok(());
+    }
     out.reserve(n);
     match dtype {
-        DType::F32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        ),
-        DType::F16 => {
-            let start = out.len();
-            out.resize(start + n, 0.0);
-            let halves: Vec<f16> = bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
-                .collect();
-            halves.convert_to_f32_slice(&mut out[start..]);
-        }
-        DType::BF16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)),
-        ),
+        DType::F32 | DType::F16 | DType::BF16 => {}
         DType::F64 => out.extend(bytes.chunks_exact(8).map(|c| {
             let mut a = [0u8; 8];
             a.copy_from_slice(c);
@@ -333,32 +476,42 @@ pub fn decode_to_f32(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<(
     Ok(())
 }
 
+/// Decodes little-endian `bytes` of `dtype` into `out`, which must hold exactly
+/// `bytes.len() / dtype.size()` values (else an error). As [`decode_to_f32`], without a
+/// buffer of its own for F32, F16 and BF16.
+pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let size = dtype.size();
+    if Some(bytes.len()) != out.len().checked_mul(size) {
+        return Err(Error::UnsupportedDType {
+            tensor: String::new(),
+            dtype: dtype.to_string(),
+            op: format!("decoding {} bytes into {} values", bytes.len(), out.len()),
+        });
+    }
+    let f: fn(&[u8], &mut [MaybeUninit<f32>]) = match dtype {
+        DType::F32 => decode_f32_into,
+        DType::F16 => decode_f16_into,
+        DType::BF16 => decode_bf16_into,
+        _ => {
+            let mut tmp = Vec::with_capacity(out.len());
+            decode_to_f32(dtype, bytes, &mut tmp)?;
+            out.copy_from_slice(&tmp);
+            return Ok(());
+        }
+    };
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only write values.
+    let view = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    par_convert(bytes, size, view, 1, f);
+    Ok(())
+}
+
 /// Encodes f32 values as little-endian `dtype` bytes (F32, F16 or BF16), rounding to
 /// nearest even as PyTorch does.
 pub fn encode_f32(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(values.len() * dtype.size());
-    match dtype {
-        DType::F32 => {
-            for v in values {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        DType::F16 => {
-            // Converted in slices so no second full-size buffer is needed.
-            let mut halves = [f16::ZERO; 4096];
-            for chunk in values.chunks(halves.len()) {
-                let h = &mut halves[..chunk.len()];
-                h.convert_from_f32_slice(chunk);
-                for x in h.iter() {
-                    out.extend_from_slice(&x.to_bits().to_le_bytes());
-                }
-            }
-        }
-        DType::BF16 => {
-            for &v in values {
-                out.extend_from_slice(&f32_to_bf16_bits(v).to_le_bytes());
-            }
-        }
+    let f: fn(&[f32], &mut [MaybeUninit<u8>]) = match dtype {
+        DType::F32 => encode_f32_into,
+        DType::F16 => encode_f16_into,
+        DType::BF16 => encode_bf16_into,
         other => {
             return Err(Error::UnsupportedDType {
                 tensor: String::new(),
@@ -366,6 +519,15 @@ pub fn encode_f32(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
                 op: "encoding from f32 (F32, F16, BF16 only)".into(),
             })
         }
+    };
+    let size = dtype.size();
+    let mut out = Vec::new();
+    // SAFETY: each kernel writes `size` bytes for each of the values of its chunk, and
+    // `par_convert` pairs `values.len() * size` bytes with `values.len()` values.
+    unsafe {
+        crate::simd::extend_written(&mut out, values.len() * size, |dst| {
+            par_convert(values, 1, dst, size, f)
+        });
     }
     Ok(out)
 }
@@ -404,7 +566,7 @@ pub fn f8e4m3fnuz_to_f32(b: u8) -> f32 {
 /// Decodes one float8 e5m2 byte (bias 15, IEEE-like with infinities and NaN).
 pub fn f8e5m2_to_f32(b: u8) -> f32 {
     // e5m2 is the upper byte of an f16.
-    f16::from_bits((b as u16) << 8).to_f32()
+    f16_bits_to_f32((b as u16) << 8)
 }
 
 #[cfg(test)]
@@ -426,6 +588,82 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Bit patterns covering every f16 rounding boundary region, subnormals, overflow and
+    /// NaN payloads, plus a stride over all f32.
+    fn f32_samples() -> Vec<u32> {
+        let mut v: Vec<u32> = (0u32..=u32::MAX).step_by(3_331).collect();
+        for e in [
+            0x3300_0000u32,
+            0x3380_0000,
+            0x3880_0000,
+            0x3F80_0000,
+            0x477F_E000,
+            0x477F_F000,
+            0x7F80_0000,
+        ] {
+            for d in 0..5_000 {
+                v.push(e.wrapping_add(d));
+                v.push(e.wrapping_sub(d));
+            }
+        }
+        let signed: Vec<u32> = v.iter().map(|b| b ^ 0x8000_0000).collect();
+        v.extend(signed);
+        v
+    }
+
+    #[test]
+    fn f16_conversions_match_half() {
+        for bits in f32_samples() {
+            let x = f32::from_bits(bits);
+            let want = half::f16::from_f32(x);
+            assert_eq!(f32_to_f16_bits(x), want.to_bits(), "{bits:#x}");
+            assert_eq!(round_f16(x).to_bits(), want.to_f32().to_bits(), "{bits:#x}");
+        }
+        for h in 0..=u16::MAX {
+            assert_eq!(
+                f16_bits_to_f32(h).to_bits(),
+                half::f16::from_bits(h).to_f32().to_bits(),
+                "{h:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn slice_conversions_match_scalar_in_both_builds() {
+        let xs: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
+        let halves: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        for simd in [false, true] {
+            crate::simd::set_simd(simd);
+            let f16 = encode_f32(DType::F16, &xs).unwrap();
+            let bf16 = encode_f32(DType::BF16, &xs).unwrap();
+            let f32b = encode_f32(DType::F32, &xs).unwrap();
+            for (i, &x) in xs.iter().enumerate() {
+                assert_eq!(f16[2 * i..2 * i + 2], f32_to_f16_bits(x).to_le_bytes());
+                assert_eq!(bf16[2 * i..2 * i + 2], f32_to_bf16_bits(x).to_le_bytes());
+                assert_eq!(f32b[4 * i..4 * i + 4], x.to_le_bytes());
+            }
+            let mut back = vec![1.0];
+            decode_to_f32(DType::F32, &f32b, &mut back).unwrap();
+            assert!(back[1..]
+                .iter()
+                .zip(&xs)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            for dt in [DType::F16, DType::BF16] {
+                let mut out = Vec::new();
+                decode_to_f32(dt, &halves, &mut out).unwrap();
+                for (h, v) in (0..=u16::MAX).zip(&out) {
+                    let want = if dt == DType::F16 {
+                        f16_bits_to_f32(h)
+                    } else {
+                        f32::from_bits(u32::from(h) << 16)
+                    };
+                    assert_eq!(v.to_bits(), want.to_bits());
+                }
+            }
+        }
+        crate::simd::set_simd(true);
     }
 
     #[test]

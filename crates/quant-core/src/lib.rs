@@ -17,6 +17,7 @@ pub mod planner;
 pub mod registry;
 pub mod rules;
 pub mod safetensors_io;
+pub mod simd;
 pub mod tensor;
 
 pub use catalog::{CatalogEntry, CATALOG};

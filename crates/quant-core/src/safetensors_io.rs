@@ -245,14 +245,11 @@ impl TensorSource for SafetensorsTensor {
             .enumerate()
             .try_for_each(|(i, o)| -> Result<()> {
                 let start = i * elems * size;
-                let bytes = data.get(start..start + o.len() * size).unwrap_or(&[]);
-                let mut tmp = Vec::with_capacity(o.len());
-                crate::dtype::decode_to_f32(dtype, bytes, &mut tmp)
-                    .map_err(|e| Error::tensor("", &self.meta.name, e.to_string()))?;
-                if tmp.len() != o.len() {
+                let Some(bytes) = data.get(start..start + o.len() * size) else {
                     return Err(Error::tensor("", &self.meta.name, "short tensor data"));
-                }
-                o.copy_from_slice(&tmp);
+                };
+                crate::dtype::decode_into(dtype, bytes, o)
+                    .map_err(|e| Error::tensor("", &self.meta.name, e.to_string()))?;
                 self.release(start, bytes.len());
                 Ok(())
             })?;

@@ -240,6 +240,15 @@ mod candle_impl {
         })
     }
 
+    /// The little-endian bytes of `v`, in one pre-sized buffer.
+    fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(v.len() * N);
+        for &x in v {
+            out.extend_from_slice(&f(x));
+        }
+        out
+    }
+
     /// A named candle tensor as a [`TensorSource`].
     pub struct CandleSource {
         meta: TensorMeta,
@@ -266,36 +275,14 @@ mod candle_impl {
             let flat = self.tensor.flatten_all()?;
             let bytes = match self.tensor.dtype() {
                 CD::U8 => flat.to_vec1::<u8>()?,
-                CD::U32 => flat
-                    .to_vec1::<u32>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-                CD::I64 => flat
-                    .to_vec1::<i64>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-                CD::BF16 => flat
-                    .to_vec1::<half::bf16>()?
-                    .iter()
-                    .flat_map(|v| v.to_bits().to_le_bytes())
-                    .collect(),
-                CD::F16 => flat
-                    .to_vec1::<half::f16>()?
-                    .iter()
-                    .flat_map(|v| v.to_bits().to_le_bytes())
-                    .collect(),
-                CD::F32 => flat
-                    .to_vec1::<f32>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-                CD::F64 => flat
-                    .to_vec1::<f64>()?
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
+                CD::U32 => le_bytes(&flat.to_vec1::<u32>()?, u32::to_le_bytes),
+                CD::I64 => le_bytes(&flat.to_vec1::<i64>()?, i64::to_le_bytes),
+                CD::BF16 => le_bytes(&flat.to_vec1::<half::bf16>()?, |v| {
+                    v.to_bits().to_le_bytes()
+                }),
+                CD::F16 => le_bytes(&flat.to_vec1::<half::f16>()?, |v| v.to_bits().to_le_bytes()),
+                CD::F32 => le_bytes(&flat.to_vec1::<f32>()?, f32::to_le_bytes),
+                CD::F64 => le_bytes(&flat.to_vec1::<f64>()?, f64::to_le_bytes),
                 other => {
                     return Err(Error::UnknownDType {
                         name: format!("{other:?}"),

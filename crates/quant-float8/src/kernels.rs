@@ -3,7 +3,7 @@
 
 use quant_core::dtype::round_f16;
 use quant_core::DType;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -169,27 +169,20 @@ pub fn abs_max(v: &[f32]) -> f32 {
 
 // ---------------------------------------------------------------- dispatch
 
-static SIMD_OFF: AtomicBool = AtomicBool::new(false);
-
-/// Whether the AVX2 builds of the row kernels run (x86_64 CPUs with AVX2, unless turned
-/// off with [`set_simd`]). Both builds compute the same IEEE operations in the same order
-/// (Rust never contracts to FMA), so their results are identical; the tests check it.
+/// Whether the AVX2 builds of the row kernels run (x86_64 CPUs with AVX2 and F16C, unless
+/// turned off with [`set_simd`]): quant-core's switch, shared by every crate. Both builds
+/// compute the same IEEE operations in the same order (Rust never contracts to FMA), so
+/// their results are identical; the tests check it.
 #[inline]
 pub fn simd_enabled() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        !SIMD_OFF.load(Ordering::Relaxed) && std::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    quant_core::simd::simd_enabled()
 }
 
-/// Turns the AVX2 builds off (`false`) or back on where the CPU has AVX2 (`true`); for
-/// comparing them with the baseline build.
+/// Turns the AVX2 builds off (`false`) or back on where the CPU has AVX2 (`true`), in
+/// this crate and the others (see [`quant_core::simd::set_simd`]); for comparing them
+/// with the baseline build.
 pub fn set_simd(enabled: bool) {
-    SIMD_OFF.store(!enabled, Ordering::Relaxed);
+    quant_core::simd::set_simd(enabled)
 }
 
 /// Defines `fn $name` whose body is compiled twice, for the baseline target and with
@@ -203,7 +196,7 @@ macro_rules! multiversion {
             #[allow(clippy::too_many_arguments)]
             fn imp $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
+            #[target_feature(enable = "avx2,f16c")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn avx2 $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? {
                 imp $(::<$W>)? ($($arg),*)
@@ -211,7 +204,7 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             {
                 if simd_enabled() {
-                    // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
+                    // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2 and F16C.
                     return unsafe { avx2 $(::<$W>)? ($($arg),*) };
                 }
             }
@@ -489,44 +482,87 @@ pub fn int4wo_groups(
 
 // ---------------------------------------------------------------- dequantization
 
+/// Views an initialized output row as one the `*_into` kernels write (they write only
+/// values, never uninitialized bytes).
+fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and only values are written
+    // through the view.
+    unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// `wd(f32(q) * scale)` for one row of float8 codes (`table`: the decoded bytes).
+pub fn dequant_fp8_row<W: Wd>(codes: &[u8], table: &[f32; 256], scale: f32, out: &mut [f32]) {
+    dequant_fp8_row_into::<W>(codes, table, scale, as_uninit(out))
+}
+
 multiversion! {
-    /// `wd(f32(q) * scale)` for one row of float8 codes (`table`: the decoded bytes).
-    pub fn dequant_fp8_row<W: Wd>(codes: &[u8], table: &[f32; 256], scale: f32, out: &mut [f32]) {
+    /// [`dequant_fp8_row`] into a row not yet written: writes
+    /// `min(codes.len(), out.len())` values.
+    pub(crate) fn dequant_fp8_row_into<W: Wd>(
+        codes: &[u8],
+        table: &[f32; 256],
+        scale: f32,
+        out: &mut [MaybeUninit<f32>],
+    ) {
         for (o, &b) in out.iter_mut().zip(codes) {
-            *o = W::r(table[usize::from(b)] * scale);
+            o.write(W::r(table[usize::from(b)] * scale));
         }
     }
 }
 
+/// `wd((q - zp) * scale)` for one row of int8-stored codes, one scale (and zero point)
+/// per group.
+pub fn dequant_affine_row<W: Wd>(
+    codes: &[u8],
+    scales: &[f32],
+    zps: Option<&[f32]>,
+    group: usize,
+    out: &mut [f32],
+) {
+    dequant_affine_row_into::<W>(codes, scales, zps, group, as_uninit(out))
+}
+
 multiversion! {
-    /// `wd((q - zp) * scale)` for one row of int8-stored codes, one scale (and zero point)
-    /// per group.
-    pub fn dequant_affine_row<W: Wd>(
+    /// [`dequant_affine_row`] into a row not yet written: writes
+    /// `min(codes.len(), out.len())` values.
+    pub(crate) fn dequant_affine_row_into<W: Wd>(
         codes: &[u8],
         scales: &[f32],
         zps: Option<&[f32]>,
         group: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         for (gi, (og, cg)) in out.chunks_mut(group).zip(codes.chunks(group)).enumerate() {
             let s = scales.get(gi).copied().unwrap_or(0.0);
             let z = zps.and_then(|z| z.get(gi)).copied().unwrap_or(0.0);
             for (o, &b) in og.iter_mut().zip(cg) {
-                *o = W::r((f32::from(b as i8) - z) * s);
+                o.write(W::r((f32::from(b as i8) - z) * s));
             }
         }
     }
 }
 
+/// `wd(q * scale + zero)` for one row of packed int4 codes (this row's scale and zero
+/// per group).
+pub fn dequant_int4_row<W: Wd>(
+    packed: &[u8],
+    scales: &[f32],
+    zeros: &[f32],
+    group: usize,
+    out: &mut [f32],
+) {
+    dequant_int4_row_into::<W>(packed, scales, zeros, group, as_uninit(out))
+}
+
 multiversion! {
-    /// `wd(q * scale + zero)` for one row of packed int4 codes (this row's scale and zero
-    /// per group).
-    pub fn dequant_int4_row<W: Wd>(
+    /// [`dequant_int4_row`] into a row not yet written: with an even `group`, writes
+    /// `min(2 * packed.len(), out.len())` values.
+    pub(crate) fn dequant_int4_row_into<W: Wd>(
         packed: &[u8],
         scales: &[f32],
         zeros: &[f32],
         group: usize,
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
     ) {
         for (gi, (og, pg)) in out
             .chunks_mut(group)
@@ -539,8 +575,8 @@ multiversion! {
                 let lo = f32::from(((b << 4) as i8) >> 4);
                 let hi = f32::from((b as i8) >> 4);
                 if let [a, c] = o2 {
-                    *a = W::r(lo * s + z);
-                    *c = W::r(hi * s + z);
+                    a.write(W::r(lo * s + z));
+                    c.write(W::r(hi * s + z));
                 }
             }
         }
@@ -549,14 +585,27 @@ multiversion! {
 
 /// Packs int4 codes two per byte: the even column in the low nibble (two's complement).
 pub fn pack_int4(codes: &[i8]) -> Vec<u8> {
-    codes
-        .chunks(2)
-        .map(|p| match p {
-            [a, b] => ((*a as u8) & 0x0F) | ((*b as u8) << 4),
-            [a] => (*a as u8) & 0x0F,
-            _ => 0,
-        })
-        .collect()
+    const CHUNK: usize = 1 << 16;
+    let mut out = vec![0u8; codes.len().div_ceil(2)];
+    out.par_chunks_mut(CHUNK / 2)
+        .zip(codes.par_chunks(CHUNK))
+        .for_each(|(o, c)| pack_int4_into(c, o));
+    out
+}
+
+multiversion! {
+    /// [`pack_int4`] of one chunk into `out` (`ceil(codes.len() / 2)` bytes).
+    fn pack_int4_into(codes: &[i8], out: &mut [u8]) {
+        let mut pairs = codes.chunks_exact(2);
+        for (o, p) in out.iter_mut().zip(&mut pairs) {
+            if let [a, b] = p {
+                *o = ((*a as u8) & 0x0F) | ((*b as u8) << 4);
+            }
+        }
+        if let ([a], Some(o)) = (pairs.remainder(), out.get_mut(codes.len() / 2)) {
+            *o = (*a as u8) & 0x0F;
+        }
+    }
 }
 
 /// Unpacks [`pack_int4`] bytes (sign-extending each nibble).

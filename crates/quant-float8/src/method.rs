@@ -285,10 +285,11 @@ impl TorchAo {
                 kernels::asym_groups::<W>(values, k, g, qmax, &mut codes, &mut scales, &mut zps);
                 // IntxUnpackedToInt8Tensor holds intN: both codes and zero points shift
                 // down by 2^(N-1), which leaves q - zp unchanged.
-                let codes: Vec<u8> = codes
-                    .iter()
-                    .map(|&q| (i32::from(q) - shift) as i8 as u8)
-                    .collect();
+                // In place and in parallel: the low byte of q - shift.
+                let down = shift as u8;
+                codes.par_chunks_mut(1 << 16).for_each(|c| {
+                    c.iter_mut().for_each(|q| *q = q.wrapping_sub(down));
+                });
                 let zps: Vec<u8> = zps.iter().map(|&z| (z - shift) as i8 as u8).collect();
                 vec![codes, encode_f32(W::DTYPE, &scales)?, zps]
             }
@@ -643,21 +644,43 @@ fn decode_float(p: &Part) -> std::result::Result<Vec<f32>, String> {
     Ok(v)
 }
 
+/// A `Vec` of `n` values whose rows `fill` writes: without zeroing it first when
+/// `complete` (the sizes guarantee that every value is written), else zeroed first.
+fn rows_out(
+    n: usize,
+    complete: bool,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+) -> Vec<f32> {
+    if complete {
+        // SAFETY: the callers pass `complete` only when their kernels write all `n` values
+        // (whole rows of codes for every output row).
+        unsafe { quant_core::simd::vec_written(n, fill) }
+    } else {
+        let mut out = vec![0f32; n];
+        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the kernels only write values.
+        fill(unsafe {
+            &mut *(out.as_mut_slice() as *mut [f32] as *mut [std::mem::MaybeUninit<f32>])
+        });
+        out
+    }
+}
+
 /// `wd(f32(q) * scale)`, per row or per tensor.
 fn dequant_fp8<W: Wd>(codes: &[u8], scales: &[f32], fmt: Fp8, k: usize, per_row: bool) -> Vec<f32> {
     let table = fmt.table();
-    let mut res = vec![0f32; codes.len()];
-    res.par_chunks_mut(k)
-        .zip(codes.par_chunks(k))
-        .enumerate()
-        .for_each(|(r, (o, c))| {
-            let s = scales
-                .get(if per_row { r } else { 0 })
-                .copied()
-                .unwrap_or(0.0);
-            kernels::dequant_fp8_row::<W>(c, &table, s, o);
-        });
-    res
+    let complete = k > 0 && codes.len() % k == 0;
+    rows_out(codes.len(), complete, |res| {
+        res.par_chunks_mut(k.max(1))
+            .zip(codes.par_chunks(k.max(1)))
+            .enumerate()
+            .for_each(|(r, (o, c))| {
+                let s = scales
+                    .get(if per_row { r } else { 0 })
+                    .copied()
+                    .unwrap_or(0.0);
+                kernels::dequant_fp8_row_into::<W>(c, &table, s, o);
+            })
+    })
 }
 
 /// `wd((q - zp) * scale)` with one scale (and zero point) per group of a row.
@@ -668,18 +691,19 @@ fn dequant_affine<W: Wd>(
     k: usize,
     group: usize,
 ) -> Vec<f32> {
-    let per_row = k / group;
-    let mut res = vec![0f32; codes.len()];
-    res.par_chunks_mut(k)
-        .zip(codes.par_chunks(k))
-        .enumerate()
-        .for_each(|(r, (o, c))| {
-            let range = r * per_row..(r + 1) * per_row;
-            let s = scales.get(range.clone()).unwrap_or(&[]);
-            let z = zps.map(|z| z.get(range).unwrap_or(&[]));
-            kernels::dequant_affine_row::<W>(c, s, z, group, o);
-        });
-    res
+    let per_row = k / group.max(1);
+    let complete = k > 0 && codes.len() % k == 0;
+    rows_out(codes.len(), complete, |res| {
+        res.par_chunks_mut(k.max(1))
+            .zip(codes.par_chunks(k.max(1)))
+            .enumerate()
+            .for_each(|(r, (o, c))| {
+                let range = r * per_row..(r + 1) * per_row;
+                let s = scales.get(range.clone()).unwrap_or(&[]);
+                let z = zps.map(|z| z.get(range).unwrap_or(&[]));
+                kernels::dequant_affine_row_into::<W>(c, s, z, group.max(1), o);
+            })
+    })
 }
 
 /// `wd(q * scale + zero)` for packed int4 with group-major `[K/g, N]` scale and zero.
@@ -691,18 +715,30 @@ fn dequant_int4<W: Wd>(
     k: usize,
     group: usize,
 ) -> Vec<f32> {
-    let groups = k / group;
-    let mut res = vec![0f32; n * k];
-    res.par_chunks_mut(k)
-        .zip(packed.par_chunks(k / 2))
-        .enumerate()
-        .for_each(|(r, (o, p))| {
-            let pick = |v: &[f32]| -> Vec<f32> {
-                (0..groups)
-                    .map(|gi| v.get(gi * n + r).copied().unwrap_or(0.0))
-                    .collect()
-            };
-            kernels::dequant_int4_row::<W>(p, &pick(scales), &pick(zeros), group, o);
-        });
-    res
+    let groups = k / group.max(1);
+    let complete = k > 0
+        && k % 2 == 0
+        && group > 0
+        && group % 2 == 0
+        && k % group == 0
+        && Some(packed.len()) == n.checked_mul(k / 2);
+    rows_out(n * k, complete, |res| {
+        res.par_chunks_mut(k.max(2))
+            .zip(packed.par_chunks((k / 2).max(1)))
+            .enumerate()
+            .for_each(|(r, (o, p))| {
+                let pick = |v: &[f32]| -> Vec<f32> {
+                    (0..groups)
+                        .map(|gi| v.get(gi * n + r).copied().unwrap_or(0.0))
+                        .collect()
+                };
+                kernels::dequant_int4_row_into::<W>(
+                    p,
+                    &pick(scales),
+                    &pick(zeros),
+                    group.max(2),
+                    o,
+                );
+            })
+    })
 }

@@ -476,7 +476,7 @@ impl QuantMethod for Quanto {
         }
         // quanto computes in the weight dtype: make sure the values are in it.
         let values: Cow<'_, [f32]> = with_rd!(plan.dtype, R => {
-            if R::DTYPE == DType::F32 || values.iter().all(|&v| R::rd(v).to_bits() == v.to_bits() || v.is_nan()) {
+            if R::DTYPE == DType::F32 || crate::num::all_in_dtype::<R>(values) {
                 Cow::Borrowed(values)
             } else {
                 Cow::Owned(values.iter().map(|&v| R::rd(v)).collect())

@@ -76,11 +76,14 @@ impl Rd for RdBF16 {
 /// f32 → bf16 bits, round to nearest even, NaN → 0xFFFF (ATen AVX2 vectorized path).
 #[inline(always)]
 pub(crate) fn bf16_bits(x: f32) -> u16 {
-    if x.is_nan() {
-        return 0xFFFF;
-    }
     let u = x.to_bits();
-    (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16
+    let rounded = (u.wrapping_add(0x7FFF + ((u >> 16) & 1)) >> 16) as u16;
+    // A select, not an early return, so loops over it vectorize.
+    if x.is_nan() {
+        0xFFFF
+    } else {
+        rounded
+    }
 }
 
 /// Quiets a NaN as x86 does when it returns a NaN operand.
@@ -140,6 +143,18 @@ pub(crate) fn round_half_even_small(x: f32) -> f32 {
         (x + MAGIC) - MAGIC
     } else {
         x
+    }
+}
+
+quant_core::multiversion! {
+    /// True when every value is already in the model dtype (NaN counts as in it).
+    pub(crate) fn all_in_dtype<R: Rd>(values: &[f32]) -> bool {
+        // Whole chunks without an early exit, so the test vectorizes.
+        values.chunks(4096).all(|c| {
+            c.iter().fold(true, |ok, &v| {
+                ok & ((R::rd(v).to_bits() == v.to_bits()) | v.is_nan())
+            })
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! the default `MaxOptimizer`, axis 0), and their `PackedTensor` bit packing.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::num::{add, div, mul, round_half_even_small, sub, Rd};
 
@@ -77,26 +78,33 @@ pub(crate) fn quantize<R: Rd>(
     cols: usize,
     tinygemm: bool,
 ) -> Quantized {
-    let mut codes = vec![0u8; values.len()];
     let mut scale = vec![0f32; rows];
     let mut shift = vec![0f32; rows];
-    if cols > 0 {
+    let codes = if cols > 0 && values.len() == rows * cols {
         let per = rows_per_task(cols);
+        let fill = |codes: &mut [MaybeUninit<u8>]| {
+            codes
+                .par_chunks_mut(cols * per)
+                .zip(values.par_chunks(cols * per))
+                .zip(scale.par_chunks_mut(per).zip(shift.par_chunks_mut(per)))
+                .for_each(|((c, v), (sc, sh))| {
+                    quantize_groups::<R>(bits, v, c, sc, sh, cols, tinygemm)
+                });
+        };
+        // SAFETY: `values` is `rows` whole groups (checked), tasks pair whole groups of
+        // codes and values, and `quantize_group` writes one code per value.
+        unsafe { quant_core::simd::vec_written(values.len(), fill) }
+    } else {
+        // Not whole groups: the codes of what is left over stay 0.
+        let mut codes = vec![0u8; values.len()];
+        if cols > 0 {
+            // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; only values are written.
+            let view =
+                unsafe { &mut *(codes.as_mut_slice() as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            quantize_groups::<R>(bits, values, view, &mut scale, &mut shift, cols, tinygemm);
+        }
         codes
-            .par_chunks_mut(cols * per)
-            .zip(values.par_chunks(cols * per))
-            .zip(scale.par_chunks_mut(per).zip(shift.par_chunks_mut(per)))
-            .for_each(|((c, v), (sc, sh))| {
-                for (((c, v), sc), sh) in c
-                    .chunks_mut(cols)
-                    .zip(v.chunks(cols))
-                    .zip(sc.iter_mut())
-                    .zip(sh.iter_mut())
-                {
-                    (*sc, *sh) = quantize_group::<R>(bits, v, c, tinygemm);
-                }
-            });
-    }
+    };
     Quantized {
         codes,
         scale,
@@ -104,46 +112,98 @@ pub(crate) fn quantize<R: Rd>(
     }
 }
 
-/// `(min, max)` of a group; NaN when it holds a NaN (as `torch.amin/amax` propagate it).
+quant_core::multiversion! {
+    /// The groups of one task.
+    fn quantize_groups<R: Rd>(
+        bits: Bits,
+        values: &[f32],
+        codes: &mut [MaybeUninit<u8>],
+        scale: &mut [f32],
+        shift: &mut [f32],
+        cols: usize,
+        tinygemm: bool,
+    ) {
+        for (((c, v), sc), sh) in codes
+            .chunks_mut(cols)
+            .zip(values.chunks(cols))
+            .zip(scale.iter_mut())
+            .zip(shift.iter_mut())
+        {
+            (*sc, *sh) = quantize_group::<R>(bits, v, c, tinygemm);
+        }
+    }
+}
+
+/// A float's bits as an i32 that orders like the float (-0 just below +0; NaN apart).
+#[inline(always)]
+fn order_key(x: f32) -> i32 {
+    let i = x.to_bits() as i32;
+    i ^ ((i >> 31) & 0x7FFF_FFFF)
+}
+
+#[inline(always)]
+fn from_order_key(k: i32) -> f32 {
+    f32::from_bits((k ^ ((k >> 31) & 0x7FFF_FFFF)) as u32)
+}
+
+/// `(min, max)` of a group as a first-to-last scan with strict `<` / `>` finds them
+/// (of equal values the first one, which matters for ±0); NaN when it holds a NaN (as
+/// `torch.amin/amax` propagate it). Integer reductions on order-preserving keys, which
+/// vectorize; a zero result takes the sign of the group's first zero.
+#[inline(always)]
 fn min_max(g: &[f32]) -> (f32, f32) {
-    let Some(&first) = g.first() else {
+    if g.is_empty() {
         return (0.0, 0.0);
-    };
-    let (mut lo, mut hi) = (first, first);
-    let mut nan = false;
+    }
+    let (mut lo, mut hi, mut mag) = (i32::MAX, i32::MIN, 0u32);
     for &v in g {
-        if v < lo {
-            lo = v;
-        }
-        if v > hi {
-            hi = v;
-        }
-        nan |= v.is_nan();
+        let k = order_key(v);
+        lo = lo.min(k);
+        hi = hi.max(k);
+        mag = mag.max(v.to_bits() & 0x7FFF_FFFF);
     }
-    if nan {
-        (f32::NAN, f32::NAN)
-    } else {
-        (lo, hi)
+    if mag > 0x7F80_0000 {
+        return (f32::NAN, f32::NAN);
     }
+    let (mut lo, mut hi) = (from_order_key(lo), from_order_key(hi));
+    if lo == 0.0 || hi == 0.0 {
+        let first_zero = g.iter().copied().find(|&v| v == 0.0).unwrap_or(0.0);
+        if lo == 0.0 {
+            lo = first_zero;
+        }
+        if hi == 0.0 {
+            hi = first_zero;
+        }
+    }
+    (lo, hi)
 }
 
 /// One group: `scale = rd(rd(max - min) / levels)`, `shift = -min`,
 /// `code = clamp(round_half_even(rd(rd(w + shift) / scale)), 0, levels)` (NaN → 0).
-fn quantize_group<R: Rd>(bits: Bits, g: &[f32], out: &mut [u8], tinygemm: bool) -> (f32, f32) {
+#[inline(always)]
+fn quantize_group<R: Rd>(
+    bits: Bits,
+    g: &[f32],
+    out: &mut [MaybeUninit<u8>],
+    tinygemm: bool,
+) -> (f32, f32) {
     let (rmin, rmax) = min_max(g);
     let levels = bits.levels();
     let scale = R::rd(div(R::rd(sub(rmax, rmin)), levels));
     let shift = -rmin;
     let fast = rmin.is_finite() && rmax.is_finite() && scale > 0.0 && scale.is_finite();
     if fast {
+        // No quotient is NaN here; adding 1.5·2^23 to the clamped value rounds it half to
+        // even and leaves the integer in the low byte of the sum's bits.
+        const MAGIC: f32 = 12_582_912.0;
         for (o, &w) in out.iter_mut().zip(g) {
             let x = R::rd(R::rd(w + shift) / scale);
-            *o = round_half_even_small(x.clamp(0.0, levels)) as u8;
+            o.write((x.clamp(0.0, levels) + MAGIC).to_bits() as u8);
         }
     } else {
         for (o, &w) in out.iter_mut().zip(g) {
             let x = R::rd(div(R::rd(add(w, shift)), scale));
-            *o = round_half_even_small(x.clamp(0.0, levels)) as u8;
+            o.write(round_half_even_small(x.clamp(0.0, levels)) as u8);
         }
     }
     let stored_shift = if tinygemm {
@@ -203,37 +263,76 @@ pub(crate) fn dequantize<R: Rd>(
     let rows = scale.len();
     let rp = bits.packed_rows(rows);
     let mask = (1u8 << bits.bits()) - 1;
-    let mut out = vec![0f32; rows * cols];
     if cols == 0 {
-        return out;
+        return vec![0f32; rows * cols];
     }
     let per = rows_per_task(cols);
-    out.par_chunks_mut(cols * per)
-        .enumerate()
-        .for_each(|(task, block)| {
-            for (i, orow) in block.chunks_mut(cols).enumerate() {
-                let r = task * per + i;
-                let (Some(&s), Some(&z)) = (scale.get(r), shift.get(r)) else {
-                    continue;
-                };
-                let pr = r % rp.max(1);
-                let bit = bits.bits() * (r / rp.max(1)) as u32;
-                let src = packed.get(pr * cols..(pr + 1) * cols).unwrap_or(&[]);
-                if s.is_finite() && z.is_finite() {
-                    // No NaN can arise: plain (vectorizable) arithmetic.
-                    orow.iter_mut().zip(src).for_each(|(o, &p)| {
-                        let c = f32::from((p >> bit) & mask);
-                        *o = R::rd(R::rd(s * c) - z);
-                    });
-                } else {
-                    orow.iter_mut().zip(src).for_each(|(o, &p)| {
-                        let c = f32::from((p >> bit) & mask);
-                        *o = R::rd(sub(R::rd(mul(s, c)), z));
-                    });
-                }
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(cols * per)
+            .enumerate()
+            .for_each(|(task, block)| {
+                dequantize_rows::<R>(
+                    bits,
+                    packed,
+                    scale,
+                    shift,
+                    cols,
+                    rp,
+                    mask,
+                    task * per,
+                    block,
+                )
+            });
+    };
+    // SAFETY: the chunks of `rows * cols` outputs are whole rows, and `dequantize_rows`
+    // writes every element of each row (zeros where the stored parts fall short).
+    unsafe { quant_core::simd::vec_written(rows * cols, fill) }
+}
+
+quant_core::multiversion! {
+    /// The rows of one task, the first being row `first`.
+    fn dequantize_rows<R: Rd>(
+        bits: Bits,
+        packed: &[u8],
+        scale: &[f32],
+        shift: &[f32],
+        cols: usize,
+        rp: usize,
+        mask: u8,
+        first: usize,
+        block: &mut [MaybeUninit<f32>],
+    ) {
+        for (i, orow) in block.chunks_mut(cols).enumerate() {
+            let r = first + i;
+            let (Some(&s), Some(&z)) = (scale.get(r), shift.get(r)) else {
+                orow.iter_mut().for_each(|o| {
+                    o.write(0.0);
+                });
+                continue;
+            };
+            let pr = r % rp.max(1);
+            let bit = bits.bits() * (r / rp.max(1)) as u32;
+            let src = packed.get(pr * cols..(pr + 1) * cols).unwrap_or(&[]);
+            if src.len() < orow.len() {
+                // Missing packed bytes: those values stay 0, as before.
+                orow.iter_mut().for_each(|o| {
+                    o.write(0.0);
+                });
             }
-        });
-    out
+            if s.is_finite() && z.is_finite() {
+                // No NaN can arise: plain (vectorizable) arithmetic.
+                orow.iter_mut().zip(src).for_each(|(o, &p)| {
+                    let c = f32::from((p >> bit) & mask);
+                    o.write(R::rd(R::rd(s * c) - z));
+                });
+            } else {
+                orow.iter_mut().zip(src).for_each(|(o, &p)| {
+                    let c = f32::from((p >> bit) & mask);
+                    o.write(R::rd(sub(R::rd(mul(s, c)), z)));
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +348,63 @@ mod tests {
         assert_eq!(group_size(128), None);
         assert_eq!(group_size(64), None);
         assert_eq!(group_size(864), Some(96));
+    }
+
+    #[test]
+    fn min_max_matches_a_first_to_last_scan() {
+        fn scan(g: &[f32]) -> (f32, f32) {
+            let (mut lo, mut hi) = (g[0], g[0]);
+            let mut nan = false;
+            for &v in g {
+                if v < lo {
+                    lo = v;
+                }
+                if v > hi {
+                    hi = v;
+                }
+                nan |= v.is_nan();
+            }
+            if nan {
+                (f32::NAN, f32::NAN)
+            } else {
+                (lo, hi)
+            }
+        }
+        let pool = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            2.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+        ];
+        let mut s = 7u32;
+        for len in 1..12 {
+            for _ in 0..2000 {
+                let g: Vec<f32> = (0..len)
+                    .map(|_| {
+                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        if s >> 28 == 15 {
+                            f32::NAN
+                        } else {
+                            pool[(s >> 8) as usize % pool.len()]
+                        }
+                    })
+                    .collect();
+                let (a, b) = min_max(&g);
+                let (c, d) = scan(&g);
+                assert!(
+                    a.to_bits() == c.to_bits() || (a.is_nan() && c.is_nan()),
+                    "{g:?}"
+                );
+                assert!(
+                    b.to_bits() == d.to_bits() || (b.is_nan() && d.is_nan()),
+                    "{g:?}"
+                );
+            }
+        }
     }
 
     #[test]

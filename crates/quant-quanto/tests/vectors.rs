@@ -10,6 +10,15 @@ use quant_core::{DType, TensorMeta, TensorSource};
 
 #[test]
 fn every_quanto_vector_is_byte_identical() {
+    // Both builds of the kernels: AVX2 (where the CPU has it) and the baseline.
+    for simd in [true, false] {
+        quant_core::simd::set_simd(simd);
+        every_quanto_vector_is_byte_identical_once();
+    }
+    quant_core::simd::set_simd(true);
+}
+
+fn every_quanto_vector_is_byte_identical_once() {
     let manifest = json("vectors/manifest.json");
     let entries = manifest["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 66);

@@ -1,0 +1,120 @@
+//! Run-time dispatch to AVX2 builds of hot loops.
+//!
+//! quant is compiled for baseline x86-64 (SSE2), where many loops do not vectorize well
+//! and `f32::round_ties_even` is a library call. [`multiversion!`](crate::multiversion)
+//! compiles a function body twice, once as is and once with AVX2 and F16C enabled, and
+//! picks the second at run time on CPUs that have both. Both builds execute the same IEEE
+//! operations in the same order (Rust never contracts `a * b + c` into an FMA, and no
+//! build enables FMA), so they give bit-identical results; the tests compare them through
+//! [`set_simd`].
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static SIMD_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Whether the AVX2 builds of [`multiversion!`](crate::multiversion) functions run:
+/// x86_64 CPUs with AVX2 and F16C, unless turned off with [`set_simd`].
+#[inline]
+pub fn simd_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !SIMD_OFF.load(Ordering::Relaxed)
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Turns the AVX2 builds off (`false`) or back on where the CPU has them (`true`), for
+/// comparing them with the baseline build. Process-wide.
+pub fn set_simd(enabled: bool) {
+    SIMD_OFF.store(!enabled, Ordering::Relaxed);
+}
+
+/// Defines a function whose body is compiled twice, for the baseline target and with
+/// `avx2,f16c`, the latter picked at run time by [`simd_enabled`].
+///
+/// Generic parameters take one bound each (`<R: Round, F: Fn(f32) -> f32>`); closures
+/// and generic helpers called from the body are inlined into each build. Call it on
+/// slices large enough (a row, a block of blocks) that the dispatch is negligible.
+///
+/// ```
+/// quant_core::multiversion! {
+///     /// Doubles every value.
+///     pub fn double(v: &mut [f32]) {
+///         for x in v {
+///             *x *= 2.0;
+///         }
+///     }
+/// }
+/// let mut v = [1.0, 2.0];
+/// double(&mut v);
+/// assert_eq!(v, [2.0, 4.0]);
+/// ```
+#[macro_export]
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($G:ident: $B:path),+ $(,)?>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        $vis fn $name $(<$($G: $B),+>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn imp $(<$($G: $B),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,f16c")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2 $(<$($G: $B),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                imp $(::<$($G),+>)? ($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if $crate::simd::simd_enabled() {
+                    // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2
+                    // and F16C.
+                    return unsafe { avx2 $(::<$($G),+>)? ($($arg),*) };
+                }
+            }
+            imp $(::<$($G),+>)? ($($arg),*)
+        }
+    };
+}
+
+/// Appends `n` elements to `v` that `fill` writes into the uninitialized tail, without a
+/// pass that zeroes the memory first (a fresh output buffer otherwise costs a `memset`
+/// as large as the output whenever the allocator hands back reused memory).
+///
+/// # Safety
+///
+/// `fill` must write every one of the `n` elements of the slice it is given (a panic in
+/// `fill` is fine: the elements are then not appended).
+pub unsafe fn extend_written<T>(
+    v: &mut Vec<T>,
+    n: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]),
+) {
+    v.reserve(n);
+    let len = v.len();
+    if let Some(tail) = v.spare_capacity_mut().get_mut(..n) {
+        fill(tail);
+        // SAFETY: `reserve` made room for `n` more elements and the caller guarantees that
+        // `fill` initialized all of them.
+        unsafe { v.set_len(len + n) };
+    }
+}
+
+/// A `Vec` of `n` elements, each written by `fill` (see [`extend_written`]).
+///
+/// # Safety
+///
+/// `fill` must write every one of the `n` elements of the slice it is given.
+pub unsafe fn vec_written<T>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v = Vec::new();
+    // SAFETY: forwarded to the caller.
+    unsafe { extend_written(&mut v, n, fill) };
+    v
+}
