@@ -3,6 +3,7 @@
 use quant_core::{Error, Result};
 use rayon::prelude::*;
 
+use crate::simd::simd_enabled;
 use crate::{
     bf16, f16, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1,
     q8_k,
@@ -284,17 +285,37 @@ pub fn quantize_rows<T: GgmlBlock>(
         .zip(values.par_chunks(row_len))
         .for_each_init(
             || vec![T::ZERO; blocks_per_row],
-            |blocks, (o, x)| {
-                match imatrix {
-                    Some(w) => T::quantize_row_imat(x, w, blocks),
-                    None => T::quantize_row(x, blocks),
-                }
-                for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
-                    b.write(ob);
-                }
-            },
+            |blocks, (o, x)| quantize_row_into(x, imatrix, blocks, o),
         );
     Ok(out)
+}
+
+/// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o`; the
+/// AVX2 build when [`simd_enabled`].
+fn quantize_row_into<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+    #[inline(always)]
+    fn imp<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+        match w {
+            Some(w) => T::quantize_row_imat(x, w, blocks),
+            None => T::quantize_row(x, blocks),
+        }
+        for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
+            b.write(ob);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+        imp(x, w, blocks, o)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_enabled() {
+            // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
+            return unsafe { avx2(x, w, blocks, o) };
+        }
+    }
+    imp(x, w, blocks, o)
 }
 
 /// Dequantizes rows of `row_len` values stored as `T`, rows in parallel.

@@ -22,7 +22,7 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
 
 /// ggml's `best_index_int8`: the index of the table entry nearest to `x` (binary
 /// search; the upper entry wins ties).
-#[inline]
+#[inline(always)]
 pub fn best_index_int8(val: &[i8; 16], x: f32) -> u8 {
     if x <= val[0] as f32 {
         return 0;
@@ -60,6 +60,7 @@ pub(crate) struct Iq4Out {
 
 /// ggml's `quantize_row_iq4_nl_impl` for a super-block `x` of 32 (IQ4_NL) or 256
 /// (IQ4_XS) values in blocks of 32, with `ntry = 7` (the chunk quantizer's value).
+#[inline(always)]
 pub(crate) fn quantize_iq4_impl(x: &[f32], quant_weights: Option<&[f32]>) -> Iq4Out {
     const BLOCK: usize = 32;
     const NTRY: i32 = 7;
@@ -214,11 +215,13 @@ impl GgmlBlock for BlockIq4Nl {
         blk.qs.copy_from_slice(&b[2..18]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..18].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let o = quantize_iq4_impl(xb, None);
@@ -227,6 +230,7 @@ impl GgmlBlock for BlockIq4Nl {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(y) {
             let o = quantize_iq4_impl(xb, Some(qb));

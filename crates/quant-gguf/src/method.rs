@@ -7,6 +7,7 @@ use quant_core::{
     parse_params, Artifacts, DType, Error, ParamSpec, Params, Part, PartLayout, PlannedTensor,
     QuantMethod, QuantizedTensor, Result, Selection, TensorMeta, TensorRecord,
 };
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::block::{self, GgmlType};
@@ -313,11 +314,11 @@ impl QuantMethod for GgufMethod {
         }
         let (_, row_len, _) = self.geometry(t)?;
         if !self.allow_nonfinite {
-            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            if let Some(index) = first_nonfinite(values) {
                 return Err(Error::NonFinite {
                     tensor: t.name.clone(),
                     index,
-                    value,
+                    value: values[index],
                 });
             }
         }
@@ -520,3 +521,18 @@ register!(
     GgmlType::IQ4_XS,
     "GGML IQ4_XS: 4-bit non-linear codes, 6-bit block scales (136 bytes / 256)"
 );
+
+/// Index of the first NaN or ±Inf in `values`: chunks in parallel, each tested with a
+/// branch-free (vectorisable) scan before it is searched.
+fn first_nonfinite(values: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 1 << 16;
+    let exp_all_ones = |v: &f32| v.to_bits() & 0x7f80_0000 == 0x7f80_0000;
+    let chunk = values
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().fold(false, |acc, v| acc | exp_all_ones(v)))?;
+    let start = chunk * CHUNK;
+    values[start..]
+        .iter()
+        .position(exp_all_ones)
+        .map(|i| start + i)
+}

@@ -34,6 +34,7 @@ pub struct BlockQ3K {
 const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 
 /// Packs the 16 6-bit scales (`l_j ∈ [0, 63]`) into 12 bytes.
+#[inline(always)]
 fn pack_scales(l: impl Fn(usize) -> i32) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..16 {
@@ -59,6 +60,7 @@ fn scale(s: &[u8; 12], j: usize) -> i8 {
 
 impl BlockQ3K {
     /// Requantizes against the stored scales and packs `hmask`/`qs`.
+    #[inline(always)]
     fn finish(&mut self, x: &[f32], l: &mut [i8; QK_K]) {
         let dall = fp16_to_fp32(self.d);
         for j in 0..QK_K / 16 {
@@ -112,6 +114,7 @@ impl GgmlBlock for BlockQ3K {
         blk.d = u16::from_le_bytes([b[108], b[109]]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..32].copy_from_slice(&self.hmask);
         out[32..96].copy_from_slice(&self.qs);
@@ -119,6 +122,7 @@ impl GgmlBlock for BlockQ3K {
         out[108..110].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; 16];
@@ -153,6 +157,7 @@ impl GgmlBlock for BlockQ3K {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; 16];

@@ -24,6 +24,7 @@ pub struct BlockQ4_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 
 /// Row-wide `σ²` of the weighted legacy quantizers: `Σx² / n`.
+#[inline(always)]
 pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
     let mut sum_x2 = 0f32;
     for &v in x {
@@ -33,6 +34,7 @@ pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
 }
 
 /// `w[j] = qw[j]·√(σ² + x[j]²)` for one block of 32.
+#[inline(always)]
 pub(crate) fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; 32] {
     let mut w = [0f32; 32];
     for ((wj, &xj), &q) in w.iter_mut().zip(xb).zip(qw) {
@@ -53,11 +55,13 @@ impl GgmlBlock for BlockQ4_0 {
         blk.qs.copy_from_slice(&b[2..18]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..18].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let mut amax = 0f32;
@@ -81,6 +85,7 @@ impl GgmlBlock for BlockQ4_0 {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let sigma2 = row_sigma2(x);
         let mut l = [0i8; 32];

@@ -53,7 +53,7 @@ pub fn c_f32_to_i32(x: f32) -> i32 {
 
 /// ggml's `GGML_FP32_TO_FP16` (`ggml_compute_fp32_to_fp16`, from Maratyszcza/FP16):
 /// round to nearest even, overflow to infinity, every NaN to `0x7E00` (sign kept).
-#[inline]
+#[inline(always)]
 pub fn fp32_to_fp16(f: f32) -> u16 {
     let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
     let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
@@ -80,7 +80,7 @@ pub fn fp32_to_fp16(f: f32) -> u16 {
 }
 
 /// ggml's `GGML_FP16_TO_FP32` (`ggml_compute_fp16_to_fp32`): exact.
-#[inline]
+#[inline(always)]
 pub fn fp16_to_fp32(h: u16) -> f32 {
     let w = (h as u32) << 16;
     let sign = w & 0x8000_0000;
@@ -102,7 +102,7 @@ pub fn fp16_to_fp32(h: u16) -> f32 {
 
 /// ggml's `GGML_FP32_TO_BF16`: round to nearest even; NaN → `(bits >> 16) | 64` (quiet,
 /// payload and sign kept).
-#[inline]
+#[inline(always)]
 pub fn fp32_to_bf16(s: f32) -> u16 {
     let u = s.to_bits();
     if (u & 0x7fff_ffff) > 0x7f80_0000 {
@@ -112,7 +112,7 @@ pub fn fp32_to_bf16(s: f32) -> u16 {
 }
 
 /// ggml's `GGML_BF16_TO_FP32`: exact.
-#[inline]
+#[inline(always)]
 pub fn bf16_to_fp32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
@@ -224,6 +224,7 @@ pub fn make_qx_quants_scalar(
 
 /// `make_q3_quants`: like [`make_qx_quants`] with x² weights and a coordinate-descent
 /// refinement (`do_rmse`), used by the Q3_K reference quantizer.
+#[inline(always)]
 pub fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8], do_rmse: bool) -> f32 {
     let n = x.len().min(l_out.len());
     let x = &x[..n];
@@ -421,6 +422,7 @@ const LANES: usize = 8;
 /// `make_qx_quants` (see [`make_qx_quants_scalar`]): the 18 candidate scales
 /// `−(nmax + 0.1·is)/max` do not depend on each other, so their sums are computed side by
 /// side; the candidates are then compared in ggml's order.
+#[inline(always)]
 pub fn make_qx_quants(
     nmax: i32,
     x: &[f32],
@@ -507,6 +509,7 @@ pub fn make_qx_quants(
 /// candidate moves `min`, which every later candidate uses, so candidates are evaluated
 /// speculatively 8 at a time from the current `min` and the batch restarts right
 /// after a winner: the accepted sequence is exactly ggml's.
+#[inline(always)]
 pub fn make_qkx_quants(
     p: QkxSearch,
     x: &[f32],
@@ -633,6 +636,7 @@ pub fn make_qkx_quants(
 
 /// `make_qp_quants`: quantizes the non-negative sub-block scales (or mins) `x` to
 /// `L ∈ [0, nmax]` under `quant_weights`, returning the super-block scale.
+#[inline(always)]
 pub fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], quant_weights: &[f32]) -> f32 {
     let n = x.len().min(l_out.len()).min(quant_weights.len());
     let x = &x[..n];
@@ -719,7 +723,7 @@ pub fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], quant_weights: &[f
 
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` from the 12 packed bytes
 /// of a Q4_K/Q5_K block.
-#[inline]
+#[inline(always)]
 pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -733,6 +737,7 @@ pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 
 /// Packs the 6-bit scales and mins of the 8 sub-blocks of a Q4_K/Q5_K block the way
 /// ggml does (`ls`/`lm` already limited to 63).
+#[inline(always)]
 pub fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..8 {
