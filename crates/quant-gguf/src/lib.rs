@@ -135,6 +135,7 @@ pub mod gguf;
 pub mod imatrix;
 pub mod iq4_nl;
 pub mod iq4_xs;
+mod lanes;
 pub mod method;
 pub mod q2_k;
 pub mod q3_k;
