@@ -1,6 +1,8 @@
 //! The static per-format trait and the GGML type identifiers.
 
 use quant_core::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::simd::simd_enabled;
@@ -257,6 +259,25 @@ pub fn quantize_rows<T: GgmlBlock>(
     row_len: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
+    match quantize_rows_checked::<T>(values, row_len, imatrix, false)? {
+        Ok(out) => Ok(out),
+        // Not reached: nothing is checked.
+        Err(index) => Err(shape_error(
+            T::TYPE,
+            "value",
+            format!("non-finite value at {index}"),
+        )),
+    }
+}
+
+/// [`quantize_rows`]; with `check_finite`, each row is first scanned for NaN/±Inf (while
+/// it is in cache) and `Ok(Err(index))` gives the index of the first one.
+fn quantize_rows_checked<T: GgmlBlock>(
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+    check_finite: bool,
+) -> Result<std::result::Result<Vec<u8>, usize>> {
     let ty = T::TYPE;
     if row_len == 0 || row_len % T::BLOCK_SIZE != 0 || values.len() % row_len != 0 {
         return Err(shape_error(
@@ -281,13 +302,35 @@ pub fn quantize_rows<T: GgmlBlock>(
     let blocks_per_row = row_len / T::BLOCK_SIZE;
     let row_bytes = blocks_per_row * T::TYPE_SIZE;
     let mut out = vec![0u8; values.len() / T::BLOCK_SIZE * T::TYPE_SIZE];
+    // The first row holding a non-finite value (`usize::MAX`: none).
+    let bad_row = AtomicUsize::new(usize::MAX);
     out.par_chunks_mut(row_bytes)
         .zip(values.par_chunks(row_len))
+        .enumerate()
         .for_each_init(
             || vec![T::ZERO; blocks_per_row],
-            |blocks, (o, x)| quantize_row_into(x, imatrix, blocks, o),
+            |blocks, (r, (o, x))| {
+                if check_finite && has_nonfinite(x) {
+                    bad_row.fetch_min(r, Ordering::Relaxed);
+                } else {
+                    quantize_row_into(x, imatrix, blocks, o);
+                }
+            },
         );
-    Ok(out)
+    let r = bad_row.into_inner();
+    if r != usize::MAX {
+        let row = &values[r * row_len..(r + 1) * row_len];
+        let i = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Ok(Err(r * row_len + i));
+    }
+    Ok(Ok(out))
+}
+
+/// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises).
+#[inline]
+fn has_nonfinite(x: &[f32]) -> bool {
+    x.iter()
+        .fold(false, |acc, v| acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000))
 }
 
 /// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o`; the
@@ -391,6 +434,17 @@ pub fn quantize(
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
     dispatch!(ty, quantize_rows::<_>(values, row_len, imatrix))
+}
+
+/// [`quantize`] refusing NaN/±Inf: `Ok(Err(index))` is the index of the first
+/// non-finite value (checked row by row during quantization).
+pub(crate) fn quantize_finite(
+    ty: GgmlType,
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<std::result::Result<Vec<u8>, usize>> {
+    dispatch!(ty, quantize_rows_checked::<_>(values, row_len, imatrix, true))
 }
 
 /// [`dequantize_rows`] for a type chosen at run time (F32 is not a block format).

@@ -57,6 +57,12 @@ pub(crate) trait Lanes: Copy {
     fn clamp_i(self, a: Self::I, lo: Self::I, hi: Self::I) -> Self::I;
     /// `a as f32` per lane.
     fn to_f(self, a: Self::I) -> Self::F;
+    /// C's `(int)a` on x86-64 ([`crate::util::c_f32_to_i32`]) per lane.
+    fn trunc_i(self, a: Self::F) -> Self::I;
+    /// `(int8_t)a` per lane: the low byte, sign-extended.
+    fn low_i8(self, a: Self::I) -> Self::I;
+    /// Bit `k` set when lane `k` of `a` equals lane `k` of `b` (IEEE `==`).
+    fn eq_bits(self, a: Self::F, b: Self::F) -> u32;
 }
 
 /// The portable build: plain arrays, left to the compiler.
@@ -181,6 +187,22 @@ impl Lanes for Portable {
     fn to_f(self, a: Self::I) -> Self::F {
         a.map(|v| v as f32)
     }
+    #[inline(always)]
+    fn trunc_i(self, a: Self::F) -> Self::I {
+        a.map(crate::util::c_f32_to_i32)
+    }
+    #[inline(always)]
+    fn low_i8(self, a: Self::I) -> Self::I {
+        a.map(|v| v as i8 as i32)
+    }
+    #[inline(always)]
+    fn eq_bits(self, a: Self::F, b: Self::F) -> u32 {
+        let mut bits = 0;
+        for (k, (a, b)) in a.iter().zip(b).enumerate() {
+            bits |= u32::from(*a == b) << k;
+        }
+        bits
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -304,6 +326,20 @@ mod avx2 {
         #[inline(always)]
         fn to_f(self, a: Self::I) -> Self::F {
             unsafe { _mm256_cvtepi32_ps(a) }
+        }
+        #[inline(always)]
+        fn trunc_i(self, a: Self::F) -> Self::I {
+            // cvttps2dq: truncation, 0x80000000 for NaN and out-of-range values, as
+            // cvttss2si (the scalar conversion C compilers emit).
+            unsafe { _mm256_cvttps_epi32(a) }
+        }
+        #[inline(always)]
+        fn low_i8(self, a: Self::I) -> Self::I {
+            unsafe { _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(a)) }
+        }
+        #[inline(always)]
+        fn eq_bits(self, a: Self::F, b: Self::F) -> u32 {
+            unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(a, b)) as u32 }
         }
     }
 }

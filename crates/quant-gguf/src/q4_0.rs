@@ -10,7 +10,10 @@
 //! rmse_type 1, w)`.
 
 use crate::block::{GgmlBlock, GgmlType};
-use crate::util::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qx_quants};
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::Avx2;
+use crate::lanes::{self, Lanes, Portable};
+use crate::util::{fp16_to_fp32, fp32_to_fp16, make_qx_quants};
 
 /// ggml's `block_q4_0`.
 #[repr(C)]
@@ -43,6 +46,61 @@ pub(crate) fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; 32] {
     w
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(t: Avx2, x: &[f32], y: &mut [BlockQ4_0]) {
+    quantize_row_lanes(t, x, y)
+}
+
+/// `quantize_row_q4_0_ref` with each block as four 8-lane vectors. `max` is the first
+/// value of largest magnitude, as ggml's `if (amax < fabsf(v))` scan finds it: the
+/// largest magnitude (NaN never compares greater, so the order of the comparisons does
+/// not matter), then the first value that has it; 0 when every magnitude is 0 or NaN.
+#[inline(always)]
+fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
+    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
+    for (xb, yb) in x.chunks_exact(32).zip(y) {
+        let mut v = [s.splat(0.0); 4];
+        for (v, c) in v.iter_mut().zip(xb.chunks_exact(lanes::N)) {
+            let mut a = [0f32; lanes::N];
+            a.copy_from_slice(c);
+            *v = s.load(&a);
+        }
+        let mut am = s.abs(v[0]);
+        for &vk in &v[1..] {
+            let a = s.abs(vk);
+            am = s.select(s.gt(a, am), a, am);
+        }
+        let mut amax = 0f32;
+        for a in s.store(am) {
+            if a > amax {
+                amax = a;
+            }
+        }
+        let mut max = 0f32;
+        if amax > 0.0 {
+            let target = s.splat(amax);
+            let mut bits = 0u32;
+            for (k, &vk) in v.iter().enumerate() {
+                bits |= s.eq_bits(s.abs(vk), target) << (lanes::N * k);
+            }
+            max = xb[bits.trailing_zeros() as usize % 32];
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = fp32_to_fp16(d);
+        let (idv, half) = (s.splat(id), s.splat(8.5));
+        let mut q = [0i32; 32];
+        for (qc, &vk) in q.chunks_exact_mut(lanes::N).zip(&v) {
+            let t = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi);
+            qc.copy_from_slice(&s.store_i(t));
+        }
+        for (j, qs) in yb.qs.iter_mut().enumerate() {
+            *qs = (q[j] as u8) | ((q[j + 16] as u32) << 4) as u8;
+        }
+    }
+}
+
 impl GgmlBlock for BlockQ4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
     const BLOCK_SIZE: usize = 32;
@@ -63,26 +121,12 @@ impl GgmlBlock for BlockQ4_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let mut amax = 0f32;
-            let mut max = 0f32;
-            for &v in xb {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            let d = max / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            yb.d = fp32_to_fp16(d);
-            for j in 0..16 {
-                let x0 = xb[j] * id;
-                let x1 = xb[16 + j] * id;
-                let xi0 = c_min(15, c_f32_to_i32(x0 + 8.5) as i8 as i32) as u8;
-                let xi1 = c_min(15, c_f32_to_i32(x1 + 8.5) as i8 as i32) as u8;
-                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
-            }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            return unsafe { quantize_row_avx2(t, x, y) };
         }
+        quantize_row_lanes(Portable, x, y)
     }
 
     #[inline(always)]
