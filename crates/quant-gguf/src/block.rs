@@ -329,8 +329,9 @@ fn quantize_rows_checked<T: GgmlBlock>(
 /// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises).
 #[inline]
 fn has_nonfinite(x: &[f32]) -> bool {
-    x.iter()
-        .fold(false, |acc, v| acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000))
+    x.iter().fold(false, |acc, v| {
+        acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+    })
 }
 
 /// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o`; the
@@ -444,7 +445,10 @@ pub(crate) fn quantize_finite(
     row_len: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<std::result::Result<Vec<u8>, usize>> {
-    dispatch!(ty, quantize_rows_checked::<_>(values, row_len, imatrix, true))
+    dispatch!(
+        ty,
+        quantize_rows_checked::<_>(values, row_len, imatrix, true)
+    )
 }
 
 /// [`dequantize_rows`] for a type chosen at run time (F32 is not a block format).

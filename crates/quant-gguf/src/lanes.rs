@@ -63,6 +63,10 @@ pub(crate) trait Lanes: Copy {
     fn low_i8(self, a: Self::I) -> Self::I;
     /// Bit `k` set when lane `k` of `a` equals lane `k` of `b` (IEEE `==`).
     fn eq_bits(self, a: Self::F, b: Self::F) -> u32;
+    /// `a | (b << 4)` per lane.
+    fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I;
+    /// The low byte of each lane of `a`, then of `b`.
+    fn low_bytes(self, a: Self::I, b: Self::I) -> [u8; 2 * N];
 }
 
 /// The portable build: plain arrays, left to the compiler.
@@ -194,6 +198,22 @@ impl Lanes for Portable {
     #[inline(always)]
     fn low_i8(self, a: Self::I) -> Self::I {
         a.map(|v| v as i8 as i32)
+    }
+    #[inline(always)]
+    fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I {
+        let mut r = a;
+        for (r, b) in r.iter_mut().zip(b) {
+            *r |= b << 4;
+        }
+        r
+    }
+    #[inline(always)]
+    fn low_bytes(self, a: Self::I, b: Self::I) -> [u8; 2 * N] {
+        let mut r = [0u8; 2 * N];
+        for (r, v) in r.iter_mut().zip(a.into_iter().chain(b)) {
+            *r = v as u8;
+        }
+        r
     }
     #[inline(always)]
     fn eq_bits(self, a: Self::F, b: Self::F) -> u32 {
@@ -336,6 +356,26 @@ mod avx2 {
         #[inline(always)]
         fn low_i8(self, a: Self::I) -> Self::I {
             unsafe { _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(a)) }
+        }
+        #[inline(always)]
+        fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I {
+            unsafe { _mm256_or_si256(a, _mm256_slli_epi32::<4>(b)) }
+        }
+        #[inline(always)]
+        fn low_bytes(self, a: Self::I, b: Self::I) -> [u8; 2 * N] {
+            let mut r = [0u8; 2 * N];
+            unsafe {
+                let m = _mm256_set1_epi32(0xff);
+                // Lanes 0..255 pack without saturating: a0-3 b0-3 | a4-7 b4-7 as u16 ...
+                let w = _mm256_packus_epi32(_mm256_and_si256(a, m), _mm256_and_si256(b, m));
+                // ... a0-7 | b0-7 ...
+                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(w);
+                // ... then bytes.
+                let bytes =
+                    _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
+                _mm_storeu_si128(r.as_mut_ptr().cast(), bytes);
+            }
+            r
         }
         #[inline(always)]
         fn eq_bits(self, a: Self::F, b: Self::F) -> u32 {

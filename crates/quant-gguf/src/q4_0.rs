@@ -90,14 +90,9 @@ fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
         let (idv, half) = (s.splat(id), s.splat(8.5));
-        let mut q = [0i32; 32];
-        for (qc, &vk) in q.chunks_exact_mut(lanes::N).zip(&v) {
-            let t = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi);
-            qc.copy_from_slice(&s.store_i(t));
-        }
-        for (j, qs) in yb.qs.iter_mut().enumerate() {
-            *qs = (q[j] as u8) | ((q[j + 16] as u32) << 4) as u8;
-        }
+        let q = v.map(|vk| s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi));
+        // Byte j: value j in the low nibble, value j + 16 in the high one (low byte kept).
+        yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
     }
 }
 
@@ -153,5 +148,74 @@ impl GgmlBlock for BlockQ4_0 {
                 o[j + 16] = x1 as f32 * d;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::{c_f32_to_i32, c_min};
+
+    /// The straight port of `quantize_row_q4_0_ref`.
+    fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ4_0]) {
+        for (xb, yb) in x.chunks_exact(32).zip(y) {
+            let mut amax = 0f32;
+            let mut max = 0f32;
+            for &v in xb {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            yb.d = fp32_to_fp16(d);
+            for j in 0..16 {
+                let xi0 = c_min(15, c_f32_to_i32(xb[j] * id + 8.5) as i8 as i32) as u8;
+                let xi1 = c_min(15, c_f32_to_i32(xb[16 + j] * id + 8.5) as i8 as i32) as u8;
+                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_equal_the_straight_port() {
+        let mut s = 7u64;
+        let mut x: Vec<f32> = (0..32 * 600)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
+                match i % 11 {
+                    0 => -u,
+                    3 => (u * 8.0).round() * 0.25,
+                    _ => u,
+                }
+            })
+            .collect();
+        // Ties of magnitude with both signs, zeros, -0, NaN, Inf, huge and tiny blocks.
+        x[32..64].fill(0.0);
+        x[64..96].fill(-0.0);
+        x[100] = 0.75;
+        x[101] = -0.75;
+        x[96..100].fill(-0.75);
+        x[130] = f32::NAN;
+        x[170] = f32::INFINITY;
+        x[200] = f32::NEG_INFINITY;
+        x[230] = f32::NAN;
+        x[231] = 3.0;
+        x[260..292].iter_mut().for_each(|v| *v *= 1e30);
+        x[300..320].iter_mut().for_each(|v| *v *= 1e-38);
+        x[330..352].fill(f32::NAN);
+        let mut want = vec![BlockQ4_0::ZERO; x.len() / 32];
+        quantize_row_scalar(&x, &mut want);
+        for simd in [true, false] {
+            crate::simd::set_simd(simd);
+            let mut got = vec![BlockQ4_0::ZERO; x.len() / 32];
+            BlockQ4_0::quantize_row(&x, &mut got);
+            assert_eq!(got, want, "simd={simd}");
+        }
+        crate::simd::set_simd(true);
     }
 }
