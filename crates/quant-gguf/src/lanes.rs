@@ -63,6 +63,8 @@ pub(crate) trait Lanes: Copy {
     fn low_i8(self, a: Self::I) -> Self::I;
     /// Bit `k` set when lane `k` of `a` equals lane `k` of `b` (IEEE `==`).
     fn eq_bits(self, a: Self::F, b: Self::F) -> u32;
+    /// The largest lane of `a`, which holds no NaN.
+    fn hmax(self, a: Self::F) -> f32;
     /// `a | (b << 4)` per lane.
     fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I;
     /// The low byte of each lane of `a`, then of `b`.
@@ -198,6 +200,16 @@ impl Lanes for Portable {
     #[inline(always)]
     fn low_i8(self, a: Self::I) -> Self::I {
         a.map(|v| v as i8 as i32)
+    }
+    #[inline(always)]
+    fn hmax(self, a: Self::F) -> f32 {
+        let mut m = a[0];
+        for v in a {
+            if v > m {
+                m = v;
+            }
+        }
+        m
     }
     #[inline(always)]
     fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I {
@@ -356,6 +368,16 @@ mod avx2 {
         #[inline(always)]
         fn low_i8(self, a: Self::I) -> Self::I {
             unsafe { _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(a)) }
+        }
+        #[inline(always)]
+        fn hmax(self, a: Self::F) -> f32 {
+            // Without NaN, max is exact in any order.
+            unsafe {
+                let m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+                _mm_cvtss_f32(m)
+            }
         }
         #[inline(always)]
         fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I {

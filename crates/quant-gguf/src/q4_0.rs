@@ -66,17 +66,13 @@ fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
             a.copy_from_slice(c);
             *v = s.load(&a);
         }
-        let mut am = s.abs(v[0]);
-        for &vk in &v[1..] {
+        // Lane maxima from 0: they only take values that compared greater, never NaN.
+        let mut am = s.splat(0.0);
+        for &vk in &v {
             let a = s.abs(vk);
             am = s.select(s.gt(a, am), a, am);
         }
-        let mut amax = 0f32;
-        for a in s.store(am) {
-            if a > amax {
-                amax = a;
-            }
-        }
+        let amax = s.hmax(am);
         let mut max = 0f32;
         if amax > 0.0 {
             let target = s.splat(amax);
@@ -86,7 +82,8 @@ fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
             }
             max = xb[bits.trailing_zeros() as usize % 32];
         }
-        let d = max / -8.0;
+        // `max / -8` (a multiplication by the exact 1/8 rounds the same real number).
+        let d = max * -0.125;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
         let (idv, half) = (s.splat(id), s.splat(8.5));
@@ -208,6 +205,11 @@ mod tests {
         x[260..292].iter_mut().for_each(|v| *v *= 1e30);
         x[300..320].iter_mut().for_each(|v| *v *= 1e-38);
         x[330..352].fill(f32::NAN);
+        // A NaN first in its lane, the block's largest magnitude later in that lane.
+        x[352] = f32::NAN;
+        x[360] = 2.0;
+        x[384 + 9] = f32::NAN;
+        x[384 + 25] = -2.0;
         let mut want = vec![BlockQ4_0::ZERO; x.len() / 32];
         quantize_row_scalar(&x, &mut want);
         for simd in [true, false] {
