@@ -808,66 +808,86 @@ fn qkx_candidates<S: Lanes>(
     st: &mut QkxState,
     l_out: &mut [u8],
 ) {
+    const V: usize = QKX_VECTORS;
+    const L: usize = V * lanes::N;
     let nmax = p.nmax;
     let nst = (p.nstep + 1) as usize;
     let (lo, hi) = (s.splat_i(0), s.splat_i(nmax));
+    let (sw, sx, zero) = (s.splat(sum_w), s.splat(sum_x), s.splat(0.0));
     // The codes of the current batch, element-major, kept for the error pass.
-    let mut codes = [s.splat(0.0); 32];
+    let mut codes = [[zero; V]; 32];
     let mut is0 = 0usize;
     while is0 < nst {
         // `min` moves with every winner, and so does the span.
-        let span = max - st.min;
-        let mut num = [0f32; lanes::N];
-        for (k, v) in num.iter_mut().enumerate() {
-            let is = (is0 + k) as i32;
-            *v = p.rmin + p.rdelta * is as f32 + nmax as f32;
+        let span = s.splat(max - st.min);
+        let mut isc = [zero; V];
+        for (v, iv) in isc.iter_mut().enumerate() {
+            let mut num = [0f32; lanes::N];
+            for (k, n) in num.iter_mut().enumerate() {
+                let is = (is0 + lanes::N * v + k) as i32;
+                *n = p.rmin + p.rdelta * is as f32 + nmax as f32;
+            }
+            *iv = s.div(s.load(&num), span);
         }
-        let isc = s.div(s.load(&num), s.splat(span));
-        let mut sl = s.splat(0.0);
-        let mut sl2 = s.splat(0.0);
-        let mut sxl = s.splat(0.0);
+        let mut sl = [zero; V];
+        let mut sl2 = [zero; V];
+        let mut sxl = [zero; V];
         for ((&xi, &wi), code) in x.iter().zip(w).zip(codes.iter_mut()) {
-            let l = s.nearest_int(s.mul(isc, s.splat(xi - st.min)));
-            let lf = s.to_f(s.clamp_i(l, lo, hi));
-            *code = lf;
-            let wl = s.mul(s.splat(wi), lf);
-            sl = s.add(sl, wl);
-            sl2 = s.add(sl2, s.mul(wl, lf));
-            sxl = s.add(sxl, s.mul(wl, s.splat(xi)));
-        }
-        let (sl, sl2, sxl) = (s.store(sl), s.store(sl2), s.store(sxl));
-        let mut ts = [0f32; lanes::N];
-        let mut tm = [0f32; lanes::N];
-        let mut ok = [false; lanes::N];
-        for k in 0..lanes::N {
-            let (sl, sl2, sxl) = (sl[k], sl2[k], sxl[k]);
-            let d = sum_w * sl2 - sl * sl;
-            ok[k] = d > 0.0;
-            ts[k] = (sum_w * sxl - sum_x * sl) / d;
-            tm[k] = (sl2 * sum_x - sl * sxl) / d;
-            if tm[k] > 0.0 {
-                tm[k] = 0.0;
-                ts[k] = sxl / sl2;
+            let (xm, wv, xv) = (s.splat(xi - st.min), s.splat(wi), s.splat(xi));
+            for v in 0..V {
+                let l = s.nearest_int(s.mul(isc[v], xm));
+                let lf = s.to_f(s.clamp_i(l, lo, hi));
+                code[v] = lf;
+                let wl = s.mul(wv, lf);
+                sl[v] = s.add(sl[v], wl);
+                sl2[v] = s.add(sl2[v], s.mul(wl, lf));
+                sxl[v] = s.add(sxl[v], s.mul(wl, xv));
             }
         }
-        let (tsv, tmv) = (s.load(&ts), s.load(&tm));
-        let mut err = s.splat(0.0);
-        for ((&xi, &wi), &lf) in x.iter().zip(w).zip(codes.iter()) {
-            let diff = s.sub(s.add(s.mul(tsv, lf), tmv), s.splat(xi));
-            let diff = if p.use_mad {
-                s.abs(diff)
-            } else {
-                s.mul(diff, diff)
-            };
-            err = s.add(err, s.mul(s.splat(wi), diff));
+        // ggml's per-candidate `this_scale`/`this_min`, lane-wise (both branches computed,
+        // the taken one selected).
+        let mut tsv = [zero; V];
+        let mut tmv = [zero; V];
+        let mut ok = [0f32; L];
+        let mut ts = [0f32; L];
+        let mut tm = [0f32; L];
+        for v in 0..V {
+            let (sl, sl2, sxl) = (sl[v], sl2[v], sxl[v]);
+            let d = s.sub(s.mul(sw, sl2), s.mul(sl, sl));
+            let t_s = s.div(s.sub(s.mul(sw, sxl), s.mul(sx, sl)), d);
+            let t_m = s.div(s.sub(s.mul(sl2, sx), s.mul(sl, sxl)), d);
+            let clipped = s.gt(t_m, zero);
+            tsv[v] = s.select(clipped, s.div(sxl, sl2), t_s);
+            tmv[v] = s.select(clipped, zero, t_m);
+            let r = lanes::N * v..lanes::N * (v + 1);
+            ok[r.clone()].copy_from_slice(&s.store(s.select(s.gt(d, zero), s.splat(1.0), zero)));
+            ts[r.clone()].copy_from_slice(&s.store(tsv[v]));
+            tm[r].copy_from_slice(&s.store(tmv[v]));
         }
-        let err = s.store(err);
-        let valid = lanes::N.min(nst - is0);
+        let mut errv = [zero; V];
+        for ((&xi, &wi), code) in x.iter().zip(w).zip(codes.iter()) {
+            let (xv, wv) = (s.splat(xi), s.splat(wi));
+            for v in 0..V {
+                let diff = s.sub(s.add(s.mul(tsv[v], code[v]), tmv[v]), xv);
+                let diff = if p.use_mad {
+                    s.abs(diff)
+                } else {
+                    s.mul(diff, diff)
+                };
+                errv[v] = s.add(errv[v], s.mul(wv, diff));
+            }
+        }
+        let mut err = [0f32; L];
+        for v in 0..V {
+            err[lanes::N * v..lanes::N * (v + 1)].copy_from_slice(&s.store(errv[v]));
+        }
+        let valid = L.min(nst - is0);
         let mut next = is0 + valid;
         for k in 0..valid {
-            if ok[k] && err[k] < st.best_error {
-                for (li, &lf) in l_out.iter_mut().zip(codes.iter()) {
-                    *li = s.store(lf)[k] as u8;
+            if ok[k] != 0.0 && err[k] < st.best_error {
+                let (v, kk) = (k / lanes::N, k % lanes::N);
+                for (li, code) in l_out.iter_mut().zip(codes.iter()) {
+                    *li = s.store(code[v])[kk] as u8;
                 }
                 st.best_error = err[k];
                 st.scale = ts[k];
@@ -880,6 +900,10 @@ fn qkx_candidates<S: Lanes>(
         is0 = next;
     }
 }
+
+/// Vectors of candidates per batch of [`qkx_candidates`]: one (8 candidates) measured
+/// faster than two, as a winner discards the rest of its batch.
+const QKX_VECTORS: usize = 1;
 
 /// `make_qp_quants`: quantizes the non-negative sub-block scales (or mins) `x` to
 /// `L ∈ [0, nmax]` under `quant_weights`, returning the super-block scale.
