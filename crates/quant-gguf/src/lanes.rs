@@ -49,6 +49,8 @@ pub(crate) trait Lanes: Copy {
     fn ne_i(self, a: Self::I, b: Self::I) -> Self::M;
     /// Every lane `v`.
     fn splat_i(self, v: i32) -> Self::I;
+    /// `a - b` (wrapping).
+    fn sub_i(self, a: Self::I, b: Self::I) -> Self::I;
     /// The lanes as an array.
     fn store_i(self, v: Self::I) -> [i32; N];
     /// [`crate::util::nearest_int`] per lane (same bits for every input, NaN included).
@@ -172,6 +174,14 @@ impl Lanes for Portable {
     #[inline(always)]
     fn splat_i(self, v: i32) -> Self::I {
         [v; N]
+    }
+    #[inline(always)]
+    fn sub_i(self, a: Self::I, b: Self::I) -> Self::I {
+        let mut r = a;
+        for (r, b) in r.iter_mut().zip(b) {
+            *r = r.wrapping_sub(b);
+        }
+        r
     }
     #[inline(always)]
     fn store_i(self, v: Self::I) -> [i32; N] {
@@ -336,6 +346,10 @@ mod avx2 {
         #[inline(always)]
         fn splat_i(self, v: i32) -> Self::I {
             unsafe { _mm256_set1_epi32(v) }
+        }
+        #[inline(always)]
+        fn sub_i(self, a: Self::I, b: Self::I) -> Self::I {
+            unsafe { _mm256_sub_epi32(a, b) }
         }
         #[inline(always)]
         fn store_i(self, v: Self::I) -> [i32; N] {
