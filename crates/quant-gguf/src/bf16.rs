@@ -26,9 +26,11 @@ impl GgmlBlock for BlockBF16 {
             bits: u16::from_le_bytes([b[0], b[1]]),
         }
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[..2].copy_from_slice(&self.bits.to_le_bytes());
     }
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (v, b) in x.iter().zip(y) {
             b.bits = fp32_to_bf16(*v);

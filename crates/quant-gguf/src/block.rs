@@ -1,8 +1,11 @@
 //! The static per-format trait and the GGML type identifiers.
 
 use quant_core::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
+use crate::simd::simd_enabled;
 use crate::{
     bf16, f16, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1,
     q8_k,
@@ -256,6 +259,25 @@ pub fn quantize_rows<T: GgmlBlock>(
     row_len: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
+    match quantize_rows_checked::<T>(values, row_len, imatrix, false)? {
+        Ok(out) => Ok(out),
+        // Not reached: nothing is checked.
+        Err(index) => Err(shape_error(
+            T::TYPE,
+            "value",
+            format!("non-finite value at {index}"),
+        )),
+    }
+}
+
+/// [`quantize_rows`]; with `check_finite`, each row is first scanned for NaN/±Inf (while
+/// it is in cache) and `Ok(Err(index))` gives the index of the first one.
+fn quantize_rows_checked<T: GgmlBlock>(
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+    check_finite: bool,
+) -> Result<std::result::Result<Vec<u8>, usize>> {
     let ty = T::TYPE;
     if row_len == 0 || row_len % T::BLOCK_SIZE != 0 || values.len() % row_len != 0 {
         return Err(shape_error(
@@ -280,21 +302,64 @@ pub fn quantize_rows<T: GgmlBlock>(
     let blocks_per_row = row_len / T::BLOCK_SIZE;
     let row_bytes = blocks_per_row * T::TYPE_SIZE;
     let mut out = vec![0u8; values.len() / T::BLOCK_SIZE * T::TYPE_SIZE];
+    // The first row holding a non-finite value (`usize::MAX`: none).
+    let bad_row = AtomicUsize::new(usize::MAX);
     out.par_chunks_mut(row_bytes)
         .zip(values.par_chunks(row_len))
+        .enumerate()
         .for_each_init(
             || vec![T::ZERO; blocks_per_row],
-            |blocks, (o, x)| {
-                match imatrix {
-                    Some(w) => T::quantize_row_imat(x, w, blocks),
-                    None => T::quantize_row(x, blocks),
-                }
-                for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
-                    b.write(ob);
+            |blocks, (r, (o, x))| {
+                if check_finite && has_nonfinite(x) {
+                    bad_row.fetch_min(r, Ordering::Relaxed);
+                } else {
+                    quantize_row_into(x, imatrix, blocks, o);
                 }
             },
         );
-    Ok(out)
+    let r = bad_row.into_inner();
+    if r != usize::MAX {
+        let row = &values[r * row_len..(r + 1) * row_len];
+        let i = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Ok(Err(r * row_len + i));
+    }
+    Ok(Ok(out))
+}
+
+/// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises).
+#[inline]
+fn has_nonfinite(x: &[f32]) -> bool {
+    x.iter().fold(false, |acc, v| {
+        acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+    })
+}
+
+/// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o`; the
+/// AVX2 build when [`simd_enabled`].
+fn quantize_row_into<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+    #[inline(always)]
+    fn imp<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+        match w {
+            Some(w) => T::quantize_row_imat(x, w, blocks),
+            None => T::quantize_row(x, blocks),
+        }
+        for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
+            b.write(ob);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+        imp(x, w, blocks, o)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd_enabled() {
+            // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
+            return unsafe { avx2(x, w, blocks, o) };
+        }
+    }
+    imp(x, w, blocks, o)
 }
 
 /// Dequantizes rows of `row_len` values stored as `T`, rows in parallel.
@@ -370,6 +435,20 @@ pub fn quantize(
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
     dispatch!(ty, quantize_rows::<_>(values, row_len, imatrix))
+}
+
+/// [`quantize`] refusing NaN/±Inf: `Ok(Err(index))` is the index of the first
+/// non-finite value (checked row by row during quantization).
+pub(crate) fn quantize_finite(
+    ty: GgmlType,
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<std::result::Result<Vec<u8>, usize>> {
+    dispatch!(
+        ty,
+        quantize_rows_checked::<_>(values, row_len, imatrix, true)
+    )
 }
 
 /// [`dequantize_rows`] for a type chosen at run time (F32 is not a block format).

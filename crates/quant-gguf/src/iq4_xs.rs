@@ -30,6 +30,7 @@ pub struct BlockIq4Xs {
 const _: () = assert!(std::mem::size_of::<BlockIq4Xs>() == 136);
 
 impl BlockIq4Xs {
+    #[inline(always)]
     fn from_impl(x: &[f32], qw: Option<&[f32]>) -> Self {
         let o = quantize_iq4_impl(x, qw);
         BlockIq4Xs {
@@ -60,6 +61,7 @@ impl GgmlBlock for BlockIq4Xs {
         blk.qs.copy_from_slice(&b[8..136]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.scales_h.to_le_bytes());
@@ -67,12 +69,14 @@ impl GgmlBlock for BlockIq4Xs {
         out[8..136].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::from_impl(xb, None);
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::from_impl(xb, Some(qb));

@@ -111,13 +111,18 @@
 //!
 //! # Speed
 //!
-//! Rows are quantized and dequantized in parallel with rayon. The candidate-scale
-//! searches of `make_qx_quants` (Q6_K, Q3_K/Q4_0/Q5_0 weighted) and
-//! `make_qkx2/3_quants` (Q2_K, Q4_K, Q5_K, Q4_1/Q5_1 weighted) evaluate several
-//! candidates side by side, each lane running ggml's exact scalar sequence; for qkx a
-//! winning candidate changes `min` for the later ones, so lanes are speculative and the
-//! batch restarts after a winner. The straight ports (`*_scalar`) stay in [`util`] and a
-//! unit test checks the batched versions against them bit for bit.
+//! Rows are quantized and dequantized in parallel with rayon; a tensor's NaN/Inf check
+//! runs row by row inside the same pass. The row quantizers are plain Rust compiled
+//! twice, for the baseline target and with AVX2 (picked at run time, see [`simd`]), and
+//! the hot kernels work on 8-lane vectors (portable arrays, or AVX2 intrinsics) where
+//! each lane is one independent computation running ggml's scalar operations in ggml's
+//! order: the candidate scales of `make_qx_quants` (Q6_K, Q3_K/Q4_0/Q5_0 weighted) and
+//! of the IQ4 search, the 16 sub-blocks of Q3_K's `make_q3_quants` (coordinate descent
+//! included), the 8 positions of a Q4_0 block. In `make_qkx2/3_quants` (Q2_K, Q4_K,
+//! Q5_K, Q4_1/Q5_1 weighted) a winning candidate changes `min` for the later ones, so
+//! lanes are speculative and the batch restarts after a winner. The straight ports
+//! (`*_scalar`) stay in [`util`]; unit tests check the vector versions against them bit
+//! for bit, and the reference vectors run with and without AVX2.
 //!
 //! # Not implemented
 //!
@@ -135,6 +140,7 @@ pub mod gguf;
 pub mod imatrix;
 pub mod iq4_nl;
 pub mod iq4_xs;
+mod lanes;
 pub mod method;
 pub mod q2_k;
 pub mod q3_k;
@@ -148,6 +154,7 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+pub mod simd;
 pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};

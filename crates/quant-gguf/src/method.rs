@@ -7,6 +7,7 @@ use quant_core::{
     parse_params, Artifacts, DType, Error, ParamSpec, Params, Part, PartLayout, PlannedTensor,
     QuantMethod, QuantizedTensor, Result, Selection, TensorMeta, TensorRecord,
 };
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::block::{self, GgmlType};
@@ -315,31 +316,49 @@ impl QuantMethod for GgufMethod {
             });
         }
         let (_, row_len, _) = self.geometry(t)?;
-        if !self.allow_nonfinite {
-            if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    tensor: t.name.clone(),
-                    index,
-                    value,
-                });
-            }
-        }
+        let nonfinite = |index: usize| Error::NonFinite {
+            tensor: t.name.clone(),
+            index,
+            value: values[index],
+        };
         let weights = if self.ty.uses_imatrix() {
-            self.weights_for(t, row_len)?
+            match self.weights_for(t, row_len) {
+                Ok(w) => w,
+                // A non-finite value is reported first, as when it was checked up front.
+                Err(e) => {
+                    return Err(match first_nonfinite(values) {
+                        Some(index) if !self.allow_nonfinite => nonfinite(index),
+                        _ => e,
+                    })
+                }
+            }
         } else {
             None
+        };
+        // NaN/Inf are refused row by row during quantization (while each row is in cache).
+        let check = !self.allow_nonfinite;
+        let quantize = |chunk: &[f32], w: Option<&[f32]>| {
+            if check {
+                block::quantize_finite(self.ty, chunk, row_len, w)
+            } else {
+                block::quantize(self.ty, chunk, row_len, w).map(Ok)
+            }
         };
         let data = match weights {
             Some(w) if w.len() > row_len => {
                 // 3-D expert tensors: one imatrix slice per expert, as llama.cpp does.
                 let per_mat = numel / (w.len() / row_len);
                 let mut out = Vec::new();
-                for (chunk, wm) in values.chunks(per_mat.max(1)).zip(w.chunks(row_len)) {
-                    out.extend(block::quantize(self.ty, chunk, row_len, Some(wm))?);
+                let chunks = values.chunks(per_mat.max(1)).zip(w.chunks(row_len));
+                for (k, (chunk, wm)) in chunks.enumerate() {
+                    match quantize(chunk, Some(wm))? {
+                        Ok(q) => out.extend(q),
+                        Err(i) => return Err(nonfinite(k * per_mat.max(1) + i)),
+                    }
                 }
                 out
             }
-            w => block::quantize(self.ty, values, row_len, w)?,
+            w => quantize(values, w)?.map_err(nonfinite)?,
         };
         let layout = self.output_layout(t)?;
         let record = TensorRecord {
@@ -523,3 +542,18 @@ register!(
     GgmlType::IQ4_XS,
     "GGML IQ4_XS: 4-bit non-linear codes, 6-bit block scales (136 bytes / 256)"
 );
+
+/// Index of the first NaN or ±Inf in `values`: chunks in parallel, each tested with a
+/// branch-free (vectorisable) scan before it is searched.
+fn first_nonfinite(values: &[f32]) -> Option<usize> {
+    const CHUNK: usize = 1 << 16;
+    let exp_all_ones = |v: &f32| v.to_bits() & 0x7f80_0000 == 0x7f80_0000;
+    let chunk = values
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().fold(false, |acc, v| acc | exp_all_ones(v)))?;
+    let start = chunk * CHUNK;
+    values[start..]
+        .iter()
+        .position(exp_all_ones)
+        .map(|i| start + i)
+}

@@ -34,6 +34,7 @@ pub struct BlockQ2K {
 const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
 
 /// Packs 256 2-bit codes as Q2_K and Q3_K store them.
+#[inline(always)]
 pub(crate) fn pack2(l: &[u8; QK_K], qs: &mut [u8; 64]) {
     for j in (0..QK_K).step_by(128) {
         for i in 0..32 {
@@ -44,6 +45,7 @@ pub(crate) fn pack2(l: &[u8; QK_K], qs: &mut [u8; 64]) {
 }
 
 impl BlockQ2K {
+    #[inline(always)]
     fn requantize(&mut self, x: &[f32], l: &mut [u8; QK_K]) {
         let dall = fp16_to_fp32(self.d);
         let dmin = fp16_to_fp32(self.dmin);
@@ -81,6 +83,7 @@ impl GgmlBlock for BlockQ2K {
         blk.dmin = u16::from_le_bytes([b[82], b[83]]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..16].copy_from_slice(&self.scales);
         out[16..80].copy_from_slice(&self.qs);
@@ -88,6 +91,7 @@ impl GgmlBlock for BlockQ2K {
         out[82..84].copy_from_slice(&self.dmin.to_le_bytes());
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let search = QkxSearch {
             nmax: 3,
@@ -151,6 +155,7 @@ impl GgmlBlock for BlockQ2K {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let search = QkxSearch {
             nmax: 3,

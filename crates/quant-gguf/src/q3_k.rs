@@ -15,7 +15,7 @@
 use crate::block::{GgmlBlock, GgmlType};
 use crate::q2_k::pack2;
 use crate::util::{
-    c_max, c_min, fp16_to_fp32, fp32_to_fp16, make_q3_quants, make_qx_quants, nearest_int, QK_K,
+    c_max, c_min, fp16_to_fp32, fp32_to_fp16, make_q3_quants_x16, make_qx_quants, nearest_int, QK_K,
 };
 
 /// ggml's `block_q3_K`.
@@ -34,6 +34,7 @@ pub struct BlockQ3K {
 const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 
 /// Packs the 16 6-bit scales (`l_j ∈ [0, 63]`) into 12 bytes.
+#[inline(always)]
 fn pack_scales(l: impl Fn(usize) -> i32) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..16 {
@@ -59,6 +60,7 @@ fn scale(s: &[u8; 12], j: usize) -> i8 {
 
 impl BlockQ3K {
     /// Requantizes against the stored scales and packs `hmask`/`qs`.
+    #[inline(always)]
     fn finish(&mut self, x: &[f32], l: &mut [i8; QK_K]) {
         let dall = fp16_to_fp32(self.d);
         for j in 0..QK_K / 16 {
@@ -66,28 +68,23 @@ impl BlockQ3K {
             if d == 0.0 {
                 continue;
             }
-            for ii in 0..16 {
-                let q = nearest_int(x[16 * j + ii] / d);
-                l[16 * j + ii] = (c_max(-4, c_min(3, q)) + 4) as i8;
+            for (lj, &xj) in l[16 * j..16 * j + 16]
+                .iter_mut()
+                .zip(&x[16 * j..16 * j + 16])
+            {
+                let q = nearest_int(xj / d);
+                *lj = (c_max(-4, c_min(3, q)) + 4) as i8;
             }
         }
+        // Value `i` sets bit `i / 32` of `hmask[i % 32]` when it is above 3.
         self.hmask = [0; 32];
-        let mut m = 0usize;
-        let mut hm = 1u8;
-        for lj in l.iter_mut() {
-            if *lj > 3 {
-                self.hmask[m] |= hm;
-                *lj -= 4;
-            }
-            m += 1;
-            if m == QK_K / 8 {
-                m = 0;
-                hm = hm.wrapping_shl(1);
-            }
-        }
         let mut lu = [0u8; QK_K];
-        for (u, &v) in lu.iter_mut().zip(l.iter()) {
-            *u = v as u8;
+        for (bit, (lc, uc)) in l.chunks_exact(32).zip(lu.chunks_exact_mut(32)).enumerate() {
+            for ((h, &lj), u) in self.hmask.iter_mut().zip(lc).zip(uc) {
+                let high = lj > 3;
+                *h |= (high as u8) << bit;
+                *u = (lj - if high { 4 } else { 0 }) as u8;
+            }
         }
         pack2(&lu, &mut self.qs);
     }
@@ -112,6 +109,7 @@ impl GgmlBlock for BlockQ3K {
         blk.d = u16::from_le_bytes([b[108], b[109]]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..32].copy_from_slice(&self.hmask);
         out[32..96].copy_from_slice(&self.qs);
@@ -119,23 +117,22 @@ impl GgmlBlock for BlockQ3K {
         out[108..110].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; 16];
         for (x, yb) in x.chunks_exact(QK_K).zip(y) {
             let mut max_scale = 0f32;
             let mut amax = 0f32;
-            for j in 0..QK_K / 16 {
-                scales[j] = make_q3_quants(
-                    4,
-                    &x[16 * j..16 * j + 16],
-                    &mut l[16 * j..16 * j + 16],
-                    true,
-                );
-                let s = scales[j].abs();
+            let Ok(xa) = <&[f32; QK_K]>::try_from(x) else {
+                continue;
+            };
+            make_q3_quants_x16(4, xa, &mut l, &mut scales);
+            for &sj in &scales {
+                let s = sj.abs();
                 if s > amax {
                     amax = s;
-                    max_scale = scales[j];
+                    max_scale = sj;
                 }
             }
             if max_scale != 0.0 {
@@ -153,6 +150,7 @@ impl GgmlBlock for BlockQ3K {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; 16];

@@ -10,7 +10,10 @@
 //! rmse_type 1, w)`.
 
 use crate::block::{GgmlBlock, GgmlType};
-use crate::util::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qx_quants};
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::Avx2;
+use crate::lanes::{self, Lanes, Portable};
+use crate::util::{fp16_to_fp32, fp32_to_fp16, make_qx_quants};
 
 /// ggml's `block_q4_0`.
 #[repr(C)]
@@ -24,6 +27,7 @@ pub struct BlockQ4_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 
 /// Row-wide `σ²` of the weighted legacy quantizers: `Σx² / n`.
+#[inline(always)]
 pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
     let mut sum_x2 = 0f32;
     for &v in x {
@@ -33,12 +37,60 @@ pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
 }
 
 /// `w[j] = qw[j]·√(σ² + x[j]²)` for one block of 32.
+#[inline(always)]
 pub(crate) fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; 32] {
     let mut w = [0f32; 32];
     for ((wj, &xj), &q) in w.iter_mut().zip(xb).zip(qw) {
         *wj = q * (sigma2 + xj * xj).sqrt();
     }
     w
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_row_avx2(t: Avx2, x: &[f32], y: &mut [BlockQ4_0]) {
+    quantize_row_lanes(t, x, y)
+}
+
+/// `quantize_row_q4_0_ref` with each block as four 8-lane vectors. `max` is the first
+/// value of largest magnitude, as ggml's `if (amax < fabsf(v))` scan finds it: the
+/// largest magnitude (NaN never compares greater, so the order of the comparisons does
+/// not matter), then the first value that has it; 0 when every magnitude is 0 or NaN.
+#[inline(always)]
+fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
+    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
+    for (xb, yb) in x.chunks_exact(32).zip(y) {
+        let mut v = [s.splat(0.0); 4];
+        for (v, c) in v.iter_mut().zip(xb.chunks_exact(lanes::N)) {
+            let mut a = [0f32; lanes::N];
+            a.copy_from_slice(c);
+            *v = s.load(&a);
+        }
+        // Lane maxima from 0: they only take values that compared greater, never NaN.
+        let mut am = s.splat(0.0);
+        for &vk in &v {
+            let a = s.abs(vk);
+            am = s.select(s.gt(a, am), a, am);
+        }
+        let amax = s.hmax(am);
+        let mut max = 0f32;
+        if amax > 0.0 {
+            let target = s.splat(amax);
+            let mut bits = 0u32;
+            for (k, &vk) in v.iter().enumerate() {
+                bits |= s.eq_bits(s.abs(vk), target) << (lanes::N * k);
+            }
+            max = xb[bits.trailing_zeros() as usize % 32];
+        }
+        // `max / -8` (a multiplication by the exact 1/8 rounds the same real number).
+        let d = max * -0.125;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = fp32_to_fp16(d);
+        let (idv, half) = (s.splat(id), s.splat(8.5));
+        let q = v.map(|vk| s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi));
+        // Byte j: value j in the low nibble, value j + 16 in the high one (low byte kept).
+        yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
+    }
 }
 
 impl GgmlBlock for BlockQ4_0 {
@@ -53,34 +105,23 @@ impl GgmlBlock for BlockQ4_0 {
         blk.qs.copy_from_slice(&b[2..18]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..18].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let mut amax = 0f32;
-            let mut max = 0f32;
-            for &v in xb {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            let d = max / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            yb.d = fp32_to_fp16(d);
-            for j in 0..16 {
-                let x0 = xb[j] * id;
-                let x1 = xb[16 + j] * id;
-                let xi0 = c_min(15, c_f32_to_i32(x0 + 8.5) as i8 as i32) as u8;
-                let xi1 = c_min(15, c_f32_to_i32(x1 + 8.5) as i8 as i32) as u8;
-                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
-            }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            return unsafe { quantize_row_avx2(t, x, y) };
         }
+        quantize_row_lanes(Portable, x, y)
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let sigma2 = row_sigma2(x);
         let mut l = [0i8; 32];
@@ -104,5 +145,79 @@ impl GgmlBlock for BlockQ4_0 {
                 o[j + 16] = x1 as f32 * d;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::{c_f32_to_i32, c_min};
+
+    /// The straight port of `quantize_row_q4_0_ref`.
+    fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ4_0]) {
+        for (xb, yb) in x.chunks_exact(32).zip(y) {
+            let mut amax = 0f32;
+            let mut max = 0f32;
+            for &v in xb {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            yb.d = fp32_to_fp16(d);
+            for j in 0..16 {
+                let xi0 = c_min(15, c_f32_to_i32(xb[j] * id + 8.5) as i8 as i32) as u8;
+                let xi1 = c_min(15, c_f32_to_i32(xb[16 + j] * id + 8.5) as i8 as i32) as u8;
+                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_equal_the_straight_port() {
+        let mut s = 7u64;
+        let mut x: Vec<f32> = (0..32 * 600)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5;
+                match i % 11 {
+                    0 => -u,
+                    3 => (u * 8.0).round() * 0.25,
+                    _ => u,
+                }
+            })
+            .collect();
+        // Ties of magnitude with both signs, zeros, -0, NaN, Inf, huge and tiny blocks.
+        x[32..64].fill(0.0);
+        x[64..96].fill(-0.0);
+        x[100] = 0.75;
+        x[101] = -0.75;
+        x[96..100].fill(-0.75);
+        x[130] = f32::NAN;
+        x[170] = f32::INFINITY;
+        x[200] = f32::NEG_INFINITY;
+        x[230] = f32::NAN;
+        x[231] = 3.0;
+        x[260..292].iter_mut().for_each(|v| *v *= 1e30);
+        x[300..320].iter_mut().for_each(|v| *v *= 1e-38);
+        x[330..352].fill(f32::NAN);
+        // A NaN first in its lane, the block's largest magnitude later in that lane.
+        x[352] = f32::NAN;
+        x[360] = 2.0;
+        x[384 + 9] = f32::NAN;
+        x[384 + 25] = -2.0;
+        let mut want = vec![BlockQ4_0::ZERO; x.len() / 32];
+        quantize_row_scalar(&x, &mut want);
+        for simd in [true, false] {
+            crate::simd::set_simd(simd);
+            let mut got = vec![BlockQ4_0::ZERO; x.len() / 32];
+            BlockQ4_0::quantize_row(&x, &mut got);
+            assert_eq!(got, want, "simd={simd}");
+        }
+        crate::simd::set_simd(true);
     }
 }

@@ -53,12 +53,14 @@ impl GgmlBlock for BlockQ4_1 {
         blk.qs.copy_from_slice(&b[4..20]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.m.to_le_bytes());
         out[4..20].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let mut min = f32::MAX;
@@ -85,6 +87,7 @@ impl GgmlBlock for BlockQ4_1 {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let sigma2 = row_sigma2(x);
         let mut l = [0u8; 32];

@@ -44,6 +44,7 @@ pub(crate) struct KQuantStep {
 
 impl KQuantStep {
     /// `quantize_row_q{4,5}_K_ref` for one super-block: returns `(d, dmin, scales)`.
+    #[inline(always)]
     pub fn plain(&self, x: &[f32], l: &mut [u8; QK_K]) -> (u16, u16, [u8; 12]) {
         let mut laux = [0u8; 32];
         let mut weights = [0f32; 32];
@@ -99,6 +100,7 @@ impl KQuantStep {
 
     /// `quantize_row_q{4,5}_K_impl` for one super-block with weights `qw`; `clamp63`
     /// applies the `MIN(63, ·)` that only the Q5_K variant has.
+    #[inline(always)]
     pub fn weighted(
         &self,
         x: &[f32],
@@ -161,6 +163,7 @@ impl KQuantStep {
         (d, dmin, packed)
     }
 
+    #[inline(always)]
     fn requantize(&self, x: &[f32], d: u16, dmin: u16, packed: &[u8; 12], l: &mut [u8; QK_K]) {
         let dall = fp16_to_fp32(d);
         let dmin = fp16_to_fp32(dmin);
@@ -191,6 +194,7 @@ const STEP: KQuantStep = KQuantStep {
 };
 
 impl BlockQ4K {
+    #[inline(always)]
     fn pack(&mut self, l: &[u8; QK_K]) {
         for (n, q) in (0..QK_K).step_by(64).zip(self.qs.chunks_exact_mut(32)) {
             for (i, qv) in q.iter_mut().enumerate() {
@@ -219,6 +223,7 @@ impl GgmlBlock for BlockQ4K {
         blk.qs.copy_from_slice(&b[16..144]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.dmin.to_le_bytes());
@@ -226,6 +231,7 @@ impl GgmlBlock for BlockQ4K {
         out[16..144].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let mut l = [0u8; QK_K];
         for (x, yb) in x.chunks_exact(QK_K).zip(y) {
@@ -234,6 +240,7 @@ impl GgmlBlock for BlockQ4K {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let mut l = [0u8; QK_K];
         for ((x, q), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {

@@ -26,6 +26,7 @@ pub struct BlockQ5_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 
 /// Packs 32 five-bit codes into `qs` and the `qh` bit field (shared with Q5_1).
+#[inline(always)]
 pub(crate) fn pack5(l0: impl Fn(usize) -> u8, qs: &mut [u8; 16]) -> [u8; 4] {
     let mut qh = 0u32;
     for (j, q) in qs.iter_mut().enumerate() {
@@ -64,12 +65,14 @@ impl GgmlBlock for BlockQ5_0 {
         blk.qs.copy_from_slice(&b[6..22]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..6].copy_from_slice(&self.qh);
         out[6..22].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let mut amax = 0f32;
@@ -88,6 +91,7 @@ impl GgmlBlock for BlockQ5_0 {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let sigma2 = row_sigma2(x);
         let mut l = [0i8; 32];

@@ -41,6 +41,7 @@ const STEP: KQuantStep = KQuantStep {
 };
 
 impl BlockQ5K {
+    #[inline(always)]
     fn pack(&mut self, l: &[u8; QK_K]) {
         self.qh = [0; 32];
         let mut m1 = 1u8;
@@ -86,6 +87,7 @@ impl GgmlBlock for BlockQ5K {
         blk.qs.copy_from_slice(&b[48..176]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.dmin.to_le_bytes());
@@ -94,6 +96,7 @@ impl GgmlBlock for BlockQ5K {
         out[48..176].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let mut l = [0u8; QK_K];
         for (x, yb) in x.chunks_exact(QK_K).zip(y) {
@@ -102,6 +105,7 @@ impl GgmlBlock for BlockQ5K {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let mut l = [0u8; QK_K];
         for ((x, q), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {

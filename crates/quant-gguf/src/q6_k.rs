@@ -33,6 +33,7 @@ pub struct BlockQ6K {
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 
 impl BlockQ6K {
+    #[inline(always)]
     fn quantize_block(x: &[f32], qw: Option<&[f32]>) -> Self {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; 16];
@@ -105,6 +106,7 @@ impl GgmlBlock for BlockQ6K {
         blk.d = u16::from_le_bytes([b[208], b[209]]);
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..128].copy_from_slice(&self.ql);
         out[128..192].copy_from_slice(&self.qh);
@@ -114,12 +116,14 @@ impl GgmlBlock for BlockQ6K {
         out[208..210].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (x, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize_block(x, None);
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((x, q), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize_block(x, Some(q));

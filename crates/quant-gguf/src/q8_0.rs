@@ -21,6 +21,7 @@ pub struct BlockQ8_0 {
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 
 /// `d = amax/127` and `1/d` of a Q8_0/Q8_1 block.
+#[inline(always)]
 pub(crate) fn q8_scale(xb: &[f32]) -> (f32, f32) {
     let mut amax = 0f32;
     for &v in xb {
@@ -32,7 +33,7 @@ pub(crate) fn q8_scale(xb: &[f32]) -> (f32, f32) {
 }
 
 /// C's `(int8_t)roundf(v)`.
-#[inline]
+#[inline(always)]
 pub(crate) fn round_i8(v: f32) -> i8 {
     c_f32_to_i32(v.round()) as i8
 }
@@ -51,6 +52,7 @@ impl GgmlBlock for BlockQ8_0 {
         }
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         for (o, &q) in out[2..34].iter_mut().zip(&self.qs) {
@@ -58,6 +60,7 @@ impl GgmlBlock for BlockQ8_0 {
         }
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let (d, id) = q8_scale(xb);

@@ -43,6 +43,7 @@ impl GgmlBlock for BlockQ8_1 {
         }
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.s.to_le_bytes());
@@ -51,6 +52,7 @@ impl GgmlBlock for BlockQ8_1 {
         }
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let (d, id) = q8_scale(xb);

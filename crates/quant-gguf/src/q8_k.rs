@@ -46,6 +46,7 @@ impl GgmlBlock for BlockQ8K {
         }
         blk
     }
+    #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..4].copy_from_slice(&self.d.to_le_bytes());
         for (o, &q) in out[4..260].iter_mut().zip(&self.qs) {
@@ -56,6 +57,7 @@ impl GgmlBlock for BlockQ8K {
         }
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (x, yb) in x.chunks_exact(QK_K).zip(y) {
             let mut max = 0f32;

@@ -3,6 +3,10 @@
 //! in the same order as the C code (`a*b*c` is `(a*b)*c`), no fused multiply-add, and the
 //! C integer conversions are reproduced where they can wrap.
 
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::Avx2;
+use crate::lanes::{self, Lanes, Portable};
+
 /// ggml's `GROUP_MAX_EPS`: below this a group counts as all zero.
 pub const GROUP_MAX_EPS: f32 = 1e-15;
 
@@ -53,7 +57,7 @@ pub fn c_f32_to_i32(x: f32) -> i32 {
 
 /// ggml's `GGML_FP32_TO_FP16` (`ggml_compute_fp32_to_fp16`, from Maratyszcza/FP16):
 /// round to nearest even, overflow to infinity, every NaN to `0x7E00` (sign kept).
-#[inline]
+#[inline(always)]
 pub fn fp32_to_fp16(f: f32) -> u16 {
     let scale_to_inf = f32::from_bits(0x7780_0000); // 2^112
     let scale_to_zero = f32::from_bits(0x0880_0000); // 2^-110
@@ -80,7 +84,7 @@ pub fn fp32_to_fp16(f: f32) -> u16 {
 }
 
 /// ggml's `GGML_FP16_TO_FP32` (`ggml_compute_fp16_to_fp32`): exact.
-#[inline]
+#[inline(always)]
 pub fn fp16_to_fp32(h: u16) -> f32 {
     let w = (h as u32) << 16;
     let sign = w & 0x8000_0000;
@@ -102,7 +106,7 @@ pub fn fp16_to_fp32(h: u16) -> f32 {
 
 /// ggml's `GGML_FP32_TO_BF16`: round to nearest even; NaN → `(bits >> 16) | 64` (quiet,
 /// payload and sign kept).
-#[inline]
+#[inline(always)]
 pub fn fp32_to_bf16(s: f32) -> u16 {
     let u = s.to_bits();
     if (u & 0x7fff_ffff) > 0x7f80_0000 {
@@ -112,7 +116,7 @@ pub fn fp32_to_bf16(s: f32) -> u16 {
 }
 
 /// ggml's `GGML_BF16_TO_FP32`: exact.
-#[inline]
+#[inline(always)]
 pub fn bf16_to_fp32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
@@ -224,6 +228,7 @@ pub fn make_qx_quants_scalar(
 
 /// `make_q3_quants`: like [`make_qx_quants`] with x² weights and a coordinate-descent
 /// refinement (`do_rmse`), used by the Q3_K reference quantizer.
+#[inline(always)]
 pub fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8], do_rmse: bool) -> f32 {
     let n = x.len().min(l_out.len());
     let x = &x[..n];
@@ -292,6 +297,143 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8], do_rmse: bool) -> 
         *li = (l + nmax) as i8;
     }
     1.0 / iscale
+}
+
+/// [`make_q3_quants`] with `do_rmse` on the 16 sub-blocks of 16 of a Q3_K super-block at
+/// once: `scales[j]` and `l[16j..16j+16]` are exactly what `make_q3_quants(nmax,
+/// &x[16j..16j+16], .., true)` returns. The sub-blocks are independent, so each one is a
+/// lane (two vectors of eight) running ggml's sequence, the coordinate descent included;
+/// the descent stops when no lane changed in a pass, and a lane that changed nothing in a
+/// pass would change nothing in the next (same state, same operations), so running it
+/// longer than ggml does is exact.
+#[inline(always)]
+pub fn make_q3_quants_x16(nmax: i32, x: &[f32; QK_K], l: &mut [i8; QK_K], scales: &mut [f32; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { q3_lanes_avx2(t, nmax, x, l, scales) };
+    }
+    q3_lanes(Portable, nmax, x, l, scales)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q3_lanes_avx2(
+    t: Avx2,
+    nmax: i32,
+    x: &[f32; QK_K],
+    l: &mut [i8; QK_K],
+    scales: &mut [f32; 16],
+) {
+    q3_lanes(t, nmax, x, l, scales)
+}
+
+#[inline(always)]
+fn q3_lanes<S: Lanes>(
+    s: S,
+    nmax: i32,
+    x: &[f32; QK_K],
+    l: &mut [i8; QK_K],
+    scales: &mut [f32; 16],
+) {
+    const V: usize = 16 / lanes::N;
+    // xt[i][v]: element i of sub-blocks 8v..8v+8.
+    let mut xt = [[s.splat(0.0); V]; 16];
+    for (i, row) in xt.iter_mut().enumerate() {
+        for (v, xv) in row.iter_mut().enumerate() {
+            let mut a = [0f32; lanes::N];
+            for (k, a) in a.iter_mut().enumerate() {
+                *a = x[16 * (lanes::N * v + k) + i];
+            }
+            *xv = s.load(&a);
+        }
+    }
+    let zero = s.splat(0.0);
+    let (lo, hi) = (s.splat_i(-nmax), s.splat_i(nmax - 1));
+    let mut max = [zero; V];
+    let mut amax = [zero; V];
+    for row in &xt {
+        for v in 0..V {
+            let ax = s.abs(row[v]);
+            let m = s.gt(ax, amax[v]);
+            amax[v] = s.select(m, ax, amax[v]);
+            max[v] = s.select(m, row[v], max[v]);
+        }
+    }
+    let mut iscale = [zero; V];
+    for v in 0..V {
+        iscale[v] = s.div(s.splat((-nmax) as f32), max[v]);
+    }
+    let mut lt = [[s.splat_i(0); V]; 16];
+    let mut sumlx = [zero; V];
+    let mut suml2 = [zero; V];
+    for (row, lrow) in xt.iter().zip(lt.iter_mut()) {
+        for v in 0..V {
+            let li = s.clamp_i(s.nearest_int(s.mul(iscale[v], row[v])), lo, hi);
+            lrow[v] = li;
+            let lf = s.to_f(li);
+            let w = s.mul(row[v], row[v]);
+            sumlx[v] = s.add(sumlx[v], s.mul(s.mul(w, row[v]), lf));
+            suml2[v] = s.add(suml2[v], s.mul(s.mul(w, lf), lf));
+        }
+    }
+    for _itry in 0..5 {
+        let mut changed = false;
+        for (row, lrow) in xt.iter().zip(lt.iter_mut()) {
+            for v in 0..V {
+                let xi = row[v];
+                let w = s.mul(xi, xi);
+                let wx = s.mul(w, xi);
+                let lcur = s.to_f(lrow[v]);
+                let slx = s.sub(sumlx[v], s.mul(wx, lcur));
+                let sl2 = s.sub(suml2[v], s.mul(s.mul(w, lcur), lcur));
+                let new_l = s.clamp_i(s.nearest_int(s.div(s.mul(xi, sl2), slx)), lo, hi);
+                let nl = s.to_f(new_l);
+                let slx_n = s.add(slx, s.mul(wx, nl));
+                let sl2_n = s.add(sl2, s.mul(s.mul(w, nl), nl));
+                let better = s.gt(
+                    s.mul(s.mul(slx_n, slx_n), suml2[v]),
+                    s.mul(s.mul(sumlx[v], sumlx[v]), sl2_n),
+                );
+                let take = s.and(
+                    s.and(s.gt(slx, zero), s.ne_i(new_l, lrow[v])),
+                    s.and(s.gt(sl2_n, zero), better),
+                );
+                if s.any(take) {
+                    changed = true;
+                    lrow[v] = s.select_i(take, new_l, lrow[v]);
+                    sumlx[v] = s.select(take, slx_n, sumlx[v]);
+                    suml2[v] = s.select(take, sl2_n, suml2[v]);
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut scale = [0f32; 16];
+    let mut live = [false; 16];
+    for v in 0..V {
+        let sc = s.select(s.gt(suml2[v], zero), s.div(sumlx[v], suml2[v]), zero);
+        scale[lanes::N * v..lanes::N * (v + 1)].copy_from_slice(&s.store(sc));
+        let am = s.store(amax[v]);
+        for (live, &am) in live[lanes::N * v..lanes::N * (v + 1)].iter_mut().zip(&am) {
+            // ggml's `amax < GROUP_MAX_EPS` test, negated (amax is never NaN: it only
+            // takes values that compared greater).
+            *live = am >= GROUP_MAX_EPS;
+        }
+    }
+    for (i, lrow) in lt.iter().enumerate() {
+        for (v, &lv) in lrow.iter().enumerate() {
+            for (k, &li) in s.store_i(lv).iter().enumerate() {
+                let j = lanes::N * v + k;
+                l[16 * j + i] = if live[j] { (li + nmax) as i8 } else { 0 };
+            }
+        }
+    }
+    for ((out, &sc), &live) in scales.iter_mut().zip(&scale).zip(&live) {
+        *out = if live { sc } else { 0.0 };
+    }
 }
 
 /// Parameters of the scale/min search shared by `make_qkx2_quants` and
@@ -413,14 +555,10 @@ pub fn make_qkx_quants_scalar(
     (scale, -min)
 }
 
-/// Candidate scales evaluated side by side by the batched searches: each lane runs the
-/// exact scalar sequence of one candidate (so results are bit-identical), the lanes are
-/// independent, which lets the compiler interleave or vectorise them.
-const LANES: usize = 8;
-
 /// `make_qx_quants` (see [`make_qx_quants_scalar`]): the 18 candidate scales
 /// `−(nmax + 0.1·is)/max` do not depend on each other, so their sums are computed side by
 /// side; the candidates are then compared in ggml's order.
+#[inline(always)]
 pub fn make_qx_quants(
     nmax: i32,
     x: &[f32],
@@ -461,43 +599,91 @@ pub fn make_qx_quants(
         };
     }
     let w = &wbuf[..n];
-    let iscale = (-nmax) as f32 / max;
-    let mut sumlx = 0f32;
-    let mut suml2 = 0f32;
-    for ((li, &xi), &wi) in l_out.iter_mut().zip(x).zip(w) {
-        let mut l = nearest_int(iscale * xi);
-        l = c_max(-nmax, c_min(nmax - 1, l));
-        *li = (l + nmax) as i8;
-        let lf = l as f32;
-        sumlx += wi * xi * lf;
-        suml2 += wi * lf * lf;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { qx_candidates_avx2(t, nmax, x, w, max, l_out) };
     }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
+    qx_candidates(Portable, nmax, x, w, max, l_out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn qx_candidates_avx2(
+    t: Avx2,
+    nmax: i32,
+    x: &[f32],
+    w: &[f32],
+    max: f32,
+    l_out: &mut [i8],
+) -> f32 {
+    qx_candidates(t, nmax, x, w, max, l_out)
+}
+
+/// The search of `make_qx_quants` after the weights (`x`, `w`, `l_out` of the same length
+/// ≤ 32): the first scale `−nmax/max` and the 18 candidates `−(nmax + 0.1·is)/max` are
+/// 19 independent sums, computed as the lanes of three vectors; the candidates are then
+/// compared in ggml's order.
+#[inline(always)]
+fn qx_candidates<S: Lanes>(
+    s: S,
+    nmax: i32,
+    x: &[f32],
+    w: &[f32],
+    max: f32,
+    l_out: &mut [i8],
+) -> f32 {
+    const V: usize = 3;
     const NC: usize = 18;
-    let mut isc = [0f32; NC];
+    // Lane 0: ggml's first scale; lanes 1..=18: is = -9..-1, 1..9; the rest unused.
+    // Numerators first, then the divisions lane-wise (the same IEEE divisions).
+    let mut isc = [0f32; V * lanes::N];
+    isc[0] = (-nmax) as f32;
     for (k, is) in (-9i32..=9).filter(|&is| is != 0).enumerate() {
-        isc[k] = -(nmax as f32 + 0.1f32 * is as f32) / max;
+        isc[k + 1] = -(nmax as f32 + 0.1f32 * is as f32);
     }
-    let mut slx = [0f32; NC];
-    let mut sl2 = [0f32; NC];
+    let mut iv = [s.splat(0.0); V];
+    for (v, c) in iv.iter_mut().zip(isc.chunks_exact_mut(lanes::N)) {
+        let mut a = [0f32; lanes::N];
+        a.copy_from_slice(c);
+        *v = s.div(s.load(&a), s.splat(max));
+        c.copy_from_slice(&s.store(*v));
+    }
+    let (lo, hi) = (s.splat_i(-nmax), s.splat_i(nmax - 1));
+    let mut slx = [s.splat(0.0); V];
+    let mut sl2 = [s.splat(0.0); V];
     for (&xi, &wi) in x.iter().zip(w) {
-        let wx = wi * xi;
-        for k in 0..NC {
-            let l = c_max(-nmax, c_min(nmax - 1, nearest_int(isc[k] * xi)));
-            let lf = l as f32;
-            slx[k] += wx * lf;
-            sl2[k] += wi * lf * lf;
+        let (xv, wv, wx) = (s.splat(xi), s.splat(wi), s.splat(wi * xi));
+        for v in 0..V {
+            let lf = s.to_f(s.clamp_i(s.nearest_int(s.mul(iv[v], xv)), lo, hi));
+            slx[v] = s.add(slx[v], s.mul(wx, lf));
+            sl2[v] = s.add(sl2[v], s.mul(s.mul(wv, lf), lf));
         }
     }
-    for k in 0..NC {
-        if sl2[k] > 0.0 && slx[k] * slx[k] > best * sl2[k] {
-            for (li, &xi) in l_out.iter_mut().zip(x) {
-                let l = nearest_int(isc[k] * xi);
-                *li = (nmax + c_max(-nmax, c_min(nmax - 1, l))) as i8;
-            }
-            scale = slx[k] / sl2[k];
-            best = scale * slx[k];
+    let mut sumlx = [0f32; V * lanes::N];
+    let mut suml2 = [0f32; V * lanes::N];
+    for v in 0..V {
+        sumlx[v * lanes::N..(v + 1) * lanes::N].copy_from_slice(&s.store(slx[v]));
+        suml2[v * lanes::N..(v + 1) * lanes::N].copy_from_slice(&s.store(sl2[v]));
+    }
+    let codes = |k: usize, l_out: &mut [i8]| {
+        for (li, &xi) in l_out.iter_mut().zip(x) {
+            let l = nearest_int(isc[k] * xi);
+            *li = (nmax + c_max(-nmax, c_min(nmax - 1, l))) as i8;
+        }
+    };
+    codes(0, l_out);
+    let mut scale = if suml2[0] != 0.0 {
+        sumlx[0] / suml2[0]
+    } else {
+        0.0
+    };
+    let mut best = scale * sumlx[0];
+    for k in 1..=NC {
+        if suml2[k] > 0.0 && sumlx[k] * sumlx[k] > best * suml2[k] {
+            codes(k, l_out);
+            scale = sumlx[k] / suml2[k];
+            best = scale * sumlx[k];
         }
     }
     scale
@@ -507,6 +693,7 @@ pub fn make_qx_quants(
 /// candidate moves `min`, which every later candidate uses, so candidates are evaluated
 /// speculatively 8 at a time from the current `min` and the batch restarts right
 /// after a winner: the accepted sequence is exactly ggml's.
+#[inline(always)]
 pub fn make_qkx_quants(
     p: QkxSearch,
     x: &[f32],
@@ -553,7 +740,7 @@ pub fn make_qkx_quants(
         return (0.0, -min);
     }
     let iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
+    let scale = 1.0 / iscale;
     let mut best_error = 0f32;
     for ((li, &xi), &wi) in l_out.iter_mut().zip(x).zip(w) {
         let l = nearest_int(iscale * (xi - min));
@@ -565,62 +752,146 @@ pub fn make_qkx_quants(
     if p.nstep < 1 {
         return (scale, -min);
     }
+    let mut st = QkxState {
+        min,
+        scale,
+        best_error,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        unsafe { qkx_candidates_avx2(t, p, x, w, max, sum_w, sum_x, &mut st, l_out) };
+        return (st.scale, -st.min);
+    }
+    qkx_candidates(Portable, p, x, w, max, sum_w, sum_x, &mut st, l_out);
+    (st.scale, -st.min)
+}
+
+/// The running best of a `make_qkx*_quants` search.
+struct QkxState {
+    min: f32,
+    scale: f32,
+    best_error: f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn qkx_candidates_avx2(
+    t: Avx2,
+    p: QkxSearch,
+    x: &[f32],
+    w: &[f32],
+    max: f32,
+    sum_w: f32,
+    sum_x: f32,
+    st: &mut QkxState,
+    l_out: &mut [u8],
+) {
+    qkx_candidates(t, p, x, w, max, sum_w, sum_x, st, l_out)
+}
+
+/// The candidate loop of `make_qkx*_quants` (`x`, `w`, `l_out` of the same length ≤ 32),
+/// [`lanes::N`] candidates at a time from the current `min`: lane `k` is candidate
+/// `is0 + k` with ggml's exact operations; the first winner of a batch is taken and the
+/// next batch starts right after it (later candidates use the new `min`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn qkx_candidates<S: Lanes>(
+    s: S,
+    p: QkxSearch,
+    x: &[f32],
+    w: &[f32],
+    max: f32,
+    sum_w: f32,
+    sum_x: f32,
+    st: &mut QkxState,
+    l_out: &mut [u8],
+) {
+    const V: usize = QKX_VECTORS;
+    const L: usize = V * lanes::N;
+    let nmax = p.nmax;
     let nst = (p.nstep + 1) as usize;
+    let (lo, hi) = (s.splat_i(0), s.splat_i(nmax));
+    let (sw, sx, zero) = (s.splat(sum_w), s.splat(sum_x), s.splat(0.0));
+    // The codes of the current batch, element-major, kept for the error pass.
+    let mut codes = [[zero; V]; 32];
     let mut is0 = 0usize;
     while is0 < nst {
-        let mut isc = [0f32; LANES];
-        for (k, v) in isc.iter_mut().enumerate() {
-            let is = (is0 + k) as i32;
-            *v = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
+        // `min` moves with every winner, and so does the span.
+        let span = s.splat(max - st.min);
+        let mut isc = [zero; V];
+        for (v, iv) in isc.iter_mut().enumerate() {
+            let mut num = [0f32; lanes::N];
+            for (k, n) in num.iter_mut().enumerate() {
+                let is = (is0 + lanes::N * v + k) as i32;
+                *n = p.rmin + p.rdelta * is as f32 + nmax as f32;
+            }
+            *iv = s.div(s.load(&num), span);
         }
-        let code = |k: usize, xm: f32| c_max(0, c_min(nmax, nearest_int(isc[k] * xm)));
-        let mut sl = [0f32; LANES];
-        let mut sl2 = [0f32; LANES];
-        let mut sxl = [0f32; LANES];
-        for (&xi, &wi) in x.iter().zip(w) {
-            let xm = xi - min;
-            for k in 0..LANES {
-                let lf = code(k, xm) as f32;
-                sl[k] += wi * lf;
-                sl2[k] += wi * lf * lf;
-                sxl[k] += wi * lf * xi;
+        let mut sl = [zero; V];
+        let mut sl2 = [zero; V];
+        let mut sxl = [zero; V];
+        for ((&xi, &wi), code) in x.iter().zip(w).zip(codes.iter_mut()) {
+            let (xm, wv, xv) = (s.splat(xi - st.min), s.splat(wi), s.splat(xi));
+            for v in 0..V {
+                let l = s.nearest_int(s.mul(isc[v], xm));
+                let lf = s.to_f(s.clamp_i(l, lo, hi));
+                code[v] = lf;
+                let wl = s.mul(wv, lf);
+                sl[v] = s.add(sl[v], wl);
+                sl2[v] = s.add(sl2[v], s.mul(wl, lf));
+                sxl[v] = s.add(sxl[v], s.mul(wl, xv));
             }
         }
-        let mut ts = [0f32; LANES];
-        let mut tm = [0f32; LANES];
-        let mut ok = [false; LANES];
-        for k in 0..LANES {
-            let d = sum_w * sl2[k] - sl[k] * sl[k];
-            if d > 0.0 {
-                ok[k] = true;
-                ts[k] = (sum_w * sxl[k] - sum_x * sl[k]) / d;
-                tm[k] = (sl2[k] * sum_x - sl[k] * sxl[k]) / d;
-                if tm[k] > 0.0 {
-                    tm[k] = 0.0;
-                    ts[k] = sxl[k] / sl2[k];
-                }
+        // ggml's per-candidate `this_scale`/`this_min`, lane-wise (both branches computed,
+        // the taken one selected).
+        let mut tsv = [zero; V];
+        let mut tmv = [zero; V];
+        let mut ok = [0f32; L];
+        let mut ts = [0f32; L];
+        let mut tm = [0f32; L];
+        for v in 0..V {
+            let (sl, sl2, sxl) = (sl[v], sl2[v], sxl[v]);
+            let d = s.sub(s.mul(sw, sl2), s.mul(sl, sl));
+            let t_s = s.div(s.sub(s.mul(sw, sxl), s.mul(sx, sl)), d);
+            let t_m = s.div(s.sub(s.mul(sl2, sx), s.mul(sl, sxl)), d);
+            let clipped = s.gt(t_m, zero);
+            tsv[v] = s.select(clipped, s.div(sxl, sl2), t_s);
+            tmv[v] = s.select(clipped, zero, t_m);
+            let r = lanes::N * v..lanes::N * (v + 1);
+            ok[r.clone()].copy_from_slice(&s.store(s.select(s.gt(d, zero), s.splat(1.0), zero)));
+            ts[r.clone()].copy_from_slice(&s.store(tsv[v]));
+            tm[r].copy_from_slice(&s.store(tmv[v]));
+        }
+        let mut errv = [zero; V];
+        for ((&xi, &wi), code) in x.iter().zip(w).zip(codes.iter()) {
+            let (xv, wv) = (s.splat(xi), s.splat(wi));
+            for v in 0..V {
+                let diff = s.sub(s.add(s.mul(tsv[v], code[v]), tmv[v]), xv);
+                let diff = if p.use_mad {
+                    s.abs(diff)
+                } else {
+                    s.mul(diff, diff)
+                };
+                errv[v] = s.add(errv[v], s.mul(wv, diff));
             }
         }
-        let mut err = [0f32; LANES];
-        for (&xi, &wi) in x.iter().zip(w) {
-            let xm = xi - min;
-            for k in 0..LANES {
-                // The same code as in the sums (same inputs), recomputed instead of stored.
-                let mut diff = ts[k] * code(k, xm) as f32 + tm[k] - xi;
-                diff = if p.use_mad { diff.abs() } else { diff * diff };
-                err[k] += wi * diff;
-            }
+        let mut err = [0f32; L];
+        for v in 0..V {
+            err[lanes::N * v..lanes::N * (v + 1)].copy_from_slice(&s.store(errv[v]));
         }
-        let valid = LANES.min(nst - is0);
+        let valid = L.min(nst - is0);
         let mut next = is0 + valid;
         for k in 0..valid {
-            if ok[k] && err[k] < best_error {
-                for (li, &xi) in l_out.iter_mut().zip(x) {
-                    *li = code(k, xi - min) as u8;
+            if ok[k] != 0.0 && err[k] < st.best_error {
+                let (v, kk) = (k / lanes::N, k % lanes::N);
+                for (li, code) in l_out.iter_mut().zip(codes.iter()) {
+                    *li = s.store(code[v])[kk] as u8;
                 }
-                best_error = err[k];
-                scale = ts[k];
-                min = tm[k];
+                st.best_error = err[k];
+                st.scale = ts[k];
+                st.min = tm[k];
                 // Later candidates depend on the new `min`: restart after this one.
                 next = is0 + k + 1;
                 break;
@@ -628,11 +899,15 @@ pub fn make_qkx_quants(
         }
         is0 = next;
     }
-    (scale, -min)
 }
+
+/// Vectors of candidates per batch of [`qkx_candidates`]: one (8 candidates) measured
+/// faster than two, as a winner discards the rest of its batch.
+const QKX_VECTORS: usize = 1;
 
 /// `make_qp_quants`: quantizes the non-negative sub-block scales (or mins) `x` to
 /// `L ∈ [0, nmax]` under `quant_weights`, returning the super-block scale.
+#[inline(always)]
 pub fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], quant_weights: &[f32]) -> f32 {
     let n = x.len().min(l_out.len()).min(quant_weights.len());
     let x = &x[..n];
@@ -719,7 +994,7 @@ pub fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], quant_weights: &[f
 
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` from the 12 packed bytes
 /// of a Q4_K/Q5_K block.
-#[inline]
+#[inline(always)]
 pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -733,6 +1008,7 @@ pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 
 /// Packs the 6-bit scales and mins of the 8 sub-blocks of a Q4_K/Q5_K block the way
 /// ggml does (`ls`/`lm` already limited to 63).
+#[inline(always)]
 pub fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..8 {
@@ -800,6 +1076,43 @@ mod tests {
 
     #[test]
     fn batched_searches_equal_the_straight_ports() {
+        for simd in [true, false] {
+            crate::simd::set_simd(simd);
+            batched_searches_equal_the_straight_ports_once();
+        }
+        crate::simd::set_simd(true);
+    }
+
+    #[test]
+    fn q3_lanes_equal_the_straight_port() {
+        for simd in [true, false] {
+            crate::simd::set_simd(simd);
+            for seed in 0..300u64 {
+                let mut x = [0f32; QK_K];
+                x.copy_from_slice(&values(seed, QK_K));
+                // An all-zero sub-block, a tiny one, and (sometimes) a NaN / an Inf.
+                x[32..48].fill(0.0);
+                x[48..64].iter_mut().for_each(|v| *v *= 1e-17);
+                if seed % 5 == 1 {
+                    x[70] = f32::NAN;
+                }
+                if seed % 7 == 2 {
+                    x[100] = f32::INFINITY;
+                }
+                let (mut l, mut sc) = ([0i8; QK_K], [0f32; 16]);
+                make_q3_quants_x16(4, &x, &mut l, &mut sc);
+                for j in 0..16 {
+                    let mut lj = [0i8; 16];
+                    let s = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut lj, true);
+                    assert_eq!(sc[j].to_bits(), s.to_bits(), "seed {seed} sub-block {j}");
+                    assert_eq!(&l[16 * j..16 * j + 16], &lj, "seed {seed} sub-block {j}");
+                }
+            }
+        }
+        crate::simd::set_simd(true);
+    }
+
+    fn batched_searches_equal_the_straight_ports_once() {
         for seed in 0..400u64 {
             for n in [16usize, 32] {
                 let x = values(seed, n);

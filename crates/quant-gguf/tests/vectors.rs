@@ -1,9 +1,11 @@
 //! Every reference vector of ggml (tests/data, copied from ggml d99724f2 outputs):
-//! quantized bytes equal byte for byte, dequantized values bit for bit.
+//! quantized bytes equal byte for byte (with and without the AVX2 build), dequantized
+//! values bit for bit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use quant_gguf::GgmlType;
 use serde_json::Value;
@@ -33,6 +35,9 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// Runs every output of every case of `kinds`; returns (checked, failures).
 fn run(kinds: &[&str]) -> (usize, Vec<String>) {
+    // The SIMD switch is process-wide: one test at a time flips it.
+    static SIMD_SWITCH: Mutex<()> = Mutex::new(());
+    let _switch = SIMD_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let m = manifest();
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -58,16 +63,22 @@ fn run(kinds: &[&str]) -> (usize, Vec<String>) {
             let imat = out["imatrix"].as_bool().unwrap();
             let w = if imat { imatrix.as_deref() } else { None };
             let want_q = read(out["quant"]["file"].as_str().unwrap());
-            let got_q = quant_gguf::quantize(ty, &input, ncols, w).unwrap();
             checked += 1;
-            if got_q != want_q {
-                failures.push(format!(
-                    "{name} {tname} imat={imat}: quantized bytes differ (first at {:?}, len {} vs {})",
-                    first_diff(&got_q, &want_q),
-                    got_q.len(),
-                    want_q.len()
-                ));
+            // Both builds of the row quantizers: the AVX2 one (where the CPU has it) and
+            // the baseline one.
+            for simd in [true, false] {
+                quant_gguf::simd::set_simd(simd);
+                let got_q = quant_gguf::quantize(ty, &input, ncols, w).unwrap();
+                if got_q != want_q {
+                    failures.push(format!(
+                        "{name} {tname} imat={imat} simd={simd}: quantized bytes differ (first at {:?}, len {} vs {})",
+                        first_diff(&got_q, &want_q),
+                        got_q.len(),
+                        want_q.len()
+                    ));
+                }
             }
+            quant_gguf::simd::set_simd(true);
             let want_d = read(out["dequant"]["file"].as_str().unwrap());
             let got_d: Vec<u8> = quant_gguf::dequantize(ty, &want_q, ncols)
                 .unwrap()
