@@ -117,9 +117,8 @@ pub struct RowInt8;
 impl RowInt8 {
     /// Quantizes one row: returns its scale and writes the codes (int8 as their bytes).
     pub fn quantize_row(row: &[f32], codes: &mut [u8]) -> f32 {
-        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and only initialized bytes are
-        // written through the view.
-        let codes = unsafe { &mut *(codes as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        // SAFETY: only initialized bytes are written through the view.
+        let codes = unsafe { quant_core::simd::as_uninit_mut(codes) };
         Self::quantize_row_uninit(row, codes)
     }
 
@@ -404,7 +403,7 @@ mod tests {
             }
         }
         for simd in [false, true] {
-            quant_core::simd::set_simd(simd);
+            let _simd = quant_core::simd::force_simd(simd);
             for row in &rows {
                 let (want_scale, want) = reference_row(row);
                 let mut got = vec![0u8; row.len()];
@@ -427,7 +426,6 @@ mod tests {
                 }
             }
         }
-        quant_core::simd::set_simd(true);
     }
 
     #[test]

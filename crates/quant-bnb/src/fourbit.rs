@@ -203,7 +203,8 @@ fn code_chunk(scaled: &[f32; CHUNK], qt: QuantType, os: &mut [MaybeUninit<u8>]) 
 }
 
 /// Quantizes a flattened weight: returns (packed bytes `[(n + 1) / 2]`, f32 absmax per block).
-/// `blocksize` must be even and non-zero (bitsandbytes' values are powers of two ≥ 32).
+/// `blocksize` must be even and non-zero (bitsandbytes' values are powers of two ≥ 32); an
+/// odd one gives meaningless bytes, and 0 or 1 panics.
 pub fn quantize_4bit(x: &[f32], blocksize: usize, qt: QuantType) -> (Vec<u8>, Vec<f32>) {
     quantize_4bit_cast(x, blocksize, qt, DType::F32)
 }
@@ -231,18 +232,31 @@ fn quantize_with<F: Fn(f32) -> f32 + Sync>(
     let n = x.len();
     let nblocks = n.div_ceil(blocksize);
     let mut absmax = vec![0f32; nblocks];
-    let fill = |packed: &mut [MaybeUninit<u8>]| {
+    let mut fill = |packed: &mut [MaybeUninit<u8>]| {
         packed
             .par_chunks_mut(blocksize / 2 * MIN_BLOCKS_PER_TASK)
             .zip(x.par_chunks(blocksize * MIN_BLOCKS_PER_TASK))
             .zip(absmax.par_chunks_mut(MIN_BLOCKS_PER_TASK))
             .for_each(|((out, xs), am)| quantize_blocks(xs, out, am, blocksize, qt, cast));
     };
+    if !pairs_whole_blocks(blocksize) {
+        // Outside the documented sizes: what no task writes stays 0.
+        let mut packed = vec![0u8; n.div_ceil(2)];
+        // SAFETY: the kernels store initialized bytes only.
+        fill(unsafe { quant_core::simd::as_uninit_mut(&mut packed) });
+        return (packed, absmax);
+    }
     // SAFETY: `packed` has `ceil(n / 2)` bytes; tasks pair whole blocks of bytes with whole
-    // blocks of values (`blocksize` is even), and `quantize_block` writes `ceil(len / 2)`
-    // bytes for a block of `len` values.
+    // blocks of values (`blocksize` is even, checked above), and `quantize_block` writes
+    // `ceil(len / 2)` bytes for a block of `len` values.
     let packed = unsafe { quant_core::simd::vec_written(n.div_ceil(2), fill) };
     (packed, absmax)
+}
+
+/// Whether the task chunks of `blocksize / 2` bytes and `blocksize` values line up block
+/// for block (an even, non-zero `blocksize` whose task span does not overflow).
+fn pairs_whole_blocks(blocksize: usize) -> bool {
+    blocksize >= 2 && blocksize % 2 == 0 && blocksize.checked_mul(MIN_BLOCKS_PER_TASK).is_some()
 }
 
 quant_core::multiversion! {
@@ -297,16 +311,18 @@ fn dequantize_with<F: Fn(f32) -> f32 + Sync>(
             .zip(absmax.par_chunks(MIN_BLOCKS_PER_TASK))
             .for_each(|((o, p), am)| dequantize_blocks(p, am, o, blocksize, table, round));
     };
-    if packed.len() < n.div_ceil(2) || absmax.len() < n.div_ceil(blocksize) {
+    if !pairs_whole_blocks(blocksize)
+        || packed.len() < n.div_ceil(2)
+        || absmax.len() < n.div_ceil(blocksize)
+    {
         // Not the checked sizes: what has no codes stays 0.
         let mut out = vec![0f32; n];
-        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernel only writes
-        // initialized values through the view.
-        fill(unsafe { &mut *(out.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>]) });
+        // SAFETY: the kernels store initialized values only.
+        fill(unsafe { quant_core::simd::as_uninit_mut(&mut out) });
         return out;
     }
     // SAFETY: `packed.len() * 2 >= n` and `absmax.len() >= ceil(n / blocksize)` (checked
-    // above); tasks pair whole blocks, and `dequantize_blocks` writes every element of
+    // above); tasks pair whole blocks (`blocksize` even, checked above), and `dequantize_blocks` writes every element of
     // each block (the pairs, then an odd tail from the high nibble of the next byte).
     unsafe { quant_core::simd::vec_written(n, fill) }
 }
@@ -543,5 +559,25 @@ mod tests {
         assert_eq!(ceil_log2(3), 2);
         assert_eq!(ceil_log2(4), 2);
         assert_eq!(ceil_log2(5), 3);
+    }
+
+    /// An odd block size (outside the documented contract) must not hand back
+    /// uninitialized memory: the unwritten tail stays 0.
+    #[test]
+    fn odd_blocksize_gives_initialized_outputs() {
+        let x: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+        let (packed, absmax) = quantize_4bit(&x, 3, QuantType::Nf4);
+        assert_eq!((packed.len(), absmax.len()), (3, 2));
+        assert_eq!(packed[2], 0);
+        let back = dequantize_4bit(
+            &packed,
+            &absmax,
+            6,
+            3,
+            QuantType::Nf4.dequant_table(6),
+            DType::F32,
+        );
+        assert_eq!(back.len(), 6);
+        assert!(back.iter().all(|v| v.is_finite()));
     }
 }

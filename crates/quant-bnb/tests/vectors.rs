@@ -61,10 +61,9 @@ fn assert_bits(ours: &[f32], want: &[f32], ctx: &str) {
 fn four_bit_vectors_are_byte_identical() {
     // Both builds of the kernels: AVX2 (where the CPU has it) and the baseline.
     for simd in [true, false] {
-        quant_core::simd::set_simd(simd);
+        let _simd = quant_core::simd::force_simd(simd);
         four_bit_vectors_are_byte_identical_once();
     }
-    quant_core::simd::set_simd(true);
 }
 
 fn four_bit_vectors_are_byte_identical_once() {
@@ -191,10 +190,9 @@ fn four_bit_vectors_are_byte_identical_once() {
 fn int8_vectors_are_byte_identical() {
     // Both builds of the kernels: AVX2 (where the CPU has it) and the baseline.
     for simd in [true, false] {
-        quant_core::simd::set_simd(simd);
+        let _simd = quant_core::simd::force_simd(simd);
         int8_vectors_are_byte_identical_once();
     }
-    quant_core::simd::set_simd(true);
 }
 
 fn int8_vectors_are_byte_identical_once() {

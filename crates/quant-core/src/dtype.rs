@@ -499,8 +499,8 @@ pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
             return Ok(());
         }
     };
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only write values.
-    let view = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    // SAFETY: the kernels only write values.
+    let view = unsafe { crate::simd::as_uninit_mut(out) };
     par_convert(bytes, size, view, 1, f);
     Ok(())
 }
@@ -635,7 +635,7 @@ mod tests {
         let xs: Vec<f32> = f32_samples().into_iter().map(f32::from_bits).collect();
         let halves: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
         for simd in [false, true] {
-            crate::simd::set_simd(simd);
+            let _simd = crate::simd::force_simd(simd);
             let f16 = encode_f32(DType::F16, &xs).unwrap();
             let bf16 = encode_f32(DType::BF16, &xs).unwrap();
             let f32b = encode_f32(DType::F32, &xs).unwrap();
@@ -663,7 +663,6 @@ mod tests {
                 }
             }
         }
-        crate::simd::set_simd(true);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 static SIMD_OFF: AtomicBool = AtomicBool::new(false);
 
@@ -30,9 +31,34 @@ pub fn simd_enabled() -> bool {
 }
 
 /// Turns the AVX2 builds off (`false`) or back on where the CPU has them (`true`), for
-/// comparing them with the baseline build. Process-wide.
+/// comparing them with the baseline build. Process-wide; code that compares the builds
+/// while other threads may switch too (parallel tests) should use [`force_simd`].
 pub fn set_simd(enabled: bool) {
     SIMD_OFF.store(!enabled, Ordering::Relaxed);
+}
+
+static SWITCH: Mutex<()> = Mutex::new(());
+
+/// Holds the SIMD switch in one position until dropped (then turns the AVX2 builds back
+/// on): from [`force_simd`].
+#[must_use = "the switch is released when the guard is dropped"]
+pub struct SimdGuard {
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Drop for SimdGuard {
+    fn drop(&mut self) {
+        set_simd(true);
+    }
+}
+
+/// [`set_simd`] under a process-wide lock held by the returned guard, so that two
+/// comparisons of the builds (e.g. tests running in parallel) cannot flip the switch
+/// under each other. Do not call it again on the same thread while holding a guard.
+pub fn force_simd(enabled: bool) -> SimdGuard {
+    let lock = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_simd(enabled);
+    SimdGuard { _lock: lock }
 }
 
 /// Defines a function whose body is compiled twice, for the baseline target and with
@@ -105,6 +131,18 @@ pub unsafe fn extend_written<T>(
         // `fill` initialized all of them.
         unsafe { v.set_len(len + n) };
     }
+}
+
+/// An initialized slice viewed as `MaybeUninit`, for handing to a kernel that writes
+/// through `&mut [MaybeUninit<T>]`.
+///
+/// # Safety
+///
+/// Whoever writes through the view must store initialized values only (never
+/// `MaybeUninit::uninit()`), so that the slice is still initialized afterwards.
+pub unsafe fn as_uninit_mut<T: Copy>(v: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`; the caller keeps it initialized.
+    unsafe { &mut *(v as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
 /// A `Vec` of `n` elements, each written by `fill` (see [`extend_written`]).

@@ -185,34 +185,6 @@ pub fn set_simd(enabled: bool) {
     quant_core::simd::set_simd(enabled)
 }
 
-/// Defines `fn $name` whose body is compiled twice, for the baseline target and with
-/// AVX2, the latter picked at run time by [`simd_enabled`].
-macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$W:ident: Wd>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn imp $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,f16c")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn avx2 $(<$W: Wd>)? ($($arg: $ty),*) $(-> $ret)? {
-                imp $(::<$W>)? ($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                if simd_enabled() {
-                    // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2 and F16C.
-                    return unsafe { avx2 $(::<$W>)? ($($arg),*) };
-                }
-            }
-            imp $(::<$W>)? ($($arg),*)
-        }
-    };
-}
-
 // ---------------------------------------------------------------- float8
 
 /// The float8 scale for an exact `amax`: `f32(wd(amax / fp8_max))`, no eps (an all-zero
@@ -254,21 +226,21 @@ fn fp8_encode_into(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
     }
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// Float8 codes of `vals` with a given scale (see `fp8_encode_into`).
     pub fn fp8_encode_slice(vals: &[f32], scale: f32, fmt: Fp8, out: &mut [u8]) {
         fp8_encode_into(vals, scale, fmt, out)
     }
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// Exact max |x| of a slice (the multiversioned [`abs_max`]).
     pub fn abs_max_slice(vals: &[f32]) -> f32 {
         abs_max(vals)
     }
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// One row of per-row float8: writes the codes, returns the scale.
     pub fn fp8_row<W: Wd>(row: &[f32], fmt: Fp8, out: &mut [u8]) -> f32 {
         let scale = fp8_scale::<W>(abs_max(row), fmt);
@@ -320,7 +292,7 @@ pub fn sym_codes<W: Wd>(vals: &[f32], scale: f32, qmin: f32, qmax: f32, out: &mu
     }
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// One row of symmetric groups: codes and one scale per group.
     pub fn sym_row<W: Wd>(
         row: &[f32],
@@ -376,7 +348,7 @@ pub fn asym_params<W: Wd>(lo: f32, hi: f32, qmax: f32) -> (f32, f32) {
     (scale, zp)
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// One row of asymmetric groups: codes, and per group a scale and zero point.
     pub fn asym_row<W: Wd>(
         row: &[f32],
@@ -444,7 +416,7 @@ pub fn int4wo_group(vals: &[f32], out: &mut [i8]) -> (f32, f32) {
     (scale, zero)
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// One row of int4wo groups.
     pub fn int4wo_row(row: &[f32], group: usize, codes: &mut [i8], scales: &mut [f32], zeros: &mut [f32]) {
         for (((cg, vg), sg), zg) in codes
@@ -485,9 +457,8 @@ pub fn int4wo_groups(
 /// Views an initialized output row as one the `*_into` kernels write (they write only
 /// values, never uninitialized bytes).
 fn as_uninit(out: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and only values are written
-    // through the view.
-    unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) }
+    // SAFETY: only values are written through the view.
+    unsafe { quant_core::simd::as_uninit_mut(out) }
 }
 
 /// `wd(f32(q) * scale)` for one row of float8 codes (`table`: the decoded bytes).
@@ -495,7 +466,7 @@ pub fn dequant_fp8_row<W: Wd>(codes: &[u8], table: &[f32; 256], scale: f32, out:
     dequant_fp8_row_into::<W>(codes, table, scale, as_uninit(out))
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// [`dequant_fp8_row`] into a row not yet written: writes
     /// `min(codes.len(), out.len())` values.
     pub(crate) fn dequant_fp8_row_into<W: Wd>(
@@ -522,7 +493,7 @@ pub fn dequant_affine_row<W: Wd>(
     dequant_affine_row_into::<W>(codes, scales, zps, group, as_uninit(out))
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// [`dequant_affine_row`] into a row not yet written: writes
     /// `min(codes.len(), out.len())` values.
     pub(crate) fn dequant_affine_row_into<W: Wd>(
@@ -554,7 +525,7 @@ pub fn dequant_int4_row<W: Wd>(
     dequant_int4_row_into::<W>(packed, scales, zeros, group, as_uninit(out))
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// [`dequant_int4_row`] into a row not yet written: with an even `group`, writes
     /// `min(2 * packed.len(), out.len())` values.
     pub(crate) fn dequant_int4_row_into<W: Wd>(
@@ -593,7 +564,7 @@ pub fn pack_int4(codes: &[i8]) -> Vec<u8> {
     out
 }
 
-multiversion! {
+quant_core::multiversion! {
     /// [`pack_int4`] of one chunk into `out` (`ceil(codes.len() / 2)` bytes).
     fn pack_int4_into(codes: &[i8], out: &mut [u8]) {
         let mut pairs = codes.chunks_exact(2);

@@ -363,13 +363,12 @@ mod tests {
             xs.push(1.0);
         }
         for simd in [true, false] {
-            crate::simd::set_simd(simd);
+            let _simd = quant_core::simd::force_simd(simd);
             let mut l = vec![0u8; xs.len()];
             best_indices(&xs, 1.0, &mut l);
             for (&x, &got) in xs.iter().zip(&l) {
                 assert_eq!(got, best_index_int8(&KVALUES_IQ4NL, x), "x={x} simd={simd}");
             }
         }
-        crate::simd::set_simd(true);
     }
 }

@@ -213,11 +213,10 @@ mod tests {
         let mut want = vec![BlockQ4_0::ZERO; x.len() / 32];
         quantize_row_scalar(&x, &mut want);
         for simd in [true, false] {
-            crate::simd::set_simd(simd);
+            let _simd = quant_core::simd::force_simd(simd);
             let mut got = vec![BlockQ4_0::ZERO; x.len() / 32];
             BlockQ4_0::quantize_row(&x, &mut got);
             assert_eq!(got, want, "simd={simd}");
         }
-        crate::simd::set_simd(true);
     }
 }

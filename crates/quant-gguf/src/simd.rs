@@ -11,4 +11,4 @@
 //! The switch is quant-core's, shared by every backend: [`set_simd`] turns the AVX2
 //! builds of all crates off or on together.
 
-pub use quant_core::simd::{set_simd, simd_enabled};
+pub use quant_core::simd::{force_simd, set_simd, simd_enabled};

@@ -1077,16 +1077,15 @@ mod tests {
     #[test]
     fn batched_searches_equal_the_straight_ports() {
         for simd in [true, false] {
-            crate::simd::set_simd(simd);
+            let _simd = quant_core::simd::force_simd(simd);
             batched_searches_equal_the_straight_ports_once();
         }
-        crate::simd::set_simd(true);
     }
 
     #[test]
     fn q3_lanes_equal_the_straight_port() {
         for simd in [true, false] {
-            crate::simd::set_simd(simd);
+            let _simd = quant_core::simd::force_simd(simd);
             for seed in 0..300u64 {
                 let mut x = [0f32; QK_K];
                 x.copy_from_slice(&values(seed, QK_K));
@@ -1109,7 +1108,6 @@ mod tests {
                 }
             }
         }
-        crate::simd::set_simd(true);
     }
 
     fn batched_searches_equal_the_straight_ports_once() {

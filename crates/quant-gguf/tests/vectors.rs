@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use quant_gguf::GgmlType;
 use serde_json::Value;
@@ -35,9 +34,6 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// Runs every output of every case of `kinds`; returns (checked, failures).
 fn run(kinds: &[&str]) -> (usize, Vec<String>) {
-    // The SIMD switch is process-wide: one test at a time flips it.
-    static SIMD_SWITCH: Mutex<()> = Mutex::new(());
-    let _switch = SIMD_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let m = manifest();
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -67,7 +63,7 @@ fn run(kinds: &[&str]) -> (usize, Vec<String>) {
             // Both builds of the row quantizers: the AVX2 one (where the CPU has it) and
             // the baseline one.
             for simd in [true, false] {
-                quant_gguf::simd::set_simd(simd);
+                let _simd = quant_core::simd::force_simd(simd);
                 let got_q = quant_gguf::quantize(ty, &input, ncols, w).unwrap();
                 if got_q != want_q {
                     failures.push(format!(
@@ -78,7 +74,6 @@ fn run(kinds: &[&str]) -> (usize, Vec<String>) {
                     ));
                 }
             }
-            quant_gguf::simd::set_simd(true);
             let want_d = read(out["dequant"]["file"].as_str().unwrap());
             let got_d: Vec<u8> = quant_gguf::dequantize(ty, &want_q, ncols)
                 .unwrap()

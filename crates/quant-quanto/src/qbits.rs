@@ -98,9 +98,8 @@ pub(crate) fn quantize<R: Rd>(
         // Not whole groups: the codes of what is left over stay 0.
         let mut codes = vec![0u8; values.len()];
         if cols > 0 {
-            // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; only values are written.
-            let view =
-                unsafe { &mut *(codes.as_mut_slice() as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            // SAFETY: only values are written through the view.
+            let view = unsafe { quant_core::simd::as_uninit_mut(&mut codes) };
             quantize_groups::<R>(bits, values, view, &mut scale, &mut shift, cols, tinygemm);
         }
         codes

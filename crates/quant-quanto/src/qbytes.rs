@@ -70,8 +70,8 @@ pub(crate) fn quantize<R: Rd>(
 
 /// Views initialized bytes as a buffer the kernels write (they write no uninit bytes).
 fn as_uninit(c: &mut [u8]) -> &mut [MaybeUninit<u8>] {
-    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the kernels only write values.
-    unsafe { &mut *(c as *mut [u8] as *mut [MaybeUninit<u8>]) }
+    // SAFETY: the kernels only write values.
+    unsafe { quant_core::simd::as_uninit_mut(c) }
 }
 
 quant_core::multiversion! {
@@ -165,8 +165,8 @@ pub(crate) fn dequantize<R: Rd>(code: ByteCode, codes: &[u8], scales: &[f32]) ->
         // Not whole rows: what has no scale stays 0.
         let mut out = vec![0f32; codes.len()];
         for ((o, c), &s) in out.chunks_mut(cols).zip(codes.chunks(cols)).zip(scales) {
-            // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; only values are written.
-            let o = unsafe { &mut *(o as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            // SAFETY: only values are written through the view.
+            let o = unsafe { quant_core::simd::as_uninit_mut(o) };
             dequantize_row::<R>(code, c, s, o);
         }
         return out;

@@ -12,10 +12,9 @@ use quant_core::{DType, TensorMeta, TensorSource};
 fn every_quanto_vector_is_byte_identical() {
     // Both builds of the kernels: AVX2 (where the CPU has it) and the baseline.
     for simd in [true, false] {
-        quant_core::simd::set_simd(simd);
+        let _simd = quant_core::simd::force_simd(simd);
         every_quanto_vector_is_byte_identical_once();
     }
-    quant_core::simd::set_simd(true);
 }
 
 fn every_quanto_vector_is_byte_identical_once() {
