@@ -40,30 +40,9 @@ impl Rd for RdF16 {
     }
 }
 
-/// f32 → f16 → f32 in plain arithmetic (selects only, so loops vectorize): round to
-/// nearest even, f16 subnormals, overflow to infinity, NaN kept quiet with its sign and
-/// top payload bits — the same results as F16C's `vcvtps2ph` / `half::f16::from_f32`.
-#[inline(always)]
-pub(crate) fn round_f16(x: f32) -> f32 {
-    let u = x.to_bits();
-    let sign = u & 0x8000_0000;
-    let a = u & 0x7FFF_FFFF;
-    // Normal f16 range: keep 10 mantissa bits, ties to even (carries into the exponent).
-    let normal = a.wrapping_add(0x0FFF + ((a >> 13) & 1)) & 0xFFFF_E000;
-    // Below 2^-14: whole multiples of 2^-24, rounded by the FPU (the ulp of 0.5 is 2^-24).
-    let sub = ((f32::from_bits(a) + 0.5) - 0.5).to_bits();
-    let nan = 0x7FC0_0000 | (a & 0x007F_E000);
-    let r = if a > 0x7F80_0000 {
-        nan
-    } else if a >= 0x477F_F000 {
-        0x7F80_0000
-    } else if a < 0x3880_0000 {
-        sub
-    } else {
-        normal
-    };
-    f32::from_bits(sign | r)
-}
+/// f32 → f16 → f32 in plain arithmetic (selects only, so loops vectorize): quant-core's
+/// [`quant_core::dtype::round_f16`], the same results as F16C's `vcvtps2ph`.
+pub(crate) use quant_core::dtype::round_f16;
 
 impl Rd for RdBF16 {
     const DTYPE: DType = DType::BF16;
