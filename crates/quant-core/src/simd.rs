@@ -156,3 +156,17 @@ pub unsafe fn vec_written<T>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>]))
     unsafe { extend_written(&mut v, n, fill) };
     v
 }
+
+/// A float's bits as an `i32` that orders like the float (-0 just below +0; NaNs beyond
+/// ±inf): integer min/max over these keys vectorize where IEEE float min/max does not.
+#[inline(always)]
+pub fn order_key(x: f32) -> i32 {
+    let i = x.to_bits() as i32;
+    i ^ ((i >> 31) & 0x7FFF_FFFF)
+}
+
+/// The float whose [`order_key`] is `k`.
+#[inline(always)]
+pub fn from_order_key(k: i32) -> f32 {
+    f32::from_bits((k ^ ((k >> 31) & 0x7FFF_FFFF)) as u32)
+}

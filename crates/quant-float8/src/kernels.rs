@@ -2,6 +2,7 @@
 //! crate docs for the formulas). Rows are `[K]` slices of a row-major `[N, K]` weight.
 
 use quant_core::dtype::round_f16;
+use quant_core::simd::{from_order_key, order_key};
 use quant_core::DType;
 use std::mem::MaybeUninit;
 
@@ -123,18 +124,6 @@ pub fn round_half_even(x: f32) -> f32 {
     } else {
         x
     }
-}
-
-/// A float's bits as an i32 that orders like the float (finite values; -0 just below +0).
-#[inline(always)]
-fn order_key(x: f32) -> i32 {
-    let i = x.to_bits() as i32;
-    i ^ ((i >> 31) & 0x7FFF_FFFF)
-}
-
-#[inline(always)]
-fn from_order_key(k: i32) -> f32 {
-    f32::from_bits((k ^ ((k >> 31) & 0x7FFF_FFFF)) as u32)
 }
 
 /// Exact min and max of a slice of finite values ((+inf, -inf) for an empty slice). The

@@ -1,6 +1,7 @@
 //! Affine group-wise 4-/2-bit weights: qint4 and qint2 (quanto's `WeightQBitsTensor` with
 //! the default `MaxOptimizer`, axis 0), and their `PackedTensor` bit packing.
 
+use quant_core::simd::{from_order_key, order_key};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -131,18 +132,6 @@ quant_core::multiversion! {
             (*sc, *sh) = quantize_group::<R>(bits, v, c, tinygemm);
         }
     }
-}
-
-/// A float's bits as an i32 that orders like the float (-0 just below +0; NaN apart).
-#[inline(always)]
-fn order_key(x: f32) -> i32 {
-    let i = x.to_bits() as i32;
-    i ^ ((i >> 31) & 0x7FFF_FFFF)
-}
-
-#[inline(always)]
-fn from_order_key(k: i32) -> f32 {
-    f32::from_bits((k ^ ((k >> 31) & 0x7FFF_FFFF)) as u32)
 }
 
 /// `(min, max)` of a group as a first-to-last scan with strict `<` / `>` finds them
