@@ -299,6 +299,11 @@ fn quantize_rows_checked<T: GgmlBlock>(
             ));
         }
     }
+    if values.is_empty() {
+        // No rows: nothing to quantize (and no per-thread row buffer to size by a row
+        // length that nothing backs).
+        return Ok(Ok(Vec::new()));
+    }
     let blocks_per_row = row_len / T::BLOCK_SIZE;
     let row_bytes = blocks_per_row * T::TYPE_SIZE;
     let mut out = vec![0u8; values.len() / T::BLOCK_SIZE * T::TYPE_SIZE];
@@ -372,8 +377,19 @@ pub fn dequantize_rows<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<Vec
             format!("rows of {row_len} are not a multiple of {}", T::BLOCK_SIZE),
         ));
     }
+    if bytes.is_empty() {
+        // No rows (an empty tensor may still declare a huge row length): nothing to
+        // restore, and no per-thread row buffer to size by that length.
+        return Ok(Vec::new());
+    }
     let blocks_per_row = row_len / T::BLOCK_SIZE;
-    let row_bytes = blocks_per_row * T::TYPE_SIZE;
+    let Some(row_bytes) = blocks_per_row.checked_mul(T::TYPE_SIZE) else {
+        return Err(shape_error(
+            ty,
+            "row length",
+            format!("rows of {row_len} overflow the byte size"),
+        ));
+    };
     if bytes.len() % row_bytes != 0 {
         return Err(shape_error(
             ty,

@@ -521,7 +521,14 @@ fn part_layout(name: &str, ty: GgmlType, shape: &[usize], size: usize) -> PartLa
         GgmlType::BF16 => PartLayout::new(name, DType::BF16, shape.to_vec()),
         _ => {
             let row = shape.last().copied().unwrap_or(1).max(1);
-            let rows = shape.iter().product::<usize>() / row;
+            // An empty tensor may pair a 0 with dims whose product overflows; a product
+            // that overflows otherwise describes no data this file can hold (0 rows: the
+            // part's size check then refuses it).
+            let rows = if shape.contains(&0) {
+                0
+            } else {
+                quant_core::tensor::checked_numel(shape).map_or(0, |n| n / row)
+            };
             PartLayout::new(name, DType::U8, vec![rows, size / rows.max(1)])
         }
     }
