@@ -378,6 +378,23 @@ pub fn asym_groups<W: Wd>(
     scales: &mut [f32],
     zps: &mut [i32],
 ) {
+    par_group_rows(vals, k, group, codes, scales, zps, |row, c, s, z| {
+        asym_row::<W>(row, group, qmax, c, s, z)
+    });
+}
+
+/// Runs `row_fn(row, codes, scales, zeros)` over the rows of a row-major `[rows, k]`
+/// matrix in parallel, handing each row its `k` codes and its `k / group` scales and
+/// zero points.
+fn par_group_rows<C: Send, Z: Send>(
+    vals: &[f32],
+    k: usize,
+    group: usize,
+    codes: &mut [C],
+    scales: &mut [f32],
+    zeros: &mut [Z],
+    row_fn: impl Fn(&[f32], &mut [C], &mut [f32], &mut [Z]) + Sync,
+) {
     let per_row = k / group;
     codes
         .par_chunks_mut(k)
@@ -385,9 +402,9 @@ pub fn asym_groups<W: Wd>(
         .zip(
             scales
                 .par_chunks_mut(per_row)
-                .zip(zps.par_chunks_mut(per_row)),
+                .zip(zeros.par_chunks_mut(per_row)),
         )
-        .for_each(|((c, row), (s, z))| asym_row::<W>(row, group, qmax, c, s, z));
+        .for_each(|((c, row), (s, z))| row_fn(row, c, s, z));
 }
 
 // ---------------------------------------------------------------- int4wo (fbgemm)
@@ -429,16 +446,9 @@ pub fn int4wo_groups(
     scales: &mut [f32],
     zeros: &mut [f32],
 ) {
-    let per_row = k / group;
-    codes
-        .par_chunks_mut(k)
-        .zip(vals.par_chunks(k))
-        .zip(
-            scales
-                .par_chunks_mut(per_row)
-                .zip(zeros.par_chunks_mut(per_row)),
-        )
-        .for_each(|((c, row), (s, z))| int4wo_row(row, group, c, s, z));
+    par_group_rows(vals, k, group, codes, scales, zeros, |row, c, s, z| {
+        int4wo_row(row, group, c, s, z)
+    });
 }
 
 // ---------------------------------------------------------------- dequantization

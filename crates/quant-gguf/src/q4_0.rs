@@ -156,14 +156,7 @@ mod tests {
     /// The straight port of `quantize_row_q4_0_ref`.
     fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ4_0]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let mut amax = 0f32;
-            let mut max = 0f32;
-            for &v in xb {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
+            let max = crate::util::max_by_magnitude(xb);
             let d = max / -8.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             yb.d = fp32_to_fp16(d);

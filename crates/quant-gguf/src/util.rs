@@ -43,6 +43,22 @@ pub fn c_min<T: PartialOrd>(a: T, b: T) -> T {
     }
 }
 
+/// The value of largest magnitude in `x`, the first one on ties (ggml's `amax`/`max`
+/// scan of `quantize_row_q4_0_ref` and `quantize_row_q5_0_ref`); 0 when every value is
+/// ±0 or NaN.
+#[inline(always)]
+pub fn max_by_magnitude(x: &[f32]) -> f32 {
+    let mut amax = 0f32;
+    let mut max = 0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// C's `(int)x` for a float on x86-64 (`cvttss2si`): truncation toward zero, and
 /// `INT_MIN` for NaN or values out of range (where Rust's `as` would saturate). A C cast
 /// to `int8_t`/`uint8_t` is this value's low byte.
