@@ -317,6 +317,9 @@ fn print_warnings(report: &Report) {
     if let Some(r) = &report.resolved.fallback_reason {
         eprintln!("warning: {}: {r}", report.resolved.requested);
     }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     for t in report.tensors.iter().filter(|t| t.is_fallback) {
         eprintln!("fallback: {}: {}", t.name, t.note.as_deref().unwrap_or(""));
     }
