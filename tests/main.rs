@@ -7,6 +7,7 @@ mod basic;
 mod checkpoints;
 mod common;
 mod configs;
+mod dequantize_into;
 mod engine;
 mod fuzz_replay;
 mod hostile;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use quant::dtype::encode_f32;
 use quant::engine::{Action, Report};
 use quant::metrics::ErrorStats;
 use quant::safetensors_io::{check_output, SafetensorsWriter};
@@ -685,9 +686,34 @@ fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<(
         })
         .collect();
     let mut w = SafetensorsWriter::create(output, layouts.clone(), &Default::default())?;
+    // One f32 buffer serves every quantized tensor; unquantized ones stream from the
+    // mapped input. Either way the output is encoded a chunk at a time.
+    let mut values = Vec::new();
+    const CHUNK: usize = 1 << 20;
     for (r, l) in records.iter().zip(&layouts) {
-        let t = model.load(&r.name, Some(l.dtype))?;
-        w.write_raw(&r.name, &t.data)?;
+        let encode = |v: &[f32], out: &mut dyn std::io::Write| -> std::io::Result<()> {
+            let bytes = encode_f32(l.dtype, v).map_err(std::io::Error::other)?;
+            out.write_all(&bytes)
+        };
+        match model.source(&r.name).filter(|_| r.method.is_none()) {
+            Some(src) if l.dtype == r.dtype => w.write_with(&r.name, |out| src.write_bytes(out))?,
+            Some(src) => w.write_with(&r.name, |out| {
+                src.for_each_f32_chunk(CHUNK, &mut |v| {
+                    encode(v, out).map_err(|e| Error::io(&r.name, e))
+                })
+                .map_err(std::io::Error::other)
+            })?,
+            None if r.method.is_none() && !r.dtype.is_float() => {
+                let t = model.load(&r.name, Some(l.dtype))?;
+                w.write_raw(&r.name, &t.data)?;
+            }
+            None => {
+                model.load_f32_into(&r.name, &mut values)?;
+                w.write_with(&r.name, |out| {
+                    values.chunks(CHUNK).try_for_each(|v| encode(v, out))
+                })?;
+            }
+        }
     }
     w.finish()?;
     println!(
