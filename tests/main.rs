@@ -16,3 +16,4 @@ mod nonfinite;
 mod pipeline;
 mod properties;
 mod registry;
+mod shards;

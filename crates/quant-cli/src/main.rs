@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use quant::dtype::encode_f32;
-use quant::engine::{Action, Report};
+use quant::engine::{parse_size, Action, Report, Worker};
 use quant::metrics::ErrorStats;
 use quant::safetensors_io::{check_output, SafetensorsWriter};
 use quant::{
@@ -74,6 +74,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tie together an output folder written by `quantize --shard I/N` workers (checks
+    /// that every worker finished the same plan, then writes the index and config).
+    Merge {
+        /// The output folder the workers wrote.
+        output: PathBuf,
+    },
     /// Quantize a built-in sample model with every method, reload it and print a table.
     Demo {
         /// Only these methods (comma separated).
@@ -136,6 +142,14 @@ struct QuantizeArgs {
     /// Output container: safetensors or gguf (default: from the extension).
     #[arg(long)]
     format: Option<String>,
+    /// Split safetensors output into files of at most SIZE (5GB, 500MB, 2GiB), named and
+    /// indexed as transformers' save_pretrained does; the output is a folder.
+    #[arg(long, value_name = "SIZE")]
+    max_shard_size: Option<String>,
+    /// Be worker I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/N or
+    /// $JOB_COMPLETION_INDEX/N): write only this worker's output files; then `quant merge OUT`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -184,6 +198,7 @@ fn run(cmd: Command) -> Result<()> {
             quantized,
             json,
         } => eval(&original, &quantized, json),
+        Command::Merge { output } => merge(&output),
         Command::Demo { methods, keep } => demo(methods.as_deref(), keep),
     }
 }
@@ -305,6 +320,23 @@ fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
         .allow_requantize(a.allow_requantize))
 }
 
+fn merge(output: &Path) -> Result<()> {
+    let m = quant::engine::merge(output)?;
+    println!(
+        "merged {} ({} workers, {} weight files checked, {} files tied: {})",
+        output.display(),
+        m.workers,
+        m.files.len(),
+        m.tied.len(),
+        m.tied
+            .iter()
+            .map(|t| t.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
 fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= 1e9 {
@@ -356,8 +388,17 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         .force(a.force)
         .allow_nonfinite(a.allow_nonfinite)
         .format(a.format.clone())
+        .max_shard_size(a.max_shard_size.as_deref().map(parse_size).transpose()?)
+        .worker(a.shard.as_deref().map(Worker::parse).transpose()?)
         .progress(Some(progress));
     if Pipeline::is_pipeline(&a.plan.input) {
+        if a.shard.is_some() || a.max_shard_size.is_some() {
+            return Err(Error::Config {
+                source_name: a.plan.input.display().to_string(),
+                entry: "--shard / --max-shard-size".into(),
+                reason: "are for model files and folders, not pipeline folders (quantize a large component's folder on its own)".into(),
+            });
+        }
         let pipe = pipeline_with_components(&a.plan, &q)?;
         let result = pipe.save(&a.output, Some(&q.clone().format(None)), a.force);
         bar.finish_and_clear();

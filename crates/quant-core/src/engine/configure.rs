@@ -38,6 +38,79 @@ pub struct ModelQuantizer {
     pub(super) force: bool,
     pub(super) format: Option<String>,
     pub(super) progress: Option<Progress>,
+    pub(super) max_shard_size: Option<u64>,
+    pub(super) worker: Option<Worker>,
+}
+
+/// One worker's share of a run split over `count` workers (`--shard I/N`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Worker {
+    /// This worker, 0-based.
+    pub index: usize,
+    /// How many workers share the run.
+    pub count: usize,
+}
+
+impl Worker {
+    /// Parses `I/N` (0 ≤ I < N), as a Kubernetes Indexed Job or a Slurm array gives it.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::Config {
+            source_name: "--shard".into(),
+            entry: text.into(),
+            reason: reason.into(),
+        };
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| bad("expected I/N, e.g. 0/3"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| bad("I is not a whole number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("N is not a whole number"))?;
+        if count == 0 || index >= count {
+            return Err(bad("needs 0 <= I < N"));
+        }
+        Ok(Worker { index, count })
+    }
+
+    /// Whether output file number `file` is this worker's to write.
+    pub fn owns(&self, file: usize) -> bool {
+        file % self.count == self.index
+    }
+}
+
+/// Parses a size as transformers' `max_shard_size` takes it: `5GB` (10^9), `500MB`,
+/// `2GiB` (2^30), `100KiB`, or a number of bytes.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" | "K" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        "TB" | "T" => 1e12,
+        "KIB" => 1024.0,
+        "MIB" => 1024f64.powi(2),
+        "GIB" => 1024f64.powi(3),
+        "TIB" => 1024f64.powi(4),
+        _ => f64::NAN,
+    };
+    let v = num.parse::<f64>().map(|n| n * scale).unwrap_or(f64::NAN);
+    if !v.is_finite() || v < 1.0 {
+        return Err(Error::Config {
+            source_name: "size".into(),
+            entry: text.into(),
+            reason: "expected a size such as 5GB, 500MB, 2GiB or a byte count".into(),
+        });
+    }
+    Ok(v as u64)
 }
 
 impl std::fmt::Debug for ModelQuantizer {
@@ -67,6 +140,8 @@ impl ModelQuantizer {
             force: false,
             format: None,
             progress: None,
+            max_shard_size: None,
+            worker: None,
         }
     }
     /// Method parameters (e.g. `blocksize`).
@@ -131,6 +206,19 @@ impl ModelQuantizer {
     /// A progress callback.
     pub fn progress(mut self, p: Option<Progress>) -> Self {
         self.progress = p;
+        self
+    }
+    /// Split safetensors output into files of at most this many bytes (a larger tensor
+    /// gets a file of its own), named and indexed as transformers' `save_pretrained` does;
+    /// the output is then a folder.
+    pub fn max_shard_size(mut self, bytes: Option<u64>) -> Self {
+        self.max_shard_size = bytes;
+        self
+    }
+    /// Write only this worker's share of the output files (plus what `merge` needs);
+    /// every worker plans the whole model the same way.
+    pub fn worker(mut self, worker: Option<Worker>) -> Self {
+        self.worker = worker;
         self
     }
 }

@@ -1,11 +1,13 @@
 //! The model quantizer, top to bottom: [`configure`] (the builder and the output kind),
 //! [`plan`](mod@plan) (every tensor's action, method, layout and output file, decided once),
 //! [`run`] (one planned tensor into its stored parts) and [`write`] (one writer per kind
-//! of output). Data flows plan → run → write; no stage imports a later one. This file
+//! of output), then [`merge`](mod@merge) for the folders `--shard I/N` workers write.
+//! Data flows plan → run → write; no stage imports a later one. This file
 //! holds the two drivers: [`ModelQuantizer::quantize_path`] (files, streaming) and
 //! [`ModelQuantizer::quantize_sources`] (tensors in memory).
 
 pub mod configure;
+pub mod merge;
 pub mod plan;
 pub mod run;
 pub mod write;
@@ -16,7 +18,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use self::configure::{ModelQuantizer, Output, Progress, BYTES_PER_GB};
+pub use self::configure::{parse_size, ModelQuantizer, Output, Progress, Worker, BYTES_PER_GB};
+pub use self::merge::{merge, Merged};
 use self::write::metadata::merge_metadata;
 use crate::error::{Error, Result};
 use crate::load::{dequantize, META_TENSORS};
@@ -60,7 +63,16 @@ impl ModelQuantizer {
     ) -> Result<Report> {
         let start = Instant::now();
         let output = output.as_ref();
-        check_output(output, self.force)?;
+        match self.worker {
+            None => check_output(output, self.force)?,
+            // Workers share one output folder: only a finished one is refused.
+            Some(_) if !self.force && output.exists() && !write::is_worker_folder(output) => {
+                return Err(Error::OutputExists {
+                    path: output.to_path_buf(),
+                })
+            }
+            Some(_) => {}
+        }
         // 1. configure: what the output is.
         let container = self.output_container(output)?;
         // 2. plan: open the input (through a converter for the container when one knows
@@ -68,7 +80,7 @@ impl ModelQuantizer {
         let (model, warnings) = self.open_input(input.as_ref(), container)?;
         let kind = match container {
             Some(c) => Output::Container(c),
-            None if model.is_dir => Output::Folder,
+            None if model.is_dir || self.max_shard_size.is_some() => Output::Folder,
             None => Output::File,
         };
         let (model, plan) = self.plan_files(model, Some((kind, output)))?;

@@ -396,7 +396,7 @@ impl ModelQuantizer {
         let mut plan = self
             .plan_model(&records, &metadata, Some(&values))
             .map_err(|e| e.with_path(&model.root))?;
-        assign_files(&mut plan, &model, output);
+        assign_files(&mut plan, &model, output, self.max_shard_size);
         Ok((model, plan))
     }
 }
@@ -447,32 +447,103 @@ fn check_mixture(m: &Mixture, tensors: usize, by: &str) -> Result<()> {
 }
 
 /// Names the output files and puts each entry in one: a folder output keeps the input's
-/// shards (as `.safetensors`), a single file or container holds everything.
-fn assign_files(plan: &mut Plan, model: &ModelFiles, output: Option<(Output, &Path)>) {
+/// shards (as `.safetensors`) or, with a maximum shard size, is split by size as
+/// transformers' `save_pretrained` splits; a single file or container holds everything.
+fn assign_files(
+    plan: &mut Plan,
+    model: &ModelFiles,
+    output: Option<(Output, &Path)>,
+    max_shard_size: Option<u64>,
+) {
     let file_name = |p: &Path| PathBuf::from(p.file_name().unwrap_or(p.as_os_str()));
-    let per_shard = match output {
-        None | Some((Output::Folder, _)) => true,
-        Some((Output::File | Output::Container(_), _)) => false,
-    };
-    if per_shard {
-        plan.files = model
-            .shards
-            .iter()
-            .map(|(rel, _)| {
-                let mut rel = rel.clone();
-                if output.is_some() && rel.extension().is_some_and(|e| e != "safetensors") {
-                    rel.set_extension("safetensors");
-                }
-                rel
-            })
-            .collect();
-        for e in &mut plan.entries {
-            e.file = e.shard;
+    match (output, max_shard_size) {
+        (Some((Output::Folder, _)), Some(max)) => shard_by_size(plan, max, &shard_prefix(model)),
+        (None | Some((Output::Folder, _)), _) => {
+            plan.files = model
+                .shards
+                .iter()
+                .map(|(rel, _)| {
+                    let mut rel = rel.clone();
+                    if output.is_some() && rel.extension().is_some_and(|e| e != "safetensors") {
+                        rel.set_extension("safetensors");
+                    }
+                    rel
+                })
+                .collect();
+            for e in &mut plan.entries {
+                e.file = e.shard;
+            }
         }
+        (Some((Output::File | Output::Container(_), p)), _) => {
+            plan.files = vec![file_name(p)];
+            for e in &mut plan.entries {
+                e.file = 0;
+            }
+        }
+    }
+}
+
+/// The stem of a folder's weight files (`model` for `model-00001-of-00002.safetensors`,
+/// `diffusion_pytorch_model` for diffusers); `model` for a single-file input.
+fn shard_prefix(model: &ModelFiles) -> String {
+    let first = model.shards.first().filter(|_| model.is_dir);
+    let Some((rel, _)) = first else {
+        return "model".into();
+    };
+    let stem = rel
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = match stem.rsplit_once("-of-") {
+        Some((head, _)) => head.rsplit_once('-').map(|(b, _)| b).unwrap_or(head),
+        None => stem.as_str(),
+    };
+    if base.is_empty() {
+        "model".into()
     } else {
-        plan.files = output.map(|(_, p)| vec![file_name(p)]).unwrap_or_default();
-        for e in &mut plan.entries {
-            e.file = 0;
+        base.to_string()
+    }
+}
+
+/// Splits the plan's entries (in plan order, each logical tensor whole) into files of at
+/// most `max` bytes as huggingface_hub's `split_state_dict_into_shards` does: a tensor
+/// larger than `max` gets a file of its own at once, and a file is closed when the next
+/// tensor would take it over `max`. One file is `{prefix}.safetensors`; several are
+/// `{prefix}-0000K-of-0000N.safetensors`.
+fn shard_by_size(plan: &mut Plan, max: u64, prefix: &str) {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut size = 0u64;
+    for (i, e) in plan.entries.iter().enumerate() {
+        if e.bytes_out > max {
+            groups.push(vec![i]);
+            continue;
+        }
+        if size + e.bytes_out > max && !current.is_empty() {
+            groups.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        current.push(i);
+        size += e.bytes_out;
+    }
+    if !current.is_empty() || groups.is_empty() {
+        groups.push(current);
+    }
+    let n = groups.len();
+    plan.files = (1..=n)
+        .map(|k| {
+            PathBuf::from(if n == 1 {
+                format!("{prefix}.safetensors")
+            } else {
+                format!("{prefix}-{k:05}-of-{n:05}.safetensors")
+            })
+        })
+        .collect();
+    for (f, group) in groups.iter().enumerate() {
+        for &i in group {
+            if let Some(e) = plan.entries.get_mut(i) {
+                e.file = f;
+            }
         }
     }
 }

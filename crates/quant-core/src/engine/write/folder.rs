@@ -1,17 +1,22 @@
-//! The folder writer: a model folder mirrored (one safetensors file per input shard, the
-//! index, `config.json` with its `quantization_config`, sidecar files and the rest of the
-//! folder), assembled under a temporary name and renamed into place.
+//! The folder writer: a model folder mirrored (its weight files, the index,
+//! `config.json` with its `quantization_config`, sidecar files and the rest of the
+//! folder). A whole run assembles it under a temporary name and renames it into place; a
+//! worker (`--shard I/N`) writes its own weight files into the shared folder and leaves
+//! what ties them together in a staging folder for [`merge`](crate::engine::merge).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::metadata::{merge_files, write_json};
 use super::Writer;
-use crate::engine::configure::ModelQuantizer;
+use crate::engine::configure::{ModelQuantizer, Worker};
 use crate::error::{Error, Result};
 use crate::load::ModelFiles;
 use crate::plan::{Plan, PlanEntry};
-use crate::safetensors_io::{clean_stale_temps, temp_path_for, AtomicFile};
+use crate::safetensors_io::{clean_stale_temps, rename_durable, temp_path_for, AtomicFile};
+
+/// Where workers leave their manifests and the files that tie the output together.
+pub(in crate::engine) const STAGING: &str = ".quant-merge";
 
 /// A folder mirroring a model folder.
 pub(super) struct Folder;
@@ -20,18 +25,6 @@ impl Writer for Folder {
     fn write(
         &self,
         q: &ModelQuantizer,
-        model: &ModelFiles,
-        plan: &Plan,
-        dest: &Path,
-        start: Instant,
-    ) -> Result<Vec<PathBuf>> {
-        q.write_folder(model, plan, dest, start)
-    }
-}
-
-impl ModelQuantizer {
-    fn write_folder(
-        &self,
         model: &ModelFiles,
         plan: &Plan,
         dest: &Path,
@@ -50,64 +43,36 @@ impl ModelQuantizer {
                 ),
             ));
         }
+        match q.worker {
+            None => q.write_whole_folder(model, plan, dest, start),
+            Some(w) => q.write_worker_share(model, plan, dest, start, w),
+        }
+    }
+}
+
+/// True when `dir` is an output folder that workers are still filling.
+pub(in crate::engine) fn is_worker_folder(dir: &Path) -> bool {
+    dir.join(STAGING).is_dir()
+}
+
+impl ModelQuantizer {
+    fn write_whole_folder(
+        &self,
+        model: &ModelFiles,
+        plan: &Plan,
+        dest: &Path,
+        start: Instant,
+    ) -> Result<Vec<PathBuf>> {
         clean_stale_temps(dest);
         let tmp = temp_path_for(dest);
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let guard = TempDirGuard(tmp.clone());
-        let mut weight_map = serde_json::Map::new();
         let mut outputs = Vec::new();
         for (f, rel) in plan.files.iter().enumerate() {
-            let idx = plan.entries_of(f);
-            self.write_shard(model, plan, &idx, &tmp.join(rel))?;
-            for &i in &idx {
-                for l in &plan.entries[i].layout {
-                    weight_map.insert(
-                        l.key.clone(),
-                        serde_json::Value::String(rel.to_string_lossy().into_owned()),
-                    );
-                }
-            }
+            self.write_shard(model, plan, &plan.entries_of(f), &tmp.join(rel))?;
             outputs.push(dest.join(rel));
         }
-        // Sharded outputs keep an index naming the new keys.
-        if plan.files.len() > 1 {
-            let total: u64 = plan.bytes_out();
-            let index =
-                serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-            let name = plan
-                .files
-                .first()
-                .map(|r| index_name_for(r))
-                .unwrap_or_else(|| "model.safetensors.index.json".into());
-            write_json(&tmp.join(name), &index)?;
-        }
-        let all: Vec<&PlanEntry> = plan.entries.iter().collect();
-        let artifacts = self.artifacts_for(plan, &all)?;
-        for f in &model.other_files {
-            if f.as_os_str() == "config.json" {
-                continue;
-            }
-            let from = model.root.join(f);
-            std::fs::copy(&from, tmp.join(f)).map_err(|e| Error::io(&from, e))?;
-        }
-        let qc = artifacts
-            .iter()
-            .find(|(m, _)| *m == plan.resolved.effective)
-            .or(artifacts.first())
-            .and_then(|(_, a)| a.quantization_config.clone());
-        if let Some(mut cfg) = model.config.clone() {
-            if let (Some(obj), Some(qc)) = (cfg.as_object_mut(), qc) {
-                obj.insert("quantization_config".into(), qc);
-            }
-            write_json(&tmp.join("config.json"), &cfg)?;
-        }
-        for (name, bytes) in merge_files(&artifacts) {
-            let p = tmp.join(name);
-            let mut f = AtomicFile::create(&p)?;
-            f.write_all(&bytes)?;
-            f.commit()?;
-        }
-        self.write_info(&tmp.join("quantization_info.json"), plan, start)?;
+        self.write_tie_files(model, plan, &tmp, start)?;
         if dest.exists() {
             if !self.force {
                 return Err(Error::OutputExists {
@@ -121,10 +86,180 @@ impl ModelQuantizer {
             };
             r.map_err(|e| Error::io(dest, e))?;
         }
-        crate::safetensors_io::rename_durable(&tmp, dest)?;
+        rename_durable(&tmp, dest)?;
         std::mem::forget(guard);
         Ok(outputs)
     }
+
+    /// Writes the weight files worker `w` owns straight into `dest` (each atomically, so
+    /// a rerun replaces only its own), then its staged tie files and, last, its manifest.
+    fn write_worker_share(
+        &self,
+        model: &ModelFiles,
+        plan: &Plan,
+        dest: &Path,
+        start: Instant,
+        w: Worker,
+    ) -> Result<Vec<PathBuf>> {
+        let staging = dest.join(STAGING);
+        std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        let manifest_path = staging.join(manifest_name(w));
+        // A rerun starts by withdrawing its old manifest (until the new one is written,
+        // merge sees this worker as unfinished) and the files it listed that this plan
+        // does not have (left by a run with other settings).
+        if manifest_path.exists() {
+            let old: serde_json::Value = std::fs::read(&manifest_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let stale = old["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| {
+                    let name = Path::new(f["name"].as_str()?);
+                    let ours =
+                        name.components().count() == 1 && !plan.files.iter().any(|p| p == name);
+                    ours.then(|| dest.join(name))
+                });
+            for path in stale {
+                if path.is_file() {
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+            }
+            std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        }
+        let mut outputs = Vec::new();
+        let mut files = Vec::new();
+        for (f, rel) in plan.files.iter().enumerate() {
+            if !w.owns(f) {
+                continue;
+            }
+            let path = dest.join(rel);
+            let idx = plan.entries_of(f);
+            self.write_shard(model, plan, &idx, &path)?;
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| Error::io(&path, e))?
+                .len();
+            let keys: Vec<&str> = idx
+                .iter()
+                .flat_map(|&i| plan.entries[i].layout.iter().map(|l| l.key.as_str()))
+                .collect();
+            files.push(serde_json::json!({
+                "name": rel.to_string_lossy(),
+                "bytes": bytes,
+                "keys": keys,
+            }));
+            outputs.push(path);
+        }
+        let tie = staging.join(format!("tie-{}", w.index));
+        clean_stale_temps(&tie);
+        let tmp = temp_path_for(&tie);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let guard = TempDirGuard(tmp.clone());
+        self.write_tie_files(model, plan, &tmp, start)?;
+        if tie.exists() {
+            std::fs::remove_dir_all(&tie).map_err(|e| Error::io(&tie, e))?;
+        }
+        rename_durable(&tmp, &tie)?;
+        std::mem::forget(guard);
+        let manifest = serde_json::json!({
+            "worker": w.index,
+            "workers": w.count,
+            "plan": plan_signature(plan),
+            "files": files,
+        });
+        write_json(&manifest_path, &manifest)?;
+        Ok(outputs)
+    }
+
+    /// Everything of a folder output but the weight files: the index (several files),
+    /// the folder's other files, `config.json` with `quantization_config`, the methods'
+    /// sidecar files and `quantization_info.json`.
+    fn write_tie_files(
+        &self,
+        model: &ModelFiles,
+        plan: &Plan,
+        dir: &Path,
+        start: Instant,
+    ) -> Result<()> {
+        // Sharded outputs keep an index naming the new keys.
+        if plan.files.len() > 1 {
+            let mut weight_map = serde_json::Map::new();
+            for (f, rel) in plan.files.iter().enumerate() {
+                for i in plan.entries_of(f) {
+                    for l in &plan.entries[i].layout {
+                        weight_map.insert(
+                            l.key.clone(),
+                            serde_json::Value::String(rel.to_string_lossy().into_owned()),
+                        );
+                    }
+                }
+            }
+            let total: u64 = plan.bytes_out();
+            let index =
+                serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+            let name = plan
+                .files
+                .first()
+                .map(|r| index_name_for(r))
+                .unwrap_or_else(|| "model.safetensors.index.json".into());
+            write_json(&dir.join(name), &index)?;
+        }
+        let all: Vec<&PlanEntry> = plan.entries.iter().collect();
+        let artifacts = self.artifacts_for(plan, &all)?;
+        for f in &model.other_files {
+            if f.as_os_str() == "config.json" {
+                continue;
+            }
+            let from = model.root.join(f);
+            std::fs::copy(&from, dir.join(f)).map_err(|e| Error::io(&from, e))?;
+        }
+        let qc = artifacts
+            .iter()
+            .find(|(m, _)| *m == plan.resolved.effective)
+            .or(artifacts.first())
+            .and_then(|(_, a)| a.quantization_config.clone());
+        if let Some(mut cfg) = model.config.clone() {
+            if let (Some(obj), Some(qc)) = (cfg.as_object_mut(), qc) {
+                obj.insert("quantization_config".into(), qc);
+            }
+            write_json(&dir.join("config.json"), &cfg)?;
+        }
+        for (name, bytes) in merge_files(&artifacts) {
+            let p = dir.join(name);
+            let mut f = AtomicFile::create(&p)?;
+            f.write_all(&bytes)?;
+            f.commit()?;
+        }
+        self.write_info(&dir.join("quantization_info.json"), plan, start)
+    }
+}
+
+/// The manifest a worker leaves when its share is complete.
+pub(in crate::engine) fn manifest_name(w: Worker) -> String {
+    format!("worker-{}-of-{}.json", w.index, w.count)
+}
+
+/// What every worker of one run agrees on: each output file and, per tensor, its file,
+/// method and stored parts.
+fn plan_signature(plan: &Plan) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = plan
+        .entries
+        .iter()
+        .map(|e| {
+            let parts: Vec<String> = e
+                .layout
+                .iter()
+                .map(|l| format!("{} {} {:?}", l.key, l.dtype, l.shape))
+                .collect();
+            serde_json::json!([e.name, e.file, e.method, parts])
+        })
+        .collect();
+    serde_json::json!({
+        "files": plan.files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
+        "tensors": entries,
+    })
 }
 
 /// Removes a temporary output folder unless forgotten.
@@ -136,9 +271,10 @@ impl Drop for TempDirGuard {
     }
 }
 
+/// The index of a sharded output: `model-00001-of-00002.safetensors` →
+/// `model.safetensors.index.json`.
 fn index_name_for(shard: &Path) -> String {
     let n = shard.to_string_lossy();
-    // model-00001-of-00002.safetensors -> model.safetensors.index.json
     let base = n
         .split("-0")
         .next()

@@ -28,6 +28,16 @@ pub(super) trait Writer {
     ) -> Result<Vec<PathBuf>>;
 }
 
+/// True when `dir` is an output folder that `--shard I/N` workers are still filling.
+pub(super) fn is_worker_folder(dir: &Path) -> bool {
+    folder::is_worker_folder(dir)
+}
+
+/// Where workers stage their manifests and tie files in output folder `dir`.
+pub(super) fn folder_staging(dir: &Path) -> PathBuf {
+    dir.join(folder::STAGING)
+}
+
 /// The writer for `output`.
 pub(super) fn writer_for(output: Output) -> Box<dyn Writer> {
     match output {
