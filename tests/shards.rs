@@ -20,7 +20,7 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .map(|n| {
             let bytes = std::fs::read(dir.join(&n)).unwrap();
-            let bytes = if n == "quantization_info.json" {
+            let bytes = if n.ends_with("quantization_info.json") {
                 let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 v.as_object_mut().unwrap().remove("seconds");
                 v.to_string().into_bytes()
@@ -30,6 +30,14 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             (n, bytes)
         })
         .collect()
+}
+
+/// The two folders hold the same files with the same bytes (timings aside).
+fn same_files(a: &Path, b: &Path) {
+    let (x, y) = (contents(a), contents(b));
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    let differ: Vec<&String> = x.keys().filter(|k| x[*k] != y[*k]).collect();
+    assert!(differ.is_empty(), "files differ: {differ:?}");
 }
 
 fn quantizer(method: &str, max: u64) -> ModelQuantizer {
@@ -123,7 +131,7 @@ fn workers_then_merge_give_the_bytes_of_one_run() {
         let m = merge(&split).unwrap();
         assert_eq!(m.workers, 3);
         assert!(m.files.len() >= 3, "{method}: {:?}", m.files);
-        assert_eq!(contents(&one), contents(&split), "{method}");
+        same_files(&one, &split);
     }
 }
 
@@ -175,4 +183,115 @@ fn merge_refuses_missing_foreign_and_replaced_shards() {
         .worker(Some(Worker { index: 0, count: 3 }))
         .quantize_path(&input, &out);
     assert!(matches!(again, Err(quant::Error::OutputExists { .. })));
+}
+
+/// Every file in `dir` whose name starts with `stem-`, sorted.
+fn splits(dir: &Path, stem: &str) -> Vec<std::path::PathBuf> {
+    listing(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{stem}-")) && n.ends_with(".gguf"))
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+#[cfg(feature = "gguf")]
+#[test]
+fn gguf_splits_hold_the_single_file_as_llama_gguf_split_lays_it_out() {
+    use quant::format::SplitLimits;
+    use quant::gguf::gguf::{GgufFile, GgufValue};
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    std::fs::create_dir(dir.path().join("one")).unwrap();
+    let single = dir.path().join("one").join("m.gguf");
+    let q = || ModelQuantizer::new("gguf_config_q4_k");
+    q().quantize_path(&input, &single).unwrap();
+    let one = GgufFile::open(&single).unwrap();
+    for limits in [
+        SplitLimits {
+            max_bytes: None,
+            max_tensors: Some(5),
+        },
+        SplitLimits {
+            max_bytes: Some(400_000),
+            max_tensors: None,
+        },
+    ] {
+        let sub = tempfile::tempdir_in(dir.path()).unwrap();
+        let out = sub.path().join("m.gguf");
+        q().split(Some(limits)).quantize_path(&input, &out).unwrap();
+        let files = splits(sub.path(), "m");
+        let n = files.len();
+        assert!(n >= 3, "{limits:?}: {files:?}");
+        let mut tensors = Vec::new();
+        for (k, f) in files.iter().enumerate() {
+            assert!(f.ends_with(format!("m-{:05}-of-{n:05}.gguf", k + 1)));
+            let g = GgufFile::open(f).unwrap();
+            let split_keys = vec![
+                ("split.no".to_string(), GgufValue::U16(k as u16)),
+                (
+                    "split.tensors.count".to_string(),
+                    GgufValue::I32(one.tensors.len() as i32),
+                ),
+                ("split.count".to_string(), GgufValue::U16(n as u16)),
+            ];
+            // The first split keeps every key/value of the single file, each ends with the
+            // split keys.
+            let (head, tail) = g.metadata.split_at(g.metadata.len() - 3);
+            assert_eq!(tail, split_keys.as_slice());
+            if k == 0 {
+                assert_eq!(head, one.metadata.as_slice());
+            } else {
+                assert!(head.is_empty());
+            }
+            if let Some(max) = limits.max_tensors {
+                assert!(g.tensors.len() <= max);
+            }
+            for t in &g.tensors {
+                tensors.push((
+                    t.name.clone(),
+                    t.ty,
+                    t.dims.clone(),
+                    g.read_data(t).unwrap(),
+                ));
+            }
+        }
+        let whole: Vec<_> = one
+            .tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.ty,
+                    t.dims.clone(),
+                    one.read_data(t).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(tensors, whole, "{limits:?}");
+    }
+}
+
+#[cfg(feature = "gguf")]
+#[test]
+fn gguf_split_workers_then_merge_give_the_bytes_of_one_run() {
+    use quant::format::SplitLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    let limits = SplitLimits {
+        max_bytes: None,
+        max_tensors: Some(4),
+    };
+    let q = || ModelQuantizer::new("gguf_config_q6_k").split(Some(limits));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    q().quantize_path(&input, a.join("m.gguf")).unwrap();
+    for i in [1, 2, 0] {
+        q().worker(Some(Worker { index: i, count: 3 }))
+            .quantize_path(&input, b.join("m.gguf"))
+            .unwrap();
+    }
+    assert!(merge(&b.join("m.gguf")).is_ok());
+    same_files(&a, &b);
+    assert!(splits(&a, "m").len() >= 4);
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use quant::dtype::encode_f32;
 use quant::engine::{parse_size, Action, Report, Worker};
+use quant::format::SplitLimits;
 use quant::metrics::ErrorStats;
 use quant::safetensors_io::{check_output, SafetensorsWriter};
 use quant::{
@@ -146,6 +147,13 @@ struct QuantizeArgs {
     /// indexed as transformers' save_pretrained does; the output is a folder.
     #[arg(long, value_name = "SIZE")]
     max_shard_size: Option<String>,
+    /// Split a .gguf output into files of at most SIZE of tensor data (500M, 2G), in
+    /// llama-gguf-split's format (<stem>-00001-of-0000N.gguf).
+    #[arg(long, value_name = "SIZE", conflicts_with = "split_max_tensors")]
+    split_max_size: Option<String>,
+    /// Split a .gguf output every N tensors, in llama-gguf-split's format.
+    #[arg(long, value_name = "N")]
+    split_max_tensors: Option<usize>,
     /// Be worker I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/N or
     /// $JOB_COMPLETION_INDEX/N): write only this worker's output files; then `quant merge OUT`.
     #[arg(long, value_name = "I/N")]
@@ -320,6 +328,16 @@ fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
         .allow_requantize(a.allow_requantize))
 }
 
+fn split_limits(a: &QuantizeArgs) -> Result<Option<SplitLimits>> {
+    let max_bytes = a.split_max_size.as_deref().map(parse_size).transpose()?;
+    Ok(
+        (max_bytes.is_some() || a.split_max_tensors.is_some()).then_some(SplitLimits {
+            max_bytes,
+            max_tensors: a.split_max_tensors,
+        }),
+    )
+}
+
 fn merge(output: &Path) -> Result<()> {
     let m = quant::engine::merge(output)?;
     println!(
@@ -390,9 +408,14 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         .format(a.format.clone())
         .max_shard_size(a.max_shard_size.as_deref().map(parse_size).transpose()?)
         .worker(a.shard.as_deref().map(Worker::parse).transpose()?)
+        .split(split_limits(&a)?)
         .progress(Some(progress));
     if Pipeline::is_pipeline(&a.plan.input) {
-        if a.shard.is_some() || a.max_shard_size.is_some() {
+        if a.shard.is_some()
+            || a.max_shard_size.is_some()
+            || a.split_max_size.is_some()
+            || a.split_max_tensors.is_some()
+        {
             return Err(Error::Config {
                 source_name: a.plan.input.display().to_string(),
                 entry: "--shard / --max-shard-size".into(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::format::PlannedOutput;
 use crate::method::{PartLayout, QuantMethod};
 use crate::registry::Resolved;
 use crate::tensor::TensorMeta;
@@ -100,6 +101,24 @@ impl Plan {
     /// The method instance used for `name`.
     pub fn method(&self, name: &str) -> Option<&Arc<dyn QuantMethod>> {
         self.methods.get(name)
+    }
+    /// What a container writer is told about entries `idx`.
+    pub fn planned_outputs(&self, idx: &[usize]) -> Vec<PlannedOutput> {
+        idx.iter()
+            .filter_map(|&i| self.entries.get(i))
+            .map(|e| PlannedOutput {
+                meta: e.meta.clone(),
+                method: e.method.clone(),
+                params: e
+                    .method
+                    .as_deref()
+                    .and_then(|m| self.method(m))
+                    .map(|m| m.params())
+                    .unwrap_or_default(),
+                layout: e.layout.clone(),
+                fallback: if e.is_fallback { e.note.clone() } else { None },
+            })
+            .collect()
     }
     /// The indices of the entries that go into output file `file`, in plan order.
     pub fn entries_of(&self, file: usize) -> Vec<usize> {

@@ -709,11 +709,10 @@ impl GgufWriter {
                 _ => Some((t, n)),
             })
             .map_or(GgmlType::F32, |(t, _)| t);
-        let name = metadata.get("general.name").cloned().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        });
+        let name = metadata
+            .get("general.name")
+            .cloned()
+            .unwrap_or_else(|| crate::split::model_stem(path, metadata));
         let mut kv: Vec<(String, GgufValue)> = vec![
             (
                 "general.architecture".into(),
@@ -740,7 +739,10 @@ impl GgufWriter {
             ),
         ];
         for (k, v) in metadata {
-            if !k.contains('.') || OWN_KEYS.contains(&k.as_str()) || kv.iter().any(|(e, _)| e == k)
+            if !k.contains('.')
+                || OWN_KEYS.contains(&k.as_str())
+                || k.starts_with("quant.split.")
+                || kv.iter().any(|(e, _)| e == k)
             {
                 continue;
             }
@@ -751,6 +753,14 @@ impl GgufWriter {
                 _ => GgufValue::String(v.clone()),
             };
             kv.push((k.clone(), value));
+        }
+        // One file of a split output: the first keeps every key, each ends with the split
+        // keys (as llama-gguf-split writes them).
+        if let Some((no, keys)) = crate::split::split_keys(path, metadata)? {
+            if no > 0 {
+                kv.clear();
+            }
+            kv.extend(keys);
         }
         let mut header = Vec::new();
         header.extend(GGUF_MAGIC);
@@ -840,4 +850,5 @@ quant_core::register_container!(quant_core::format::ContainerEntry {
     sniff,
     open: open_reader,
     create: create_writer,
+    split: Some(crate::split::split_files),
 });

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{self, ContainerEntry};
+use crate::format::{self, ContainerEntry, SplitLimits};
 use crate::method::{Params, QuantMethod};
 use crate::registry::Registry;
 use crate::rules::Rules;
@@ -40,6 +40,7 @@ pub struct ModelQuantizer {
     pub(super) progress: Option<Progress>,
     pub(super) max_shard_size: Option<u64>,
     pub(super) worker: Option<Worker>,
+    pub(super) split: Option<SplitLimits>,
 }
 
 /// One worker's share of a run split over `count` workers (`--shard I/N`).
@@ -142,6 +143,7 @@ impl ModelQuantizer {
             progress: None,
             max_shard_size: None,
             worker: None,
+            split: None,
         }
     }
     /// Method parameters (e.g. `blocksize`).
@@ -213,6 +215,12 @@ impl ModelQuantizer {
     /// the output is then a folder.
     pub fn max_shard_size(mut self, bytes: Option<u64>) -> Self {
         self.max_shard_size = bytes;
+        self
+    }
+    /// Split a container output (GGUF) into several files by its format's convention
+    /// (llama-gguf-split's `--split-max-size` / `--split-max-tensors`).
+    pub fn split(mut self, limits: Option<SplitLimits>) -> Self {
+        self.split = limits;
         self
     }
     /// Write only this worker's share of the output files (plus what `merge` needs);

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::write::folder_staging;
+use super::write::worker::staging_for;
 use crate::error::{Error, Result};
-use crate::safetensors_io::{rename_durable, SafetensorsFile};
+use crate::load::ModelFiles;
+use crate::safetensors_io::rename_durable;
 
 /// What [`merge`] did.
 #[derive(Clone, Debug)]
@@ -72,12 +73,23 @@ fn parse_manifest(path: &Path) -> Result<Manifest> {
 /// `config.json`, sidecar files and `quantization_info.json` into `out`. The result is
 /// the folder one run without workers writes.
 pub fn merge(out: &Path) -> Result<Merged> {
-    let staging = folder_staging(out);
+    // A folder output holds its staging folder; a split container output has it beside
+    // the output name, and its files beside it too.
+    let (staging, root) = if staging_for(out, true).is_dir() {
+        (staging_for(out, true), out.to_path_buf())
+    } else {
+        let root = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        (staging_for(out, false), root)
+    };
     if !staging.is_dir() {
         return Err(Error::file(
             out,
             "merge",
-            "no worker output here (no .quant-merge folder: nothing to merge, or already merged)",
+            "no worker output here (no .quant-merge staging folder: nothing to merge, or already merged)",
         ));
     }
     let mut manifests: BTreeMap<usize, Manifest> = BTreeMap::new();
@@ -139,7 +151,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
     let mut files = Vec::new();
     for m in manifests.values() {
         for (name, bytes, keys) in &m.files {
-            let path = out.join(name);
+            let path = root.join(name);
             match std::fs::metadata(&path) {
                 Err(_) => problems.push(format!("{name}: missing (worker {})", m.worker)),
                 Ok(md) if md.len() != *bytes => problems.push(format!(
@@ -148,9 +160,9 @@ pub fn merge(out: &Path) -> Result<Merged> {
                     m.worker
                 )),
                 Ok(_) => {
-                    let held: BTreeSet<String> = SafetensorsFile::open(&path)?
-                        .metas()
-                        .map(|t| t.name.clone())
+                    let held: BTreeSet<String> = ModelFiles::open(&path)?
+                        .records()
+                        .flat_map(|(_, r)| r.parts.iter().cloned())
                         .collect();
                     if &held != keys {
                         problems.push(format!(
@@ -170,12 +182,28 @@ pub fn merge(out: &Path) -> Result<Merged> {
     for f in planned.difference(&written) {
         problems.push(format!("{f}: planned but no worker wrote it"));
     }
-    for e in std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
+    // Weight files of this output's naming that the plan does not have.
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = out
+        .extension()
+        .map(|s| format!(".{}", s.to_string_lossy()))
+        .unwrap_or_default();
+    let stray = |name: &str| -> bool {
+        if root == out {
+            name.ends_with(".safetensors")
+        } else {
+            name.starts_with(&format!("{stem}-")) && name.ends_with(&ext) && name.contains("-of-")
+        }
+    };
+    for e in std::fs::read_dir(&root)
+        .map_err(|e| Error::io(&root, e))?
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".safetensors") && !planned.contains(&name) {
+        if stray(&name) && !planned.contains(&name) {
             problems.push(format!("{name}: not in the plan (a foreign shard)"));
         }
     }
@@ -193,7 +221,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
         let Some(name) = from.file_name().map(PathBuf::from) else {
             continue;
         };
-        rename_durable(&from, &out.join(&name))?;
+        rename_durable(&from, &root.join(&name))?;
         tied.push(name);
     }
     std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;

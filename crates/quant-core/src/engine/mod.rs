@@ -66,7 +66,7 @@ impl ModelQuantizer {
         match self.worker {
             None => check_output(output, self.force)?,
             // Workers share one output folder: only a finished one is refused.
-            Some(_) if !self.force && output.exists() && !write::is_worker_folder(output) => {
+            Some(_) if !self.force && output.exists() && !write::is_worker_output(output) => {
                 return Err(Error::OutputExists {
                     path: output.to_path_buf(),
                 })

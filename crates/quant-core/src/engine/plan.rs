@@ -396,7 +396,7 @@ impl ModelQuantizer {
         let mut plan = self
             .plan_model(&records, &metadata, Some(&values))
             .map_err(|e| e.with_path(&model.root))?;
-        assign_files(&mut plan, &model, output, self.max_shard_size);
+        self.assign_files(&mut plan, &model, output)?;
         Ok((model, plan))
     }
 }
@@ -446,40 +446,59 @@ fn check_mixture(m: &Mixture, tensors: usize, by: &str) -> Result<()> {
     Ok(())
 }
 
-/// Names the output files and puts each entry in one: a folder output keeps the input's
-/// shards (as `.safetensors`) or, with a maximum shard size, is split by size as
-/// transformers' `save_pretrained` splits; a single file or container holds everything.
-fn assign_files(
-    plan: &mut Plan,
-    model: &ModelFiles,
-    output: Option<(Output, &Path)>,
-    max_shard_size: Option<u64>,
-) {
-    let file_name = |p: &Path| PathBuf::from(p.file_name().unwrap_or(p.as_os_str()));
-    match (output, max_shard_size) {
-        (Some((Output::Folder, _)), Some(max)) => shard_by_size(plan, max, &shard_prefix(model)),
-        (None | Some((Output::Folder, _)), _) => {
-            plan.files = model
-                .shards
-                .iter()
-                .map(|(rel, _)| {
-                    let mut rel = rel.clone();
-                    if output.is_some() && rel.extension().is_some_and(|e| e != "safetensors") {
-                        rel.set_extension("safetensors");
-                    }
-                    rel
-                })
-                .collect();
-            for e in &mut plan.entries {
-                e.file = e.shard;
+impl ModelQuantizer {
+    /// Names the output files and puts each entry in one: a folder output keeps the
+    /// input's shards (as `.safetensors`) or, with a maximum shard size, is split by size
+    /// as transformers' `save_pretrained` splits; a container output is one file, or
+    /// split by its format's convention; a single file holds everything.
+    fn assign_files(
+        &self,
+        plan: &mut Plan,
+        model: &ModelFiles,
+        output: Option<(Output, &Path)>,
+    ) -> Result<()> {
+        let file_name = |p: &Path| PathBuf::from(p.file_name().unwrap_or(p.as_os_str()));
+        match (output, self.max_shard_size, self.split) {
+            (Some((Output::Folder, _)), Some(max), _) => {
+                shard_by_size(plan, max, &shard_prefix(model))
+            }
+            (None | Some((Output::Folder, _)), _, _) => {
+                plan.files = model
+                    .shards
+                    .iter()
+                    .map(|(rel, _)| {
+                        let mut rel = rel.clone();
+                        if output.is_some() && rel.extension().is_some_and(|e| e != "safetensors") {
+                            rel.set_extension("safetensors");
+                        }
+                        rel
+                    })
+                    .collect();
+                for e in &mut plan.entries {
+                    e.file = e.shard;
+                }
+            }
+            (Some((Output::Container(c), p)), _, Some(limits)) => {
+                let split = c.split.ok_or_else(|| Error::Config {
+                    source_name: p.display().to_string(),
+                    entry: "split".into(),
+                    reason: format!("{} files cannot be split", c.name),
+                })?;
+                let all: Vec<usize> = (0..plan.entries.len()).collect();
+                let (files, file_of) = split(p, &plan.planned_outputs(&all), &limits)?;
+                plan.files = files.iter().map(|f| file_name(f)).collect();
+                for (e, f) in plan.entries.iter_mut().zip(file_of) {
+                    e.file = f;
+                }
+            }
+            (Some((Output::File | Output::Container(_), p)), _, _) => {
+                plan.files = vec![file_name(p)];
+                for e in &mut plan.entries {
+                    e.file = 0;
+                }
             }
         }
-        (Some((Output::File | Output::Container(_), p)), _) => {
-            plan.files = vec![file_name(p)];
-            for e in &mut plan.entries {
-                e.file = 0;
-            }
-        }
+        Ok(())
     }
 }
 

@@ -8,15 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::metadata::{merge_files, write_json};
+use super::worker::{staging_for, Share};
 use super::Writer;
 use crate::engine::configure::{ModelQuantizer, Worker};
 use crate::error::{Error, Result};
 use crate::load::ModelFiles;
 use crate::plan::{Plan, PlanEntry};
 use crate::safetensors_io::{clean_stale_temps, rename_durable, temp_path_for, AtomicFile};
-
-/// Where workers leave their manifests and the files that tie the output together.
-pub(in crate::engine) const STAGING: &str = ".quant-merge";
 
 /// A folder mirroring a model folder.
 pub(super) struct Folder;
@@ -48,11 +46,6 @@ impl Writer for Folder {
             Some(w) => q.write_worker_share(model, plan, dest, start, w),
         }
     }
-}
-
-/// True when `dir` is an output folder that workers are still filling.
-pub(in crate::engine) fn is_worker_folder(dir: &Path) -> bool {
-    dir.join(STAGING).is_dir()
 }
 
 impl ModelQuantizer {
@@ -92,7 +85,7 @@ impl ModelQuantizer {
     }
 
     /// Writes the weight files worker `w` owns straight into `dest` (each atomically, so
-    /// a rerun replaces only its own), then its staged tie files and, last, its manifest.
+    /// a rerun replaces only its own), then stages the tie files and its manifest.
     fn write_worker_share(
         &self,
         model: &ModelFiles,
@@ -101,75 +94,17 @@ impl ModelQuantizer {
         start: Instant,
         w: Worker,
     ) -> Result<Vec<PathBuf>> {
-        let staging = dest.join(STAGING);
-        std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-        let manifest_path = staging.join(manifest_name(w));
-        // A rerun starts by withdrawing its old manifest (until the new one is written,
-        // merge sees this worker as unfinished) and the files it listed that this plan
-        // does not have (left by a run with other settings).
-        if manifest_path.exists() {
-            let old: serde_json::Value = std::fs::read(&manifest_path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            let stale = old["files"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| {
-                    let name = Path::new(f["name"].as_str()?);
-                    let ours =
-                        name.components().count() == 1 && !plan.files.iter().any(|p| p == name);
-                    ours.then(|| dest.join(name))
-                });
-            for path in stale {
-                if path.is_file() {
-                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                }
-            }
-            std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-        }
+        let mut share = Share::begin(w, staging_for(dest, true), dest, plan)?;
         let mut outputs = Vec::new();
-        let mut files = Vec::new();
         for (f, rel) in plan.files.iter().enumerate() {
-            if !w.owns(f) {
-                continue;
+            if share.owns(f) {
+                let path = dest.join(rel);
+                self.write_shard(model, plan, &plan.entries_of(f), &path)?;
+                share.wrote(plan, f)?;
+                outputs.push(path);
             }
-            let path = dest.join(rel);
-            let idx = plan.entries_of(f);
-            self.write_shard(model, plan, &idx, &path)?;
-            let bytes = std::fs::metadata(&path)
-                .map_err(|e| Error::io(&path, e))?
-                .len();
-            let keys: Vec<&str> = idx
-                .iter()
-                .flat_map(|&i| plan.entries[i].layout.iter().map(|l| l.key.as_str()))
-                .collect();
-            files.push(serde_json::json!({
-                "name": rel.to_string_lossy(),
-                "bytes": bytes,
-                "keys": keys,
-            }));
-            outputs.push(path);
         }
-        let tie = staging.join(format!("tie-{}", w.index));
-        clean_stale_temps(&tie);
-        let tmp = temp_path_for(&tie);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let guard = TempDirGuard(tmp.clone());
-        self.write_tie_files(model, plan, &tmp, start)?;
-        if tie.exists() {
-            std::fs::remove_dir_all(&tie).map_err(|e| Error::io(&tie, e))?;
-        }
-        rename_durable(&tmp, &tie)?;
-        std::mem::forget(guard);
-        let manifest = serde_json::json!({
-            "worker": w.index,
-            "workers": w.count,
-            "plan": plan_signature(plan),
-            "files": files,
-        });
-        write_json(&manifest_path, &manifest)?;
+        share.finish(plan, |dir| self.write_tie_files(model, plan, dir, start))?;
         Ok(outputs)
     }
 
@@ -234,32 +169,6 @@ impl ModelQuantizer {
         }
         self.write_info(&dir.join("quantization_info.json"), plan, start)
     }
-}
-
-/// The manifest a worker leaves when its share is complete.
-pub(in crate::engine) fn manifest_name(w: Worker) -> String {
-    format!("worker-{}-of-{}.json", w.index, w.count)
-}
-
-/// What every worker of one run agrees on: each output file and, per tensor, its file,
-/// method and stored parts.
-fn plan_signature(plan: &Plan) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = plan
-        .entries
-        .iter()
-        .map(|e| {
-            let parts: Vec<String> = e
-                .layout
-                .iter()
-                .map(|l| format!("{} {} {:?}", l.key, l.dtype, l.shape))
-                .collect();
-            serde_json::json!([e.name, e.file, e.method, parts])
-        })
-        .collect();
-    serde_json::json!({
-        "files": plan.files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
-        "tensors": entries,
-    })
 }
 
 /// Removes a temporary output folder unless forgotten.

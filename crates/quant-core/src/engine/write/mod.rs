@@ -6,6 +6,7 @@ mod container;
 mod folder;
 pub(super) mod metadata;
 mod safetensors;
+pub(super) mod worker;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -28,14 +29,10 @@ pub(super) trait Writer {
     ) -> Result<Vec<PathBuf>>;
 }
 
-/// True when `dir` is an output folder that `--shard I/N` workers are still filling.
-pub(super) fn is_worker_folder(dir: &Path) -> bool {
-    folder::is_worker_folder(dir)
-}
-
-/// Where workers stage their manifests and tie files in output folder `dir`.
-pub(super) fn folder_staging(dir: &Path) -> PathBuf {
-    dir.join(folder::STAGING)
+/// True when `workers` (`--shard I/N`) are still filling output `dest` (a folder, or the
+/// files of a split container output).
+pub(super) fn is_worker_output(dest: &Path) -> bool {
+    worker::staging_for(dest, true).is_dir() || worker::staging_for(dest, false).is_dir()
 }
 
 /// The writer for `output`.
