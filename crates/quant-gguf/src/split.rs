@@ -98,11 +98,14 @@ pub fn split_files(
     Ok((files, file_of))
 }
 
+/// One split file's index and the key/values that end its header.
+pub(crate) type SplitKeys = (u16, Vec<(String, GgufValue)>);
+
 /// The split keys of one file, from the engine's metadata (`None`: not a split output).
 pub(crate) fn split_keys(
     path: &Path,
     metadata: &BTreeMap<String, String>,
-) -> Result<Option<(u16, Vec<(String, GgufValue)>)>> {
+) -> Result<Option<SplitKeys>> {
     let Some(no) = metadata.get(META_SPLIT_NO) else {
         return Ok(None);
     };
