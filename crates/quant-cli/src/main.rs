@@ -759,8 +759,21 @@ fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<(
             let bytes = encode_f32(l.dtype, v).map_err(std::io::Error::other)?;
             out.write_all(&bytes)
         };
-        match model.source(&r.name).filter(|_| r.method.is_none()) {
-            Some(src) if l.dtype == r.dtype => w.write_with(&r.name, |out| src.write_bytes(out))?,
+        // Stored unquantized, or by an elementwise cast (whose stored values decode to
+        // exactly what dequantizing gives): stream from the mapped file.
+        let source = match &r.method {
+            None => model.source(&r.name),
+            Some(m) => {
+                let cast = Registry::global()?.create(m, &r.params)?.elementwise_cast();
+                model
+                    .stored_source(&r.name, &r.name)
+                    .filter(|s| cast == Some(s.meta().dtype) && r.parts.len() == 1)
+            }
+        };
+        match source {
+            Some(src) if l.dtype == src.meta().dtype => {
+                w.write_with(&r.name, |out| src.write_bytes(out))?
+            }
             Some(src) => w.write_with(&r.name, |out| {
                 src.for_each_f32_chunk(CHUNK, &mut |v| {
                     encode(v, out).map_err(|e| Error::io(&r.name, e))

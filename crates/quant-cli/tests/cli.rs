@@ -155,3 +155,85 @@ fn demo_runs_on_the_built_in_sample() {
     let s = ok(&["demo", "--methods", "basic_int8,basic_bf16"]);
     assert!(s.contains("basic_int8") && s.contains("basic_bf16"), "{s}");
 }
+
+/// `quant dequantize` (streamed, one reused buffer) writes exactly what the loader restores,
+/// for unquantized, cast and quantized tensors in every output dtype.
+#[test]
+fn dequantize_writes_what_the_loader_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    for method in [
+        "basic_fp16",
+        "basic_int8",
+        "gguf_config_q4_k",
+        "bnb_4bit_config_bf16",
+    ] {
+        let out = dir.path().join(method).display().to_string();
+        ok(&["quantize", &input, "-o", &out, "--method", method]);
+        let model = quant::ModelFiles::open(&out).unwrap();
+        for dtype in ["f32", "f16", "bf16"] {
+            let deq = dir.path().join(format!("{method}-{dtype}.safetensors"));
+            ok(&[
+                "dequantize",
+                &out,
+                "-o",
+                deq.to_str().unwrap(),
+                "--dtype",
+                dtype,
+            ]);
+            let got = quant::ModelFiles::open(&deq).unwrap();
+            let dt = quant::DType::parse(dtype).unwrap();
+            for (_, r) in model.records() {
+                let want = model.load(&r.name, Some(dt)).unwrap();
+                let have = got.read(&r.name).unwrap();
+                assert_eq!(have.parts[0].data, want.data, "{method} {dtype} {}", r.name);
+            }
+        }
+    }
+}
+
+/// Three workers and `quant merge` give the folder one run writes.
+#[test]
+fn shard_workers_and_merge_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    let one = dir.path().join("one").display().to_string();
+    let split = dir.path().join("split").display().to_string();
+    let args = |out: &str| {
+        vec![
+            "quantize".to_string(),
+            input.clone(),
+            "-o".into(),
+            out.into(),
+            "--method".into(),
+            "basic_int8".into(),
+            "--max-shard-size".into(),
+            "300kB".into(),
+        ]
+    };
+    let run = |a: Vec<String>| ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&one));
+    for i in 0..3 {
+        let mut a = args(&split);
+        a.extend(["--shard".to_string(), format!("{i}/3")]);
+        run(a);
+    }
+    let e = fails(&["merge", &one]);
+    assert!(e.contains("nothing to merge"), "{e}");
+    let s = ok(&["merge", &split]);
+    assert!(s.contains("3 workers"), "{s}");
+    let files = |d: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "quantization_info.json")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(&one), files(&split));
+    for f in files(&one) {
+        let (a, b) = (Path::new(&one).join(&f), Path::new(&split).join(&f));
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{f}");
+    }
+}

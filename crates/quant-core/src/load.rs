@@ -172,6 +172,9 @@ impl ContainerReader for SafetensorsReader {
             Ok(acc + meta.byte_len()? as u64)
         })
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     fn source(&self, name: &str) -> Option<Box<dyn TensorSource + '_>> {
         let rec = self.records.iter().find(|r| r.name == name)?;
         if rec.method.is_some() || rec.parts.len() != 1 || rec.parts[0] != rec.name {
@@ -393,6 +396,19 @@ impl ModelFiles {
             .iter()
             .find(|(_, r)| r.records().iter().any(|rec| rec.name == name))?;
         r.source(name)
+    }
+
+    /// The stored part `key` of tensor `name` as a zero-copy source, when it is an entry
+    /// of a memory-mapped safetensors file (quantized or not).
+    pub fn stored_source(&self, name: &str, key: &str) -> Option<Box<dyn TensorSource + '_>> {
+        let (_, r) = self
+            .shards
+            .iter()
+            .find(|(_, r)| r.records().iter().any(|rec| rec.name == name))?;
+        let st = r.as_any()?.downcast_ref::<SafetensorsReader>()?;
+        st.file
+            .get(key)
+            .map(|t| Box::new(t) as Box<dyn TensorSource>)
     }
 
     /// Restores `name` as f32 values into `out` (resized; its capacity is reused).

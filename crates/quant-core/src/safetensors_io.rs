@@ -143,7 +143,7 @@ impl SafetensorsFile {
             .ok_or_else(|| Error::tensor(&self.path, name, "not in file"))?;
         Part::new(
             PartLayout::new(name, t.meta.dtype, t.meta.shape.clone()),
-            t.data().to_vec(),
+            t.copy_out(),
         )
     }
 }
@@ -180,6 +180,17 @@ impl SafetensorsTensor {
     pub fn data(&self) -> &[u8] {
         // The range was validated against the file length when the header was read.
         self.map.get(self.range.clone()).unwrap_or(&[])
+    }
+
+    /// A copy of the bytes, the mapped pages given back as they are copied.
+    fn copy_out(&self) -> Vec<u8> {
+        let data = self.data();
+        let mut out = Vec::with_capacity(data.len());
+        for (i, chunk) in data.chunks(CHUNK_BYTES).enumerate() {
+            out.extend_from_slice(chunk);
+            self.release(i * CHUNK_BYTES, chunk.len());
+        }
+        out
     }
 
     /// Gives the pages of `start..start + len` (relative to this tensor) back to the OS:
