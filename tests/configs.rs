@@ -10,6 +10,9 @@ fn example_configs_parse() {
     let mut n = 0;
     for e in std::fs::read_dir(configs_dir()).unwrap() {
         let p = e.unwrap().path();
+        if p.is_dir() {
+            continue;
+        }
         if p.file_name()
             .unwrap()
             .to_string_lossy()
@@ -77,4 +80,27 @@ fn bad_files_name_file_and_entry() {
             .action,
         RuleAction::Dtype(quant::DType::BF16)
     ));
+}
+
+/// The cluster recipes run `--shard I/N` workers over the whole index range, then merge.
+#[test]
+fn cluster_recipes_shard_and_merge() {
+    let dir = configs_dir().join("cluster");
+    let job: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(dir.join("k8s-quantize-job.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    let n = job["spec"]["completions"].as_u64().unwrap();
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+        .as_str()
+        .unwrap();
+    assert!(
+        args.contains(&format!("--shard \"$JOB_COMPLETION_INDEX/{n}\"")),
+        "{args}"
+    );
+    let slurm = std::fs::read_to_string(dir.join("slurm-quantize.sh")).unwrap();
+    assert!(slurm.contains("--shard \"${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}\""));
+    assert!(slurm.contains("quant merge"));
 }
