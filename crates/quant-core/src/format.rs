@@ -66,6 +66,15 @@ pub struct PlannedOutput {
     pub fallback: Option<String>,
 }
 
+impl PlannedOutput {
+    /// Stored bytes of all its parts (`None` on overflow).
+    pub fn byte_len(&self) -> Option<u64> {
+        self.layout
+            .iter()
+            .try_fold(0u64, |a, l| a.checked_add(l.byte_len()? as u64))
+    }
+}
+
 /// Writes tensors into a container in the planned order.
 pub trait ContainerWriter: Send {
     /// Writes the next planned tensor.

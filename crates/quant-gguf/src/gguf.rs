@@ -661,11 +661,8 @@ impl GgufWriter {
         let mut weight_by_type: Vec<(GgmlType, u64)> = Vec::new();
         for p in planned {
             let ty = planned_type(p)?;
-            let size: u64 = p
-                .layout
-                .iter()
-                .map(|l| l.byte_len().map(|b| b as u64))
-                .sum::<Option<u64>>()
+            let size = p
+                .byte_len()
                 .ok_or_else(|| Error::tensor(path, &p.meta.name, "byte size overflows"))?;
             let numel = p.meta.numel()? as u64;
             let mut dims: Vec<u64> = p.meta.shape.iter().rev().map(|&d| d as u64).collect();

@@ -70,11 +70,8 @@ pub fn split_files(
     let mut file_of = Vec::with_capacity(planned.len());
     let (mut file, mut in_file, mut size) = (0usize, 0usize, 0u64);
     for (i, p) in planned.iter().enumerate() {
-        let bytes: u64 = p
-            .layout
-            .iter()
-            .map(|l| l.byte_len().map(|b| b as u64))
-            .sum::<Option<u64>>()
+        let bytes = p
+            .byte_len()
             .ok_or_else(|| Error::tensor(path, &p.meta.name, "byte size overflows"))?;
         let padded = bytes.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
         let next = size + padded;

@@ -51,6 +51,22 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
+impl Report {
+    /// What a run of `plan` that started at `start` did.
+    fn new(plan: Plan, start: Instant, outputs: Vec<PathBuf>, warnings: Vec<String>) -> Self {
+        Report {
+            resolved: plan.resolved.clone(),
+            bytes_in: plan.bytes_in(),
+            bytes_out: plan.bytes_out(),
+            fallbacks: plan.fallbacks(),
+            tensors: plan.entries,
+            seconds: start.elapsed().as_secs_f64(),
+            outputs,
+            warnings,
+        }
+    }
+}
+
 impl ModelQuantizer {
     /// Quantizes a safetensors file, a model folder or a container file (GGUF) into
     /// `output`: a file (its extension or [`format`](Self::format) picks the container)
@@ -86,16 +102,7 @@ impl ModelQuantizer {
         let (model, plan) = self.plan_files(model, Some((kind, output)))?;
         // 3 and 4. run each planned tensor and write it, in plan order.
         let outputs = write::writer_for(kind).write(self, &model, &plan, output, start)?;
-        Ok(Report {
-            resolved: plan.resolved.clone(),
-            bytes_in: plan.bytes_in(),
-            bytes_out: plan.bytes_out(),
-            fallbacks: plan.fallbacks(),
-            tensors: plan.entries,
-            seconds: start.elapsed().as_secs_f64(),
-            outputs,
-            warnings,
-        })
+        Ok(Report::new(plan, start, outputs, warnings))
     }
 
     /// Quantizes in-memory tensors (e.g. candle tensors wrapped in
@@ -136,16 +143,7 @@ impl ModelQuantizer {
         let artifacts = self.artifacts_for(&plan, &all)?;
         let mut metadata = self.base_metadata(&plan);
         merge_metadata(&mut metadata, &artifacts);
-        let report = Report {
-            resolved: plan.resolved.clone(),
-            bytes_in: plan.bytes_in(),
-            bytes_out: plan.bytes_out(),
-            fallbacks: plan.fallbacks(),
-            tensors: plan.entries,
-            seconds: start.elapsed().as_secs_f64(),
-            outputs: Vec::new(),
-            warnings: Vec::new(),
-        };
+        let report = Report::new(plan, start, Vec::new(), Vec::new());
         Ok(QuantizedModel {
             tensors,
             metadata,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::worker::{staging_for, Share};
-use super::Writer;
+use super::{output_parent, Writer};
 use crate::engine::configure::ModelQuantizer;
 use crate::error::{Error, Result};
 use crate::format::{ContainerEntry, META_SPLIT_COUNT, META_SPLIT_NO, META_SPLIT_TENSORS};
@@ -25,10 +25,7 @@ impl Writer for ContainerFile {
         dest: &Path,
         start: Instant,
     ) -> Result<Vec<PathBuf>> {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = output_parent(dest)?;
         let info = dest.with_extension("quantization_info.json");
         let mut share = match q.worker {
             Some(w) => Some(Share::begin(w, staging_for(dest, false), dir, plan)?),

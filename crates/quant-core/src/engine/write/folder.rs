@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::metadata::{merge_files, write_json};
 use super::worker::{staging_for, Share};
-use super::Writer;
+use super::{output_parent, Writer};
 use crate::engine::configure::{ModelQuantizer, Worker};
 use crate::error::{Error, Result};
 use crate::load::ModelFiles;
@@ -28,19 +28,7 @@ impl Writer for Folder {
         dest: &Path,
         start: Instant,
     ) -> Result<Vec<PathBuf>> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            return Err(Error::io(
-                dest,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the output's parent folder does not exist",
-                ),
-            ));
-        }
+        output_parent(dest)?;
         match q.worker {
             None => q.write_whole_folder(model, plan, dest, start),
             Some(w) => q.write_worker_share(model, plan, dest, start, w),

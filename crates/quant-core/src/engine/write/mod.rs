@@ -35,6 +35,25 @@ pub(super) fn is_worker_output(dest: &Path) -> bool {
     worker::staging_for(dest, true).is_dir() || worker::staging_for(dest, false).is_dir()
 }
 
+/// The folder output `dest` goes into; it must exist (a missing one is an error naming
+/// `dest`, before anything is written).
+pub(super) fn output_parent(dest: &Path) -> Result<&Path> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(crate::error::Error::io(
+            dest,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the folder the output goes into does not exist",
+            ),
+        ));
+    }
+    Ok(parent)
+}
+
 /// The writer for `output`.
 pub(super) fn writer_for(output: Output) -> Box<dyn Writer> {
     match output {

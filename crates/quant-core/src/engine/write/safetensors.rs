@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::metadata::merge_metadata;
-use super::Writer;
+use super::{output_parent, Writer};
 use crate::dtype::encode_f32;
 use crate::engine::configure::ModelQuantizer;
 use crate::error::{Error, Result};
@@ -27,19 +27,7 @@ impl Writer for SafetensorsFile {
         dest: &Path,
         start: Instant,
     ) -> Result<Vec<PathBuf>> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.is_dir() {
-            return Err(Error::io(
-                dest,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "the output folder does not exist",
-                ),
-            ));
-        }
+        output_parent(dest)?;
         q.write_shard(model, plan, &plan.entries_of(0), dest)?;
         let stem = dest
             .file_stem()
