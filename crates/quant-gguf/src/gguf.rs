@@ -21,6 +21,7 @@ use quant_core::format::{ContainerReader, ContainerWriter, PlannedOutput};
 use quant_core::safetensors_io::AtomicFile;
 use quant_core::{DType, Error, Params, Part, PartLayout, QuantizedTensor, Result, TensorRecord};
 
+use crate::arch::{HfGgufReader, KvList};
 use crate::block::GgmlType;
 use crate::method::{method_name, method_type};
 
@@ -655,6 +656,19 @@ impl GgufWriter {
         planned: &[PlannedOutput],
         metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
+        Self::create_with(path, planned, metadata, None)
+    }
+
+    /// [`create`](Self::create) for a converted model: its typed key/values
+    /// ([`crate::arch::HfGgufReader::kvs`]) come first, in their order, with
+    /// `general.file_type` set to the file's type; then quant's own keys (`quantize.*`,
+    /// `quant.*`; the `source.*` copies of the converted keys are left out).
+    pub fn create_with(
+        path: &Path,
+        planned: &[PlannedOutput],
+        metadata: &BTreeMap<String, String>,
+        converted: Option<&KvList>,
+    ) -> Result<Self> {
         let mut infos = Vec::with_capacity(planned.len());
         let mut offset = 0u64;
         // (type, elements) of the quantized tensors that did not fall back, first seen first.
@@ -714,16 +728,11 @@ impl GgufWriter {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into())
         });
-        let mut kv: Vec<(String, GgufValue)> = vec![
-            (
-                "general.architecture".into(),
-                GgufValue::String(
-                    metadata
-                        .get("general.architecture")
-                        .cloned()
-                        .unwrap_or_else(|| "llama".into()),
-                ),
-            ),
+        let mut kv: Vec<(String, GgufValue)> = architecture(metadata)
+            .map(|a| ("general.architecture".into(), GgufValue::String(a)))
+            .into_iter()
+            .collect();
+        kv.extend([
             ("general.name".into(), GgufValue::String(name)),
             (
                 "general.file_type".into(),
@@ -738,7 +747,7 @@ impl GgufWriter {
                 "quantize.ggml_type".into(),
                 GgufValue::String(main_type.name().into()),
             ),
-        ];
+        ]);
         for (k, v) in metadata {
             if !k.contains('.') || OWN_KEYS.contains(&k.as_str()) || kv.iter().any(|(e, _)| e == k)
             {
@@ -751,6 +760,19 @@ impl GgufWriter {
                 _ => GgufValue::String(v.clone()),
             };
             kv.push((k.clone(), value));
+        }
+        if let Some(list) = converted {
+            let mut typed = list.clone();
+            typed.set("general.file_type", GgufValue::U32(llama_ftype(main_type)));
+            for (k, v) in kv {
+                if !OWN_KEYS.contains(&k.as_str())
+                    && !k.starts_with("source.")
+                    && typed.get(&k).is_none()
+                {
+                    typed.set(k, v);
+                }
+            }
+            kv = typed.entries().to_vec();
         }
         let mut header = Vec::new();
         header.extend(GGUF_MAGIC);
@@ -828,9 +850,30 @@ fn create_writer(
     path: &Path,
     planned: &[PlannedOutput],
     metadata: &BTreeMap<String, String>,
-    _source: Option<&dyn ContainerReader>,
+    source: Option<&dyn ContainerReader>,
 ) -> Result<Box<dyn ContainerWriter>> {
-    Ok(Box::new(GgufWriter::create(path, planned, metadata)?))
+    let converted = source
+        .and_then(|s| s.as_any())
+        .and_then(|a| a.downcast_ref::<HfGgufReader>())
+        .map(HfGgufReader::kvs);
+    Ok(Box::new(GgufWriter::create_with(
+        path, planned, metadata, converted,
+    )?))
+}
+
+/// `general.architecture` of a file quant writes without a conversion: the caller's, the
+/// input GGUF's, or what the input's `config.json` names (never a guess; `None` leaves
+/// the key out).
+fn architecture(metadata: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(a) = metadata
+        .get("general.architecture")
+        .or_else(|| metadata.get("source.general.architecture"))
+    {
+        return Some(a.clone());
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(metadata.get("source.config.json")?).ok()?;
+    crate::arch::generic_architecture(&config)
 }
 
 quant_core::register_container!(quant_core::format::ContainerEntry {

@@ -133,6 +133,7 @@
 
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod bf16;
 pub mod block;
 pub mod f16;
@@ -155,6 +156,7 @@ pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
 pub mod simd;
+pub mod tokenizer;
 pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
