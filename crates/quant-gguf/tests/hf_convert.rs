@@ -103,14 +103,13 @@ fn json_item(v: &GgufValue) -> Value {
 
 /// Every key/value of the dump (less gguf-py's `GGUF.*` header fields) equals the
 /// reader's, in order, with `general.file_type` = `file_type`.
-fn check_kvs(reader: &HfGgufReader, dump: &Value, file_type: u32) {
+fn check_kvs(got: &[(String, GgufValue)], dump: &Value, file_type: u32) {
     let want: Vec<&Value> = dump["kv"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|k| !k["name"].as_str().unwrap().starts_with("GGUF."))
         .collect();
-    let got = reader.kvs().entries();
     let names: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
     let want_names: Vec<&str> = want.iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, want_names, "key order");
@@ -211,7 +210,7 @@ fn check_all(dir: &Path, model: &str) {
         ("bf16", 32, DType::BF16),
     ] {
         let d = dump(&format!("{model}-{suffix}.gguf.json"));
-        check_kvs(&reader, &d, file_type);
+        check_kvs(reader.kvs().entries(), &d, file_type);
         check_tensors(&reader, &d, wide);
     }
 }
@@ -290,5 +289,91 @@ fn a_missing_tokenizer_is_a_typed_error() {
     assert!(
         matches!(err, quant_core::Error::InvalidFile { .. }),
         "{err}"
+    );
+}
+
+/// `quant quantize FOLDER -o x.gguf` through the engine and the registered converter: the
+/// file holds convert_hf_to_gguf.py's key/values first, in order (then quant's own
+/// `quantize.*`/`quant.*` provenance keys), and its tensors byte for byte at the same
+/// offsets in the data section.
+fn end_to_end(dir: &Path, model: &str, method: &str, keep_f32: bool, suffix: &str, file_type: u32) {
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join(format!("{model}-{suffix}.gguf"));
+    let mut q = quant_core::engine::ModelQuantizer::new(method);
+    if keep_f32 {
+        q = q.rules(quant_core::rules::Rules::all_to(DType::F32).unwrap());
+    }
+    let report = q.quantize_path(dir, &path).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let file = quant_gguf::gguf::GgufFile::open(&path).unwrap();
+    let d = dump(&format!("{model}-{suffix}.gguf.json"));
+    let n = d["kv"].as_array().unwrap().len() - 3;
+    check_kvs(&file.metadata[..n], &d, file_type);
+    for (k, _) in &file.metadata[n..] {
+        assert!(
+            k.starts_with("quant.") || k.starts_with("quantize."),
+            "unexpected key {k}"
+        );
+    }
+    let want = d["tensors"].as_array().unwrap();
+    assert_eq!(file.tensors.len(), want.len());
+    for (t, w) in file.tensors.iter().zip(want) {
+        assert_eq!(t.name, w["name"].as_str().unwrap());
+        assert_eq!(t.ty.name(), w["type"].as_str().unwrap(), "{}", t.name);
+        assert_eq!(t.offset, w["rel_offset"].as_u64().unwrap(), "{}", t.name);
+        assert_eq!(
+            hex(&file.read_data(t).unwrap()),
+            w["sha256"].as_str().unwrap(),
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn llama_a_end_to_end_f16_bf16_f32() {
+    let dir = data().join("llama_a");
+    end_to_end(&dir, "llama_a", "gguf_config_fp16", false, "f16", 1);
+    end_to_end(&dir, "llama_a", "gguf_config_bf16", false, "bf16", 32);
+    // No method keeps F32 weights; a rule keeping every tensor F32 gives --outtype f32.
+    end_to_end(&dir, "llama_a", "gguf_config_fp16", true, "f32", 0);
+}
+
+#[test]
+fn minilm_end_to_end_f16() {
+    let Some(dir) = minilm_dir() else { return };
+    end_to_end(&dir, "minilm", "gguf_config_fp16", false, "f16", 1);
+}
+
+#[test]
+fn unknown_folders_get_an_honest_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    std::fs::create_dir(&model).unwrap();
+    let part = quant_core::Part::new(
+        quant_core::PartLayout::new("w.weight", DType::F32, vec![2, 32]),
+        [0.5f32; 64].iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+    .unwrap();
+    quant_core::safetensors_io::write_safetensors(
+        model.join("model.safetensors"),
+        &[part],
+        &Default::default(),
+    )
+    .unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        r#"{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("m.gguf");
+    let report = quant_core::engine::ModelQuantizer::new("gguf_config_q8_0")
+        .quantize_path(&model, &out)
+        .unwrap();
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    let file = quant_gguf::gguf::GgufFile::open(&out).unwrap();
+    assert_eq!(
+        file.get("general.architecture"),
+        Some(&GgufValue::String("gpt2".into()))
     );
 }
