@@ -202,13 +202,15 @@ fn check_tensors(reader: &HfGgufReader, dump: &Value, wide: DType) {
     }
 }
 
-fn check_all(dir: &Path, model: &str) {
+const OUTTYPES: [(&str, u32, DType); 3] = [
+    ("f32", 0, DType::F32),
+    ("f16", 1, DType::F16),
+    ("bf16", 32, DType::BF16),
+];
+
+fn check_all(dir: &Path, model: &str, outtypes: &[(&str, u32, DType)]) {
     let reader = open(dir);
-    for (suffix, file_type, wide) in [
-        ("f32", 0, DType::F32),
-        ("f16", 1, DType::F16),
-        ("bf16", 32, DType::BF16),
-    ] {
+    for &(suffix, file_type, wide) in outtypes {
         let d = dump(&format!("{model}-{suffix}.gguf.json"));
         check_kvs(reader.kvs().entries(), &d, file_type);
         check_tensors(&reader, &d, wide);
@@ -217,7 +219,15 @@ fn check_all(dir: &Path, model: &str) {
 
 #[test]
 fn llama_a_matches_convert_hf_to_gguf() {
-    check_all(&data().join("llama_a"), "llama_a");
+    check_all(&data().join("llama_a"), "llama_a", &OUTTYPES);
+}
+
+/// A MistralForCausalLM (transformers, random bf16 weights) with 4 heads and 1 KV head,
+/// sharded into 3 safetensors files, and an old-style config (top-level `rope_theta`, no
+/// `head_dim`): written as arch `llama`, `sliding_window` dropped.
+#[test]
+fn mistral_tiny_matches_convert_hf_to_gguf() {
+    check_all(&data().join("mistral_tiny"), "mistral_tiny", &OUTTYPES[..2]);
 }
 
 #[test]
@@ -226,7 +236,7 @@ fn llama_d_matches_convert_hf_to_gguf() {
         eprintln!("SKIPPED llama_d: set QUANT_LLAMA_D_DIR to the llama_d model folder (not committed: 7 MB)");
         return;
     };
-    check_all(Path::new(&dir), "llama_d");
+    check_all(Path::new(&dir), "llama_d", &OUTTYPES);
 }
 
 fn minilm_dir() -> Option<PathBuf> {
@@ -260,7 +270,7 @@ fn minilm_matches_convert_hf_to_gguf() {
     let Some(dir) = minilm_dir() else { return };
     // The reference names the model from `_name_or_path` and the folder; the dump was made
     // from the same PyPI folder (`model`).
-    check_all(&dir, "minilm");
+    check_all(&dir, "minilm", &OUTTYPES);
 }
 
 #[test]
