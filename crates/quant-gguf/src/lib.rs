@@ -94,7 +94,9 @@
 //! The `gguf` container (extension `.gguf`, see [`gguf`]) writes GGUF v3 by streaming:
 //! the header is computed from the plan, each tensor appended and padded to 32 bytes
 //! (including after the last one). Keys written: `general.architecture` (from the given
-//! metadata, else `llama`), `general.name` (given, else the file stem),
+//! metadata, the input GGUF's, or what the input's `config.json` names — `model_type`,
+//! `architectures[0]`, a diffusers `_class_name` such as `flux`; left out when nothing
+//! names it, never guessed), `general.name` (given, else the file stem),
 //! `general.file_type` (llama.cpp's ftype of the type holding the most non-fallback
 //! elements: the `_S` variant for K-quants, 1024 = `LLAMA_FTYPE_GUESSED` for Q8_1/Q8_K,
 //! which have none), `general.quantization_version = 2`, `quantize.tool`,
@@ -108,6 +110,30 @@
 //! strings (16 MiB) and array nesting (4), requires ≤ 4 dims, known type ids, aligned
 //! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32 tensors
 //! read back unquantized; every other type as its `gguf_config_*` method.
+//!
+//! # Hugging Face folders → llama.cpp's GGUF
+//!
+//! Writing a Hugging Face model folder to `.gguf` goes through the registered converter
+//! ([`arch`]) first, which does what `convert_hf_to_gguf.py --outtype f32` (llama.cpp
+//! b11312) does: llama.cpp tensor names (`token_embd`, `blk.N.attn_q`, …, `output_norm`,
+//! `output`), the reference's tensor order (parts in order, names sorted in each),
+//! `q_proj`/`k_proj` permuted for rope by `n_head`/`n_head_kv`, dropped tensors (rotary
+//! `inv_freq`, BERT's `position_ids`, pooler and MLM heads), and its typed key/values in
+//! its order: `general.*` (gguf-py's name/size-label/model-card heuristics), the
+//! hyperparameters llama.cpp reads, and `tokenizer.ggml.*` from `tokenizer.model`
+//! (SentencePiece, parsed with prost) or `tokenizer.json` (WordPiece, tokenized with the
+//! `tokenizers` crate to find llama.cpp's pre-tokenizer name by its hash table), special
+//! token ids, add-BOS/EOS/SEP flags and the chat template ([`tokenizer`]). Architectures:
+//! `llama` (LlamaForCausalLM, MistralForCausalLM), `bert` (BertModel, BertForMaskedLM,
+//! sentence-transformers folders with their pooling). The writer then writes those keys
+//! first, with `general.file_type` set to the file's type, followed by quant's
+//! `quantize.*`/`quant.*` keys; with `gguf_config_fp16`/`_bf16` (or a rule keeping every
+//! tensor `float32`) the tensors are byte for byte those of `convert_hf_to_gguf.py
+//! --outtype f16`/`bf16`/`f32`. A folder of another architecture is written as a generic
+//! GGUF (names and values as stored) with a warning naming it. Not converted (typed
+//! errors): Llama 3-style BPE `tokenizer.json` vocabularies, rope scaling other than
+//! linear, mixture-of-experts and classifier heads, pytorch `.bin` weights, CodeLlama's
+//! infill tokens.
 //!
 //! # Speed
 //!

@@ -44,14 +44,34 @@ fn is_lower(s: &str) -> bool {
     any
 }
 
-fn regex(re: &str) -> Regex {
-    // The patterns are constants of this file, checked by the tests.
-    Regex::new(re).unwrap_or_else(|_| Regex::new("$^").unwrap_or_else(|_| unreachable!()))
+/// gguf-py's patterns (Python `re` syntax the `regex` crate reads the same way).
+const VERSION_WORD: &str = r"^(v\d+(?:\.\d+)*|\d.*)$";
+const VERSION_PART: &str = r"(?i)^(v|iter)?\d+([.]\d+)*$";
+const TYPE_PART: &str = r"(?i)^(i?q\d(_\w)*|b?fp?(16|32))$";
+const SIZE_PART: &str =
+    r"(?i)^(([A]|\d+[x])?\d+([._]\d+)?[KMBT][\d]?|small|mini|medium|large|x?xl)$";
+const FINETUNE_PART: &str = r"(?i)^(chat|instruct|vision|lora)$";
+const HF_URL: &str = r"^https?://huggingface.co/([^/]+/[^/]+)$";
+
+/// A compiled pattern of this file (all compile: see the tests); one that did not would
+/// match nothing.
+struct Pattern(Option<Regex>);
+
+impl Pattern {
+    fn new(re: &str) -> Self {
+        Pattern(Regex::new(re).ok())
+    }
+    fn is_match(&self, s: &str) -> bool {
+        self.0.as_ref().is_some_and(|r| r.is_match(s))
+    }
+    fn group1<'s>(&self, s: &'s str) -> Option<&'s str> {
+        Some(self.0.as_ref()?.captures(s)?.get(1)?.as_str())
+    }
 }
 
 /// `Metadata.id_to_title`.
 pub fn id_to_title(s: &str) -> String {
-    let version = regex(r"^(v\d+(?:\.\d+)*|\d.*)$");
+    let version = Pattern::new(VERSION_WORD);
     s.trim()
         .replace('-', " ")
         .split_whitespace()
@@ -105,11 +125,10 @@ pub fn model_id_components(id: &str, total_params: i64) -> IdComponents {
         .map(str::to_string)
         .collect();
     let mut types: Vec<Vec<&str>> = vec![Vec::new(); parts.len()];
-    let version_re = regex(r"(?i)^(v|iter)?\d+([.]\d+)*$");
-    let type_re = regex(r"(?i)^(i?q\d(_\w)*|b?fp?(16|32))$");
-    let size_re =
-        regex(r"(?i)^(([A]|\d+[x])?\d+([._]\d+)?[KMBT][\d]?|small|mini|medium|large|x?xl)$");
-    let finetune_re = regex(r"(?i)^(chat|instruct|vision|lora)$");
+    let version_re = Pattern::new(VERSION_PART);
+    let type_re = Pattern::new(TYPE_PART);
+    let size_re = Pattern::new(SIZE_PART);
+    let finetune_re = Pattern::new(FINETUNE_PART);
     for i in 0..parts.len() {
         let part = parts[i].clone();
         if version_re.is_match(&part) {
@@ -278,9 +297,8 @@ fn card_entry(id: &Value, total: i64) -> Map<String, Value> {
         {
             e.insert("repo_url".into(), Value::from(s.as_str()));
             if s.contains("huggingface.co") {
-                let re = regex(r"^https?://huggingface.co/([^/]+/[^/]+)$");
-                if let Some(m) = re.captures(s).and_then(|c| c.get(1)) {
-                    let c = model_id_components(m.as_str(), total);
+                if let Some(m) = Pattern::new(HF_URL).group1(s) {
+                    let c = model_id_components(m, total);
                     if let Some(n) = c.name {
                         e.insert("name".into(), Value::from(id_to_title(&n)));
                     }
@@ -571,6 +589,20 @@ mod tests {
         assert_eq!(c.size_label.as_deref(), Some("7B"));
         assert_eq!(c.finetune.as_deref(), Some("Instruct"));
         assert_eq!(c.version.as_deref(), Some("v0.3"));
+    }
+
+    #[test]
+    fn patterns_compile() {
+        for p in [
+            VERSION_WORD,
+            VERSION_PART,
+            TYPE_PART,
+            SIZE_PART,
+            FINETUNE_PART,
+            HF_URL,
+        ] {
+            assert!(Regex::new(p).is_ok(), "{p}");
+        }
     }
 
     #[test]
