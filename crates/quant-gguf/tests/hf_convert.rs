@@ -273,6 +273,33 @@ fn minilm_matches_convert_hf_to_gguf() {
     check_all(&dir, "minilm", &OUTTYPES);
 }
 
+/// The same folder without `tokenizer.json`: the vocabulary from `vocab.txt`.
+#[test]
+fn minilm_vocab_txt_matches_convert_hf_to_gguf() {
+    let Some(src) = minilm_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("minilm_vocab");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "tokenizer.json" {
+            continue;
+        }
+        let to = dir.join(&name);
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir(&to).unwrap();
+            for f in std::fs::read_dir(e.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        } else if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    check_all(&dir, "minilm_vocab", &OUTTYPES[..1]);
+}
+
 #[test]
 fn unknown_architectures_are_left_to_the_generic_writer() {
     let dir = tempfile::tempdir().unwrap();

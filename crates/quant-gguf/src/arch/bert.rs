@@ -2,7 +2,7 @@
 //! sentence-transformers folders (their Pooling module gives `bert.pooling_type`). The
 //! pooler, `position_ids` and the MLM/NSP heads are dropped; `bert.` prefixes and
 //! `gamma`/`beta` names are normalised. The WordPiece vocabulary comes from
-//! `tokenizer.json`, spelled with llama.cpp's phantom spaces.
+//! `tokenizer.json` (else `vocab.txt`), spelled with llama.cpp's phantom spaces.
 
 use serde_json::{Map, Value};
 
@@ -109,7 +109,10 @@ impl Architecture for Bert {
     }
 
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
-        let path = model.dir.join("tokenizer.json");
+        let path = match model.dir.join("tokenizer.json") {
+            p if p.is_file() => p,
+            _ => model.dir.join("vocab.txt"),
+        };
         let tok = wordpiece::open(&model.dir)?;
         let vocab = model
             .find(&["vocab_size"])

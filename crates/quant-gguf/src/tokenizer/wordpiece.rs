@@ -21,21 +21,92 @@ fn tok_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::file(path, "tokenizer.json", e.to_string())
 }
 
-/// Opens `dir/tokenizer.json` as transformers' fast tokenizer uses it for `encode`: with
-/// the file's truncation and padding switched off (transformers sets them per call, and
-/// `encode` asks for neither).
+/// Opens the folder's tokenizer as transformers' fast tokenizer uses it for `encode`:
+/// `tokenizer.json` with its truncation and padding switched off (transformers sets them
+/// per call, and `encode` asks for neither), else `vocab.txt` with transformers'
+/// BertTokenizer pipeline ([`from_vocab_txt`]).
 pub fn open(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
     if !path.is_file() {
+        let vocab = dir.join("vocab.txt");
+        if vocab.is_file() {
+            return from_vocab_txt(dir, &vocab);
+        }
         return Err(Error::file(
             &path,
             "tokenizer.json",
-            "missing: quant reads WordPiece vocabularies from tokenizer.json (vocab.txt alone is not supported)",
+            "missing, and no vocab.txt either: quant reads WordPiece vocabularies from one of them",
         ));
     }
     let mut t = Tokenizer::from_file(&path).map_err(|e| tok_err(&path, e))?;
     t.with_truncation(None).map_err(|e| tok_err(&path, e))?;
     t.with_padding(None);
+    Ok(t)
+}
+
+/// transformers' BERT tokenizer built from `vocab.txt` and `tokenizer_config.json`:
+/// WordPiece (`##` continuation, the config's unknown token), BertNormalizer (clean text,
+/// `tokenize_chinese_chars`, `strip_accents`, `do_lower_case`), BertPreTokenizer,
+/// `[CLS] A [SEP]` post-processing, and the five special tokens added as special.
+pub fn from_vocab_txt(dir: &Path, vocab: &Path) -> Result<Tokenizer> {
+    use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::bert::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+    use tokenizers::AddedToken;
+
+    let cfg = super::read_json(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
+    let name = |key: &str, default: &str| -> String {
+        match cfg.get(key) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Object(o)) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or(default)
+                .to_string(),
+            _ => default.to_string(),
+        }
+    };
+    let flag = |key: &str, default: bool| cfg.get(key).and_then(|v| v.as_bool()).unwrap_or(default);
+    let [unk, sep, pad, cls, mask] = [
+        name("unk_token", "[UNK]"),
+        name("sep_token", "[SEP]"),
+        name("pad_token", "[PAD]"),
+        name("cls_token", "[CLS]"),
+        name("mask_token", "[MASK]"),
+    ];
+    let vocab_str = vocab.to_string_lossy();
+    let model = WordPiece::from_file(&vocab_str)
+        .unk_token(unk.clone())
+        .continuing_subword_prefix("##".into())
+        .build()
+        .map_err(|e| tok_err(vocab, e))?;
+    let id = |t: &str| {
+        tokenizers::Model::token_to_id(&model, t).ok_or_else(|| {
+            tok_err(
+                vocab,
+                format!("special token '{t}' is not in the vocabulary"),
+            )
+        })
+    };
+    let (sep_id, cls_id) = (id(&sep)?, id(&cls)?);
+    let mut t = Tokenizer::new(model);
+    t.with_normalizer(Some(BertNormalizer::new(
+        true,
+        flag("tokenize_chinese_chars", true),
+        cfg.get("strip_accents").and_then(|v| v.as_bool()),
+        flag("do_lower_case", true),
+    )))
+    .map_err(|e| tok_err(vocab, e))?;
+    t.with_pre_tokenizer(Some(BertPreTokenizer));
+    t.with_post_processor(Some(BertProcessing::new(
+        (sep.clone(), sep_id),
+        (cls.clone(), cls_id),
+    )));
+    t.with_decoder(Some(WordPieceDecoder::new("##".into(), true)));
+    t.add_special_tokens([unk, sep, pad, cls, mask].map(|c| AddedToken::from(c, true)))
+        .map_err(|e| tok_err(vocab, e))?;
     Ok(t)
 }
 
