@@ -136,6 +136,7 @@
 pub mod bf16;
 pub mod block;
 pub mod f16;
+pub mod ftype;
 pub mod gguf;
 pub mod imatrix;
 pub mod iq4_nl;
@@ -158,6 +159,7 @@ pub mod simd;
 pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
+pub use ftype::{Ftype, FtypeOptions, ModelInfo, FTYPES};
 pub use imatrix::Imatrix;
 pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
 
