@@ -78,6 +78,10 @@ enum Command {
         /// Only these methods (comma separated).
         #[arg(long)]
         methods: Option<String>,
+        /// Keep the sample and every output in this new folder (default: a temporary
+        /// folder removed afterwards).
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
 }
 
@@ -179,7 +183,7 @@ fn run(cmd: Command) -> Result<()> {
             quantized,
             json,
         } => eval(&original, &quantized, json),
-        Command::Demo { methods } => demo(methods.as_deref()),
+        Command::Demo { methods, keep } => demo(methods.as_deref(), keep),
     }
 }
 
@@ -316,6 +320,9 @@ fn human(bytes: u64) -> String {
 fn print_warnings(report: &Report) {
     if let Some(r) = &report.resolved.fallback_reason {
         eprintln!("warning: {}: {r}", report.resolved.requested);
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
     for t in report.tensors.iter().filter(|t| t.is_fallback) {
         eprintln!("fallback: {}: {}", t.name, t.note.as_deref().unwrap_or(""));
@@ -735,9 +742,17 @@ fn eval(original: &Path, quantized: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn demo(only: Option<&str>) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("quant-demo-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(dir.clone());
+fn demo(only: Option<&str>, keep: Option<PathBuf>) -> Result<()> {
+    let (dir, _cleanup) = match keep {
+        Some(dir) => {
+            std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            (dir, None)
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!("quant-demo-{}", std::process::id()));
+            (dir.clone(), Some(RemoveOnDrop(dir)))
+        }
+    };
     let input = dir.join("sample");
     quant::sample::write_sample_model(&input, DType::BF16)?;
     let original = ModelFiles::open(&input)?;

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::format::{self, ContainerReader, PlannedOutput};
 use crate::load::{dequantize, ModelFiles, FORMAT_VERSION, META_FORMAT_VERSION, META_TENSORS};
 use crate::method::{
-    Artifacts, Params, Part, PartLayout, PlannedTensor, QuantMethod, QuantizedTensor, Selection,
-    TensorRecord,
+    Artifacts, Mixture, ModelView, Params, Part, PartLayout, PlannedTensor, QuantMethod,
+    QuantizedTensor, Selection, TensorChoice, TensorRecord,
 };
 use crate::registry::{Registry, Resolved};
 use crate::rules::{RuleAction, Rules};
@@ -123,6 +123,9 @@ pub struct Report {
     pub seconds: f64,
     /// Files written.
     pub outputs: Vec<PathBuf>,
+    /// Things the user should know that are not per-tensor fallbacks (e.g. a model
+    /// architecture a converter does not know).
+    pub warnings: Vec<String>,
 }
 
 /// Reads the values of a planned tensor (for measuring sensitivity).
@@ -284,6 +287,17 @@ impl ModelQuantizer {
         records: &[(usize, TensorRecord)],
         values: Option<&ValueFn<'_>>,
     ) -> Result<Plan> {
+        self.plan_model(records, &BTreeMap::new(), values)
+    }
+
+    /// Plans every tensor given as (shard, record) of a model whose file-level metadata
+    /// is `metadata` (what a mixing method sees, see [`QuantMethod::mixture`]).
+    pub fn plan_model(
+        &self,
+        records: &[(usize, TensorRecord)],
+        metadata: &BTreeMap<String, String>,
+        values: Option<&ValueFn<'_>>,
+    ) -> Result<Plan> {
         let registry = Registry::global()?;
         let resolved = registry.resolve(&self.method, self.strict)?;
         let mut methods = BTreeMap::new();
@@ -293,10 +307,29 @@ impl ModelQuantizer {
         } else {
             Params::new()
         };
-        self.instance(&resolved.effective, &default_params, &mut methods)?;
+        let default = self.instance(&resolved.effective, &default_params, &mut methods)?;
+        let metas: Vec<TensorMeta> = records
+            .iter()
+            .map(|(_, r)| TensorMeta::new(&r.name, r.dtype, r.shape.clone()))
+            .collect();
+        let mixture = default.mixture(&ModelView {
+            tensors: &metas,
+            metadata,
+        })?;
+        if let Some(m) = &mixture {
+            check_mixture(m, records.len(), default.name())?;
+        }
         let mut entries = Vec::with_capacity(records.len());
-        for (shard, rec) in records {
-            entries.push(self.plan_one(*shard, rec, &resolved, &mut methods)?);
+        for (i, (shard, rec)) in records.iter().enumerate() {
+            let choice = mixture.as_ref().and_then(|m| m.choices.get(i));
+            entries.push(self.plan_one(*shard, rec, &resolved, choice, &mut methods)?);
+        }
+        if let Some(order) = mixture.and_then(|m| m.order) {
+            let mut slots: Vec<Option<PlanEntry>> = entries.into_iter().map(Some).collect();
+            entries = order
+                .iter()
+                .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+                .collect();
         }
         let mut plan = Plan {
             resolved,
@@ -312,6 +345,7 @@ impl ModelQuantizer {
         shard: usize,
         rec: &TensorRecord,
         default: &Resolved,
+        choice: Option<&TensorChoice>,
         methods: &mut BTreeMap<String, Arc<dyn QuantMethod>>,
     ) -> Result<PlanEntry> {
         let meta = TensorMeta::new(&rec.name, rec.dtype, rec.shape.clone());
@@ -343,6 +377,7 @@ impl ModelQuantizer {
             est_rel_error: None,
         };
         let rule = self.rules.matching(&rec.name);
+        let mut chosen_params = None;
         let (method_name, mut note) = match rule {
             Some((i, r)) => {
                 entry.rule = Some(format!("#{i} {} = {}", r.pattern, r.action.as_text()));
@@ -361,15 +396,31 @@ impl ModelQuantizer {
                     }
                 }
             }
-            // A compiled-out default backend is reported once for the file (metadata and
-            // a warning), not as a fallback of every tensor.
-            None => (default.effective.clone(), None),
+            None => match choice {
+                Some(TensorChoice::Keep(d)) => {
+                    self.finish_keep(&mut entry, *d)?;
+                    return Ok(entry);
+                }
+                Some(TensorChoice::Method {
+                    name,
+                    params,
+                    fallback,
+                }) => {
+                    chosen_params = Some(params.clone());
+                    (name.clone(), fallback.clone())
+                }
+                // A compiled-out default backend is reported once for the file (metadata
+                // and a warning), not as a fallback of every tensor.
+                Some(TensorChoice::Default) | None => (default.effective.clone(), None),
+            },
         };
         entry.is_fallback = note.is_some();
-        let params = if method_name == default.effective && default.fallback_reason.is_none() {
-            self.params.clone()
-        } else {
-            Params::new()
+        let params = match chosen_params {
+            Some(p) => p,
+            None if method_name == default.effective && default.fallback_reason.is_none() => {
+                self.params.clone()
+            }
+            None => Params::new(),
         };
         let mut method = self.instance(&method_name, &params, methods)?;
         for _ in 0..8 {
@@ -778,6 +829,7 @@ impl ModelQuantizer {
             tensors: plan.entries,
             seconds: start.elapsed().as_secs_f64(),
             outputs: Vec::new(),
+            warnings: Vec::new(),
         };
         Ok(QuantizedModel {
             tensors,
@@ -789,7 +841,54 @@ impl ModelQuantizer {
 
     /// Plans a model on disk without writing anything (`quant plan`).
     pub fn plan_path(&self, input: impl AsRef<Path>) -> Result<(ModelFiles, Plan)> {
+        let container = match self.format.as_deref() {
+            Some(f) => format::container(f),
+            None => self
+                .container_extension()
+                .and_then(|e| format::container(&e)),
+        };
+        let (model, _) = self.open_input(input.as_ref(), container)?;
+        self.plan_files(model)
+    }
+
+    /// Opens the input, through a converter registered for the output container when
+    /// one recognises the model folder; also returns the converters' warnings.
+    fn open_input(
+        &self,
+        input: &Path,
+        container: Option<&format::ContainerEntry>,
+    ) -> Result<(ModelFiles, Vec<String>)> {
         let model = ModelFiles::open(input)?;
+        let mut warnings = Vec::new();
+        let (Some(c), Some(config), true) = (container, &model.config, model.is_dir) else {
+            return Ok((model, warnings));
+        };
+        for conv in format::converters(c.name) {
+            match (conv.open)(&model.root, config)? {
+                format::Converted::Reader(reader) => {
+                    let name = PathBuf::from(format!("{}.{}", conv.name, c.name));
+                    let converted = ModelFiles {
+                        root: model.root.clone(),
+                        is_dir: true,
+                        shards: vec![(name, reader)],
+                        config: model.config.clone(),
+                        other_files: Vec::new(),
+                    };
+                    return Ok((converted, warnings));
+                }
+                format::Converted::Unknown { warning } => warnings.push(warning),
+            }
+        }
+        Ok((model, warnings))
+    }
+
+    fn plan_files(&self, model: ModelFiles) -> Result<(ModelFiles, Plan)> {
+        let mut metadata = BTreeMap::new();
+        for (_, r) in &model.shards {
+            for (k, v) in r.metadata() {
+                metadata.entry(k).or_insert(v);
+            }
+        }
         let records: Vec<(usize, TensorRecord)> =
             model.records().map(|(i, r)| (i, r.clone())).collect();
         let values = |e: &PlanEntry| -> Result<Vec<f32>> {
@@ -800,7 +899,7 @@ impl ModelQuantizer {
             self.source_values(reader.as_ref(), e)
         };
         let plan = self
-            .plan(&records, Some(&values))
+            .plan_model(&records, &metadata, Some(&values))
             .map_err(|e| e.with_path(&model.root))?;
         Ok((model, plan))
     }
@@ -817,8 +916,9 @@ impl ModelQuantizer {
         let start = Instant::now();
         let output = output.as_ref();
         check_output(output, self.force)?;
-        let (model, plan) = self.plan_path(input)?;
         let container = self.output_container(output)?;
+        let (model, warnings) = self.open_input(input.as_ref(), container)?;
+        let (model, plan) = self.plan_files(model)?;
         let mut outputs = Vec::new();
         if let Some(c) = container {
             self.write_container(c, &model, &plan, output)?;
@@ -859,6 +959,7 @@ impl ModelQuantizer {
             tensors: plan.entries,
             seconds: start.elapsed().as_secs_f64(),
             outputs,
+            warnings,
         })
     }
 
@@ -1075,7 +1176,11 @@ impl ModelQuantizer {
         if let Some(cfg) = &model.config {
             metadata.insert("source.config.json".into(), cfg.to_string());
         }
-        let mut w = (c.create)(dest, &planned, &metadata)?;
+        let source = match model.shards.as_slice() {
+            [(_, r)] => Some(r.as_ref()),
+            _ => None,
+        };
+        let mut w = (c.create)(dest, &planned, &metadata, source)?;
         for e in &plan.entries {
             let Some((_, reader)) = model.shards.get(e.shard) else {
                 return Err(Error::tensor(
@@ -1212,6 +1317,51 @@ impl ModelQuantizer {
         });
         write_json(path, &info)
     }
+}
+
+/// Checks a mixture against the model it was made for: one choice per tensor, the order a
+/// permutation, and one parameter set per chosen method (methods are instantiated once).
+fn check_mixture(m: &Mixture, tensors: usize, by: &str) -> Result<()> {
+    let bad = |reason: String| Error::Config {
+        source_name: format!("method {by}"),
+        entry: "mixture".into(),
+        reason,
+    };
+    if m.choices.len() != tensors {
+        return Err(bad(format!(
+            "{} choices for {tensors} tensors",
+            m.choices.len()
+        )));
+    }
+    if let Some(order) = &m.order {
+        let mut seen = vec![false; tensors];
+        for &i in order {
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                _ => return Err(bad(format!("order index {i} repeated or out of range"))),
+            }
+        }
+        if order.len() != tensors {
+            return Err(bad(format!(
+                "order lists {} of {tensors} tensors",
+                order.len()
+            )));
+        }
+    }
+    let mut params: BTreeMap<&str, &Params> = BTreeMap::new();
+    for c in &m.choices {
+        if let TensorChoice::Method {
+            name, params: p, ..
+        } = c
+        {
+            if let Some(prev) = params.insert(name, p) {
+                if prev != p {
+                    return Err(bad(format!("method {name} chosen with two parameter sets")));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Merges two text values from different methods: JSON lists are united (order kept),
@@ -1367,4 +1517,174 @@ pub fn quantize_model<'a>(
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&dyn TensorSource> = sources.iter().map(|s| s as &dyn TensorSource).collect();
     ModelQuantizer::new(method).quantize_sources(&refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::MethodEntry;
+
+    /// Stores f32 tensors as they are (a stand-in method for the mixture tests).
+    struct Plain;
+
+    impl QuantMethod for Plain {
+        fn name(&self) -> &str {
+            "test_plain"
+        }
+        fn params(&self) -> Params {
+            Params::new()
+        }
+        fn select(&self, _: &TensorMeta) -> Selection {
+            Selection::Quantize
+        }
+        fn output_layout(&self, t: &TensorMeta) -> Result<Vec<PartLayout>> {
+            Ok(vec![PartLayout::new(&t.name, DType::F32, t.shape.clone())])
+        }
+        fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+            let record = crate::load::plain_record(t);
+            let data = encode_f32(DType::F32, values)?;
+            QuantizedTensor::from_layout(record, self.output_layout(t)?, vec![data])
+        }
+        fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
+            dequantize(q)
+        }
+    }
+
+    /// Mixes by name: `a*` → test_plain (a fallback for `a2`), `k*` → kept as f16,
+    /// others by default; output in reverse order. `bad=1` gives one choice too few.
+    struct Mix(bool);
+
+    impl QuantMethod for Mix {
+        fn name(&self) -> &str {
+            "test_mix"
+        }
+        fn params(&self) -> Params {
+            Params::new()
+        }
+        fn select(&self, _: &TensorMeta) -> Selection {
+            Selection::Keep(None)
+        }
+        fn output_layout(&self, t: &TensorMeta) -> Result<Vec<PartLayout>> {
+            Ok(vec![PartLayout::new(&t.name, t.dtype, t.shape.clone())])
+        }
+        fn quantize(&self, _: &TensorMeta, _: &[f32]) -> Result<QuantizedTensor> {
+            Err(Error::Unsupported {
+                method: "test_mix".into(),
+                op: "quantize".into(),
+            })
+        }
+        fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
+            dequantize(q)
+        }
+        fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+            assert_eq!(model.metadata.get("arch").map(String::as_str), Some("x"));
+            let mut choices: Vec<TensorChoice> = model
+                .tensors
+                .iter()
+                .map(|t| match t.name.as_bytes().first() {
+                    Some(b'a') => TensorChoice::Method {
+                        name: "test_plain".into(),
+                        params: Params::new(),
+                        fallback: (t.name == "a2").then(|| "rows do not fit".to_string()),
+                    },
+                    Some(b'k') => TensorChoice::Keep(Some(DType::F16)),
+                    _ => TensorChoice::Default,
+                })
+                .collect();
+            if self.0 {
+                choices.pop();
+            }
+            let order = (0..model.tensors.len()).rev().collect();
+            Ok(Some(Mixture {
+                choices,
+                order: Some(order),
+            }))
+        }
+    }
+
+    crate::register_method!(MethodEntry {
+        name: "test_plain",
+        backend: "quant-core-tests",
+        bits_per_weight: 32.0,
+        summary: "f32 as stored (tests)",
+        params: &[],
+        create: |_| Ok(Box::new(Plain)),
+    });
+    crate::register_method!(MethodEntry {
+        name: "test_mix",
+        backend: "quant-core-tests",
+        bits_per_weight: 32.0,
+        summary: "a mixture (tests)",
+        params: &[],
+        create: |p| Ok(Box::new(Mix(p.contains_key("bad")))),
+    });
+
+    fn records() -> Vec<(usize, TensorRecord)> {
+        ["a1", "k1", "z1", "a2"]
+            .iter()
+            .map(|n| {
+                (
+                    0,
+                    crate::load::plain_record(&TensorMeta::new(*n, DType::F32, vec![2, 4])),
+                )
+            })
+            .collect()
+    }
+
+    fn meta() -> BTreeMap<String, String> {
+        BTreeMap::from([("arch".to_string(), "x".to_string())])
+    }
+
+    #[test]
+    fn mixture_chooses_methods_keeps_and_order() {
+        let plan = ModelQuantizer::new("test_mix")
+            .plan_model(&records(), &meta(), None)
+            .unwrap();
+        let got: Vec<(&str, Action, Option<&str>, bool)> = plan
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.name.as_str(),
+                    e.action,
+                    e.method.as_deref(),
+                    e.is_fallback,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a2", Action::Quantize, Some("test_plain"), true),
+                ("z1", Action::Keep, None, false),
+                ("k1", Action::Cast, None, false),
+                ("a1", Action::Quantize, Some("test_plain"), false),
+            ]
+        );
+        assert_eq!(plan.entries[2].layout[0].dtype, DType::F16);
+        assert_eq!(plan.fallbacks(), 1);
+    }
+
+    #[test]
+    fn rules_win_over_the_mixture_and_strict_refuses_its_fallbacks() {
+        let q = ModelQuantizer::new("test_mix")
+            .rules(Rules::from_pairs([("^a1$", "float16")]).unwrap());
+        let plan = q.plan_model(&records(), &meta(), None).unwrap();
+        let a1 = plan.entries.iter().find(|e| e.name == "a1").unwrap();
+        assert_eq!((a1.action, a1.method.as_deref()), (Action::Cast, None));
+        let err = ModelQuantizer::new("test_mix")
+            .strict(true)
+            .plan_model(&records(), &meta(), None)
+            .unwrap_err();
+        assert!(matches!(err, Error::StrictFallback { ref tensor, .. } if tensor == "a2"));
+    }
+
+    #[test]
+    fn a_mixture_that_does_not_fit_the_model_is_an_error() {
+        let err = ModelQuantizer::new("test_mix")
+            .param("bad", serde_json::Value::Bool(true))
+            .plan_model(&records(), &meta(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("3 choices for 4 tensors"), "{err}");
+    }
 }

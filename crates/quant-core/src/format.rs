@@ -93,11 +93,21 @@ pub trait ContainerReader: Send + Sync {
         let _ = name;
         None
     }
+    /// The reader as [`Any`](std::any::Any), so a container's writer can recognise a
+    /// reader of its own backend (e.g. to copy typed metadata); `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
-/// Starts writing a container file: (path, planned tensors, file-level metadata).
-pub type CreateContainerFn =
-    fn(&Path, &[PlannedOutput], &BTreeMap<String, String>) -> Result<Box<dyn ContainerWriter>>;
+/// Starts writing a container file: (path, planned tensors, file-level metadata, the
+/// reader of the input when it is a single file or a converted model).
+pub type CreateContainerFn = fn(
+    &Path,
+    &[PlannedOutput],
+    &BTreeMap<String, String>,
+    Option<&dyn ContainerReader>,
+) -> Result<Box<dyn ContainerWriter>>;
 
 /// A file format other than safetensors, registered by a backend.
 pub struct ContainerEntry {
@@ -134,4 +144,60 @@ pub fn containers() -> impl Iterator<Item = &'static ContainerEntry> {
 /// The container registered for `name` or extension `ext`.
 pub fn container(name_or_ext: &str) -> Option<&'static ContainerEntry> {
     containers().find(|c| c.name == name_or_ext || c.extensions.contains(&name_or_ext))
+}
+
+/// What a [`ConverterEntry`] makes of a model folder.
+pub enum Converted {
+    /// The model as the container's ecosystem names and lays it out (e.g. llama.cpp's
+    /// tensor names, transformed values and key/values): the engine reads it instead of
+    /// the folder's files.
+    Reader(Box<dyn ContainerReader>),
+    /// The converter does not know this model; the folder is read as it is and the
+    /// warning is reported.
+    Unknown {
+        /// Names what was not recognised.
+        warning: String,
+    },
+}
+
+impl std::fmt::Debug for Converted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Converted::Reader(r) => write!(f, "Reader({} tensors)", r.records().len()),
+            Converted::Unknown { warning } => write!(f, "Unknown({warning})"),
+        }
+    }
+}
+
+/// Converts a model folder for one container (e.g. Hugging Face → llama.cpp's GGUF
+/// conventions), registered by a backend with [`register_converter!`](crate::register_converter).
+pub struct ConverterEntry {
+    /// Short name (e.g. `gguf-arch`).
+    pub name: &'static str,
+    /// The backend crate.
+    pub backend: &'static str,
+    /// The container ([`ContainerEntry::name`]) whose outputs it prepares.
+    pub container: &'static str,
+    /// Opens a model folder given its `config.json`.
+    pub open: fn(&Path, &serde_json::Value) -> Result<Converted>,
+}
+
+inventory::collect!(ConverterEntry);
+
+/// Registers a [`ConverterEntry`].
+#[macro_export]
+macro_rules! register_converter {
+    ($entry:expr) => {
+        $crate::__inventory::submit! { $entry }
+    };
+}
+
+/// Every converter registered for `container`, sorted by name.
+pub fn converters(container: &str) -> Vec<&'static ConverterEntry> {
+    let mut v: Vec<_> = inventory::iter::<ConverterEntry>
+        .into_iter()
+        .filter(|c| c.container == container)
+        .collect();
+    v.sort_by_key(|c| c.name);
+    v
 }

@@ -24,8 +24,8 @@ pub use catalog::{CatalogEntry, CATALOG};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use method::{
-    parse_param_arg, parse_params, Artifacts, ParamSpec, Params, Part, PartLayout, PlannedTensor,
-    QuantMethod, QuantizedTensor, Selection, TensorRecord,
+    parse_param_arg, parse_params, Artifacts, Mixture, ModelView, ParamSpec, Params, Part,
+    PartLayout, PlannedTensor, QuantMethod, QuantizedTensor, Selection, TensorChoice, TensorRecord,
 };
 pub use registry::{MethodEntry, Registry, Resolved};
 pub use tensor::{HostTensor, TensorMeta, TensorSource};

@@ -217,6 +217,53 @@ pub trait QuantMethod: Send + Sync {
         let _ = planned;
         Ok(Artifacts::default())
     }
+
+    /// A whole-model choice: for a method that mixes several methods by tensor (as
+    /// llama-quantize's `Q4_K_M` does), one [`TensorChoice`] per tensor of `model` and
+    /// optionally the output order. Called once per output before planning the tensors;
+    /// a user rule matching a tensor wins over the mixture's choice. Default: `None`
+    /// (every tensor goes through [`select`](Self::select)).
+    fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+        let _ = model;
+        Ok(None)
+    }
+}
+
+/// What a method sees of a whole model when choosing a [`Mixture`].
+#[derive(Clone, Copy, Debug)]
+pub struct ModelView<'a> {
+    /// Every input tensor, in input order.
+    pub tensors: &'a [TensorMeta],
+    /// The input's file-level metadata as text (e.g. a GGUF input's key/values).
+    pub metadata: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// One tensor's method in a [`Mixture`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorChoice {
+    /// The mixing method's own [`QuantMethod::select`].
+    Default,
+    /// Quantize with this registered method.
+    Method {
+        /// The registered method name.
+        name: String,
+        /// Its parameters.
+        params: Params,
+        /// Why, when the choice is a fallback (counted, printed and recorded as one).
+        fallback: Option<String>,
+    },
+    /// Keep unquantized, cast to this dtype (`None`: as stored).
+    Keep(Option<DType>),
+}
+
+/// A per-tensor choice of methods for a whole model (see [`QuantMethod::mixture`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mixture {
+    /// One choice per tensor of the [`ModelView`], in its order.
+    pub choices: Vec<TensorChoice>,
+    /// The output order, as indices into the [`ModelView`]'s tensors (a permutation);
+    /// `None`: input order.
+    pub order: Option<Vec<usize>>,
 }
 
 /// A tensor of one output file, with its layout and the method storing it.

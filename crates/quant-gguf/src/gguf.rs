@@ -584,6 +584,10 @@ impl ContainerReader for GgufReader {
             parts: vec![part],
         })
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// The GGML type a planned tensor is written as.
@@ -824,6 +828,7 @@ fn create_writer(
     path: &Path,
     planned: &[PlannedOutput],
     metadata: &BTreeMap<String, String>,
+    _source: Option<&dyn ContainerReader>,
 ) -> Result<Box<dyn ContainerWriter>> {
     Ok(Box::new(GgufWriter::create(path, planned, metadata)?))
 }

@@ -69,7 +69,7 @@ fn candle_reads_what_we_write() {
         methods.push(m);
     }
     let entry = container("gguf").unwrap();
-    let mut w = (entry.create)(&path, &planned, &BTreeMap::new()).unwrap();
+    let mut w = (entry.create)(&path, &planned, &BTreeMap::new(), None).unwrap();
     let mut ours = Vec::new();
     for (p, m) in planned.iter().zip(&methods) {
         let q = m.quantize(&p.meta, &values).unwrap();

@@ -102,7 +102,7 @@ fn write_model(path: &Path) -> Vec<QuantizedTensor> {
     );
     metadata.insert("format".to_string(), "pt".to_string());
     let entry = container("gguf").unwrap();
-    let mut w = (entry.create)(path, &planned, &metadata).unwrap();
+    let mut w = (entry.create)(path, &planned, &metadata, None).unwrap();
     let mut written = Vec::new();
     for ((meta, values, _), m) in model().into_iter().zip(&methods) {
         let q = match m {
@@ -239,11 +239,11 @@ fn writer_checks_the_plan() {
     }];
     let entry = container("gguf").unwrap();
     // Finishing early fails and leaves no file.
-    let w = (entry.create)(&path, &planned, &BTreeMap::new()).unwrap();
+    let w = (entry.create)(&path, &planned, &BTreeMap::new(), None).unwrap();
     assert!(matches!(w.finish(), Err(Error::InvalidTensor { .. })));
     assert!(!path.exists());
     // A tensor that is not the planned one.
-    let mut w = (entry.create)(&path, &planned, &BTreeMap::new()).unwrap();
+    let mut w = (entry.create)(&path, &planned, &BTreeMap::new(), None).unwrap();
     let other = TensorMeta::new("x.weight", DType::F32, vec![2, 256]);
     let q = m.quantize(&other, &[0.5; 512]).unwrap();
     assert!(matches!(w.write(&q), Err(Error::InvalidTensor { .. })));
@@ -253,7 +253,7 @@ fn writer_checks_the_plan() {
     let mut foreign = planned.clone();
     foreign[0].method = Some("basic_int8".into());
     assert!(matches!(
-        (entry.create)(&path, &foreign, &BTreeMap::new()),
+        (entry.create)(&path, &foreign, &BTreeMap::new(), None),
         Err(Error::UnsupportedDType { .. })
     ));
 }

@@ -453,7 +453,7 @@ fn imatrix_gguf_file() {
     let mut meta = BTreeMap::new();
     meta.insert("imatrix.chunk_count".to_string(), "2".to_string());
     let entry = quant_core::format::container("gguf").unwrap();
-    let mut wr = (entry.create)(&path, &planned, &meta).unwrap();
+    let mut wr = (entry.create)(&path, &planned, &meta, None).unwrap();
     for (p, bytes) in planned.iter().zip([sums, counts]) {
         wr.write(&quant_core::QuantizedTensor {
             record: quant_core::TensorRecord {
