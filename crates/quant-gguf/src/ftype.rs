@@ -24,6 +24,8 @@
 //! IQ2, IQ3, TQ, Q2_K_S and MXFP4 ftypes are not offered); architectures whose rules are
 //! special in ways not ported here (`glm5-next`, `bailingmoe3`) are refused.
 
+mod method;
+
 use std::collections::BTreeMap;
 
 use quant_core::{DType, Error, Result, TensorMeta};
@@ -31,6 +33,8 @@ use regex::Regex;
 
 use crate::block::GgmlType;
 use crate::method::fallback_type;
+
+pub use method::{is_ftype_method, FtypeMethod, FTYPE_PARAMS};
 
 /// A llama-quantize file type (`llama_ftype`) offered as a quant method.
 #[allow(non_camel_case_types)]
