@@ -493,8 +493,9 @@ fn record_for(info: &GgufTensorInfo) -> TensorRecord {
     let shape = info.shape();
     let (method, dtype, dequant) = match info.ty {
         GgmlType::F32 => (None, DType::F32, DType::F32),
-        GgmlType::F16 => (method_name(info.ty), DType::F16, DType::F16),
-        GgmlType::BF16 => (method_name(info.ty), DType::BF16, DType::BF16),
+        // Plain 16-bit floats, as llama-quantize reads them (not a requantization).
+        GgmlType::F16 => (None, DType::F16, DType::F16),
+        GgmlType::BF16 => (None, DType::BF16, DType::BF16),
         ty => (method_name(ty), DType::F32, DType::F32),
     };
     let mut params = Params::new();
