@@ -12,7 +12,7 @@ use quant_gguf::ftype::{plan, Ftype, FtypeOptions, ModelInfo};
 use serde_json::Value;
 
 fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llamacpp")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llamacpp/gguf")
 }
 
 fn load(path: &Path) -> Value {
