@@ -322,3 +322,40 @@ fn imatrix_ftypes_are_llama_quantize_byte_for_byte() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+#[test]
+fn llama_quantize_options_as_params_are_byte_for_byte() {
+    // The imatrix path is relative to the reference folder, as given to llama-quantize.
+    std::env::set_current_dir(data_dir()).unwrap();
+    let doc = load(&data_dir().join("options.json"));
+    let work = tempfile::tempdir().unwrap();
+    let mut failed = Vec::new();
+    let cases = doc["cases"].as_array().unwrap();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let mut q = ModelQuantizer::new(case["method"].as_str().unwrap());
+        for (k, v) in case["params"].as_object().unwrap() {
+            q = q.param(k.clone(), v.clone());
+        }
+        let out = work.path().join(format!("{name}.gguf"));
+        q.quantize_path(input(), &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let same = sha256(&bytes) == case["sha256"].as_str().unwrap();
+        let command: Vec<&str> = case["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        println!(
+            "{name:6} {} -> {}",
+            command.join(" "),
+            if same { "identical" } else { "DIFFERENT" }
+        );
+        if !same {
+            failed.push(name);
+        }
+    }
+    assert_eq!(cases.len(), 12);
+    assert!(failed.is_empty(), "{failed:?}");
+}
