@@ -78,6 +78,10 @@ enum Command {
         /// Only these methods (comma separated).
         #[arg(long)]
         methods: Option<String>,
+        /// Keep the sample and every output in this new folder (default: a temporary
+        /// folder removed afterwards).
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
 }
 
@@ -179,7 +183,7 @@ fn run(cmd: Command) -> Result<()> {
             quantized,
             json,
         } => eval(&original, &quantized, json),
-        Command::Demo { methods } => demo(methods.as_deref()),
+        Command::Demo { methods, keep } => demo(methods.as_deref(), keep),
     }
 }
 
@@ -738,9 +742,17 @@ fn eval(original: &Path, quantized: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn demo(only: Option<&str>) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("quant-demo-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(dir.clone());
+fn demo(only: Option<&str>, keep: Option<PathBuf>) -> Result<()> {
+    let (dir, _cleanup) = match keep {
+        Some(dir) => {
+            std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            (dir, None)
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!("quant-demo-{}", std::process::id()));
+            (dir.clone(), Some(RemoveOnDrop(dir)))
+        }
+    };
     let input = dir.join("sample");
     quant::sample::write_sample_model(&input, DType::BF16)?;
     let original = ModelFiles::open(&input)?;

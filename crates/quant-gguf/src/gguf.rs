@@ -494,8 +494,9 @@ fn record_for(info: &GgufTensorInfo) -> TensorRecord {
     let shape = info.shape();
     let (method, dtype, dequant) = match info.ty {
         GgmlType::F32 => (None, DType::F32, DType::F32),
-        GgmlType::F16 => (method_name(info.ty), DType::F16, DType::F16),
-        GgmlType::BF16 => (method_name(info.ty), DType::BF16, DType::BF16),
+        // Plain 16-bit floats, as llama-quantize reads them (not a requantization).
+        GgmlType::F16 => (None, DType::F16, DType::F16),
+        GgmlType::BF16 => (None, DType::BF16, DType::BF16),
         ty => (method_name(ty), DType::F32, DType::F32),
     };
     let mut params = Params::new();
@@ -641,11 +642,140 @@ const OWN_KEYS: [&str; 5] = [
     "general.alignment",
 ];
 
+/// llama-quantize's key/value list (`llama_model_quantize_impl`): the input's pairs in
+/// order, `general.quantization_version` (2) and `general.file_type` set (a set key
+/// moves to the end, as `gguf_set_val_*` removes it first), `split.*` removed, then the
+/// `overrides` set in order.
+pub fn llama_quantize_kv(
+    input: &[(String, GgufValue)],
+    ftype: crate::Ftype,
+    overrides: Vec<(String, GgufValue)>,
+) -> Vec<(String, GgufValue)> {
+    fn set(kv: &mut Vec<(String, GgufValue)>, key: &str, value: GgufValue) {
+        kv.retain(|(k, _)| k != key);
+        kv.push((key.to_string(), value));
+    }
+    let mut kv = input.to_vec();
+    set(&mut kv, "general.quantization_version", GgufValue::U32(2));
+    set(&mut kv, "general.file_type", GgufValue::U32(ftype.id()));
+    kv.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "split.no" | "split.count" | "split.tensors.count"
+        )
+    });
+    for (k, v) in overrides {
+        set(&mut kv, &k, v);
+    }
+    kv
+}
+
+/// C's `strncpy(dst, s, 127)` into a 128-byte buffer: at most 127 bytes (cut at a byte,
+/// as llama-quantize's key/value override; invalid UTF-8 at the cut is replaced).
+fn c_str_127(s: &str) -> String {
+    let bytes = s.as_bytes();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(127)]).into_owned()
+}
+
+/// The `quantize.imatrix.*` pairs llama-quantize's tool adds for an importance matrix
+/// loaded from `file` (as given) and left with entries after `--include/--exclude-weights`:
+/// `file` and the first dataset as strings (≤ 127 bytes), `entries_count` and, when
+/// positive, `chunks_count` as u32. Empty when the matrix has no entries.
+pub fn llama_imatrix_kv(file: &str, imatrix: &crate::Imatrix) -> Vec<(String, GgufValue)> {
+    if imatrix.is_empty() {
+        return Vec::new();
+    }
+    let mut kv = vec![(
+        "quantize.imatrix.file".to_string(),
+        GgufValue::String(c_str_127(file)),
+    )];
+    if let Some(d) = imatrix.datasets().first() {
+        kv.push((
+            "quantize.imatrix.dataset".into(),
+            GgufValue::String(c_str_127(d)),
+        ));
+    }
+    // An integer override is stored as u32 of its absolute value.
+    kv.push((
+        "quantize.imatrix.entries_count".into(),
+        GgufValue::U32(imatrix.len() as u32),
+    ));
+    if let Some(c) = imatrix.chunk_count().filter(|&c| c > 0) {
+        kv.push((
+            "quantize.imatrix.chunks_count".into(),
+            GgufValue::U32(c.unsigned_abs() as u32),
+        ));
+    }
+    kv
+}
+
 /// Streaming .gguf writer: the header is computed from the plan, then each tensor is
 /// appended (and padded) as it arrives.
 pub struct GgufWriter {
     out: AtomicFile,
     pending: VecDeque<(String, u64)>,
+}
+
+/// One planned tensor's header entry: (name, dims in ggml order, type, offset, bytes).
+type TensorInfo = (String, Vec<u64>, GgmlType, u64, u64);
+
+/// The header entries of `planned` and the type holding the most non-fallback elements.
+fn tensor_infos(path: &Path, planned: &[PlannedOutput]) -> Result<(Vec<TensorInfo>, GgmlType)> {
+    let mut infos = Vec::with_capacity(planned.len());
+    let mut offset = 0u64;
+    // (type, elements) of the quantized tensors that did not fall back, first seen first.
+    let mut weight_by_type: Vec<(GgmlType, u64)> = Vec::new();
+    for p in planned {
+        let ty = planned_type(p)?;
+        let size: u64 = p
+            .layout
+            .iter()
+            .map(|l| l.byte_len().map(|b| b as u64))
+            .sum::<Option<u64>>()
+            .ok_or_else(|| Error::tensor(path, &p.meta.name, "byte size overflows"))?;
+        let numel = p.meta.numel()? as u64;
+        let mut dims: Vec<u64> = p.meta.shape.iter().rev().map(|&d| d as u64).collect();
+        if dims.is_empty() {
+            dims.push(1);
+        }
+        if dims.len() > MAX_DIMS as usize {
+            return Err(Error::ShapeMismatch {
+                tensor: p.meta.name.clone(),
+                expected: format!("at most {MAX_DIMS} dims for gguf"),
+                got: p.meta.shape.clone(),
+            });
+        }
+        let want = ty
+            .row_size(dims[0] as usize)
+            .map(|r| r as u64 * (numel / dims[0].max(1)));
+        if want != Some(size) {
+            return Err(Error::tensor(
+                path,
+                &p.meta.name,
+                format!(
+                    "planned {size} bytes do not match {ty} for shape {:?}",
+                    p.meta.shape
+                ),
+            ));
+        }
+        if ty != GgmlType::F32 && p.method.is_some() && p.fallback.is_none() {
+            match weight_by_type.iter_mut().find(|(t, _)| *t == ty) {
+                Some((_, n)) => *n += numel,
+                None => weight_by_type.push((ty, numel)),
+            }
+        }
+        infos.push((p.meta.name.clone(), dims, ty, offset, size));
+        offset += size.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+    }
+    // The type holding the most elements; on a tie the one seen first.
+    let main_type = weight_by_type
+        .iter()
+        .fold(None::<(GgmlType, u64)>, |best, &(t, n)| match best {
+            Some((_, bn)) if bn >= n => best,
+            _ => Some((t, n)),
+        })
+        .map_or(GgmlType::F32, |(t, _)| t);
+    Ok((infos, main_type))
 }
 
 impl GgufWriter {
@@ -669,60 +799,7 @@ impl GgufWriter {
         metadata: &BTreeMap<String, String>,
         converted: Option<&KvList>,
     ) -> Result<Self> {
-        let mut infos = Vec::with_capacity(planned.len());
-        let mut offset = 0u64;
-        // (type, elements) of the quantized tensors that did not fall back, first seen first.
-        let mut weight_by_type: Vec<(GgmlType, u64)> = Vec::new();
-        for p in planned {
-            let ty = planned_type(p)?;
-            let size: u64 = p
-                .layout
-                .iter()
-                .map(|l| l.byte_len().map(|b| b as u64))
-                .sum::<Option<u64>>()
-                .ok_or_else(|| Error::tensor(path, &p.meta.name, "byte size overflows"))?;
-            let numel = p.meta.numel()? as u64;
-            let mut dims: Vec<u64> = p.meta.shape.iter().rev().map(|&d| d as u64).collect();
-            if dims.is_empty() {
-                dims.push(1);
-            }
-            if dims.len() > MAX_DIMS as usize {
-                return Err(Error::ShapeMismatch {
-                    tensor: p.meta.name.clone(),
-                    expected: format!("at most {MAX_DIMS} dims for gguf"),
-                    got: p.meta.shape.clone(),
-                });
-            }
-            let want = ty
-                .row_size(dims[0] as usize)
-                .map(|r| r as u64 * (numel / dims[0].max(1)));
-            if want != Some(size) {
-                return Err(Error::tensor(
-                    path,
-                    &p.meta.name,
-                    format!(
-                        "planned {size} bytes do not match {ty} for shape {:?}",
-                        p.meta.shape
-                    ),
-                ));
-            }
-            if ty != GgmlType::F32 && p.method.is_some() && p.fallback.is_none() {
-                match weight_by_type.iter_mut().find(|(t, _)| *t == ty) {
-                    Some((_, n)) => *n += numel,
-                    None => weight_by_type.push((ty, numel)),
-                }
-            }
-            infos.push((p.meta.name.clone(), dims, ty, offset, size));
-            offset += size.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-        }
-        // The type holding the most elements; on a tie the one seen first.
-        let main_type = weight_by_type
-            .iter()
-            .fold(None::<(GgmlType, u64)>, |best, &(t, n)| match best {
-                Some((_, bn)) if bn >= n => best,
-                _ => Some((t, n)),
-            })
-            .map_or(GgmlType::F32, |(t, _)| t);
+        let (infos, main_type) = tensor_infos(path, planned)?;
         let name = metadata.get("general.name").cloned().unwrap_or_else(|| {
             path.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -774,12 +851,45 @@ impl GgufWriter {
             }
             kv = typed.entries().to_vec();
         }
+        Self::start(path, infos, &kv)
+    }
+
+    /// Writes the header of llama-quantize's output for `ftype`: the input's key/values
+    /// `input_kv` in their order (typed), `general.quantization_version` and
+    /// `general.file_type` moved to the end, the split keys removed, then `overrides`
+    /// (e.g. the `quantize.imatrix.*` keys, see [`llama_imatrix_kv`]) as its
+    /// `--override-kv` does.
+    pub fn create_llama(
+        path: &Path,
+        planned: &[PlannedOutput],
+        input_kv: &[(String, GgufValue)],
+        ftype: crate::Ftype,
+        overrides: Vec<(String, GgufValue)>,
+    ) -> Result<Self> {
+        let (infos, _) = tensor_infos(path, planned)?;
+        let kv = llama_quantize_kv(input_kv, ftype, overrides);
+        if let Some((_, v)) = kv.iter().find(|(k, _)| k == "general.alignment") {
+            if v.as_u64() != Some(DEFAULT_ALIGNMENT) {
+                return Err(Error::InvalidFile {
+                    path: path.into(),
+                    format: "gguf",
+                    reason: format!(
+                        "the input's general.alignment {} is not supported (only {DEFAULT_ALIGNMENT})",
+                        v.to_text()
+                    ),
+                });
+            }
+        }
+        Self::start(path, infos, &kv)
+    }
+
+    fn start(path: &Path, infos: Vec<TensorInfo>, kv: &[(String, GgufValue)]) -> Result<Self> {
         let mut header = Vec::new();
         header.extend(GGUF_MAGIC);
         header.extend(GGUF_VERSION.to_le_bytes());
         header.extend((infos.len() as u64).to_le_bytes());
         header.extend((kv.len() as u64).to_le_bytes());
-        for (k, v) in &kv {
+        for (k, v) in kv {
             encode_str(k, &mut header);
             header.extend(v.type_id().to_le_bytes());
             v.encode(&mut header);
@@ -852,13 +962,33 @@ fn create_writer(
     metadata: &BTreeMap<String, String>,
     source: Option<&dyn ContainerReader>,
 ) -> Result<Box<dyn ContainerWriter>> {
-    let converted = source
-        .and_then(|s| s.as_any())
+    let ftype = [
+        "quant.method.effective",
+        "quant.method.requested",
+        "quant.method",
+    ]
+    .iter()
+    .find_map(|k| metadata.get(*k))
+    .and_then(|m| crate::Ftype::from_method(m));
+    let any = source.and_then(ContainerReader::as_any);
+    let gguf_kv = any
+        .and_then(|a| a.downcast_ref::<GgufReader>())
+        .map(|r| r.file().metadata.as_slice());
+    // A converted HF folder: what convert_hf_to_gguf.py would have written.
+    let converted = any
         .and_then(|a| a.downcast_ref::<HfGgufReader>())
         .map(HfGgufReader::kvs);
-    Ok(Box::new(GgufWriter::create_with(
-        path, planned, metadata, converted,
-    )?))
+    match (ftype, gguf_kv.or(converted.map(KvList::entries))) {
+        (Some(ftype), Some(input_kv)) => {
+            let overrides = imatrix_overrides(metadata)?;
+            Ok(Box::new(GgufWriter::create_llama(
+                path, planned, input_kv, ftype, overrides,
+            )?))
+        }
+        _ => Ok(Box::new(GgufWriter::create_with(
+            path, planned, metadata, converted,
+        )?)),
+    }
 }
 
 /// `general.architecture` of a file quant writes without a conversion: the caller's, the
@@ -874,6 +1004,30 @@ fn architecture(metadata: &BTreeMap<String, String>) -> Option<String> {
     let config: serde_json::Value =
         serde_json::from_str(metadata.get("source.config.json")?).ok()?;
     crate::arch::generic_architecture(&config)
+}
+
+/// The `quantize.imatrix.*` pairs for the run's parameters (`quant.params`: `imatrix`,
+/// `imatrix_include`, `imatrix_exclude`), as llama-quantize's tool adds them.
+fn imatrix_overrides(metadata: &BTreeMap<String, String>) -> Result<Vec<(String, GgufValue)>> {
+    let Some(params) = metadata
+        .get("quant.params")
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(file) = params.get("imatrix").and_then(|v| v.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let list = |key: &str| {
+        params
+            .get(key)
+            .and_then(|v| serde_json::from_value::<crate::method::NameList>(v.clone()).ok())
+    };
+    let (include, exclude) =
+        crate::method::name_lists(&list("imatrix_include"), &list("imatrix_exclude"));
+    let mut im = crate::Imatrix::load(file)?;
+    im.filter_names(&include, &exclude);
+    Ok(llama_imatrix_kv(file, &im))
 }
 
 quant_core::register_container!(quant_core::format::ContainerEntry {

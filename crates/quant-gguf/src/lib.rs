@@ -108,8 +108,26 @@
 //! data in memory before writing, which breaks quant's streaming. The reader reads v2 and
 //! v3, checks every count and length against the file size before allocating, caps
 //! strings (16 MiB) and array nesting (4), requires ≤ 4 dims, known type ids, aligned
-//! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32 tensors
-//! read back unquantized; every other type as its `gguf_config_*` method.
+//! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32, F16
+//! and BF16 tensors read back as plain tensors of that dtype (as llama-quantize reads
+//! them: quantizing them is not a requantization); every other type as its
+//! `gguf_config_*` method.
+//!
+//! With a `gguf_<ftype>` method and a .gguf input, the writer writes llama-quantize's key
+//! list instead ([`gguf::llama_quantize_kv`]): the input's key/values in order and typed,
+//! `general.quantization_version` and `general.file_type` moved last, then the
+//! `quantize.imatrix.*` keys ([`gguf::llama_imatrix_kv`]).
+//!
+//! # llama-quantize file types
+//!
+//! `gguf_q4_0` … `gguf_iq4_xs`, `gguf_f16`, `gguf_bf16` (see [`ftype`]) reproduce
+//! `llama-quantize IN OUT <FTYPE>` (llama.cpp b11312) byte for byte: their
+//! [`QuantMethod::mixture`](quant_core::QuantMethod::mixture) gives every tensor the
+//! `gguf_config_*` method of the type llama-quantize picks (or keeps it), in
+//! llama-quantize's order; the parameters are llama-quantize's options (`imatrix`,
+//! `imatrix_include`, `imatrix_exclude`, `output_tensor_type`, `token_embedding_type`,
+//! `leave_output_tensor`, `tensor_type`, `pure`). The input must have llama.cpp tensor
+//! names and key/values (`general.architecture`, `<arch>.block_count`, ...).
 //!
 //! # Hugging Face folders → llama.cpp's GGUF
 //!
@@ -163,6 +181,7 @@ pub mod arch;
 pub mod bf16;
 pub mod block;
 pub mod f16;
+pub mod ftype;
 pub mod gguf;
 pub mod imatrix;
 pub mod iq4_nl;
@@ -186,6 +205,7 @@ pub mod tokenizer;
 pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
+pub use ftype::{Ftype, FtypeOptions, ModelInfo, FTYPES};
 pub use imatrix::Imatrix;
 pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
 
