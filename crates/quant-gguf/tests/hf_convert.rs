@@ -414,3 +414,49 @@ fn unknown_folders_get_an_honest_architecture() {
         Some(&GgufValue::String("gpt2".into()))
     );
 }
+
+/// The whole chain from the HF folder: `quant quantize llama_a/ -o x.gguf --method
+/// gguf_<ftype>` is byte for byte `convert_hf_to_gguf.py --outtype f32` followed by
+/// `llama-quantize … <FTYPE> 1` (the dumps' whole-file sha256).
+fn folder_to_llama_quantize_files(dir: &Path, model: &str, ftypes: &[&str]) {
+    let out = tempfile::tempdir().unwrap();
+    for &ftype in ftypes {
+        let d = dump(&format!("gguf/{model}/{model}-{ftype}.gguf.json"));
+        let path = out.path().join(format!("{ftype}.gguf"));
+        let method = format!("gguf_{}", ftype.to_ascii_lowercase());
+        let report = quant_core::engine::ModelQuantizer::new(method.as_str())
+            .quantize_path(&dir, &path)
+            .unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let bytes = std::fs::read(&path).unwrap();
+        if hex(&bytes) != d["sha256"].as_str().unwrap() {
+            // Say where it differs.
+            let file = quant_gguf::gguf::GgufFile::open(&path).unwrap();
+            check_kvs(
+                &file.metadata,
+                &d,
+                d["kv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|k| k["name"] == "general.file_type")
+                    .unwrap()["value"]
+                    .as_u64()
+                    .unwrap() as u32,
+            );
+            panic!("{ftype}: the file differs from llama-quantize's");
+        }
+    }
+}
+
+#[test]
+fn llama_a_folder_to_llama_quantize_files() {
+    let dir = data().join("llama_a");
+    folder_to_llama_quantize_files(&dir, "llama_a", &["Q4_K_M", "Q8_0", "Q3_K_S", "IQ4_XS"]);
+}
+
+#[test]
+fn minilm_folder_to_llama_quantize_files() {
+    let Some(dir) = minilm_dir() else { return };
+    folder_to_llama_quantize_files(&dir, "minilm", &["Q4_K_M", "Q8_0"]);
+}
