@@ -425,7 +425,7 @@ fn folder_to_llama_quantize_files(dir: &Path, model: &str, ftypes: &[&str]) {
         let path = out.path().join(format!("{ftype}.gguf"));
         let method = format!("gguf_{}", ftype.to_ascii_lowercase());
         let report = quant_core::engine::ModelQuantizer::new(method.as_str())
-            .quantize_path(&dir, &path)
+            .quantize_path(dir, &path)
             .unwrap();
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let bytes = std::fs::read(&path).unwrap();
