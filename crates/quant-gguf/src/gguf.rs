@@ -103,6 +103,25 @@ impl GgufValue {
         }
     }
 
+    /// gguf-py's name of the value's type (`UINT32`, `FLOAT32`, `STRING`, `ARRAY`, …).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            GgufValue::U8(_) => "UINT8",
+            GgufValue::I8(_) => "INT8",
+            GgufValue::U16(_) => "UINT16",
+            GgufValue::I16(_) => "INT16",
+            GgufValue::U32(_) => "UINT32",
+            GgufValue::I32(_) => "INT32",
+            GgufValue::F32(_) => "FLOAT32",
+            GgufValue::Bool(_) => "BOOL",
+            GgufValue::String(_) => "STRING",
+            GgufValue::Array(..) => "ARRAY",
+            GgufValue::U64(_) => "UINT64",
+            GgufValue::I64(_) => "INT64",
+            GgufValue::F64(_) => "FLOAT64",
+        }
+    }
+
     /// The value as text (arrays longer than 16 elements are summarised).
     pub fn to_text(&self) -> String {
         match self {
@@ -556,13 +575,14 @@ impl GgufReader {
     }
 }
 
+/// Typed key/values as text (what [`ContainerReader::metadata`] gives).
+pub fn kv_text(kv: &[(String, GgufValue)]) -> BTreeMap<String, String> {
+    kv.iter().map(|(k, v)| (k.clone(), v.to_text())).collect()
+}
+
 impl ContainerReader for GgufReader {
     fn metadata(&self) -> BTreeMap<String, String> {
-        self.file
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_text()))
-            .collect()
+        kv_text(&self.file.metadata)
     }
 
     fn records(&self) -> &[TensorRecord] {

@@ -40,25 +40,6 @@ fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// gguf-py's type name of a value.
-fn type_name(v: &GgufValue) -> &'static str {
-    match v {
-        GgufValue::U8(_) => "UINT8",
-        GgufValue::I8(_) => "INT8",
-        GgufValue::U16(_) => "UINT16",
-        GgufValue::I16(_) => "INT16",
-        GgufValue::U32(_) => "UINT32",
-        GgufValue::I32(_) => "INT32",
-        GgufValue::F32(_) => "FLOAT32",
-        GgufValue::Bool(_) => "BOOL",
-        GgufValue::String(_) => "STRING",
-        GgufValue::Array(..) => "ARRAY",
-        GgufValue::U64(_) => "UINT64",
-        GgufValue::I64(_) => "INT64",
-        GgufValue::F64(_) => "FLOAT64",
-    }
-}
-
 /// A scalar as the dump's JSON value (an f32 also as its little-endian hex).
 fn scalar_json(v: &GgufValue) -> Value {
     match v {
@@ -147,8 +128,8 @@ fn kv_mismatches(file: &GgufFile, dump: &Value) -> Vec<String> {
         return bad;
     }
     for ((name, v), w) in file.metadata.iter().zip(want) {
-        if type_name(v) != w["type"] {
-            bad.push(format!("{name}: type {} != {}", type_name(v), w["type"]));
+        if v.type_name() != w["type"] {
+            bad.push(format!("{name}: type {} != {}", v.type_name(), w["type"]));
             continue;
         }
         match v {

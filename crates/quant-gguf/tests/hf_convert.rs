@@ -43,24 +43,6 @@ fn open(dir: &Path) -> HfGgufReader {
     HfGgufReader::open(dir, &config, arch).unwrap()
 }
 
-fn type_name(v: &GgufValue) -> &'static str {
-    match v {
-        GgufValue::U8(_) => "UINT8",
-        GgufValue::I8(_) => "INT8",
-        GgufValue::U16(_) => "UINT16",
-        GgufValue::I16(_) => "INT16",
-        GgufValue::U32(_) => "UINT32",
-        GgufValue::I32(_) => "INT32",
-        GgufValue::F32(_) => "FLOAT32",
-        GgufValue::Bool(_) => "BOOL",
-        GgufValue::String(_) => "STRING",
-        GgufValue::Array(..) => "ARRAY",
-        GgufValue::U64(_) => "UINT64",
-        GgufValue::I64(_) => "INT64",
-        GgufValue::F64(_) => "FLOAT64",
-    }
-}
-
 /// An array's stored payload (after its type and count), as the dump hashes it: less the
 /// first item's leading field (a string's length, or a scalar itself).
 fn raw_payload(items: &[GgufValue]) -> Vec<u8> {
@@ -114,7 +96,7 @@ fn check_kvs(got: &[(String, GgufValue)], dump: &Value, file_type: u32) {
     let want_names: Vec<&str> = want.iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, want_names, "key order");
     for (w, (k, v)) in want.iter().zip(got) {
-        assert_eq!(w["type"].as_str().unwrap(), type_name(v), "{k}: type");
+        assert_eq!(w["type"].as_str().unwrap(), v.type_name(), "{k}: type");
         match v {
             GgufValue::U32(_) if k == "general.file_type" => {
                 assert_eq!(w["value"].as_u64().unwrap(), u64::from(file_type), "{k}");

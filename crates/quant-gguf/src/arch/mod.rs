@@ -656,11 +656,7 @@ pub fn rope_permute(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
 
 impl ContainerReader for HfGgufReader {
     fn metadata(&self) -> BTreeMap<String, String> {
-        self.kv
-            .entries()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_text()))
-            .collect()
+        crate::gguf::kv_text(self.kv.entries())
     }
 
     fn records(&self) -> &[TensorRecord] {

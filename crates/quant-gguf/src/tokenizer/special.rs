@@ -263,29 +263,25 @@ impl SpecialVocab {
                     set_flag(&mut self.add, "bos", true);
                     set_flag(&mut self.add, "eos", true);
                     set_flag(&mut self.add, "sep", true);
-                    if special_cls.is_none() && truthy(cfg) {
-                        let cls = p
-                            .get("cls")
+                    // The processor's (name, id) pair's name, else the fallback.
+                    let named = |key: &str, fallback: &Option<String>| {
+                        p.get(key)
                             .and_then(|c| c.get(0))
                             .and_then(|c| c.as_str())
                             .map(str::to_string)
-                            .or(special_bos.clone());
-                        if let Some(cls) = &cls {
+                            .or(fallback.clone())
+                    };
+                    if special_cls.is_none() && truthy(cfg) {
+                        special_cls = named("cls", &special_bos);
+                        if let Some(cls) = &special_cls {
                             cfg_set(cfg, "cls_token", cls);
                         }
-                        special_cls = cls;
                     }
                     if special_sep.is_none() && truthy(cfg) {
-                        let sep = p
-                            .get("sep")
-                            .and_then(|c| c.get(0))
-                            .and_then(|c| c.as_str())
-                            .map(str::to_string)
-                            .or(special_eos.clone());
-                        if let Some(sep) = &sep {
+                        special_sep = named("sep", &special_eos);
+                        if let Some(sep) = &special_sep {
                             cfg_set(cfg, "sep_token", sep);
                         }
-                        special_sep = sep;
                     }
                 }
                 Some("TemplateProcessing") => {
