@@ -122,6 +122,13 @@ impl GgufValue {
         }
     }
 
+    /// The value's stored bytes (without its type id), as the writer writes them.
+    pub fn encoded(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
     /// The value as text (arrays longer than 16 elements are summarised).
     pub fn to_text(&self) -> String {
         match self {

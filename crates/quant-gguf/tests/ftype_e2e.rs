@@ -80,27 +80,7 @@ fn array_raw_item_len(v: &GgufValue) -> usize {
 /// The stored payload of an array after its type and count (strings with their u64
 /// lengths), less its first part, as the dump's `sha256_raw` hashes it.
 fn array_raw(items: &[GgufValue]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in items {
-        match v {
-            GgufValue::String(s) => {
-                out.extend((s.len() as u64).to_le_bytes());
-                out.extend(s.as_bytes());
-            }
-            GgufValue::U8(x) => out.push(*x),
-            GgufValue::I8(x) => out.extend(x.to_le_bytes()),
-            GgufValue::U16(x) => out.extend(x.to_le_bytes()),
-            GgufValue::I16(x) => out.extend(x.to_le_bytes()),
-            GgufValue::U32(x) => out.extend(x.to_le_bytes()),
-            GgufValue::I32(x) => out.extend(x.to_le_bytes()),
-            GgufValue::F32(x) => out.extend(x.to_le_bytes()),
-            GgufValue::Bool(x) => out.push(u8::from(*x)),
-            GgufValue::U64(x) => out.extend(x.to_le_bytes()),
-            GgufValue::I64(x) => out.extend(x.to_le_bytes()),
-            GgufValue::F64(x) => out.extend(x.to_le_bytes()),
-            GgufValue::Array(..) => panic!("nested array"),
-        }
-    }
+    let mut out: Vec<u8> = items.iter().flat_map(GgufValue::encoded).collect();
     // gguf-py's field parts after the header start at the first item's first part (a
     // string's length field, else the element itself), which the dump leaves out.
     let first_part = match items.first() {

@@ -46,29 +46,13 @@ fn open(dir: &Path) -> HfGgufReader {
 /// An array's stored payload (after its type and count), as the dump hashes it: less the
 /// first item's leading field (a string's length, or a scalar itself).
 fn raw_payload(items: &[GgufValue]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, it) in items.iter().enumerate() {
-        let mut b = Vec::new();
-        match it {
-            GgufValue::String(s) => {
-                b.extend((s.len() as u64).to_le_bytes());
-                b.extend(s.as_bytes());
-            }
-            GgufValue::F32(x) => b.extend(x.to_le_bytes()),
-            GgufValue::I32(x) => b.extend(x.to_le_bytes()),
-            GgufValue::U32(x) => b.extend(x.to_le_bytes()),
-            other => panic!("unexpected array item {other:?}"),
-        }
-        if i == 0 {
-            let skip = if matches!(it, GgufValue::String(_)) {
-                8
-            } else {
-                b.len()
-            };
-            b.drain(..skip);
-        }
-        out.extend(b);
-    }
+    let mut out: Vec<u8> = items.iter().flat_map(GgufValue::encoded).collect();
+    let skip = match items.first() {
+        Some(GgufValue::String(_)) => 8,
+        Some(v) => v.encoded().len(),
+        None => 0,
+    };
+    out.drain(..skip);
     out
 }
 
