@@ -108,6 +108,10 @@ impl Architecture for Bert {
         Ok(())
     }
 
+    fn vocab_files(&self) -> &'static [&'static str] {
+        &["tokenizer.json", "vocab.txt"]
+    }
+
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
         let path = match model.dir.join("tokenizer.json") {
             p if p.is_file() => p,

@@ -106,6 +106,10 @@ impl Architecture for Llama {
         Ok(())
     }
 
+    fn vocab_files(&self) -> &'static [&'static str] {
+        &["tokenizer.model"]
+    }
+
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
         let cfg = crate::tokenizer::read_json(&model.dir.join("tokenizer_config.json"))?;
         if let Some(p) = cfg

@@ -82,6 +82,8 @@ pub trait Architecture: Sync {
     fn set_gguf_parameters(&self, model: &HfModel, kv: &mut KvList) -> Result<()>;
     /// The tokenizer keys (`set_vocab`).
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()>;
+    /// The vocabulary files it reads, any one of which must be in the folder.
+    fn vocab_files(&self) -> &'static [&'static str];
 }
 
 /// Every architecture quant converts.
@@ -749,29 +751,32 @@ pub fn text_model_filter(name: &str) -> Option<String> {
 /// an architecture of [`ARCHITECTURES`] is converted; any other is left to the generic
 /// writer with a warning naming it.
 pub fn convert(dir: &Path, config: &Value) -> Result<Converted> {
-    if let Some(arch) = architecture_for(config) {
-        return Ok(Converted::Reader(Box::new(HfGgufReader::open(
-            dir, config, arch,
-        )?)));
-    }
     let what = hf_class(config)
-        .map(str::to_string)
-        .or_else(|| {
-            config
-                .get("_class_name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "a model without `architectures` in config.json".into());
-    let known: Vec<&str> = ARCHITECTURES
-        .iter()
-        .flat_map(|a| a.hf_classes().iter().copied())
-        .collect();
+        .or_else(|| config.get("_class_name").and_then(Value::as_str))
+        .unwrap_or("a model without `architectures` in config.json");
+    let why = match architecture_for(config) {
+        Some(arch) if arch.vocab_files().iter().any(|f| dir.join(f).is_file()) => {
+            let reader = HfGgufReader::open(dir, config, arch)?;
+            return Ok(Converted::Reader(Box::new(reader)));
+        }
+        // llama.cpp's file holds the vocabulary: without one there is nothing to convert
+        // to (the reference refuses such folders).
+        Some(arch) => format!(
+            "the folder has no {}: llama.cpp's file needs the vocabulary",
+            arch.vocab_files().join(" or ")
+        ),
+        None => {
+            let known: Vec<&str> = ARCHITECTURES
+                .iter()
+                .flat_map(|a| a.hf_classes().iter().copied())
+                .collect();
+            format!("quant converts {}", known.join(", "))
+        }
+    };
     Ok(Converted::Unknown {
         warning: format!(
-            "{}: {what} is not converted to llama.cpp's layout (quant converts {}); writing a generic GGUF{}",
+            "{}: {what} is not converted to llama.cpp's layout ({why}); writing a generic GGUF{}",
             dir.display(),
-            known.join(", "),
             generic_architecture(config)
                 .map(|a| format!(" with general.architecture = {a}"))
                 .unwrap_or_else(|| " without general.architecture".into()),
