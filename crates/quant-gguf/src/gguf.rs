@@ -131,7 +131,9 @@ impl GgufValue {
         }
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the value as GGUF stores it after its type id (a string with its u64
+    /// length, an array with its element type and count).
+    pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             GgufValue::U8(v) => out.push(*v),
             GgufValue::I8(v) => out.extend(v.to_le_bytes()),

@@ -83,6 +83,32 @@ fn llama_keeps(name: &str) -> bool {
     name.ends_with("norm.weight") || KEPT.iter().any(|k| name.ends_with(k))
 }
 
+/// The importance-matrix parameters (also taken by the `gguf_<ftype>` methods).
+pub(crate) const IMATRIX_PARAMS: [ParamSpec; 3] = [
+    ParamSpec {
+        name: "imatrix",
+        default: "none",
+        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF): llama-quantize --imatrix; used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
+    },
+    ParamSpec {
+        name: "imatrix_include",
+        default: "all",
+        help: "only the imatrix entries whose name contains one of these (comma-separated): llama-quantize --include-weights",
+    },
+    ParamSpec {
+        name: "imatrix_exclude",
+        default: "none",
+        help: "drop the imatrix entries whose name contains one of these (comma-separated): llama-quantize --exclude-weights",
+    },
+];
+
+/// `allow_nonfinite` (also taken by the `gguf_<ftype>` methods).
+pub(crate) const ALLOW_NONFINITE: ParamSpec = ParamSpec {
+    name: "allow_nonfinite",
+    default: "false",
+    help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
+};
+
 /// The parameters every GGUF method takes.
 pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
@@ -90,26 +116,10 @@ pub const PARAMS: &[ParamSpec] = &[
         default: "(the method's)",
         help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K, IQ4_NL, IQ4_XS); must match the method, recorded so loading finds it",
     },
-    ParamSpec {
-        name: "imatrix",
-        default: "none",
-        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF); used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
-    },
-    ParamSpec {
-        name: "imatrix_include",
-        default: "all",
-        help: "only the imatrix entries whose name contains one of these (comma-separated; llama-quantize --include-weights)",
-    },
-    ParamSpec {
-        name: "imatrix_exclude",
-        default: "none",
-        help: "drop the imatrix entries whose name contains one of these (comma-separated; llama-quantize --exclude-weights)",
-    },
-    ParamSpec {
-        name: "allow_nonfinite",
-        default: "false",
-        help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
-    },
+    IMATRIX_PARAMS[0],
+    IMATRIX_PARAMS[1],
+    IMATRIX_PARAMS[2],
+    ALLOW_NONFINITE,
 ];
 
 #[derive(Deserialize)]
@@ -496,7 +506,8 @@ impl QuantMethod for GgufMethod {
     }
 }
 
-const fn bits_per_weight(ty: GgmlType) -> f32 {
+/// Stored bits per weight of `ty` (scales included).
+pub(crate) const fn bits_per_weight(ty: GgmlType) -> f32 {
     (ty.type_size() * 8) as f32 / ty.block_size() as f32
 }
 

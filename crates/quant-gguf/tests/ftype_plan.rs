@@ -4,6 +4,8 @@
 //! `llama-quantize <model>-f32.gguf OUT <FTYPE> 1` wrote (and `--imatrix` for the imatrix
 //! dumps), starting from the tensors of `<model>-f32.gguf` (the convert_hf_to_gguf.py dump).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
