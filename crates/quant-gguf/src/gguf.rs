@@ -601,7 +601,10 @@ fn planned_type(p: &PlannedOutput) -> Result<GgmlType> {
         op: "the gguf container (F32, F16, BF16 and the gguf_config_* methods only)".into(),
     };
     match &p.method {
-        Some(m) => method_type(m).ok_or_else(|| unsupported(format!("method {m}"))),
+        // A gguf_<ftype> method stores a tensor it quantizes itself in its default type.
+        Some(m) => method_type(m)
+            .or_else(|| crate::Ftype::from_method(m).map(crate::Ftype::default_type))
+            .ok_or_else(|| unsupported(format!("method {m}"))),
         None => match p.layout.first().map(|l| l.dtype) {
             Some(DType::F32) => Ok(GgmlType::F32),
             Some(DType::F16) => Ok(GgmlType::F16),

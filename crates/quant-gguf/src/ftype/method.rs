@@ -202,7 +202,11 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
-        self.inner.quantize(t, values)
+        // Recorded as this method with its own parameters, so loading recreates it.
+        let mut q = self.inner.quantize(t, values)?;
+        q.record.method = Some(self.name().to_string());
+        q.record.params = self.params();
+        Ok(q)
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
@@ -217,6 +221,12 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+        // Not a llama.cpp model (e.g. a Hugging Face folder no converter knows): there
+        // are no llama-quantize rules to follow, every tensor gets the default type
+        // through `select` (with the shape fallbacks), as the `gguf_config_*` methods do.
+        if !model.metadata.contains_key("general.architecture") {
+            return Ok(None);
+        }
         let info = ModelInfo::from_metadata(model.metadata, "(input)").map_err(|e| {
             Error::Unsupported {
                 method: self.ftype.method().into(),
