@@ -953,11 +953,7 @@ fn create_writer(
     .iter()
     .find_map(|k| metadata.get(*k))
     .and_then(|m| crate::Ftype::from_method(m));
-    let input_kv = source
-        .and_then(ContainerReader::as_any)
-        .and_then(|a| a.downcast_ref::<GgufReader>())
-        .map(|r| r.file().metadata.as_slice());
-    match (ftype, input_kv) {
+    match (ftype, source.and_then(typed_kv)) {
         (Some(ftype), Some(input_kv)) => {
             let overrides = imatrix_overrides(metadata)?;
             Ok(Box::new(GgufWriter::create_llama(
@@ -966,6 +962,13 @@ fn create_writer(
         }
         _ => Ok(Box::new(GgufWriter::create(path, planned, metadata)?)),
     }
+}
+
+/// The typed key/values of an input reader this crate knows (a .gguf file), in order.
+fn typed_kv(source: &dyn ContainerReader) -> Option<&[(String, GgufValue)]> {
+    let any = source.as_any()?;
+    any.downcast_ref::<GgufReader>()
+        .map(|r| r.file().metadata.as_slice())
 }
 
 /// The `quantize.imatrix.*` pairs for the run's parameters (`quant.params`: `imatrix`,

@@ -317,3 +317,54 @@ fn qwen3_snapshots_match() {
     };
     assert_eq!(check_snapshot("qwen3-14b.schema", &big), 18);
 }
+
+/// The `gguf_<ftype>` methods: typed errors for bad parameters and inputs, no mixture for
+/// a model without llama.cpp metadata.
+#[test]
+fn ftype_methods_check_params_and_inputs() {
+    use quant_core::{Error, ModelView, Params, Registry};
+    let reg = Registry::global().unwrap();
+    let with = |k: &str, v: &str| {
+        let mut p = Params::new();
+        p.insert(k.into(), v.into());
+        p
+    };
+    for (k, v) in [
+        ("output_tensor_type", "q9_9"),
+        ("token_embedding_type", "iq2_xxs"),
+        ("tensor_type", "attn_v"),
+        ("tensor_type", "attn_v=q7"),
+        ("tensor_type", "([=q8_0"),
+        ("no_such_option", "1"),
+    ] {
+        let r = reg.create("gguf_q4_k_m", &with(k, v));
+        assert!(matches!(r, Err(Error::BadParam { .. })), "{k}={v}");
+    }
+    let m = reg.create("gguf_q4_k_m", &Params::new()).unwrap();
+    let tensors = [TensorMeta::new("w.weight", DType::F32, vec![4, 256])];
+    let mut metadata = BTreeMap::new();
+    fn view<'a>(
+        tensors: &'a [TensorMeta],
+        metadata: &'a BTreeMap<String, String>,
+    ) -> ModelView<'a> {
+        ModelView { tensors, metadata }
+    }
+    assert_eq!(m.mixture(&view(&tensors, &metadata)).unwrap(), None);
+    metadata.insert("general.architecture".into(), "llama".into());
+    assert!(matches!(
+        m.mixture(&view(&tensors, &metadata)),
+        Err(Error::Unsupported { .. })
+    ));
+    metadata.insert("llama.block_count".into(), "two".into());
+    assert!(m.mixture(&view(&tensors, &metadata)).is_err());
+    metadata.insert("llama.block_count".into(), "2".into());
+    assert!(m.mixture(&view(&tensors, &metadata)).unwrap().is_some());
+    // An already quantized weight (stored as bytes) is refused, not requantized.
+    let quantized = [TensorMeta::new(
+        "blk.0.ffn_up.weight",
+        DType::U8,
+        vec![4, 144],
+    )];
+    let r = m.mixture(&view(&quantized, &metadata));
+    assert!(matches!(r, Err(Error::Unsupported { .. })));
+}
