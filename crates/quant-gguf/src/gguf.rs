@@ -791,11 +791,10 @@ impl GgufWriter {
         metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let (infos, main_type) = tensor_infos(path, planned)?;
-        let name = metadata.get("general.name").cloned().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        });
+        let name = metadata
+            .get("general.name")
+            .cloned()
+            .unwrap_or_else(|| crate::split::model_stem(path, metadata));
         let mut kv: Vec<(String, GgufValue)> = vec![
             (
                 "general.architecture".into(),
@@ -822,7 +821,10 @@ impl GgufWriter {
             ),
         ];
         for (k, v) in metadata {
-            if !k.contains('.') || OWN_KEYS.contains(&k.as_str()) || kv.iter().any(|(e, _)| e == k)
+            if !k.contains('.')
+                || OWN_KEYS.contains(&k.as_str())
+                || k.starts_with("quant.split.")
+                || kv.iter().any(|(e, _)| e == k)
             {
                 continue;
             }
@@ -834,7 +836,7 @@ impl GgufWriter {
             };
             kv.push((k.clone(), value));
         }
-        Self::start(path, infos, &kv)
+        Self::start(path, infos, kv, metadata)
     }
 
     /// Writes the header of llama-quantize's output for `ftype`: the input's key/values
@@ -842,12 +844,14 @@ impl GgufWriter {
     /// `general.file_type` moved to the end, the split keys removed, then `overrides`
     /// (e.g. the `quantize.imatrix.*` keys, see [`llama_imatrix_kv`]) as its
     /// `--override-kv` does.
+    /// `metadata` is only read for the split keys of a split output.
     pub fn create_llama(
         path: &Path,
         planned: &[PlannedOutput],
         input_kv: &[(String, GgufValue)],
         ftype: crate::Ftype,
         overrides: Vec<(String, GgufValue)>,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let (infos, _) = tensor_infos(path, planned)?;
         let kv = llama_quantize_kv(input_kv, ftype, overrides);
@@ -863,16 +867,30 @@ impl GgufWriter {
                 });
             }
         }
-        Self::start(path, infos, &kv)
+        Self::start(path, infos, kv, metadata)
     }
 
-    fn start(path: &Path, infos: Vec<TensorInfo>, kv: &[(String, GgufValue)]) -> Result<Self> {
+    /// Writes the header (`kv`, then the split keys of one file of a split output: the
+    /// first keeps every key, each ends with the split keys, as llama-gguf-split writes
+    /// them) and starts the file.
+    fn start(
+        path: &Path,
+        infos: Vec<TensorInfo>,
+        mut kv: Vec<(String, GgufValue)>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        if let Some((no, keys)) = crate::split::split_keys(path, metadata)? {
+            if no > 0 {
+                kv.clear();
+            }
+            kv.extend(keys);
+        }
         let mut header = Vec::new();
         header.extend(GGUF_MAGIC);
         header.extend(GGUF_VERSION.to_le_bytes());
         header.extend((infos.len() as u64).to_le_bytes());
         header.extend((kv.len() as u64).to_le_bytes());
-        for (k, v) in kv {
+        for (k, v) in &kv {
             encode_str(k, &mut header);
             header.extend(v.type_id().to_le_bytes());
             v.encode(&mut header);
@@ -957,7 +975,7 @@ fn create_writer(
         (Some(ftype), Some(input_kv)) => {
             let overrides = imatrix_overrides(metadata)?;
             Ok(Box::new(GgufWriter::create_llama(
-                path, planned, input_kv, ftype, overrides,
+                path, planned, input_kv, ftype, overrides, metadata,
             )?))
         }
         _ => Ok(Box::new(GgufWriter::create(path, planned, metadata)?)),
@@ -1002,4 +1020,5 @@ quant_core::register_container!(quant_core::format::ContainerEntry {
     sniff,
     open: open_reader,
     create: create_writer,
+    split: Some(crate::split::split_files),
 });

@@ -214,6 +214,39 @@ impl GgufMethod {
         self
     }
 
+    /// The stored part of `q` and its row length, checked against the record's shape.
+    fn stored_rows<'q>(&self, q: &'q QuantizedTensor) -> Result<(&'q quant_core::Part, usize)> {
+        let rec = &q.record;
+        let part = q.part(&rec.name)?;
+        if part.layout.dtype != self.stored_dtype() {
+            return Err(Error::tensor(
+                "",
+                &rec.name,
+                format!(
+                    "{} part stored as {}, expected {}",
+                    self.ty,
+                    part.layout.dtype,
+                    self.stored_dtype()
+                ),
+            ));
+        }
+        let meta = TensorMeta::new(rec.name.clone(), rec.dtype, rec.shape.clone());
+        let (rows, row_len, row_bytes) = self.geometry(&meta)?;
+        if Some(part.data.len()) != rows.checked_mul(row_bytes) {
+            return Err(Error::tensor(
+                "",
+                &rec.name,
+                format!(
+                    "{} bytes of {} for shape {:?}, expected {rows} rows of {row_bytes}",
+                    part.data.len(),
+                    self.ty,
+                    rec.shape
+                ),
+            ));
+        }
+        Ok((part, row_len))
+    }
+
     /// The GGML type.
     pub fn ggml_type(&self) -> GgmlType {
         self.ty
@@ -442,35 +475,13 @@ impl QuantMethod for GgufMethod {
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
-        let rec = &q.record;
-        let part = q.part(&rec.name)?;
-        if part.layout.dtype != self.stored_dtype() {
-            return Err(Error::tensor(
-                "",
-                &rec.name,
-                format!(
-                    "{} part stored as {}, expected {}",
-                    self.ty,
-                    part.layout.dtype,
-                    self.stored_dtype()
-                ),
-            ));
-        }
-        let meta = TensorMeta::new(rec.name.clone(), rec.dtype, rec.shape.clone());
-        let (rows, row_len, row_bytes) = self.geometry(&meta)?;
-        if Some(part.data.len()) != rows.checked_mul(row_bytes) {
-            return Err(Error::tensor(
-                "",
-                &rec.name,
-                format!(
-                    "{} bytes of {} for shape {:?}, expected {rows} rows of {row_bytes}",
-                    part.data.len(),
-                    self.ty,
-                    rec.shape
-                ),
-            ));
-        }
+        let (part, row_len) = self.stored_rows(q)?;
         block::dequantize(self.ty, &part.data, row_len)
+    }
+
+    fn dequantize_into(&self, q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
+        let (part, row_len) = self.stored_rows(q)?;
+        block::dequantize_into(self.ty, &part.data, row_len, out)
     }
 
     fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {
