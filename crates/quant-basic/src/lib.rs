@@ -22,7 +22,7 @@
 
 use quant_core::dtype::{decode_to_f32, encode_f32, round_bf16, round_f16};
 use quant_core::{
-    parse_params, DType, Error, Params, PartLayout, QuantMethod, QuantizedTensor, Result,
+    parse_params, DType, Error, Params, Part, PartLayout, QuantMethod, QuantizedTensor, Result,
     Selection, TensorMeta, TensorRecord,
 };
 use rayon::prelude::*;
@@ -107,6 +107,12 @@ impl QuantMethod for Cast {
         let mut out = Vec::new();
         decode_to_f32(part.layout.dtype, &part.data, &mut out)?;
         Ok(out)
+    }
+
+    fn dequantize_into(&self, q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
+        let part = q.part(&q.record.name)?;
+        quant_core::dtype::decode_float_into(part.layout.dtype, &part.data, out)
+            .map_err(|e| Error::tensor("", &q.record.name, e.to_string()))
     }
 }
 
@@ -243,49 +249,76 @@ impl QuantMethod for RowInt8 {
         QuantizedTensor::from_layout(rec, layout, vec![codes, scale_bytes])
     }
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
-        let name = &q.record.name;
-        let codes = q.part(name)?;
-        let scales = q.part(&format!("{name}.scale"))?;
-        let rows = scales.data.len() / 4;
-        if codes.layout.dtype != DType::I8
-            || scales.layout.dtype != DType::F32
-            || rows == 0
-            || codes.data.len() % rows != 0
-        {
-            return Err(Error::tensor(
-                "",
-                name,
-                format!(
-                    "basic_int8 parts do not fit: {} codes of {}, {} scale bytes of {}",
-                    codes.data.len(),
-                    codes.layout.dtype,
-                    scales.data.len(),
-                    scales.layout.dtype
-                ),
-            ));
-        }
-        let cols = codes.data.len() / rows;
-        if cols == 0 {
-            return Ok(Vec::new());
-        }
-        let out_dtype = q.record.dequant_dtype;
-        let fill = |out: &mut [MaybeUninit<f32>]| {
-            out.par_chunks_mut(cols)
-                .zip(codes.data.par_chunks(cols))
-                .zip(scales.data.par_chunks(4))
-                .for_each(|((o, c), s)| {
-                    let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                    match out_dtype {
-                        DType::F16 => int8_dequant_row(c, scale, o, round_f16),
-                        DType::BF16 => int8_dequant_row(c, scale, o, round_bf16),
-                        _ => int8_dequant_row(c, scale, o, |x| x),
-                    }
-                })
-        };
-        // SAFETY: `cols > 0` divides the code count, and `rows` scales pair with the
-        // `rows` rows, so every output row is written in full by `int8_dequant_row`.
-        Ok(unsafe { quant_core::simd::vec_written(codes.data.len(), fill) })
+        let parts = int8_parts(q)?;
+        let dtype = q.record.dequant_dtype;
+        // SAFETY: `fill_int8` writes every value: the scales pair with the rows of `cols`
+        // codes (checked by `int8_parts`), each row written in full.
+        Ok(unsafe {
+            quant_core::simd::vec_written(parts.0.data.len(), |out| fill_int8(parts, dtype, out))
+        })
     }
+
+    fn dequantize_into(&self, q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
+        let parts = int8_parts(q)?;
+        let n = parts.0.data.len();
+        if out.len() != n {
+            return Err(Error::ShapeMismatch {
+                tensor: q.record.name.clone(),
+                expected: format!("{n} values"),
+                got: vec![out.len()],
+            });
+        }
+        // SAFETY: `fill_int8` stores initialized values only.
+        let out = unsafe { quant_core::simd::as_uninit_mut(out) };
+        fill_int8(parts, q.record.dequant_dtype, out);
+        Ok(())
+    }
+}
+
+/// The codes and scales of a basic_int8 tensor and its row length, checked.
+fn int8_parts(q: &QuantizedTensor) -> Result<(&Part, &Part, usize)> {
+    let name = &q.record.name;
+    let codes = q.part(name)?;
+    let scales = q.part(&format!("{name}.scale"))?;
+    let rows = scales.data.len() / 4;
+    if codes.layout.dtype != DType::I8
+        || scales.layout.dtype != DType::F32
+        || rows == 0
+        || codes.data.len() % rows != 0
+    {
+        return Err(Error::tensor(
+            "",
+            name,
+            format!(
+                "basic_int8 parts do not fit: {} codes of {}, {} scale bytes of {}",
+                codes.data.len(),
+                codes.layout.dtype,
+                scales.data.len(),
+                scales.layout.dtype
+            ),
+        ));
+    }
+    Ok((codes, scales, codes.data.len() / rows))
+}
+
+/// Restores checked basic_int8 parts into `out` (one value per code, rounded to
+/// `out_dtype`): every element is written when `out` has the code count.
+fn fill_int8(parts: (&Part, &Part, usize), out_dtype: DType, out: &mut [MaybeUninit<f32>]) {
+    let (codes, scales, cols) = parts;
+    if cols == 0 {
+        return;
+    }
+    out.par_chunks_mut(cols)
+        .zip(codes.data.par_chunks(cols))
+        .zip(scales.data.par_chunks(4))
+        .for_each(|((o, c), s)| {
+            let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            match out_dtype {
+                DType::F16 => int8_dequant_row(c, scale, o, round_f16),
+                DType::BF16 => int8_dequant_row(c, scale, o, round_bf16),
+                _ => int8_dequant_row(c, scale, o, |x| x),
+            }
+        });
 }
 
 fn no_params(name: &str, params: &Params) -> Result<()> {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
-use quant::engine::{Action, Report};
+use quant::dtype::encode_f32;
+use quant::engine::{parse_size, Action, Report, Worker};
+use quant::format::SplitLimits;
 use quant::metrics::ErrorStats;
 use quant::safetensors_io::{check_output, SafetensorsWriter};
 use quant::{
@@ -73,6 +75,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tie together an output folder written by `quantize --shard I/N` workers (checks
+    /// that every worker finished the same plan, then writes the index and config).
+    Merge {
+        /// The output folder the workers wrote.
+        output: PathBuf,
+    },
     /// Quantize a built-in sample model with every method, reload it and print a table.
     Demo {
         /// Only these methods (comma separated).
@@ -135,6 +143,21 @@ struct QuantizeArgs {
     /// Output container: safetensors or gguf (default: from the extension).
     #[arg(long)]
     format: Option<String>,
+    /// Split safetensors output into files of at most SIZE (5GB, 500MB, 2GiB), named and
+    /// indexed as transformers' save_pretrained does; the output is a folder.
+    #[arg(long, value_name = "SIZE")]
+    max_shard_size: Option<String>,
+    /// Split a .gguf output into files of at most SIZE of tensor data (500M, 2G), in
+    /// llama-gguf-split's format (<stem>-00001-of-0000N.gguf).
+    #[arg(long, value_name = "SIZE", conflicts_with = "split_max_tensors")]
+    split_max_size: Option<String>,
+    /// Split a .gguf output every N tensors, in llama-gguf-split's format.
+    #[arg(long, value_name = "N")]
+    split_max_tensors: Option<usize>,
+    /// Be worker I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/N or
+    /// $JOB_COMPLETION_INDEX/N): write only this worker's output files; then `quant merge OUT`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -183,6 +206,7 @@ fn run(cmd: Command) -> Result<()> {
             quantized,
             json,
         } => eval(&original, &quantized, json),
+        Command::Merge { output } => merge(&output),
         Command::Demo { methods, keep } => demo(methods.as_deref(), keep),
     }
 }
@@ -304,6 +328,33 @@ fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
         .allow_requantize(a.allow_requantize))
 }
 
+fn split_limits(a: &QuantizeArgs) -> Result<Option<SplitLimits>> {
+    let max_bytes = a.split_max_size.as_deref().map(parse_size).transpose()?;
+    Ok(
+        (max_bytes.is_some() || a.split_max_tensors.is_some()).then_some(SplitLimits {
+            max_bytes,
+            max_tensors: a.split_max_tensors,
+        }),
+    )
+}
+
+fn merge(output: &Path) -> Result<()> {
+    let m = quant::engine::merge(output)?;
+    println!(
+        "merged {} ({} workers, {} weight files checked, {} files tied: {})",
+        output.display(),
+        m.workers,
+        m.files.len(),
+        m.tied.len(),
+        m.tied
+            .iter()
+            .map(|t| t.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
 fn human(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= 1e9 {
@@ -355,8 +406,22 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         .force(a.force)
         .allow_nonfinite(a.allow_nonfinite)
         .format(a.format.clone())
+        .max_shard_size(a.max_shard_size.as_deref().map(parse_size).transpose()?)
+        .worker(a.shard.as_deref().map(Worker::parse).transpose()?)
+        .split(split_limits(&a)?)
         .progress(Some(progress));
     if Pipeline::is_pipeline(&a.plan.input) {
+        if a.shard.is_some()
+            || a.max_shard_size.is_some()
+            || a.split_max_size.is_some()
+            || a.split_max_tensors.is_some()
+        {
+            return Err(Error::Config {
+                source_name: a.plan.input.display().to_string(),
+                entry: "--shard / --max-shard-size".into(),
+                reason: "are for model files and folders, not pipeline folders (quantize a large component's folder on its own)".into(),
+            });
+        }
         let pipe = pipeline_with_components(&a.plan, &q)?;
         let result = pipe.save(&a.output, Some(&q.clone().format(None)), a.force);
         bar.finish_and_clear();
@@ -685,9 +750,34 @@ fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<(
         })
         .collect();
     let mut w = SafetensorsWriter::create(output, layouts.clone(), &Default::default())?;
+    // One f32 buffer serves every quantized tensor; unquantized ones stream from the
+    // mapped input. Either way the output is encoded a chunk at a time.
+    let mut values = Vec::new();
+    const CHUNK: usize = 1 << 20;
     for (r, l) in records.iter().zip(&layouts) {
-        let t = model.load(&r.name, Some(l.dtype))?;
-        w.write_raw(&r.name, &t.data)?;
+        let encode = |v: &[f32], out: &mut dyn std::io::Write| -> std::io::Result<()> {
+            let bytes = encode_f32(l.dtype, v).map_err(std::io::Error::other)?;
+            out.write_all(&bytes)
+        };
+        match model.source(&r.name).filter(|_| r.method.is_none()) {
+            Some(src) if l.dtype == r.dtype => w.write_with(&r.name, |out| src.write_bytes(out))?,
+            Some(src) => w.write_with(&r.name, |out| {
+                src.for_each_f32_chunk(CHUNK, &mut |v| {
+                    encode(v, out).map_err(|e| Error::io(&r.name, e))
+                })
+                .map_err(std::io::Error::other)
+            })?,
+            None if r.method.is_none() && !r.dtype.is_float() => {
+                let t = model.load(&r.name, Some(l.dtype))?;
+                w.write_raw(&r.name, &t.data)?;
+            }
+            None => {
+                model.load_f32_into(&r.name, &mut values)?;
+                w.write_with(&r.name, |out| {
+                    values.chunks(CHUNK).try_for_each(|v| encode(v, out))
+                })?;
+            }
+        }
     }
     w.finish()?;
     println!(

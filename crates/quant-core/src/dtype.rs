@@ -405,6 +405,36 @@ fn par_convert<S: Sync, D: Send>(
         .for_each(|(d, s)| f(s, d));
 }
 
+/// Decodes little-endian F32/F16/BF16 `bytes` into `out`, which must hold exactly their
+/// element count (other dtypes: see [`decode_to_f32`]).
+pub fn decode_float_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+    let size = dtype.size();
+    let f: fn(&[u8], &mut [MaybeUninit<f32>]) = match dtype {
+        DType::F32 => decode_f32_into,
+        DType::F16 => decode_f16_into,
+        DType::BF16 => decode_bf16_into,
+        _ => {
+            return Err(Error::UnsupportedDType {
+                tensor: String::new(),
+                dtype: dtype.to_string(),
+                op: "decoding into a float buffer (f32, f16 or bf16)".into(),
+            })
+        }
+    };
+    if bytes.len() != out.len().saturating_mul(size) {
+        return Err(Error::UnsupportedDType {
+            tensor: String::new(),
+            dtype: dtype.to_string(),
+            op: format!("decoding {} bytes into {} values", bytes.len(), out.len()),
+        });
+    }
+    // SAFETY: the kernels store a value (never `uninit`) for every element of their chunk,
+    // so `out` stays initialized.
+    let dst = unsafe { crate::simd::as_uninit_mut(out) };
+    par_convert(bytes, size, dst, 1, f);
+    Ok(())
+}
+
 /// Decodes little-endian `bytes` of `dtype` into f32 values, appending to `out`.
 /// Integers are converted as by `float(x)`; f64 rounds to nearest.
 pub fn decode_to_f32(dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {

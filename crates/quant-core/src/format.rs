@@ -7,7 +7,7 @@
 //!   file format other than safetensors (GGUF), read and written.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::method::{Params, PartLayout, QuantizedTensor, TensorRecord};
@@ -124,7 +124,31 @@ pub struct ContainerEntry {
     /// Starts writing a file holding `planned` tensors, with file-level `metadata`
     /// (provenance, source metadata such as `general.architecture`).
     pub create: CreateContainerFn,
+    /// Splits an output into several files, when the format has a convention for it.
+    pub split: Option<SplitFn>,
 }
+
+/// Limits for splitting a container output into several files (as llama-gguf-split's
+/// `--split-max-size` and `--split-max-tensors`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SplitLimits {
+    /// Most bytes of tensor data per file.
+    pub max_bytes: Option<u64>,
+    /// Most tensors per file.
+    pub max_tensors: Option<usize>,
+}
+
+/// Splits an output (its path and every planned tensor, in order) into files: their
+/// paths beside the output and each tensor's file index.
+pub type SplitFn = fn(&Path, &[PlannedOutput], &SplitLimits) -> Result<(Vec<PathBuf>, Vec<usize>)>;
+
+/// Metadata the engine gives each file of a split output: this file's index (0-based),
+/// the number of files and the number of tensors in all of them (decimal text).
+pub const META_SPLIT_NO: &str = "quant.split.no";
+/// See [`META_SPLIT_NO`].
+pub const META_SPLIT_COUNT: &str = "quant.split.count";
+/// See [`META_SPLIT_NO`].
+pub const META_SPLIT_TENSORS: &str = "quant.split.tensors";
 
 inventory::collect!(ContainerEntry);
 

@@ -13,6 +13,7 @@ pub mod load;
 pub mod method;
 pub mod metrics;
 pub mod pipeline;
+pub mod plan;
 pub mod planner;
 pub mod registry;
 pub mod rules;

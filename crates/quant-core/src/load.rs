@@ -183,6 +183,30 @@ impl ContainerReader for SafetensorsReader {
     }
 }
 
+/// [`dequantize`] into `out`, resized to the tensor's element count (its capacity is
+/// reused: one buffer serves a whole model).
+pub fn dequantize_into(q: &QuantizedTensor, out: &mut Vec<f32>) -> Result<()> {
+    let Some(m) = &q.record.method else {
+        let part = q
+            .parts
+            .first()
+            .ok_or_else(|| Error::tensor("", &q.record.name, "no stored part"))?;
+        out.clear();
+        return decode_to_f32(part.layout.dtype, &part.data, out)
+            .map_err(|e| Error::tensor("", &q.record.name, e.to_string()));
+    };
+    let method = Registry::global()?.create(m, &q.record.params)?;
+    let n = crate::tensor::checked_numel(&q.record.shape).ok_or_else(|| {
+        Error::tensor(
+            "",
+            &q.record.name,
+            format!("shape {:?} overflows", q.record.shape),
+        )
+    })?;
+    out.resize(n, 0.0);
+    method.dequantize_into(q, out)
+}
+
 /// Restores f32 values of a stored tensor through its method (or by decoding it when it
 /// is stored unquantized). Values are exact in `q.record.dequant_dtype`.
 pub fn dequantize(q: &QuantizedTensor) -> Result<Vec<f32>> {
@@ -359,6 +383,22 @@ impl ModelFiles {
             }
         }
         Err(Error::tensor(&self.root, name, "no such tensor"))
+    }
+
+    /// An unquantized tensor as a zero-copy source (memory-mapped safetensors), if it is
+    /// one.
+    pub fn source(&self, name: &str) -> Option<Box<dyn TensorSource + '_>> {
+        let (_, r) = self
+            .shards
+            .iter()
+            .find(|(_, r)| r.records().iter().any(|rec| rec.name == name))?;
+        r.source(name)
+    }
+
+    /// Restores `name` as f32 values into `out` (resized; its capacity is reused).
+    pub fn load_f32_into(&self, name: &str, out: &mut Vec<f32>) -> Result<()> {
+        let q = self.read(name)?;
+        dequantize_into(&q, out).map_err(|e| e.with_path(&self.root))
     }
 
     /// Restores `name` as f32 values.

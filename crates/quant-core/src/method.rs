@@ -198,6 +198,22 @@ pub trait QuantMethod: Send + Sync {
 
     /// Restores f32 values (exactly representable in `record.dequant_dtype`).
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>>;
+    /// [`dequantize`](Self::dequantize) into the caller's buffer, which holds exactly the
+    /// tensor's element count (so one buffer can serve tensor after tensor without a fresh
+    /// allocation). The default goes through `dequantize`; methods override it to write
+    /// in place.
+    fn dequantize_into(&self, q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
+        let values = self.dequantize(q)?;
+        if values.len() != out.len() {
+            return Err(Error::ShapeMismatch {
+                tensor: q.record.name.clone(),
+                expected: format!("{} values", out.len()),
+                got: vec![values.len()],
+            });
+        }
+        out.copy_from_slice(&values);
+        Ok(())
+    }
 
     /// `Some(dtype)` when quantizing is an elementwise cast to `dtype`, stored as one part
     /// under the tensor's own name with its shape: the engine may then stream the tensor

@@ -10,10 +10,12 @@
 //! is taken while it fits. Both are greedy over exact byte counts, so the written file is
 //! exactly the planned size.
 
-use crate::engine::{Action, PlanEntry};
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::method::QuantMethod;
 use crate::method::Selection;
+use crate::plan::{Action, Plan, PlanEntry, ValueFn};
 use crate::tensor::TensorMeta;
 
 /// Rows sampled per tensor to measure a candidate's error.
@@ -212,5 +214,86 @@ pub fn apply(
     }
     entry.bytes_out = rung.bytes;
     entry.note = Some(note);
+    Ok(())
+}
+
+/// Fits `plan` into `target` bytes (`gb` as the user gave it, for the notes) by moving the
+/// tensors the default method quantizes (no rule, no fallback) along ladders of `methods`
+/// (instances also held by the plan), measuring each candidate on `values` when given.
+/// Over the target even at the cheapest rungs: [`Error::OverTarget`] with an empty hint.
+pub fn fit(
+    plan: &mut Plan,
+    methods: &[Arc<dyn QuantMethod>],
+    target: u64,
+    gb: f64,
+    values: Option<&ValueFn<'_>>,
+) -> Result<()> {
+    let refs: Vec<&dyn QuantMethod> = methods.iter().map(|m| m.as_ref()).collect();
+    let movable: Vec<usize> = (0..plan.entries.len())
+        .filter(|&i| {
+            let e = &plan.entries[i];
+            e.action == Action::Quantize && !e.is_fallback && e.rule.is_none()
+        })
+        .collect();
+    let mut ladders = Vec::with_capacity(movable.len());
+    let mut start = Vec::with_capacity(movable.len());
+    let mut energy = Vec::with_capacity(movable.len());
+    for &i in &movable {
+        let e = &plan.entries[i];
+        let vals = match values {
+            Some(f) => Some(f(e)?),
+            None => None,
+        };
+        energy.push(
+            vals.as_ref()
+                .map(|v| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()),
+        );
+        let l = ladder(e, &refs, vals.as_deref())?;
+        let at = l
+            .iter()
+            .position(|r| r.method.as_deref() == e.method.as_deref())
+            .or_else(|| l.iter().position(|r| r.bytes >= e.bytes_out))
+            .unwrap_or(0);
+        ladders.push(l);
+        start.push(at);
+    }
+    let fixed: u64 = plan
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !movable.contains(i))
+        .map(|(_, e)| e.bytes_out)
+        .sum();
+    let chosen = optimize(&ladders, &start, fixed, target)?;
+    for (k, &i) in movable.iter().enumerate() {
+        let (Some(l), Some(&c)) = (ladders.get(k), chosen.get(k)) else {
+            continue;
+        };
+        let Some(rung) = l.get(c) else { continue };
+        let m = rung
+            .method
+            .as_deref()
+            .and_then(|n| plan.methods.get(n))
+            .cloned();
+        let e = &mut plan.entries[i];
+        if let Some(en) = energy.get(k).copied().flatten() {
+            e.est_rel_error = Some(if en > 0.0 {
+                (rung.sse / en).sqrt()
+            } else {
+                0.0
+            });
+        }
+        if rung.method.as_deref() == e.method.as_deref() {
+            continue;
+        }
+        let note = format!(
+            "target {gb} GB: {} -> {}",
+            e.method.clone().unwrap_or_default(),
+            rung.method
+                .clone()
+                .unwrap_or_else(|| format!("unquantized {}", e.meta.dtype))
+        );
+        apply(e, rung, m.as_deref(), note)?;
+    }
     Ok(())
 }

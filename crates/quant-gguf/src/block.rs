@@ -369,6 +369,14 @@ fn quantize_row_into<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T
 
 /// Dequantizes rows of `row_len` values stored as `T`, rows in parallel.
 pub fn dequantize_rows<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<Vec<f32>> {
+    let rows = rows_of::<T>(bytes, row_len)?;
+    let mut out = vec![0f32; rows.saturating_mul(row_len)];
+    dequantize_rows_into::<T>(bytes, row_len, &mut out)?;
+    Ok(out)
+}
+
+/// The number of whole rows of `row_len` values in `bytes` of `T` blocks.
+fn rows_of<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<usize> {
     let ty = T::TYPE;
     if row_len == 0 || row_len % T::BLOCK_SIZE != 0 {
         return Err(shape_error(
@@ -378,9 +386,8 @@ pub fn dequantize_rows<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<Vec
         ));
     }
     if bytes.is_empty() {
-        // No rows (an empty tensor may still declare a huge row length): nothing to
-        // restore, and no per-thread row buffer to size by that length.
-        return Ok(Vec::new());
+        // No rows (an empty tensor may still declare a huge row length).
+        return Ok(0);
     }
     let blocks_per_row = row_len / T::BLOCK_SIZE;
     let Some(row_bytes) = blocks_per_row.checked_mul(T::TYPE_SIZE) else {
@@ -400,8 +407,37 @@ pub fn dequantize_rows<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<Vec
             ),
         ));
     }
-    let rows = bytes.len() / row_bytes;
-    let mut out = vec![0f32; rows * row_len];
+    Ok(bytes.len() / row_bytes)
+}
+
+/// [`dequantize_rows`] into `out`, which must hold exactly the rows' values.
+pub fn dequantize_rows_into<T: GgmlBlock>(
+    bytes: &[u8],
+    row_len: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let rows = rows_of::<T>(bytes, row_len)?;
+    if bytes.is_empty() {
+        // No rows: nothing to restore, and no per-thread row buffer to size by the length.
+        return if out.is_empty() {
+            Ok(())
+        } else {
+            Err(shape_error(
+                T::TYPE,
+                "data size",
+                format!("no data for {} values", out.len()),
+            ))
+        };
+    }
+    if rows.checked_mul(row_len) != Some(out.len()) {
+        return Err(shape_error(
+            T::TYPE,
+            "data size",
+            format!("{rows} rows of {row_len} for {} values", out.len()),
+        ));
+    }
+    let blocks_per_row = row_len / T::BLOCK_SIZE;
+    let row_bytes = bytes.len() / rows;
     out.par_chunks_mut(row_len)
         .zip(bytes.par_chunks(row_bytes))
         .for_each_init(
@@ -413,7 +449,7 @@ pub fn dequantize_rows<T: GgmlBlock>(bytes: &[u8], row_len: usize) -> Result<Vec
                 T::dequantize_row(blocks, o);
             },
         );
-    Ok(out)
+    Ok(())
 }
 
 macro_rules! dispatch {
@@ -470,4 +506,9 @@ pub(crate) fn quantize_finite(
 /// [`dequantize_rows`] for a type chosen at run time (F32 is not a block format).
 pub fn dequantize(ty: GgmlType, bytes: &[u8], row_len: usize) -> Result<Vec<f32>> {
     dispatch!(ty, dequantize_rows::<_>(bytes, row_len))
+}
+
+/// [`dequantize_rows_into`] for a type chosen at run time.
+pub fn dequantize_into(ty: GgmlType, bytes: &[u8], row_len: usize, out: &mut [f32]) -> Result<()> {
+    dispatch!(ty, dequantize_rows_into::<_>(bytes, row_len, out))
 }

@@ -122,13 +122,6 @@ impl GgufValue {
         }
     }
 
-    /// The value's stored bytes (without its type id), as the writer writes them.
-    pub fn encoded(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode(&mut out);
-        out
-    }
-
     /// The value as text (arrays longer than 16 elements are summarised).
     pub fn to_text(&self) -> String {
         match self {
@@ -158,7 +151,9 @@ impl GgufValue {
         }
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the value as GGUF stores it after its type id (a string with its u64
+    /// length, an array with its element type and count).
+    pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             GgufValue::U8(v) => out.push(*v),
             GgufValue::I8(v) => out.extend(v.to_le_bytes()),
@@ -627,7 +622,10 @@ fn planned_type(p: &PlannedOutput) -> Result<GgmlType> {
         op: "the gguf container (F32, F16, BF16 and the gguf_config_* methods only)".into(),
     };
     match &p.method {
-        Some(m) => method_type(m).ok_or_else(|| unsupported(format!("method {m}"))),
+        // A gguf_<ftype> method stores a tensor it quantizes itself in its default type.
+        Some(m) => method_type(m)
+            .or_else(|| crate::Ftype::from_method(m).map(crate::Ftype::default_type))
+            .ok_or_else(|| unsupported(format!("method {m}"))),
         None => match p.layout.first().map(|l| l.dtype) {
             Some(DType::F32) => Ok(GgmlType::F32),
             Some(DType::F16) => Ok(GgmlType::F16),
@@ -827,11 +825,10 @@ impl GgufWriter {
         converted: Option<&KvList>,
     ) -> Result<Self> {
         let (infos, main_type) = tensor_infos(path, planned)?;
-        let name = metadata.get("general.name").cloned().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        });
+        let name = metadata
+            .get("general.name")
+            .cloned()
+            .unwrap_or_else(|| crate::split::model_stem(path, metadata));
         let mut kv: Vec<(String, GgufValue)> = architecture(metadata)
             .map(|a| ("general.architecture".into(), GgufValue::String(a)))
             .into_iter()
@@ -853,7 +850,10 @@ impl GgufWriter {
             ),
         ]);
         for (k, v) in metadata {
-            if !k.contains('.') || OWN_KEYS.contains(&k.as_str()) || kv.iter().any(|(e, _)| e == k)
+            if !k.contains('.')
+                || OWN_KEYS.contains(&k.as_str())
+                || k.starts_with("quant.split.")
+                || kv.iter().any(|(e, _)| e == k)
             {
                 continue;
             }
@@ -878,7 +878,7 @@ impl GgufWriter {
             }
             kv = typed.entries().to_vec();
         }
-        Self::start(path, infos, &kv)
+        Self::start(path, infos, kv, metadata)
     }
 
     /// Writes the header of llama-quantize's output for `ftype`: the input's key/values
@@ -886,12 +886,14 @@ impl GgufWriter {
     /// `general.file_type` moved to the end, the split keys removed, then `overrides`
     /// (e.g. the `quantize.imatrix.*` keys, see [`llama_imatrix_kv`]) as its
     /// `--override-kv` does.
+    /// `metadata` is only read for the split keys of a split output.
     pub fn create_llama(
         path: &Path,
         planned: &[PlannedOutput],
         input_kv: &[(String, GgufValue)],
         ftype: crate::Ftype,
         overrides: Vec<(String, GgufValue)>,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let (infos, _) = tensor_infos(path, planned)?;
         let kv = llama_quantize_kv(input_kv, ftype, overrides);
@@ -907,16 +909,30 @@ impl GgufWriter {
                 });
             }
         }
-        Self::start(path, infos, &kv)
+        Self::start(path, infos, kv, metadata)
     }
 
-    fn start(path: &Path, infos: Vec<TensorInfo>, kv: &[(String, GgufValue)]) -> Result<Self> {
+    /// Writes the header (`kv`, then the split keys of one file of a split output: the
+    /// first keeps every key, each ends with the split keys, as llama-gguf-split writes
+    /// them) and starts the file.
+    fn start(
+        path: &Path,
+        infos: Vec<TensorInfo>,
+        mut kv: Vec<(String, GgufValue)>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        if let Some((no, keys)) = crate::split::split_keys(path, metadata)? {
+            if no > 0 {
+                kv.clear();
+            }
+            kv.extend(keys);
+        }
         let mut header = Vec::new();
         header.extend(GGUF_MAGIC);
         header.extend(GGUF_VERSION.to_le_bytes());
         header.extend((infos.len() as u64).to_le_bytes());
         header.extend((kv.len() as u64).to_le_bytes());
-        for (k, v) in kv {
+        for (k, v) in &kv {
             encode_str(k, &mut header);
             header.extend(v.type_id().to_le_bytes());
             v.encode(&mut header);
@@ -997,19 +1013,16 @@ fn create_writer(
     .iter()
     .find_map(|k| metadata.get(*k))
     .and_then(|m| crate::Ftype::from_method(m));
-    let any = source.and_then(ContainerReader::as_any);
-    let gguf_kv = any
-        .and_then(|a| a.downcast_ref::<GgufReader>())
-        .map(|r| r.file().metadata.as_slice());
     // A converted HF folder: what convert_hf_to_gguf.py would have written.
-    let converted = any
+    let converted = source
+        .and_then(ContainerReader::as_any)
         .and_then(|a| a.downcast_ref::<HfGgufReader>())
         .map(HfGgufReader::kvs);
-    match (ftype, gguf_kv.or(converted.map(KvList::entries))) {
+    match (ftype, source.and_then(typed_kv)) {
         (Some(ftype), Some(input_kv)) => {
             let overrides = imatrix_overrides(metadata)?;
             Ok(Box::new(GgufWriter::create_llama(
-                path, planned, input_kv, ftype, overrides,
+                path, planned, input_kv, ftype, overrides, metadata,
             )?))
         }
         _ => Ok(Box::new(GgufWriter::create_with(
@@ -1031,6 +1044,17 @@ fn architecture(metadata: &BTreeMap<String, String>) -> Option<String> {
     let config: serde_json::Value =
         serde_json::from_str(metadata.get("source.config.json")?).ok()?;
     crate::arch::generic_architecture(&config)
+}
+
+/// The typed key/values of an input reader this crate knows (a .gguf file, or a converted
+/// HF folder), in order.
+fn typed_kv(source: &dyn ContainerReader) -> Option<&[(String, GgufValue)]> {
+    let any = source.as_any()?;
+    if let Some(r) = any.downcast_ref::<GgufReader>() {
+        return Some(r.file().metadata.as_slice());
+    }
+    any.downcast_ref::<HfGgufReader>()
+        .map(|r| r.kvs().entries())
 }
 
 /// The `quantize.imatrix.*` pairs for the run's parameters (`quant.params`: `imatrix`,
@@ -1064,4 +1088,5 @@ quant_core::register_container!(quant_core::format::ContainerEntry {
     sniff,
     open: open_reader,
     create: create_writer,
+    split: Some(crate::split::split_files),
 });

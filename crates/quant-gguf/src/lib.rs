@@ -201,6 +201,7 @@ pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
 pub mod simd;
+pub mod split;
 pub mod tokenizer;
 pub mod util;
 

@@ -83,6 +83,32 @@ fn llama_keeps(name: &str) -> bool {
     name.ends_with("norm.weight") || KEPT.iter().any(|k| name.ends_with(k))
 }
 
+/// The importance-matrix parameters (also taken by the `gguf_<ftype>` methods).
+pub(crate) const IMATRIX_PARAMS: [ParamSpec; 3] = [
+    ParamSpec {
+        name: "imatrix",
+        default: "none",
+        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF): llama-quantize --imatrix; used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
+    },
+    ParamSpec {
+        name: "imatrix_include",
+        default: "all",
+        help: "only the imatrix entries whose name contains one of these (comma-separated): llama-quantize --include-weights",
+    },
+    ParamSpec {
+        name: "imatrix_exclude",
+        default: "none",
+        help: "drop the imatrix entries whose name contains one of these (comma-separated): llama-quantize --exclude-weights",
+    },
+];
+
+/// `allow_nonfinite` (also taken by the `gguf_<ftype>` methods).
+pub(crate) const ALLOW_NONFINITE: ParamSpec = ParamSpec {
+    name: "allow_nonfinite",
+    default: "false",
+    help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
+};
+
 /// The parameters every GGUF method takes.
 pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
@@ -90,26 +116,10 @@ pub const PARAMS: &[ParamSpec] = &[
         default: "(the method's)",
         help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K, IQ4_NL, IQ4_XS); must match the method, recorded so loading finds it",
     },
-    ParamSpec {
-        name: "imatrix",
-        default: "none",
-        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF); used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
-    },
-    ParamSpec {
-        name: "imatrix_include",
-        default: "all",
-        help: "only the imatrix entries whose name contains one of these (comma-separated; llama-quantize --include-weights)",
-    },
-    ParamSpec {
-        name: "imatrix_exclude",
-        default: "none",
-        help: "drop the imatrix entries whose name contains one of these (comma-separated; llama-quantize --exclude-weights)",
-    },
-    ParamSpec {
-        name: "allow_nonfinite",
-        default: "false",
-        help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
-    },
+    IMATRIX_PARAMS[0],
+    IMATRIX_PARAMS[1],
+    IMATRIX_PARAMS[2],
+    ALLOW_NONFINITE,
 ];
 
 #[derive(Deserialize)]
@@ -202,6 +212,39 @@ impl GgufMethod {
     pub fn allow_nonfinite(mut self, allow: bool) -> Self {
         self.allow_nonfinite = allow;
         self
+    }
+
+    /// The stored part of `q` and its row length, checked against the record's shape.
+    fn stored_rows<'q>(&self, q: &'q QuantizedTensor) -> Result<(&'q quant_core::Part, usize)> {
+        let rec = &q.record;
+        let part = q.part(&rec.name)?;
+        if part.layout.dtype != self.stored_dtype() {
+            return Err(Error::tensor(
+                "",
+                &rec.name,
+                format!(
+                    "{} part stored as {}, expected {}",
+                    self.ty,
+                    part.layout.dtype,
+                    self.stored_dtype()
+                ),
+            ));
+        }
+        let meta = TensorMeta::new(rec.name.clone(), rec.dtype, rec.shape.clone());
+        let (rows, row_len, row_bytes) = self.geometry(&meta)?;
+        if Some(part.data.len()) != rows.checked_mul(row_bytes) {
+            return Err(Error::tensor(
+                "",
+                &rec.name,
+                format!(
+                    "{} bytes of {} for shape {:?}, expected {rows} rows of {row_bytes}",
+                    part.data.len(),
+                    self.ty,
+                    rec.shape
+                ),
+            ));
+        }
+        Ok((part, row_len))
     }
 
     /// The GGML type.
@@ -432,35 +475,13 @@ impl QuantMethod for GgufMethod {
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
-        let rec = &q.record;
-        let part = q.part(&rec.name)?;
-        if part.layout.dtype != self.stored_dtype() {
-            return Err(Error::tensor(
-                "",
-                &rec.name,
-                format!(
-                    "{} part stored as {}, expected {}",
-                    self.ty,
-                    part.layout.dtype,
-                    self.stored_dtype()
-                ),
-            ));
-        }
-        let meta = TensorMeta::new(rec.name.clone(), rec.dtype, rec.shape.clone());
-        let (rows, row_len, row_bytes) = self.geometry(&meta)?;
-        if Some(part.data.len()) != rows.checked_mul(row_bytes) {
-            return Err(Error::tensor(
-                "",
-                &rec.name,
-                format!(
-                    "{} bytes of {} for shape {:?}, expected {rows} rows of {row_bytes}",
-                    part.data.len(),
-                    self.ty,
-                    rec.shape
-                ),
-            ));
-        }
+        let (part, row_len) = self.stored_rows(q)?;
         block::dequantize(self.ty, &part.data, row_len)
+    }
+
+    fn dequantize_into(&self, q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
+        let (part, row_len) = self.stored_rows(q)?;
+        block::dequantize_into(self.ty, &part.data, row_len, out)
     }
 
     fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {
@@ -496,7 +517,8 @@ impl QuantMethod for GgufMethod {
     }
 }
 
-const fn bits_per_weight(ty: GgmlType) -> f32 {
+/// Stored bits per weight of `ty` (scales included).
+pub(crate) const fn bits_per_weight(ty: GgmlType) -> f32 {
     (ty.type_size() * 8) as f32 / ty.block_size() as f32
 }
 

@@ -67,25 +67,21 @@ fn item_json(v: &GgufValue) -> Value {
     }
 }
 
-/// Bytes of one numeric array item.
-fn array_raw_item_len(v: &GgufValue) -> usize {
-    match v {
-        GgufValue::U8(_) | GgufValue::I8(_) | GgufValue::Bool(_) => 1,
-        GgufValue::U16(_) | GgufValue::I16(_) => 2,
-        GgufValue::U32(_) | GgufValue::I32(_) | GgufValue::F32(_) => 4,
-        _ => 8,
-    }
-}
-
-/// The stored payload of an array after its type and count (strings with their u64
-/// lengths), less its first part, as the dump's `sha256_raw` hashes it.
+/// The stored payload of an array after its type and count, less its first part (a
+/// string's length field, else the first element), as the dump's `sha256_raw` hashes it
+/// (gguf-py's field parts after the header).
 fn array_raw(items: &[GgufValue]) -> Vec<u8> {
-    let mut out: Vec<u8> = items.iter().flat_map(GgufValue::encoded).collect();
-    // gguf-py's field parts after the header start at the first item's first part (a
-    // string's length field, else the element itself), which the dump leaves out.
+    let mut out = Vec::new();
+    for v in items {
+        v.encode(&mut out);
+    }
     let first_part = match items.first() {
         Some(GgufValue::String(_)) => 8,
-        Some(v) => array_raw_item_len(v),
+        Some(v) => {
+            let mut one = Vec::new();
+            v.encode(&mut one);
+            one.len()
+        }
         None => 0,
     };
     out.drain(..first_part);
@@ -173,12 +169,31 @@ fn compare(out: &Path, dump: &Value) -> (usize, usize, Vec<String>, bool) {
     (same, want.len(), kv_mismatches(&file, dump), identical)
 }
 
-fn run(method: &str, imatrix: Option<&str>, out: &Path) {
+/// Quantizes the input with `method` (and `imatrix`) into `work` and compares with
+/// `dump`; prints the report line, and records `label` in `failed` on any difference.
+fn check_ftype(
+    label: &str,
+    method: &str,
+    imatrix: Option<&str>,
+    dump: &Value,
+    work: &Path,
+    failed: &mut Vec<String>,
+) {
     let mut q = ModelQuantizer::new(method);
     if let Some(im) = imatrix {
         q = q.param("imatrix", im.into());
     }
-    q.quantize_path(input(), out).unwrap();
+    let out = work.join(format!("{label}.gguf"));
+    q.quantize_path(input(), &out).unwrap();
+    let (same, total, kv_bad, identical) = compare(&out, dump);
+    println!(
+        "{label:15} tensors {same}/{total} identical, {} KV mismatches, file {}",
+        kv_bad.len(),
+        if identical { "identical" } else { "DIFFERENT" }
+    );
+    if same != total || !kv_bad.is_empty() || !identical {
+        failed.push(format!("{label}: {kv_bad:?}"));
+    }
 }
 
 #[test]
@@ -229,29 +244,26 @@ fn input_is_the_reference_model() {
 fn every_ftype_is_llama_quantize_byte_for_byte() {
     let work = tempfile::tempdir().unwrap();
     let dir = data_dir().join("gguf/llama_a");
-    let mut report = Vec::new();
+    let mut checked = 0;
     let mut failed = Vec::new();
     for ftype in quant_gguf::FTYPES {
         let dump_path = dir.join(format!("llama_a-{}.gguf.json", ftype.name()));
         if !dump_path.exists() {
-            // F16 and BF16: no dump (checked locally against llama-quantize).
+            // F16 and BF16: no dump (see options.json).
             continue;
         }
-        let out = work.path().join(format!("{}.gguf", ftype.name()));
-        run(ftype.method(), None, &out);
-        let (same, total, kv_bad, identical) = compare(&out, &load(&dump_path));
-        report.push(format!(
-            "{:7} tensors {same}/{total} identical, {} KV mismatches, file {}",
+        let dump = load(&dump_path);
+        check_ftype(
             ftype.name(),
-            kv_bad.len(),
-            if identical { "identical" } else { "DIFFERENT" }
-        ));
-        if same != total || !kv_bad.is_empty() || !identical {
-            failed.push(format!("{}: {kv_bad:?}", ftype.name()));
-        }
+            ftype.method(),
+            None,
+            &dump,
+            work.path(),
+            &mut failed,
+        );
+        checked += 1;
     }
-    println!("{}", report.join("\n"));
-    assert_eq!(report.len(), 16);
+    assert_eq!(checked, 16);
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
@@ -268,18 +280,15 @@ fn imatrix_ftypes_are_llama_quantize_byte_for_byte() {
             "gguf/llama_a/imatrix/llama_a-imat-{}.gguf.json",
             ftype.name()
         )));
-        let out = work.path().join(format!("{}.gguf", ftype.name()));
-        run(ftype.method(), Some(imatrix), &out);
-        let (same, total, kv_bad, identical) = compare(&out, &dump);
-        println!(
-            "imatrix {:7} tensors {same}/{total} identical, {} KV mismatches, file {}",
-            ftype.name(),
-            kv_bad.len(),
-            if identical { "identical" } else { "DIFFERENT" }
+        let label = format!("imatrix-{}", ftype.name());
+        check_ftype(
+            &label,
+            ftype.method(),
+            Some(imatrix),
+            &dump,
+            work.path(),
+            &mut failed,
         );
-        if same != total || !kv_bad.is_empty() || !identical {
-            failed.push(format!("{}: {kv_bad:?}", ftype.name()));
-        }
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }

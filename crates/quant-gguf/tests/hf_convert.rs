@@ -46,10 +46,17 @@ fn open(dir: &Path) -> HfGgufReader {
 /// An array's stored payload (after its type and count), as the dump hashes it: less the
 /// first item's leading field (a string's length, or a scalar itself).
 fn raw_payload(items: &[GgufValue]) -> Vec<u8> {
-    let mut out: Vec<u8> = items.iter().flat_map(GgufValue::encoded).collect();
+    let mut out = Vec::new();
+    for v in items {
+        v.encode(&mut out);
+    }
     let skip = match items.first() {
         Some(GgufValue::String(_)) => 8,
-        Some(v) => v.encoded().len(),
+        Some(v) => {
+            let mut one = Vec::new();
+            v.encode(&mut one);
+            one.len()
+        }
         None => 0,
     };
     out.drain(..skip);

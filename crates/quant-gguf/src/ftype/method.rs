@@ -14,26 +14,16 @@ use serde::Deserialize;
 use super::{plan, Ftype, FtypeOptions, ModelInfo, FTYPES};
 use crate::block::GgmlType;
 use crate::imatrix::Imatrix;
-use crate::method::{method_name, name_lists, GgufMethod, NameList};
+use crate::method::{
+    bits_per_weight, method_name, name_lists, GgufMethod, NameList, ALLOW_NONFINITE, IMATRIX_PARAMS,
+};
 use crate::BACKEND;
 
 /// The parameters of every `gguf_<ftype>` method (llama-quantize's options).
 pub const FTYPE_PARAMS: &[ParamSpec] = &[
-    ParamSpec {
-        name: "imatrix",
-        default: "none",
-        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF): llama-quantize --imatrix",
-    },
-    ParamSpec {
-        name: "imatrix_include",
-        default: "all",
-        help: "use only the imatrix entries whose name contains one of these (comma-separated): --include-weights",
-    },
-    ParamSpec {
-        name: "imatrix_exclude",
-        default: "none",
-        help: "drop the imatrix entries whose name contains one of these (comma-separated): --exclude-weights",
-    },
+    IMATRIX_PARAMS[0],
+    IMATRIX_PARAMS[1],
+    IMATRIX_PARAMS[2],
     ParamSpec {
         name: "output_tensor_type",
         default: "the ftype's",
@@ -59,11 +49,7 @@ pub const FTYPE_PARAMS: &[ParamSpec] = &[
         default: "false",
         help: "every quantized tensor of the default type (plus the shape fallback): --pure",
     },
-    ParamSpec {
-        name: "allow_nonfinite",
-        default: "false",
-        help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
-    },
+    ALLOW_NONFINITE,
 ];
 
 #[derive(Deserialize)]
@@ -216,7 +202,11 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
-        self.inner.quantize(t, values)
+        // Recorded as this method with its own parameters, so loading recreates it.
+        let mut q = self.inner.quantize(t, values)?;
+        q.record.method = Some(self.name().to_string());
+        q.record.params = self.params();
+        Ok(q)
     }
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
@@ -231,6 +221,12 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+        // Not a llama.cpp model (e.g. a Hugging Face folder no converter knows): there
+        // are no llama-quantize rules to follow, every tensor gets the default type
+        // through `select` (with the shape fallbacks), as the `gguf_config_*` methods do.
+        if !model.metadata.contains_key("general.architecture") {
+            return Ok(None);
+        }
         let info = ModelInfo::from_metadata(model.metadata, "(input)").map_err(|e| {
             Error::Unsupported {
                 method: self.ftype.method().into(),
@@ -273,18 +269,13 @@ impl QuantMethod for FtypeMethod {
     }
 }
 
-/// Bits per weight of the default type, for the method table.
-const fn bits(ftype: Ftype) -> f32 {
-    let ty = ftype.default_type();
-    (ty.type_size() * 8) as f32 / ty.block_size() as f32
-}
-
 macro_rules! register_ftype {
     ($($ftype:ident),*) => {$(
         quant_core::register_method!(quant_core::MethodEntry {
             name: Ftype::$ftype.method(),
             backend: BACKEND,
-            bits_per_weight: bits(Ftype::$ftype),
+            // Of the default type (the mixture's real average depends on the model).
+            bits_per_weight: bits_per_weight(Ftype::$ftype.default_type()),
             summary: concat!(
                 "llama-quantize ",
                 stringify!($ftype),

@@ -1,0 +1,103 @@
+//! Stage 3, run: turns one planned tensor into its stored parts (quantized, cast or kept),
+//! with the record a loader needs to restore it.
+
+use super::configure::ModelQuantizer;
+use super::plan::source_values;
+use crate::dtype::encode_f32;
+use crate::error::{Error, Result};
+use crate::format::ContainerReader;
+use crate::method::{Params, Part, QuantizedTensor, TensorRecord};
+use crate::plan::{Action, Plan, PlanEntry};
+
+impl ModelQuantizer {
+    /// The stored parts of planned tensor `e`, read from `reader`.
+    pub(super) fn produce(
+        &self,
+        plan: &Plan,
+        reader: &dyn ContainerReader,
+        e: &PlanEntry,
+    ) -> Result<QuantizedTensor> {
+        if e.action == Action::Keep {
+            let q = reader.read(&e.name)?;
+            return Ok(QuantizedTensor {
+                record: self.kept_record(e),
+                parts: q.parts,
+            });
+        }
+        let values = source_values(reader, e)?;
+        self.run_entry(plan, e, &values)
+    }
+
+    /// Quantizes one planned tensor from its values.
+    pub(super) fn run_entry(
+        &self,
+        plan: &Plan,
+        e: &PlanEntry,
+        values: &[f32],
+    ) -> Result<QuantizedTensor> {
+        match e.action {
+            Action::Quantize => {
+                let name = e.method.as_deref().unwrap_or_default();
+                let m = plan.method(name).ok_or_else(|| {
+                    Error::tensor("", &e.name, format!("method {name} not planned"))
+                })?;
+                if !self.allow_nonfinite {
+                    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                        return Err(Error::NonFinite {
+                            tensor: e.name.clone(),
+                            index: i,
+                            value: *v,
+                        });
+                    }
+                }
+                let mut q = m.quantize(&e.meta, values)?;
+                if e.is_fallback {
+                    q.record.fallback = e.note.clone();
+                }
+                Ok(q)
+            }
+            Action::Cast | Action::Keep => {
+                let l = e
+                    .layout
+                    .first()
+                    .ok_or_else(|| Error::tensor("", &e.name, "empty layout"))?;
+                let data = encode_f32(l.dtype, values)?;
+                Ok(QuantizedTensor {
+                    record: self.kept_record(e),
+                    parts: vec![Part::new(l.clone(), data)?],
+                })
+            }
+        }
+    }
+
+    pub(super) fn kept_record(&self, e: &PlanEntry) -> TensorRecord {
+        let stored = e.layout.first().map(|l| l.dtype).unwrap_or(e.meta.dtype);
+        TensorRecord {
+            name: e.name.clone(),
+            method: None,
+            dtype: e.meta.dtype,
+            shape: e.meta.shape.clone(),
+            dequant_dtype: stored,
+            params: Params::new(),
+            parts: vec![e.name.clone()],
+            fallback: if e.is_fallback { e.note.clone() } else { None },
+        }
+    }
+
+    /// The record planned for `e` (the method may still refine `dequant_dtype`).
+    pub(super) fn planned_record(&self, plan: &Plan, e: &PlanEntry) -> TensorRecord {
+        match (&e.action, e.method.as_deref().and_then(|m| plan.method(m))) {
+            (Action::Quantize, Some(m)) => TensorRecord {
+                name: e.name.clone(),
+                method: Some(m.name().to_string()),
+                dtype: e.meta.dtype,
+                shape: e.meta.shape.clone(),
+                dequant_dtype: e.meta.dtype,
+                params: m.params(),
+                parts: e.layout.iter().map(|l| l.key.clone()).collect(),
+                fallback: if e.is_fallback { e.note.clone() } else { None },
+            },
+            _ => self.kept_record(e),
+        }
+    }
+}
