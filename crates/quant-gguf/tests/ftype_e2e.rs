@@ -19,6 +19,9 @@ use quant_gguf::{Ftype, GgmlType};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod common;
+use common::array_raw;
+
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llamacpp")
 }
@@ -65,27 +68,6 @@ fn item_json(v: &GgufValue) -> Value {
         GgufValue::F32(x) => f64::from(*x).into(),
         other => scalar_json(other),
     }
-}
-
-/// The stored payload of an array after its type and count, less its first part (a
-/// string's length field, else the first element), as the dump's `sha256_raw` hashes it
-/// (gguf-py's field parts after the header).
-fn array_raw(items: &[GgufValue]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in items {
-        v.encode(&mut out);
-    }
-    let first_part = match items.first() {
-        Some(GgufValue::String(_)) => 8,
-        Some(v) => {
-            let mut one = Vec::new();
-            v.encode(&mut one);
-            one.len()
-        }
-        None => 0,
-    };
-    out.drain(..first_part);
-    out
 }
 
 /// The key/values of `file` that differ from the dump (names and order included).

@@ -21,6 +21,9 @@ use quant_gguf::gguf::GgufValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+mod common;
+use common::array_raw;
+
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/llamacpp")
 }
@@ -41,26 +44,6 @@ fn open(dir: &Path) -> HfGgufReader {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let arch = architecture_for(&config).expect("a converted architecture");
     HfGgufReader::open(dir, &config, arch).unwrap()
-}
-
-/// An array's stored payload (after its type and count), as the dump hashes it: less the
-/// first item's leading field (a string's length, or a scalar itself).
-fn raw_payload(items: &[GgufValue]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in items {
-        v.encode(&mut out);
-    }
-    let skip = match items.first() {
-        Some(GgufValue::String(_)) => 8,
-        Some(v) => {
-            let mut one = Vec::new();
-            v.encode(&mut one);
-            one.len()
-        }
-        None => 0,
-    };
-    out.drain(..skip);
-    out
 }
 
 fn json_item(v: &GgufValue) -> Value {
@@ -113,7 +96,7 @@ fn check_kvs(got: &[(String, GgufValue)], dump: &Value, file_type: u32) {
                     assert_eq!(first5.as_array().unwrap(), &ours, "{k}: first items");
                     assert_eq!(
                         w["sha256_raw"].as_str().unwrap(),
-                        hex(&raw_payload(items)),
+                        hex(&array_raw(items)),
                         "{k}: payload"
                     );
                 } else {
