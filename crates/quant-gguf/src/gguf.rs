@@ -21,6 +21,7 @@ use quant_core::format::{ContainerReader, ContainerWriter, PlannedOutput};
 use quant_core::safetensors_io::AtomicFile;
 use quant_core::{DType, Error, Params, Part, PartLayout, QuantizedTensor, Result, TensorRecord};
 
+use crate::arch::{HfGgufReader, KvList};
 use crate::block::GgmlType;
 use crate::method::{method_name, method_type};
 
@@ -102,6 +103,25 @@ impl GgufValue {
         }
     }
 
+    /// gguf-py's name of the value's type (`UINT32`, `FLOAT32`, `STRING`, `ARRAY`, …).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            GgufValue::U8(_) => "UINT8",
+            GgufValue::I8(_) => "INT8",
+            GgufValue::U16(_) => "UINT16",
+            GgufValue::I16(_) => "INT16",
+            GgufValue::U32(_) => "UINT32",
+            GgufValue::I32(_) => "INT32",
+            GgufValue::F32(_) => "FLOAT32",
+            GgufValue::Bool(_) => "BOOL",
+            GgufValue::String(_) => "STRING",
+            GgufValue::Array(..) => "ARRAY",
+            GgufValue::U64(_) => "UINT64",
+            GgufValue::I64(_) => "INT64",
+            GgufValue::F64(_) => "FLOAT64",
+        }
+    }
+
     /// The value as text (arrays longer than 16 elements are summarised).
     pub fn to_text(&self) -> String {
         match self {
@@ -131,7 +151,9 @@ impl GgufValue {
         }
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the value as GGUF stores it after its type id (a string with its u64
+    /// length, an array with its element type and count).
+    pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             GgufValue::U8(v) => out.push(*v),
             GgufValue::I8(v) => out.extend(v.to_le_bytes()),
@@ -493,8 +515,9 @@ fn record_for(info: &GgufTensorInfo) -> TensorRecord {
     let shape = info.shape();
     let (method, dtype, dequant) = match info.ty {
         GgmlType::F32 => (None, DType::F32, DType::F32),
-        GgmlType::F16 => (method_name(info.ty), DType::F16, DType::F16),
-        GgmlType::BF16 => (method_name(info.ty), DType::BF16, DType::BF16),
+        // Plain 16-bit floats, as llama-quantize reads them (not a requantization).
+        GgmlType::F16 => (None, DType::F16, DType::F16),
+        GgmlType::BF16 => (None, DType::BF16, DType::BF16),
         ty => (method_name(ty), DType::F32, DType::F32),
     };
     let mut params = Params::new();
@@ -554,13 +577,14 @@ impl GgufReader {
     }
 }
 
+/// Typed key/values as text (what [`ContainerReader::metadata`] gives).
+pub fn kv_text(kv: &[(String, GgufValue)]) -> BTreeMap<String, String> {
+    kv.iter().map(|(k, v)| (k.clone(), v.to_text())).collect()
+}
+
 impl ContainerReader for GgufReader {
     fn metadata(&self) -> BTreeMap<String, String> {
-        self.file
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_text()))
-            .collect()
+        kv_text(&self.file.metadata)
     }
 
     fn records(&self) -> &[TensorRecord] {
@@ -598,7 +622,10 @@ fn planned_type(p: &PlannedOutput) -> Result<GgmlType> {
         op: "the gguf container (F32, F16, BF16 and the gguf_config_* methods only)".into(),
     };
     match &p.method {
-        Some(m) => method_type(m).ok_or_else(|| unsupported(format!("method {m}"))),
+        // A gguf_<ftype> method stores a tensor it quantizes itself in its default type.
+        Some(m) => method_type(m)
+            .or_else(|| crate::Ftype::from_method(m).map(crate::Ftype::default_type))
+            .ok_or_else(|| unsupported(format!("method {m}"))),
         None => match p.layout.first().map(|l| l.dtype) {
             Some(DType::F32) => Ok(GgmlType::F32),
             Some(DType::F16) => Ok(GgmlType::F16),
@@ -640,11 +667,137 @@ const OWN_KEYS: [&str; 5] = [
     "general.alignment",
 ];
 
+/// llama-quantize's key/value list (`llama_model_quantize_impl`): the input's pairs in
+/// order, `general.quantization_version` (2) and `general.file_type` set (a set key
+/// moves to the end, as `gguf_set_val_*` removes it first), `split.*` removed, then the
+/// `overrides` set in order.
+pub fn llama_quantize_kv(
+    input: &[(String, GgufValue)],
+    ftype: crate::Ftype,
+    overrides: Vec<(String, GgufValue)>,
+) -> Vec<(String, GgufValue)> {
+    fn set(kv: &mut Vec<(String, GgufValue)>, key: &str, value: GgufValue) {
+        kv.retain(|(k, _)| k != key);
+        kv.push((key.to_string(), value));
+    }
+    let mut kv = input.to_vec();
+    set(&mut kv, "general.quantization_version", GgufValue::U32(2));
+    set(&mut kv, "general.file_type", GgufValue::U32(ftype.id()));
+    kv.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "split.no" | "split.count" | "split.tensors.count"
+        )
+    });
+    for (k, v) in overrides {
+        set(&mut kv, &k, v);
+    }
+    kv
+}
+
+/// C's `strncpy(dst, s, 127)` into a 128-byte buffer: at most 127 bytes (cut at a byte,
+/// as llama-quantize's key/value override; invalid UTF-8 at the cut is replaced).
+fn c_str_127(s: &str) -> String {
+    let bytes = s.as_bytes();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(127)]).into_owned()
+}
+
+/// The `quantize.imatrix.*` pairs llama-quantize's tool adds for an importance matrix
+/// loaded from `file` (as given) and left with entries after `--include/--exclude-weights`:
+/// `file` and the first dataset as strings (≤ 127 bytes), `entries_count` and, when
+/// positive, `chunks_count` as u32. Empty when the matrix has no entries.
+pub fn llama_imatrix_kv(file: &str, imatrix: &crate::Imatrix) -> Vec<(String, GgufValue)> {
+    if imatrix.is_empty() {
+        return Vec::new();
+    }
+    let mut kv = vec![(
+        "quantize.imatrix.file".to_string(),
+        GgufValue::String(c_str_127(file)),
+    )];
+    if let Some(d) = imatrix.datasets().first() {
+        kv.push((
+            "quantize.imatrix.dataset".into(),
+            GgufValue::String(c_str_127(d)),
+        ));
+    }
+    // An integer override is stored as u32 of its absolute value.
+    kv.push((
+        "quantize.imatrix.entries_count".into(),
+        GgufValue::U32(imatrix.len() as u32),
+    ));
+    if let Some(c) = imatrix.chunk_count().filter(|&c| c > 0) {
+        kv.push((
+            "quantize.imatrix.chunks_count".into(),
+            GgufValue::U32(c.unsigned_abs() as u32),
+        ));
+    }
+    kv
+}
+
 /// Streaming .gguf writer: the header is computed from the plan, then each tensor is
 /// appended (and padded) as it arrives.
 pub struct GgufWriter {
     out: AtomicFile,
     pending: VecDeque<(String, u64)>,
+}
+
+/// One planned tensor's header entry: (name, dims in ggml order, type, offset, bytes).
+type TensorInfo = (String, Vec<u64>, GgmlType, u64, u64);
+
+/// The header entries of `planned` and the type holding the most non-fallback elements.
+fn tensor_infos(path: &Path, planned: &[PlannedOutput]) -> Result<(Vec<TensorInfo>, GgmlType)> {
+    let mut infos = Vec::with_capacity(planned.len());
+    let mut offset = 0u64;
+    // (type, elements) of the quantized tensors that did not fall back, first seen first.
+    let mut weight_by_type: Vec<(GgmlType, u64)> = Vec::new();
+    for p in planned {
+        let ty = planned_type(p)?;
+        let size = p
+            .byte_len()
+            .ok_or_else(|| Error::tensor(path, &p.meta.name, "byte size overflows"))?;
+        let numel = p.meta.numel()? as u64;
+        let mut dims: Vec<u64> = p.meta.shape.iter().rev().map(|&d| d as u64).collect();
+        if dims.is_empty() {
+            dims.push(1);
+        }
+        if dims.len() > MAX_DIMS as usize {
+            return Err(Error::ShapeMismatch {
+                tensor: p.meta.name.clone(),
+                expected: format!("at most {MAX_DIMS} dims for gguf"),
+                got: p.meta.shape.clone(),
+            });
+        }
+        let want = ty
+            .row_size(dims[0] as usize)
+            .map(|r| r as u64 * (numel / dims[0].max(1)));
+        if want != Some(size) {
+            return Err(Error::tensor(
+                path,
+                &p.meta.name,
+                format!(
+                    "planned {size} bytes do not match {ty} for shape {:?}",
+                    p.meta.shape
+                ),
+            ));
+        }
+        if ty != GgmlType::F32 && p.method.is_some() && p.fallback.is_none() {
+            match weight_by_type.iter_mut().find(|(t, _)| *t == ty) {
+                Some((_, n)) => *n += numel,
+                None => weight_by_type.push((ty, numel)),
+            }
+        }
+        infos.push((p.meta.name.clone(), dims, ty, offset, size));
+        offset += size.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+    }
+    // The type holding the most elements; on a tie the one seen first.
+    let main_type = weight_by_type
+        .iter()
+        .fold(None::<(GgmlType, u64)>, |best, &(t, n)| match best {
+            Some((_, bn)) if bn >= n => best,
+            _ => Some((t, n)),
+        })
+        .map_or(GgmlType::F32, |(t, _)| t);
+    Ok((infos, main_type))
 }
 
 impl GgufWriter {
@@ -655,71 +808,29 @@ impl GgufWriter {
         planned: &[PlannedOutput],
         metadata: &BTreeMap<String, String>,
     ) -> Result<Self> {
-        let mut infos = Vec::with_capacity(planned.len());
-        let mut offset = 0u64;
-        // (type, elements) of the quantized tensors that did not fall back, first seen first.
-        let mut weight_by_type: Vec<(GgmlType, u64)> = Vec::new();
-        for p in planned {
-            let ty = planned_type(p)?;
-            let size = p
-                .byte_len()
-                .ok_or_else(|| Error::tensor(path, &p.meta.name, "byte size overflows"))?;
-            let numel = p.meta.numel()? as u64;
-            let mut dims: Vec<u64> = p.meta.shape.iter().rev().map(|&d| d as u64).collect();
-            if dims.is_empty() {
-                dims.push(1);
-            }
-            if dims.len() > MAX_DIMS as usize {
-                return Err(Error::ShapeMismatch {
-                    tensor: p.meta.name.clone(),
-                    expected: format!("at most {MAX_DIMS} dims for gguf"),
-                    got: p.meta.shape.clone(),
-                });
-            }
-            let want = ty
-                .row_size(dims[0] as usize)
-                .map(|r| r as u64 * (numel / dims[0].max(1)));
-            if want != Some(size) {
-                return Err(Error::tensor(
-                    path,
-                    &p.meta.name,
-                    format!(
-                        "planned {size} bytes do not match {ty} for shape {:?}",
-                        p.meta.shape
-                    ),
-                ));
-            }
-            if ty != GgmlType::F32 && p.method.is_some() && p.fallback.is_none() {
-                match weight_by_type.iter_mut().find(|(t, _)| *t == ty) {
-                    Some((_, n)) => *n += numel,
-                    None => weight_by_type.push((ty, numel)),
-                }
-            }
-            infos.push((p.meta.name.clone(), dims, ty, offset, size));
-            offset += size.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-        }
-        // The type holding the most elements; on a tie the one seen first.
-        let main_type = weight_by_type
-            .iter()
-            .fold(None::<(GgmlType, u64)>, |best, &(t, n)| match best {
-                Some((_, bn)) if bn >= n => best,
-                _ => Some((t, n)),
-            })
-            .map_or(GgmlType::F32, |(t, _)| t);
+        Self::create_with(path, planned, metadata, None)
+    }
+
+    /// [`create`](Self::create) for a converted model: its typed key/values
+    /// ([`crate::arch::HfGgufReader::kvs`]) come first, in their order, with
+    /// `general.file_type` set to the file's type; then quant's own keys (`quantize.*`,
+    /// `quant.*`; the `source.*` copies of the converted keys are left out).
+    pub fn create_with(
+        path: &Path,
+        planned: &[PlannedOutput],
+        metadata: &BTreeMap<String, String>,
+        converted: Option<&KvList>,
+    ) -> Result<Self> {
+        let (infos, main_type) = tensor_infos(path, planned)?;
         let name = metadata
             .get("general.name")
             .cloned()
             .unwrap_or_else(|| crate::split::model_stem(path, metadata));
-        let mut kv: Vec<(String, GgufValue)> = vec![
-            (
-                "general.architecture".into(),
-                GgufValue::String(
-                    metadata
-                        .get("general.architecture")
-                        .cloned()
-                        .unwrap_or_else(|| "llama".into()),
-                ),
-            ),
+        let mut kv: Vec<(String, GgufValue)> = architecture(metadata)
+            .map(|a| ("general.architecture".into(), GgufValue::String(a)))
+            .into_iter()
+            .collect();
+        kv.extend([
             ("general.name".into(), GgufValue::String(name)),
             (
                 "general.file_type".into(),
@@ -734,7 +845,7 @@ impl GgufWriter {
                 "quantize.ggml_type".into(),
                 GgufValue::String(main_type.name().into()),
             ),
-        ];
+        ]);
         for (k, v) in metadata {
             if !k.contains('.')
                 || OWN_KEYS.contains(&k.as_str())
@@ -751,8 +862,62 @@ impl GgufWriter {
             };
             kv.push((k.clone(), value));
         }
-        // One file of a split output: the first keeps every key, each ends with the split
-        // keys (as llama-gguf-split writes them).
+        if let Some(list) = converted {
+            let mut typed = list.clone();
+            typed.set("general.file_type", GgufValue::U32(llama_ftype(main_type)));
+            for (k, v) in kv {
+                if !OWN_KEYS.contains(&k.as_str())
+                    && !k.starts_with("source.")
+                    && typed.get(&k).is_none()
+                {
+                    typed.set(k, v);
+                }
+            }
+            kv = typed.entries().to_vec();
+        }
+        Self::start(path, infos, kv, metadata)
+    }
+
+    /// Writes the header of llama-quantize's output for `ftype`: the input's key/values
+    /// `input_kv` in their order (typed), `general.quantization_version` and
+    /// `general.file_type` moved to the end, the split keys removed, then `overrides`
+    /// (e.g. the `quantize.imatrix.*` keys, see [`llama_imatrix_kv`]) as its
+    /// `--override-kv` does.
+    /// `metadata` is only read for the split keys of a split output.
+    pub fn create_llama(
+        path: &Path,
+        planned: &[PlannedOutput],
+        input_kv: &[(String, GgufValue)],
+        ftype: crate::Ftype,
+        overrides: Vec<(String, GgufValue)>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let (infos, _) = tensor_infos(path, planned)?;
+        let kv = llama_quantize_kv(input_kv, ftype, overrides);
+        if let Some((_, v)) = kv.iter().find(|(k, _)| k == "general.alignment") {
+            if v.as_u64() != Some(DEFAULT_ALIGNMENT) {
+                return Err(Error::InvalidFile {
+                    path: path.into(),
+                    format: "gguf",
+                    reason: format!(
+                        "the input's general.alignment {} is not supported (only {DEFAULT_ALIGNMENT})",
+                        v.to_text()
+                    ),
+                });
+            }
+        }
+        Self::start(path, infos, kv, metadata)
+    }
+
+    /// Writes the header (`kv`, then the split keys of one file of a split output: the
+    /// first keeps every key, each ends with the split keys, as llama-gguf-split writes
+    /// them) and starts the file.
+    fn start(
+        path: &Path,
+        infos: Vec<TensorInfo>,
+        mut kv: Vec<(String, GgufValue)>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
         if let Some((no, keys)) = crate::split::split_keys(path, metadata)? {
             if no > 0 {
                 kv.clear();
@@ -835,9 +1000,82 @@ fn create_writer(
     path: &Path,
     planned: &[PlannedOutput],
     metadata: &BTreeMap<String, String>,
-    _source: Option<&dyn ContainerReader>,
+    source: Option<&dyn ContainerReader>,
 ) -> Result<Box<dyn ContainerWriter>> {
-    Ok(Box::new(GgufWriter::create(path, planned, metadata)?))
+    let ftype = [
+        "quant.method.effective",
+        "quant.method.requested",
+        "quant.method",
+    ]
+    .iter()
+    .find_map(|k| metadata.get(*k))
+    .and_then(|m| crate::Ftype::from_method(m));
+    // A converted HF folder: what convert_hf_to_gguf.py would have written.
+    let converted = source
+        .and_then(ContainerReader::as_any)
+        .and_then(|a| a.downcast_ref::<HfGgufReader>())
+        .map(HfGgufReader::kvs);
+    match (ftype, source.and_then(typed_kv)) {
+        (Some(ftype), Some(input_kv)) => {
+            let overrides = imatrix_overrides(metadata)?;
+            Ok(Box::new(GgufWriter::create_llama(
+                path, planned, input_kv, ftype, overrides, metadata,
+            )?))
+        }
+        _ => Ok(Box::new(GgufWriter::create_with(
+            path, planned, metadata, converted,
+        )?)),
+    }
+}
+
+/// `general.architecture` of a file quant writes without a conversion: the caller's, the
+/// input GGUF's, or what the input's `config.json` names (never a guess; `None` leaves
+/// the key out).
+fn architecture(metadata: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(a) = metadata
+        .get("general.architecture")
+        .or_else(|| metadata.get("source.general.architecture"))
+    {
+        return Some(a.clone());
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(metadata.get("source.config.json")?).ok()?;
+    crate::arch::generic_architecture(&config)
+}
+
+/// The typed key/values of an input reader this crate knows (a .gguf file, or a converted
+/// HF folder), in order.
+fn typed_kv(source: &dyn ContainerReader) -> Option<&[(String, GgufValue)]> {
+    let any = source.as_any()?;
+    if let Some(r) = any.downcast_ref::<GgufReader>() {
+        return Some(r.file().metadata.as_slice());
+    }
+    any.downcast_ref::<HfGgufReader>()
+        .map(|r| r.kvs().entries())
+}
+
+/// The `quantize.imatrix.*` pairs for the run's parameters (`quant.params`: `imatrix`,
+/// `imatrix_include`, `imatrix_exclude`), as llama-quantize's tool adds them.
+fn imatrix_overrides(metadata: &BTreeMap<String, String>) -> Result<Vec<(String, GgufValue)>> {
+    let Some(params) = metadata
+        .get("quant.params")
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let Some(file) = params.get("imatrix").and_then(|v| v.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let list = |key: &str| {
+        params
+            .get(key)
+            .and_then(|v| serde_json::from_value::<crate::method::NameList>(v.clone()).ok())
+    };
+    let (include, exclude) =
+        crate::method::name_lists(&list("imatrix_include"), &list("imatrix_exclude"));
+    let mut im = crate::Imatrix::load(file)?;
+    im.filter_names(&include, &exclude);
+    Ok(llama_imatrix_kv(file, &im))
 }
 
 quant_core::register_container!(quant_core::format::ContainerEntry {

@@ -214,6 +214,18 @@ impl Imatrix {
         Ok(im)
     }
 
+    /// llama-quantize's `--exclude-weights` / `--include-weights`: drops every entry whose
+    /// name contains one of `exclude`, then, when `include` is not empty, keeps only the
+    /// entries whose name contains one of `include`.
+    pub fn filter_names(&mut self, include: &[String], exclude: &[String]) {
+        self.entries
+            .retain(|name, _| !exclude.iter().any(|e| name.contains(e.as_str())));
+        if !include.is_empty() {
+            self.entries
+                .retain(|name, _| include.iter().any(|i| name.contains(i.as_str())));
+        }
+    }
+
     /// The weights for tensor `name`.
     pub fn get(&self, name: &str) -> Option<&[f32]> {
         self.entries.get(name).map(Vec::as_slice)

@@ -94,7 +94,9 @@
 //! The `gguf` container (extension `.gguf`, see [`gguf`]) writes GGUF v3 by streaming:
 //! the header is computed from the plan, each tensor appended and padded to 32 bytes
 //! (including after the last one). Keys written: `general.architecture` (from the given
-//! metadata, else `llama`), `general.name` (given, else the file stem),
+//! metadata, the input GGUF's, or what the input's `config.json` names — `model_type`,
+//! `architectures[0]`, a diffusers `_class_name` such as `flux`; left out when nothing
+//! names it, never guessed), `general.name` (given, else the file stem),
 //! `general.file_type` (llama.cpp's ftype of the type holding the most non-fallback
 //! elements: the `_S` variant for K-quants, 1024 = `LLAMA_FTYPE_GUESSED` for Q8_1/Q8_K,
 //! which have none), `general.quantization_version = 2`, `quantize.tool`,
@@ -106,8 +108,50 @@
 //! data in memory before writing, which breaks quant's streaming. The reader reads v2 and
 //! v3, checks every count and length against the file size before allocating, caps
 //! strings (16 MiB) and array nesting (4), requires ≤ 4 dims, known type ids, aligned
-//! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32 tensors
-//! read back unquantized; every other type as its `gguf_config_*` method.
+//! in-bounds offsets, and returns [`quant_core::Error::InvalidFile`] otherwise. F32, F16
+//! and BF16 tensors read back as plain tensors of that dtype (as llama-quantize reads
+//! them: quantizing them is not a requantization); every other type as its
+//! `gguf_config_*` method.
+//!
+//! With a `gguf_<ftype>` method and a .gguf input, the writer writes llama-quantize's key
+//! list instead ([`gguf::llama_quantize_kv`]): the input's key/values in order and typed,
+//! `general.quantization_version` and `general.file_type` moved last, then the
+//! `quantize.imatrix.*` keys ([`gguf::llama_imatrix_kv`]).
+//!
+//! # llama-quantize file types
+//!
+//! `gguf_q4_0` … `gguf_iq4_xs`, `gguf_f16`, `gguf_bf16` (see [`ftype`]) reproduce
+//! `llama-quantize IN OUT <FTYPE>` (llama.cpp b11312) byte for byte: their
+//! [`QuantMethod::mixture`](quant_core::QuantMethod::mixture) gives every tensor the
+//! `gguf_config_*` method of the type llama-quantize picks (or keeps it), in
+//! llama-quantize's order; the parameters are llama-quantize's options (`imatrix`,
+//! `imatrix_include`, `imatrix_exclude`, `output_tensor_type`, `token_embedding_type`,
+//! `leave_output_tensor`, `tensor_type`, `pure`). The input must have llama.cpp tensor
+//! names and key/values (`general.architecture`, `<arch>.block_count`, ...).
+//!
+//! # Hugging Face folders → llama.cpp's GGUF
+//!
+//! Writing a Hugging Face model folder to `.gguf` goes through the registered converter
+//! ([`arch`]) first, which does what `convert_hf_to_gguf.py --outtype f32` (llama.cpp
+//! b11312) does: llama.cpp tensor names (`token_embd`, `blk.N.attn_q`, …, `output_norm`,
+//! `output`), the reference's tensor order (parts in order, names sorted in each),
+//! `q_proj`/`k_proj` permuted for rope by `n_head`/`n_head_kv`, dropped tensors (rotary
+//! `inv_freq`, BERT's `position_ids`, pooler and MLM heads), and its typed key/values in
+//! its order: `general.*` (gguf-py's name/size-label/model-card heuristics), the
+//! hyperparameters llama.cpp reads, and `tokenizer.ggml.*` from `tokenizer.model`
+//! (SentencePiece, parsed with prost) or `tokenizer.json` (WordPiece, tokenized with the
+//! `tokenizers` crate to find llama.cpp's pre-tokenizer name by its hash table), special
+//! token ids, add-BOS/EOS/SEP flags and the chat template ([`tokenizer`]). Architectures:
+//! `llama` (LlamaForCausalLM, MistralForCausalLM), `bert` (BertModel, BertForMaskedLM,
+//! sentence-transformers folders with their pooling). The writer then writes those keys
+//! first, with `general.file_type` set to the file's type, followed by quant's
+//! `quantize.*`/`quant.*` keys; with `gguf_config_fp16`/`_bf16` (or a rule keeping every
+//! tensor `float32`) the tensors are byte for byte those of `convert_hf_to_gguf.py
+//! --outtype f16`/`bf16`/`f32`. A folder of another architecture is written as a generic
+//! GGUF (names and values as stored) with a warning naming it. Not converted (typed
+//! errors): Llama 3-style BPE `tokenizer.json` vocabularies, rope scaling other than
+//! linear, mixture-of-experts and classifier heads, pytorch `.bin` weights, CodeLlama's
+//! infill tokens.
 //!
 //! # Speed
 //!
@@ -133,9 +177,11 @@
 
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod bf16;
 pub mod block;
 pub mod f16;
+pub mod ftype;
 pub mod gguf;
 pub mod imatrix;
 pub mod iq4_nl;
@@ -156,9 +202,11 @@ pub mod q8_1;
 pub mod q8_k;
 pub mod simd;
 pub mod split;
+pub mod tokenizer;
 pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
+pub use ftype::{Ftype, FtypeOptions, ModelInfo, FTYPES};
 pub use imatrix::Imatrix;
 pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
 

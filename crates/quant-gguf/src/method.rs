@@ -83,6 +83,32 @@ fn llama_keeps(name: &str) -> bool {
     name.ends_with("norm.weight") || KEPT.iter().any(|k| name.ends_with(k))
 }
 
+/// The importance-matrix parameters (also taken by the `gguf_<ftype>` methods).
+pub(crate) const IMATRIX_PARAMS: [ParamSpec; 3] = [
+    ParamSpec {
+        name: "imatrix",
+        default: "none",
+        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF): llama-quantize --imatrix; used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
+    },
+    ParamSpec {
+        name: "imatrix_include",
+        default: "all",
+        help: "only the imatrix entries whose name contains one of these (comma-separated): llama-quantize --include-weights",
+    },
+    ParamSpec {
+        name: "imatrix_exclude",
+        default: "none",
+        help: "drop the imatrix entries whose name contains one of these (comma-separated): llama-quantize --exclude-weights",
+    },
+];
+
+/// `allow_nonfinite` (also taken by the `gguf_<ftype>` methods).
+pub(crate) const ALLOW_NONFINITE: ParamSpec = ParamSpec {
+    name: "allow_nonfinite",
+    default: "false",
+    help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
+};
+
 /// The parameters every GGUF method takes.
 pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
@@ -90,16 +116,10 @@ pub const PARAMS: &[ParamSpec] = &[
         default: "(the method's)",
         help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K, IQ4_NL, IQ4_XS); must match the method, recorded so loading finds it",
     },
-    ParamSpec {
-        name: "imatrix",
-        default: "none",
-        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF); used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
-    },
-    ParamSpec {
-        name: "allow_nonfinite",
-        default: "false",
-        help: "quantize NaN/Inf weights the way ggml does instead of refusing them",
-    },
+    IMATRIX_PARAMS[0],
+    IMATRIX_PARAMS[1],
+    IMATRIX_PARAMS[2],
+    ALLOW_NONFINITE,
 ];
 
 #[derive(Deserialize)]
@@ -110,7 +130,43 @@ struct RawParams {
     #[serde(default)]
     imatrix: Option<String>,
     #[serde(default)]
+    imatrix_include: Option<NameList>,
+    #[serde(default)]
+    imatrix_exclude: Option<NameList>,
+    #[serde(default)]
     allow_nonfinite: bool,
+}
+
+/// A list of names given as one comma-separated string or as a JSON array.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+pub(crate) enum NameList {
+    /// `"a,b"`.
+    Joined(String),
+    /// `["a", "b"]`.
+    List(Vec<String>),
+}
+
+impl NameList {
+    /// The non-empty items.
+    pub(crate) fn items(&self) -> Vec<String> {
+        match self {
+            NameList::Joined(s) => s.split(',').map(str::to_string).collect(),
+            NameList::List(v) => v.clone(),
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+}
+
+/// `--include-weights` / `--exclude-weights` as lists (empty when not given).
+pub(crate) fn name_lists(
+    include: &Option<NameList>,
+    exclude: &Option<NameList>,
+) -> (Vec<String>, Vec<String>) {
+    let items = |l: &Option<NameList>| l.as_ref().map(NameList::items).unwrap_or_default();
+    (items(include), items(exclude))
 }
 
 /// A GGUF method: one GGML type, optionally an importance matrix.
@@ -217,8 +273,13 @@ impl GgufMethod {
         }
         let mut m = GgufMethod::new(ty)?.allow_nonfinite(raw.allow_nonfinite);
         if let Some(path) = raw.imatrix {
-            let im = Imatrix::load(&path)?;
-            m = m.with_imatrix(Arc::new(im));
+            let mut im = Imatrix::load(&path)?;
+            let (include, exclude) = name_lists(&raw.imatrix_include, &raw.imatrix_exclude);
+            im.filter_names(&include, &exclude);
+            // As llama-quantize: an imatrix left without entries is no imatrix.
+            if !im.is_empty() {
+                m = m.with_imatrix(Arc::new(im));
+            }
         }
         Ok(Box::new(m))
     }
@@ -456,7 +517,8 @@ impl QuantMethod for GgufMethod {
     }
 }
 
-const fn bits_per_weight(ty: GgmlType) -> f32 {
+/// Stored bits per weight of `ty` (scales included).
+pub(crate) const fn bits_per_weight(ty: GgmlType) -> f32 {
     (ty.type_size() * 8) as f32 / ty.block_size() as f32
 }
 

@@ -51,7 +51,7 @@ fn create(name: &str, params: Params) -> Box<dyn QuantMethod> {
 const WEIGHT: &str = "blk.0.ffn_down.weight";
 
 #[test]
-fn registry_holds_the_16_methods() {
+fn registry_holds_the_16_methods_and_the_18_ftypes() {
     let reg = Registry::global().unwrap();
     let mut ours: Vec<&str> = reg
         .entries()
@@ -60,6 +60,7 @@ fn registry_holds_the_16_methods() {
         .collect();
     ours.sort_unstable();
     let mut want: Vec<&str> = METHODS.iter().map(|(n, _)| *n).collect();
+    want.extend(quant_gguf::FTYPES.iter().map(|f| f.method()));
     want.sort_unstable();
     assert_eq!(ours, want);
     for (name, ty) in METHODS {
