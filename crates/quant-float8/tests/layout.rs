@@ -722,7 +722,7 @@ fn written_folders_load_in_transformers_and_in_quant() {
     )
     .unwrap();
     write_safetensors(
-        &input.join("model.safetensors"),
+        input.join("model.safetensors"),
         &[weight, bias],
         &BTreeMap::new(),
     )
