@@ -757,6 +757,16 @@ fn written_folders_load_in_transformers_and_in_quant() {
             let rec: Value = serde_json::from_str(md[t].as_str().unwrap()).unwrap();
             assert!(ALLOWED.contains(&rec["_type"].as_str().unwrap()), "{name}");
         }
+        // torchao 0.18's flatten_tensor_state_dict of Int8DynamicActivationIntxWeightConfig
+        // (int4, PerGroup(32)) stores the activation enum as its bare value.
+        if name == "torch_ao_config_int4dq" {
+            let rec: Value =
+                serde_json::from_str(md["blocks.0.ff.weight"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                rec["_data"]["activation_quantization"],
+                "int8_asym_per_token"
+            );
+        }
         let model = quant_core::ModelFiles::open(&out).unwrap();
         let (_, rec) = model
             .records()
