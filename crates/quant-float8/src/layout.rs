@@ -321,7 +321,7 @@ pub fn artifacts(method: &TorchAo, planned: &[PlannedTensor]) -> Result<Artifact
 
 const FORMAT: &str = "torchao safetensors";
 
-/// Reads torchao's safetensors form: a record for every weight stored as a
+/// Reads torchao's safetensors form: a record for every weight stored (in this shard) as a
 /// `Float8Tensor`, `Int8Tensor`, `Int4Tensor` or `IntxUnpackedToInt8Tensor`; an empty list
 /// when the file has no `tensor_names` metadata; a typed error naming the file and tensor
 /// when it is in this form but malformed or uses a variant quant cannot restore.
@@ -350,6 +350,12 @@ pub fn detect(file: &ForeignFile<'_>) -> Result<Vec<TensorRecord>> {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("__metadata__ record has no '_type'".into()))?;
         if ty == "Tensor" {
+            continue;
+        }
+        // Every shard of a checkpoint lists the whole model: a tensor none of whose
+        // parts are here lives in another shard.
+        let prefix = data_key(name, "");
+        if !file.tensors.iter().any(|t| t.name.starts_with(&prefix)) {
             continue;
         }
         out.push(detect_one(file, name, ty, &rec).map_err(bad)?);

@@ -456,6 +456,13 @@ fn malformed_torchao_files_give_typed_errors() {
         detect_in(&missing, &metadata),
         Err(Error::InvalidTensor { .. })
     ));
+    // A tensor with none of its parts here is in another shard of the checkpoint.
+    let other_shard: Vec<TensorMeta> = tensors
+        .iter()
+        .filter(|t| !t.name.starts_with("x._weight_"))
+        .cloned()
+        .collect();
+    assert!(detect_in(&other_shard, &metadata).unwrap().is_empty());
     // Wrong sizes and dtypes.
     let mutate = |f: &dyn Fn(&mut TensorMeta)| {
         let mut t = tensors.clone();
@@ -781,5 +788,52 @@ fn written_folders_load_in_transformers_and_in_quant() {
         let want = m.dequantize(&m.quantize(&meta, &values).unwrap()).unwrap();
         let got = model.load_f32("blocks.0.ff.weight").unwrap();
         assert!(same_bits(&got, &want), "{name}");
+    }
+}
+
+/// A sharded model: every output shard lists the whole model in `tensor_names` with a
+/// record per tensor (transformers merges the shards' metadata and looks each weight up
+/// there), and quant reads every weight back from its own shard.
+#[test]
+fn every_shard_lists_the_whole_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (n, k) = (16, 256);
+    let values = sample(n, k, DType::BF16);
+    let mut weight_map = serde_json::Map::new();
+    for (i, name) in ["a.proj.weight", "b.proj.weight"].iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let part = Part::new(
+            PartLayout::new(*name, DType::BF16, vec![n, k]),
+            encode_f32(DType::BF16, &values).unwrap(),
+        )
+        .unwrap();
+        write_safetensors(input.join(&file), &[part], &BTreeMap::new()).unwrap();
+        weight_map.insert(name.to_string(), Value::from(file));
+    }
+    std::fs::write(
+        input.join("model.safetensors.index.json"),
+        json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(input.join("config.json"), r#"{"model_type": "x"}"#).unwrap();
+    let out = dir.path().join("out");
+    quant_core::ModelQuantizer::new("torch_ao_config_int8wo")
+        .quantize_path(&input, &out)
+        .unwrap();
+    for i in 1..=2 {
+        let f =
+            SafetensorsFile::open(out.join(format!("model-0000{i}-of-00002.safetensors"))).unwrap();
+        let mut listed: Vec<String> = serde_json::from_str(&f.metadata()["tensor_names"]).unwrap();
+        listed.sort();
+        assert_eq!(listed, ["a.proj.weight", "b.proj.weight"]);
+        assert!(listed.iter().all(|t| f.metadata().contains_key(t)));
+    }
+    let model = quant_core::ModelFiles::open(&out).unwrap();
+    for name in ["a.proj.weight", "b.proj.weight"] {
+        let (_, r) = model.records().find(|(_, r)| r.name == name).unwrap();
+        assert_eq!(r.method.as_deref(), Some("torch_ao_config_int8wo"));
+        assert_eq!(model.load_f32(name).unwrap().len(), n * k);
     }
 }
