@@ -293,3 +293,43 @@ fn dequantize_and_eval_read_pipelines() {
         }
     }
 }
+
+/// `dequantize` restores tensors kept in another dtype than the original's (a rule's
+/// `float32` here, bitsandbytes' compute dtype in its folders) in the requested dtype.
+#[test]
+fn dequantize_converts_tensors_kept_cast() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    let out = dir.path().join("out").display().to_string();
+    ok(&[
+        "quantize",
+        &input,
+        "-o",
+        &out,
+        "--method",
+        "basic_int8",
+        "--rules",
+        "../../configs/keep-norms.json",
+    ]);
+    let deq = dir.path().join("deq.safetensors");
+    ok(&[
+        "dequantize",
+        &out,
+        "-o",
+        &deq.display().to_string(),
+        "--dtype",
+        "bf16",
+    ]);
+    let original = quant::ModelFiles::open(&input).unwrap();
+    let restored = quant::ModelFiles::open(&deq).unwrap();
+    for (_, r) in original.records().filter(|(_, r)| r.name.contains("norm")) {
+        let t = restored.load(&r.name, None).unwrap();
+        assert_eq!(t.meta.dtype, quant::DType::BF16, "{}", r.name);
+        assert_eq!(
+            restored.load_f32(&r.name).unwrap(),
+            original.load_f32(&r.name).unwrap(),
+            "{}",
+            r.name
+        );
+    }
+}
