@@ -237,6 +237,7 @@ fn shard_workers_and_merge_on_the_command_line() {
         assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{f}");
     }
 }
+
 /// `dequantize` and `eval` read a quantized pipeline folder in every layout quant writes
 /// (GGUF, bitsandbytes, torchao and optimum-quanto components, a skipped one), naming
 /// tensors `<component>/<tensor>`.
