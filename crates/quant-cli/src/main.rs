@@ -51,9 +51,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore every tensor to a plain safetensors file.
+    /// Restore every tensor to a plain safetensors file (a pipeline's tensors named
+    /// `<component>/<tensor>`).
     Dequantize {
-        /// Quantized file or folder.
+        /// Quantized file, folder or pipeline folder.
         input: PathBuf,
         /// Output .safetensors file.
         #[arg(short, long)]
@@ -67,9 +68,9 @@ enum Command {
     },
     /// Per-tensor error of a quantized model against its original.
     Eval {
-        /// The original model.
+        /// The original model (file, folder or pipeline folder).
         original: PathBuf,
-        /// The quantized model.
+        /// The quantized model (file, folder or pipeline folder).
         quantized: PathBuf,
         /// Print JSON.
         #[arg(long)]
@@ -736,7 +737,7 @@ fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<(
         });
     }
     check_output(output, force)?;
-    let model = ModelFiles::open(input)?;
+    let model = ModelFiles::open_any(input)?;
     let records: Vec<_> = model.records().map(|(_, r)| r.clone()).collect();
     let layouts: Vec<PartLayout> = records
         .iter()
@@ -823,7 +824,10 @@ fn eval_models(original: &ModelFiles, quantized: &ModelFiles) -> Result<Vec<(Str
 }
 
 fn eval(original: &Path, quantized: &Path, json: bool) -> Result<()> {
-    let stats = eval_models(&ModelFiles::open(original)?, &ModelFiles::open(quantized)?)?;
+    let stats = eval_models(
+        &ModelFiles::open_any(original)?,
+        &ModelFiles::open_any(quantized)?,
+    )?;
     if json {
         let v: Vec<_> = stats
             .iter()

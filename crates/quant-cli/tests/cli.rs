@@ -237,3 +237,100 @@ fn shard_workers_and_merge_on_the_command_line() {
         assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{f}");
     }
 }
+
+/// `dequantize` and `eval` read a quantized pipeline folder in every layout quant writes
+/// (GGUF, bitsandbytes, torchao and optimum-quanto components, a skipped one), naming
+/// tensors `<component>/<tensor>`.
+#[test]
+fn dequantize_and_eval_read_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pipe");
+    quant::sample::write_sample_pipeline(&input, quant::DType::F32).unwrap();
+    let input = input.display().to_string();
+    let original = quant::ModelFiles::open_any(&input).unwrap();
+    let names: Vec<String> = original.records().map(|(_, r)| r.name.clone()).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("transformer/")),
+        "{names:?}"
+    );
+    let layouts = [
+        [
+            "transformer=gguf_config_q8_0",
+            "text_encoder=bnb_4bit_config_bf16",
+            "vae=torch_ao_config_int8wo",
+        ],
+        [
+            "transformer=quanto_config_int8",
+            "text_encoder=torch_ao_config_float8wo_e4m3",
+            "vae=skip",
+        ],
+    ];
+    for (i, components) in layouts.iter().enumerate() {
+        let out = dir.path().join(format!("out{i}")).display().to_string();
+        let mut args = vec!["quantize", &input, "-o", &out, "--method", "basic_bf16"];
+        for c in components {
+            args.extend(["--component", c]);
+        }
+        ok(&args);
+        let deq = dir.path().join(format!("deq{i}.safetensors"));
+        let deq_s = deq.display().to_string();
+        let s = ok(&["dequantize", &out, "-o", &deq_s]);
+        assert!(s.contains(&format!("{} tensors", names.len())), "{s}");
+        let restored = quant::ModelFiles::open(&deq).unwrap();
+        let got: Vec<String> = restored.records().map(|(_, r)| r.name.clone()).collect();
+        let (mut want, mut got) = (names.clone(), got);
+        want.sort();
+        got.sort();
+        assert_eq!(got, want);
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&["eval", &input, &out, "--json"])).unwrap();
+        let rows = v.as_array().unwrap();
+        assert_eq!(rows.len(), names.len());
+        for row in rows {
+            assert!(
+                row["stats"]["cosine"].as_f64().unwrap() > 0.99,
+                "{components:?}: {row}"
+            );
+        }
+    }
+}
+
+/// `dequantize` restores tensors kept in another dtype than the original's (a rule's
+/// `float32` here, bitsandbytes' compute dtype in its folders) in the requested dtype.
+#[test]
+fn dequantize_converts_tensors_kept_cast() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample(dir.path());
+    let out = dir.path().join("out").display().to_string();
+    ok(&[
+        "quantize",
+        &input,
+        "-o",
+        &out,
+        "--method",
+        "basic_int8",
+        "--rules",
+        "../../configs/keep-norms.json",
+    ]);
+    let deq = dir.path().join("deq.safetensors");
+    ok(&[
+        "dequantize",
+        &out,
+        "-o",
+        &deq.display().to_string(),
+        "--dtype",
+        "bf16",
+    ]);
+    let original = quant::ModelFiles::open(&input).unwrap();
+    let restored = quant::ModelFiles::open(&deq).unwrap();
+    for (_, r) in original.records().filter(|(_, r)| r.name.contains("norm")) {
+        let t = restored.load(&r.name, None).unwrap();
+        assert_eq!(t.meta.dtype, quant::DType::BF16, "{}", r.name);
+        assert_eq!(
+            restored.load_f32(&r.name).unwrap(),
+            original.load_f32(&r.name).unwrap(),
+            "{}",
+            r.name
+        );
+    }
+}

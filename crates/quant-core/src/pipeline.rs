@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::{ModelQuantizer, Plan, Report};
 use crate::error::{Error, Result};
+use crate::format::ContainerReader;
 use crate::load::ModelFiles;
+use crate::method::{QuantizedTensor, TensorRecord};
 use crate::safetensors_io::{check_output, clean_stale_temps, temp_path_for};
 
 /// One folder of a pipeline.
@@ -135,6 +137,50 @@ impl Pipeline {
         ModelFiles::open(&self.component(name)?.path)
     }
 
+    /// Every weight component's tensors (quantized or not, in whatever layout the
+    /// component holds) as one model, each named `<component>/<tensor>`: what
+    /// `quant dequantize` and `quant eval` read from a pipeline folder.
+    pub fn open_weights(&self) -> Result<ModelFiles> {
+        let mut shards: Vec<(PathBuf, Box<dyn ContainerReader>)> = Vec::new();
+        for c in self.components.iter().filter(|c| c.has_weights) {
+            let model = ModelFiles::open(&c.path)?;
+            for (file, reader) in model.shards {
+                let prefix = format!("{}/", c.name);
+                let records = reader
+                    .records()
+                    .iter()
+                    .map(|r| TensorRecord {
+                        name: format!("{prefix}{}", r.name),
+                        parts: r.parts.iter().map(|k| format!("{prefix}{k}")).collect(),
+                        ..r.clone()
+                    })
+                    .collect();
+                shards.push((
+                    Path::new(&c.name).join(file),
+                    Box::new(ComponentReader {
+                        prefix,
+                        inner: reader,
+                        records,
+                    }),
+                ));
+            }
+        }
+        if shards.is_empty() {
+            return Err(Error::file(
+                &self.root,
+                "pipeline folder",
+                "no component holds weight files",
+            ));
+        }
+        Ok(ModelFiles {
+            root: self.root.clone(),
+            is_dir: true,
+            shards,
+            config: None,
+            other_files: Vec::new(),
+        })
+    }
+
     /// Plans `name` with `quantizer` (method, params, rules, memory target) and remembers
     /// it for saving; returns the plan (exact bytes per tensor). Nothing is written.
     pub fn quantize_component(&mut self, name: &str, quantizer: ModelQuantizer) -> Result<Plan> {
@@ -250,6 +296,60 @@ impl Pipeline {
         crate::safetensors_io::rename_durable(&tmp, out)?;
         std::mem::forget(guard);
         Ok(reports)
+    }
+}
+
+/// One component's weight file with its tensors and their parts named
+/// `<component>/<key>` (both renamed alike, so a method finds its parts by name as usual).
+struct ComponentReader {
+    prefix: String,
+    inner: Box<dyn ContainerReader>,
+    records: Vec<TensorRecord>,
+}
+
+impl ComponentReader {
+    fn inner_name<'n>(&self, name: &'n str) -> Result<&'n str> {
+        name.strip_prefix(&self.prefix)
+            .ok_or_else(|| Error::tensor("", name, format!("not in component '{}'", self.prefix)))
+    }
+}
+
+impl ContainerReader for ComponentReader {
+    fn metadata(&self) -> BTreeMap<String, String> {
+        self.inner.metadata()
+    }
+    fn records(&self) -> &[TensorRecord] {
+        &self.records
+    }
+    fn read(&self, name: &str) -> Result<QuantizedTensor> {
+        let mut q = self.inner.read(self.inner_name(name)?)?;
+        q.record.name = name.to_string();
+        q.record.parts = q
+            .record
+            .parts
+            .iter()
+            .map(|k| format!("{}{k}", self.prefix))
+            .collect();
+        for p in &mut q.parts {
+            p.layout.key = format!("{}{}", self.prefix, p.layout.key);
+        }
+        Ok(q)
+    }
+    fn stored_bytes(&self, name: &str) -> Result<u64> {
+        self.inner.stored_bytes(self.inner_name(name)?)
+    }
+}
+
+impl ModelFiles {
+    /// Opens a model file or folder like [`ModelFiles::open`], or a pipeline folder
+    /// (`model_index.json`) as [`Pipeline::open_weights`] does.
+    pub fn open_any(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if Pipeline::is_pipeline(path) {
+            Pipeline::open(path)?.open_weights()
+        } else {
+            ModelFiles::open(path)
+        }
     }
 }
 

@@ -72,6 +72,7 @@ impl SafetensorsFile {
             .metadata()
             .as_ref()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(read_own_keys)
             .unwrap_or_default();
         Ok(SafetensorsFile {
             path,
@@ -409,8 +410,65 @@ impl Write for AtomicFile {
     }
 }
 
+/// The prefix of quant's own `__metadata__` keys (`quant.tensors`, `quant.format_version`,
+/// `quant.method.requested`, ...).
+pub const OWN_KEY_PREFIX: &str = "quant.";
+/// How quant's keys are stored in a header in torchao's form: `quant:tensors`,
+/// `quant:method:requested`, ... (every `.` as `:`).
+pub const TORCHAO_OWN_KEY_PREFIX: &str = "quant:";
+
+/// Whether `metadata` is in torchao's safetensors form (`tensor_names` lists the
+/// flattened tensors). transformers' and diffusers' torchao loaders JSON-parse the value of
+/// every key holding a `.` there and expect an object, so quant's own keys must not hold one.
+pub fn is_torchao_form(metadata: &BTreeMap<String, String>) -> bool {
+    metadata.contains_key("tensor_names")
+}
+
+/// `metadata` as stored: in torchao's form, quant's own keys get `:` for `.` (keys without a
+/// dot, which the torchao loaders skip); otherwise unchanged.
+fn stored_own_keys(metadata: &BTreeMap<String, String>) -> Cow<'_, BTreeMap<String, String>> {
+    if !is_torchao_form(metadata) || !metadata.keys().any(|k| k.starts_with(OWN_KEY_PREFIX)) {
+        return Cow::Borrowed(metadata);
+    }
+    Cow::Owned(
+        metadata
+            .iter()
+            .map(|(k, v)| {
+                let k = if k.starts_with(OWN_KEY_PREFIX) {
+                    k.replace('.', ":")
+                } else {
+                    k.clone()
+                };
+                (k, v.clone())
+            })
+            .collect(),
+    )
+}
+
+/// The inverse of [`stored_own_keys`]: quant's keys of a torchao-form header under their
+/// usual dotted names (a dotted key already present wins).
+fn read_own_keys(metadata: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if !is_torchao_form(&metadata) {
+        return metadata;
+    }
+    let mut out = BTreeMap::new();
+    let mut renamed = Vec::new();
+    for (k, v) in metadata {
+        if k.starts_with(TORCHAO_OWN_KEY_PREFIX) {
+            renamed.push((k.replace(':', "."), v));
+        } else {
+            out.insert(k, v);
+        }
+    }
+    for (k, v) in renamed {
+        out.entry(k).or_insert(v);
+    }
+    out
+}
+
 /// Builds a safetensors header (JSON, space-padded to a multiple of 8 bytes) for parts
-/// stored in the given order, with `metadata` as `__metadata__`.
+/// stored in the given order, with `metadata` as `__metadata__` (quant's own keys renamed
+/// in torchao's form, see [`TORCHAO_OWN_KEY_PREFIX`]).
 pub fn safetensors_header(
     layouts: &[PartLayout],
     metadata: &BTreeMap<String, String>,
@@ -419,7 +477,7 @@ pub fn safetensors_header(
     if !metadata.is_empty() {
         map.insert(
             "__metadata__".into(),
-            serde_json::to_value(metadata).map_err(json_err)?,
+            serde_json::to_value(stored_own_keys(metadata)).map_err(json_err)?,
         );
     }
     let mut offset = 0usize;
@@ -699,5 +757,33 @@ mod tests {
         drop(w);
         assert!(!dest2.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// In torchao's form no quant key holds a `.` on disk (transformers json-parses every
+    /// dotted key), and reading gives the dotted names back; other files are unchanged.
+    #[test]
+    fn own_keys_in_torchao_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Part::new(PartLayout::new("x", DType::U8, vec![1]), vec![7]).unwrap();
+        let mut md = BTreeMap::new();
+        md.insert("quant.tensors".to_string(), "[]".to_string());
+        md.insert("quant.method.requested".to_string(), "m".to_string());
+        md.insert("a.weight".to_string(), r#"{"_type": "Tensor"}"#.to_string());
+        for torchao in [false, true] {
+            let mut md = md.clone();
+            if torchao {
+                md.insert("tensor_names".into(), r#"["a.weight"]"#.into());
+            }
+            let dest = dir.path().join(format!("{torchao}.safetensors"));
+            write_safetensors(&dest, std::slice::from_ref(&p), &md).unwrap();
+            let bytes = std::fs::read(&dest).unwrap();
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+            let stored = header["__metadata__"].as_object().unwrap();
+            assert_eq!(stored.contains_key("quant:method:requested"), torchao);
+            assert_eq!(stored.contains_key("quant.tensors"), !torchao);
+            assert!(stored.contains_key("a.weight"));
+            assert_eq!(SafetensorsFile::open(&dest).unwrap().metadata(), &md);
+        }
     }
 }

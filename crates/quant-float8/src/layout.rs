@@ -35,6 +35,10 @@ fn enum_value(ty: &str, member: &str) -> Value {
     json!({"_type": ty, "_data": member})
 }
 
+/// The value torchao 0.18 stores for `IntxUnpackedToInt8Tensor.activation_quantization`
+/// of int4dq (`IntxUnpackedToInt8TensorActivationQuantization.INT8_ASYM_PER_TOKEN`).
+pub const INT8_ASYM_PER_TOKEN: &str = "int8_asym_per_token";
+
 /// A granularity as `TensorSubclassAttributeJSONEncoder` writes it (no `_version`), or as
 /// `config_to_dict` does (with `"_version": 1`).
 fn granularity(g: Granularity, versioned: bool) -> Value {
@@ -136,13 +140,9 @@ pub fn tensor_record(scheme: Scheme, group: Option<usize>, t: &TensorMeta) -> Va
         Scheme::Int4Dq | Scheme::UintWo(_) => {
             let (bits, act) = match scheme {
                 Scheme::UintWo(b) => (b, Value::Null),
-                _ => (
-                    4,
-                    enum_value(
-                        "IntxUnpackedToInt8TensorActivationQuantization",
-                        "INT8_ASYM_PER_TOKEN",
-                    ),
-                ),
+                // A `str` enum: Python's JSON encoder writes its value before torchao's
+                // encoder sees it, so torchao stores the bare string.
+                _ => (4, Value::from(INT8_ASYM_PER_TOKEN)),
             };
             json!({
                 "_type": "IntxUnpackedToInt8Tensor",
@@ -321,7 +321,7 @@ pub fn artifacts(method: &TorchAo, planned: &[PlannedTensor]) -> Result<Artifact
 
 const FORMAT: &str = "torchao safetensors";
 
-/// Reads torchao's safetensors form: a record for every weight stored as a
+/// Reads torchao's safetensors form: a record for every weight stored (in this shard) as a
 /// `Float8Tensor`, `Int8Tensor`, `Int4Tensor` or `IntxUnpackedToInt8Tensor`; an empty list
 /// when the file has no `tensor_names` metadata; a typed error naming the file and tensor
 /// when it is in this form but malformed or uses a variant quant cannot restore.
@@ -350,6 +350,12 @@ pub fn detect(file: &ForeignFile<'_>) -> Result<Vec<TensorRecord>> {
             .and_then(Value::as_str)
             .ok_or_else(|| bad("__metadata__ record has no '_type'".into()))?;
         if ty == "Tensor" {
+            continue;
+        }
+        // Every shard of a checkpoint lists the whole model: a tensor none of whose
+        // parts are here lives in another shard.
+        let prefix = data_key(name, "");
+        if !file.tensors.iter().any(|t| t.name.starts_with(&prefix)) {
             continue;
         }
         out.push(detect_one(file, name, ty, &rec).map_err(bad)?);
@@ -463,17 +469,25 @@ fn detect_one(
                 .and_then(|b| b.parse().ok())
                 .filter(|b| (1..=7).contains(b))
                 .ok_or_else(|| format!("target_dtype {target} is not int1..int7"))?;
+            // torchao's bare enum value; the enum object `{"_type": ..., "_data":
+            // "INT8_ASYM_PER_TOKEN"}` quant wrote before is read too.
             let act = data
                 .get("activation_quantization")
                 .filter(|v| !v.is_null())
-                .map(|v| v.get("_data").and_then(Value::as_str).unwrap_or("?"));
+                .map(|v| {
+                    v.as_str()
+                        .or_else(|| v.get("_data").and_then(Value::as_str))
+                        .unwrap_or("?")
+                });
             let method = match (act, bits) {
                 (None, b) => METHODS
                     .iter()
                     .find(|(_, s)| *s == Scheme::UintWo(b))
                     .map(|(n, _)| *n)
                     .ok_or("no uint method")?,
-                (Some("INT8_ASYM_PER_TOKEN"), 4) => "torch_ao_config_int4dq",
+                (Some(a), 4) if a.eq_ignore_ascii_case(INT8_ASYM_PER_TOKEN) => {
+                    "torch_ao_config_int4dq"
+                }
                 (Some(a), b) => {
                     return Err(format!(
                         "IntxUnpackedToInt8Tensor int{b} with activation_quantization {a} is not supported"

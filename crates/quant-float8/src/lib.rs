@@ -8,7 +8,7 @@
 //! | method (`torch_ao_config_…`) | torchao 0.15 object | weight numerics | stored as (torchao ≥ 0.16 class) |
 //! |---|---|---|---|
 //! | `int4wo` | `Int4WeightOnlyConfig` v2 (fbgemm `Int4Tensor`) | asymmetric min/max, groups of 128, f32 | `Int4Tensor` |
-//! | `int4dq` | `Int8DynamicActivationInt4WeightConfig` | symmetric /7.5, groups of 32, eps finfo(wd).eps | `IntxUnpackedToInt8Tensor` (int4, activation `INT8_ASYM_PER_TOKEN`) |
+//! | `int4dq` | `Int8DynamicActivationInt4WeightConfig` | symmetric /7.5, groups of 32, eps finfo(wd).eps | `IntxUnpackedToInt8Tensor` (int4, activation `int8_asym_per_token`) |
 //! | `int8wo` | `Int8WeightOnlyConfig` v1 | symmetric /127.5 per row, eps 2^-23 | `Int8Tensor` |
 //! | `int8dq` | `Int8DynamicActivationInt8WeightConfig` v1 | same weight as int8wo | `Int8Tensor` (+ int8 activation kwargs) |
 //! | `float8wo`, `float8wo_e5m2` | `Float8WeightOnlyConfig(e5m2)` — diffusers' `float8wo` **is e5m2** | per row, amax/57344 | `Float8Tensor` |

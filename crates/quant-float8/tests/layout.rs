@@ -456,6 +456,13 @@ fn malformed_torchao_files_give_typed_errors() {
         detect_in(&missing, &metadata),
         Err(Error::InvalidTensor { .. })
     ));
+    // A tensor with none of its parts here is in another shard of the checkpoint.
+    let other_shard: Vec<TensorMeta> = tensors
+        .iter()
+        .filter(|t| !t.name.starts_with("x._weight_"))
+        .cloned()
+        .collect();
+    assert!(detect_in(&other_shard, &metadata).unwrap().is_empty());
     // Wrong sizes and dtypes.
     let mutate = |f: &dyn Fn(&mut TensorMeta)| {
         let mut t = tensors.clone();
@@ -688,4 +695,145 @@ fn selection_follows_torchao() {
         sel("torch_ao_config_float8_e4m3_row", "a.weight", DType::F16, &[64, 128]),
         Selection::Fallback { method, .. } if method == "basic_int8"
     ));
+}
+
+/// A folder quant writes in torchao's form passes the checks transformers' and diffusers'
+/// torchao loaders make on `__metadata__` (every dotted key's value a JSON object, as
+/// `_discover_quantized_param_names` json-parses it and calls `.get`; `is_metadata_torchao`
+/// on `tensor_names`), keeps quant's own records under dot-free `quant:*` keys, and reads
+/// back in quant with every weight restored by its method, bit for bit.
+#[test]
+fn written_folders_load_in_transformers_and_in_quant() {
+    const ALLOWED: [&str; 6] = [
+        "Tensor",
+        "Float8Tensor",
+        "Int4Tensor",
+        "Int8Tensor",
+        "IntxUnpackedToInt8Tensor",
+        "Int4TilePackedTo4dTensor",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    // Rows a multiple of 16 (float8dq keeps other shapes unquantized, as torchao does).
+    let (n, k) = (16, 256);
+    let values = sample(n, k, DType::BF16);
+    let weight = Part::new(
+        PartLayout::new("blocks.0.ff.weight", DType::BF16, vec![n, k]),
+        encode_f32(DType::BF16, &values).unwrap(),
+    )
+    .unwrap();
+    let bias = Part::new(
+        PartLayout::new("blocks.0.ff.bias", DType::BF16, vec![n]),
+        encode_f32(DType::BF16, &values[..n]).unwrap(),
+    )
+    .unwrap();
+    write_safetensors(
+        input.join("model.safetensors"),
+        &[weight, bias],
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    std::fs::write(input.join("config.json"), r#"{"model_type": "x"}"#).unwrap();
+    for (name, _) in METHODS {
+        let out = dir.path().join(name);
+        quant_core::ModelQuantizer::new(name)
+            .quantize_path(&input, &out)
+            .unwrap();
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        let md = header["__metadata__"].as_object().unwrap();
+        for (key, v) in md {
+            assert!(
+                !key.starts_with("quant."),
+                "{name}: {key} in {:?}",
+                md.keys().collect::<Vec<_>>()
+            );
+            if key.contains('.') {
+                let parsed: Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
+                assert!(parsed.is_object(), "{name}: {key} = {v}");
+            }
+        }
+        assert!(md.contains_key("quant:tensors"), "{name}");
+        let mut listed: Vec<String> =
+            serde_json::from_str(md["tensor_names"].as_str().unwrap()).unwrap();
+        listed.sort();
+        assert_eq!(listed, ["blocks.0.ff.bias", "blocks.0.ff.weight"], "{name}");
+        for t in &listed {
+            let rec: Value = serde_json::from_str(md[t].as_str().unwrap()).unwrap();
+            assert!(ALLOWED.contains(&rec["_type"].as_str().unwrap()), "{name}");
+        }
+        // torchao 0.18's flatten_tensor_state_dict of Int8DynamicActivationIntxWeightConfig
+        // (int4, PerGroup(32)) stores the activation enum as its bare value.
+        if name == "torch_ao_config_int4dq" {
+            let rec: Value =
+                serde_json::from_str(md["blocks.0.ff.weight"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                rec["_data"]["activation_quantization"],
+                "int8_asym_per_token"
+            );
+        }
+        let model = quant_core::ModelFiles::open(&out).unwrap();
+        let (_, rec) = model
+            .records()
+            .find(|(_, r)| r.name == "blocks.0.ff.weight")
+            .unwrap();
+        assert_eq!(rec.method.as_deref(), Some(name));
+        let meta = TensorMeta::new("blocks.0.ff.weight", DType::BF16, vec![n, k]);
+        let m = Registry::global()
+            .unwrap()
+            .create(name, &Params::new())
+            .unwrap();
+        let want = m.dequantize(&m.quantize(&meta, &values).unwrap()).unwrap();
+        let got = model.load_f32("blocks.0.ff.weight").unwrap();
+        assert!(same_bits(&got, &want), "{name}");
+    }
+}
+
+/// A sharded model: every output shard lists the whole model in `tensor_names` with a
+/// record per tensor (transformers merges the shards' metadata and looks each weight up
+/// there), and quant reads every weight back from its own shard.
+#[test]
+fn every_shard_lists_the_whole_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let (n, k) = (16, 256);
+    let values = sample(n, k, DType::BF16);
+    let mut weight_map = serde_json::Map::new();
+    for (i, name) in ["a.proj.weight", "b.proj.weight"].iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let part = Part::new(
+            PartLayout::new(*name, DType::BF16, vec![n, k]),
+            encode_f32(DType::BF16, &values).unwrap(),
+        )
+        .unwrap();
+        write_safetensors(input.join(&file), &[part], &BTreeMap::new()).unwrap();
+        weight_map.insert(name.to_string(), Value::from(file));
+    }
+    std::fs::write(
+        input.join("model.safetensors.index.json"),
+        json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(input.join("config.json"), r#"{"model_type": "x"}"#).unwrap();
+    let out = dir.path().join("out");
+    quant_core::ModelQuantizer::new("torch_ao_config_int8wo")
+        .quantize_path(&input, &out)
+        .unwrap();
+    for i in 1..=2 {
+        let f =
+            SafetensorsFile::open(out.join(format!("model-0000{i}-of-00002.safetensors"))).unwrap();
+        let mut listed: Vec<String> = serde_json::from_str(&f.metadata()["tensor_names"]).unwrap();
+        listed.sort();
+        assert_eq!(listed, ["a.proj.weight", "b.proj.weight"]);
+        assert!(listed.iter().all(|t| f.metadata().contains_key(t)));
+    }
+    let model = quant_core::ModelFiles::open(&out).unwrap();
+    for name in ["a.proj.weight", "b.proj.weight"] {
+        let (_, r) = model.records().find(|(_, r)| r.name == name).unwrap();
+        assert_eq!(r.method.as_deref(), Some("torch_ao_config_int8wo"));
+        assert_eq!(model.load_f32(name).unwrap().len(), n * k);
+    }
 }

@@ -183,6 +183,140 @@ fn encode_str(s: &str, out: &mut Vec<u8>) {
     out.extend(s.as_bytes());
 }
 
+/// GGUF's integer tensor types (`GGML_TYPE_I8` … `GGML_TYPE_I64`): values stored as is,
+/// little-endian (llama.cpp's converter and gguf-py read and write them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntType {
+    /// `GGML_TYPE_I8` (id 24).
+    I8,
+    /// `GGML_TYPE_I16` (id 25).
+    I16,
+    /// `GGML_TYPE_I32` (id 26).
+    I32,
+    /// `GGML_TYPE_I64` (id 27).
+    I64,
+}
+
+impl IntType {
+    /// Every integer type, in id order.
+    pub const ALL: [IntType; 4] = [IntType::I8, IntType::I16, IntType::I32, IntType::I64];
+
+    /// ggml's numeric type id.
+    pub const fn id(self) -> u32 {
+        match self {
+            IntType::I8 => 24,
+            IntType::I16 => 25,
+            IntType::I32 => 26,
+            IntType::I64 => 27,
+        }
+    }
+
+    /// The matching safetensors dtype.
+    pub const fn dtype(self) -> DType {
+        match self {
+            IntType::I8 => DType::I8,
+            IntType::I16 => DType::I16,
+            IntType::I32 => DType::I32,
+            IntType::I64 => DType::I64,
+        }
+    }
+
+    /// The integer type holding `dtype`, if GGUF has one (signed 8 to 64 bits).
+    pub fn from_dtype(dtype: DType) -> Option<IntType> {
+        IntType::ALL.into_iter().find(|t| t.dtype() == dtype)
+    }
+}
+
+/// A tensor's type in a .gguf: a GGML float or quantized type, or an integer type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgufType {
+    /// F32, F16, BF16 or a quantized block type.
+    Ggml(GgmlType),
+    /// I8, I16, I32 or I64, stored as is.
+    Int(IntType),
+}
+
+impl GgufType {
+    /// The type with ggml id `id`.
+    pub fn from_id(id: u32) -> Option<GgufType> {
+        GgmlType::from_id(id).map(GgufType::Ggml).or_else(|| {
+            IntType::ALL
+                .into_iter()
+                .find(|t| t.id() == id)
+                .map(GgufType::Int)
+        })
+    }
+
+    /// ggml's numeric type id.
+    pub const fn id(self) -> u32 {
+        match self {
+            GgufType::Ggml(t) => t.id(),
+            GgufType::Int(t) => t.id(),
+        }
+    }
+
+    /// The GGML float/quantized type, `None` for an integer type.
+    pub const fn ggml(self) -> Option<GgmlType> {
+        match self {
+            GgufType::Ggml(t) => Some(t),
+            GgufType::Int(_) => None,
+        }
+    }
+
+    /// Values per block (1 for integers).
+    pub const fn block_size(self) -> usize {
+        match self {
+            GgufType::Ggml(t) => t.block_size(),
+            GgufType::Int(_) => 1,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn type_size(self) -> usize {
+        match self {
+            GgufType::Ggml(t) => t.type_size(),
+            GgufType::Int(t) => t.dtype().size(),
+        }
+    }
+
+    /// Bytes of one row of `n` values (`None` when `n` is not a multiple of the block
+    /// size or the size overflows).
+    pub fn row_size(self, n: usize) -> Option<usize> {
+        if n % self.block_size() != 0 {
+            return None;
+        }
+        (n / self.block_size()).checked_mul(self.type_size())
+    }
+}
+
+impl From<GgmlType> for GgufType {
+    fn from(t: GgmlType) -> Self {
+        GgufType::Ggml(t)
+    }
+}
+
+impl PartialEq<GgmlType> for GgufType {
+    fn eq(&self, other: &GgmlType) -> bool {
+        *self == GgufType::Ggml(*other)
+    }
+}
+
+impl GgufType {
+    /// The type's name as ggml and gguf-py spell it (`Q4_K`, `F32`, `I64`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufType::Ggml(t) => t.name(),
+            GgufType::Int(t) => t.dtype().safetensors_name(),
+        }
+    }
+}
+
+impl std::fmt::Display for GgufType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One tensor's entry in the header.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GgufTensorInfo {
@@ -190,8 +324,8 @@ pub struct GgufTensorInfo {
     pub name: String,
     /// Dims in ggml order (`ne[0]`, the row length, first).
     pub dims: Vec<u64>,
-    /// The GGML type.
-    pub ty: GgmlType,
+    /// The tensor type.
+    pub ty: GgufType,
     /// Offset of the data, relative to the data section.
     pub offset: u64,
     /// Size of the data in bytes.
@@ -412,7 +546,7 @@ impl GgufFile {
             }
             let type_id = c.u32()?;
             let offset = c.u64()?;
-            let ty = GgmlType::from_id(type_id).ok_or_else(|| {
+            let ty = GgufType::from_id(type_id).ok_or_else(|| {
                 c.bad(format!(
                     "tensor '{name}': unknown or unsupported ggml type id {type_id}"
                 ))
@@ -509,11 +643,24 @@ pub fn sniff(path: &Path) -> bool {
         .is_ok_and(|_| m == GGUF_MAGIC)
 }
 
-/// The record quant gives a tensor read from a .gguf: F32 is stored unquantized, every
-/// other type is the matching `gguf_config_*` method with `{"type": NAME}`.
+/// The record quant gives a tensor read from a .gguf: F32 and the integer types are stored
+/// unquantized, every other type is the matching `gguf_config_*` method with
+/// `{"type": NAME}`.
 fn record_for(info: &GgufTensorInfo) -> TensorRecord {
     let shape = info.shape();
-    let (method, dtype, dequant) = match info.ty {
+    let ty = match info.ty {
+        GgufType::Ggml(ty) => ty,
+        GgufType::Int(int) => {
+            let mut r = quant_core::load::plain_record(&quant_core::TensorMeta::new(
+                info.name.clone(),
+                int.dtype(),
+                shape,
+            ));
+            r.parts = vec![info.name.clone()];
+            return r;
+        }
+    };
+    let (method, dtype, dequant) = match ty {
         GgmlType::F32 => (None, DType::F32, DType::F32),
         // Plain 16-bit floats, as llama-quantize reads them (not a requantization).
         GgmlType::F16 => (None, DType::F16, DType::F16),
@@ -522,7 +669,7 @@ fn record_for(info: &GgufTensorInfo) -> TensorRecord {
     };
     let mut params = Params::new();
     if method.is_some() {
-        params.insert("type".into(), info.ty.name().into());
+        params.insert("type".into(), ty.name().into());
     }
     TensorRecord {
         name: info.name.clone(),
@@ -537,7 +684,11 @@ fn record_for(info: &GgufTensorInfo) -> TensorRecord {
 }
 
 /// The part layout of a tensor of `ty` and PyTorch `shape` (as the methods store it).
-fn part_layout(name: &str, ty: GgmlType, shape: &[usize], size: usize) -> PartLayout {
+fn part_layout(name: &str, ty: GgufType, shape: &[usize], size: usize) -> PartLayout {
+    let ty = match ty {
+        GgufType::Ggml(ty) => ty,
+        GgufType::Int(int) => return PartLayout::new(name, int.dtype(), shape.to_vec()),
+    };
     match ty {
         GgmlType::F32 => PartLayout::new(name, DType::F32, shape.to_vec()),
         GgmlType::F16 => PartLayout::new(name, DType::F16, shape.to_vec()),
@@ -614,23 +765,28 @@ impl ContainerReader for GgufReader {
     }
 }
 
-/// The GGML type a planned tensor is written as.
-fn planned_type(p: &PlannedOutput) -> Result<GgmlType> {
+/// The type a planned tensor is written as: its method's GGML type, or for a tensor kept
+/// as it is F32/F16/BF16 or the integer type of its dtype.
+fn planned_type(p: &PlannedOutput) -> Result<GgufType> {
     let unsupported = |what: String| Error::UnsupportedDType {
         tensor: p.meta.name.clone(),
         dtype: what,
-        op: "the gguf container (F32, F16, BF16 and the gguf_config_* methods only)".into(),
+        op: "the gguf container (F32, F16, BF16, I8-I64 and the gguf_config_* methods only)".into(),
     };
     match &p.method {
         // A gguf_<ftype> method stores a tensor it quantizes itself in its default type.
         Some(m) => method_type(m)
             .or_else(|| crate::Ftype::from_method(m).map(crate::Ftype::default_type))
+            .map(GgufType::Ggml)
             .ok_or_else(|| unsupported(format!("method {m}"))),
         None => match p.layout.first().map(|l| l.dtype) {
-            Some(DType::F32) => Ok(GgmlType::F32),
-            Some(DType::F16) => Ok(GgmlType::F16),
-            Some(DType::BF16) => Ok(GgmlType::BF16),
-            other => Err(unsupported(format!("{other:?}"))),
+            Some(DType::F32) => Ok(GgmlType::F32.into()),
+            Some(DType::F16) => Ok(GgmlType::F16.into()),
+            Some(DType::BF16) => Ok(GgmlType::BF16.into()),
+            Some(d) => IntType::from_dtype(d)
+                .map(GgufType::Int)
+                .ok_or_else(|| unsupported(d.to_string())),
+            None => Err(unsupported("no stored part".into())),
         },
     }
 }
@@ -742,7 +898,7 @@ pub struct GgufWriter {
 }
 
 /// One planned tensor's header entry: (name, dims in ggml order, type, offset, bytes).
-type TensorInfo = (String, Vec<u64>, GgmlType, u64, u64);
+type TensorInfo = (String, Vec<u64>, GgufType, u64, u64);
 
 /// The header entries of `planned` and the type holding the most non-fallback elements.
 fn tensor_infos(path: &Path, planned: &[PlannedOutput]) -> Result<(Vec<TensorInfo>, GgmlType)> {
@@ -780,7 +936,10 @@ fn tensor_infos(path: &Path, planned: &[PlannedOutput]) -> Result<(Vec<TensorInf
                 ),
             ));
         }
-        if ty != GgmlType::F32 && p.method.is_some() && p.fallback.is_none() {
+        let counted = ty
+            .ggml()
+            .filter(|t| *t != GgmlType::F32 && p.method.is_some() && p.fallback.is_none());
+        if let Some(ty) = counted {
             match weight_by_type.iter_mut().find(|(t, _)| *t == ty) {
                 Some((_, n)) => *n += numel,
                 None => weight_by_type.push((ty, numel)),

@@ -191,13 +191,13 @@ fn input_is_the_reference_model() {
             .find(|w| w["name"] == t.name.as_str())
             .unwrap_or_else(|| panic!("{} is not in the f32 file", t.name));
         let data = file.read_data(t).unwrap();
-        let widened: Vec<u8> = match t.ty {
-            GgmlType::F32 => data,
-            GgmlType::BF16 => data
+        let widened: Vec<u8> = match t.ty.ggml() {
+            Some(GgmlType::F32) => data,
+            Some(GgmlType::BF16) => data
                 .chunks_exact(2)
                 .flat_map(|b| [0, 0, b[0], b[1]])
                 .collect(),
-            other => panic!("{}: {other}", t.name),
+            other => panic!("{}: {other:?}", t.name),
         };
         assert_eq!(t.name, w["name"].as_str().unwrap());
         assert_eq!(

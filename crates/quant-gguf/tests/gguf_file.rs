@@ -167,7 +167,7 @@ fn round_trip() {
         Some(&GgufValue::I32(7))
     );
     assert!(file.get("format").is_none());
-    let types: Vec<GgmlType> = file.tensors.iter().map(|t| t.ty).collect();
+    let types: Vec<GgmlType> = file.tensors.iter().map(|t| t.ty.ggml().unwrap()).collect();
     assert_eq!(
         types,
         [
@@ -427,4 +427,78 @@ fn malformed_files_are_typed_errors() {
         (container("gguf").unwrap().open)(&path),
         Err(Error::InvalidFile { .. })
     ));
+}
+
+/// Integer tensors (BERT's I64 `position_ids`, ...) are written as GGUF's integer types
+/// (ids 24-27) and read back byte for byte; the weight beside them is quantized as usual.
+#[test]
+fn integer_tensors_round_trip() {
+    use quant_gguf::gguf::{GgufType, IntType};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.safetensors");
+    let weight: Vec<u8> = f32s(&data("gauss_4x512/input.f32"))[..512]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let ints: Vec<(&str, DType, Vec<usize>, Vec<u8>)> = vec![
+        (
+            "embeddings.position_ids",
+            DType::I64,
+            vec![1, 512],
+            (0i64..512).flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            "i32",
+            DType::I32,
+            vec![3],
+            [-7i32, 0, i32::MAX]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        (
+            "i16",
+            DType::I16,
+            vec![2, 2],
+            [i16::MIN, -1, 1, 300]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ),
+        ("i8", DType::I8, vec![3], vec![0x80, 0xff, 0x7f]),
+    ];
+    let mut parts = vec![Part::new(
+        quant_core::PartLayout::new("w.weight", DType::F32, vec![2, 256]),
+        weight,
+    )
+    .unwrap()];
+    for (name, dt, shape, bytes) in &ints {
+        parts.push(
+            Part::new(
+                quant_core::PartLayout::new(*name, *dt, shape.clone()),
+                bytes.clone(),
+            )
+            .unwrap(),
+        );
+    }
+    quant_core::safetensors_io::write_safetensors(&input, &parts, &BTreeMap::new()).unwrap();
+    let out = dir.path().join("out.gguf");
+    quant_core::ModelQuantizer::new("gguf_config_q8_0")
+        .quantize_path(&input, &out)
+        .unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    let ty = |n: &str| file.tensor(n).unwrap().ty;
+    assert_eq!(ty("w.weight"), GgufType::Ggml(GgmlType::Q8_0));
+    let want = [IntType::I64, IntType::I32, IntType::I16, IntType::I8];
+    let model = quant_core::ModelFiles::open(&out).unwrap();
+    for ((name, dt, shape, bytes), it) in ints.iter().zip(want) {
+        assert_eq!(ty(name), GgufType::Int(it), "{name}");
+        let info = file.tensor(name).unwrap();
+        assert_eq!(info.shape(), *shape);
+        assert_eq!(&file.read_data(info).unwrap(), bytes);
+        let (_, rec) = model.records().find(|(_, r)| r.name == *name).unwrap();
+        assert_eq!((rec.method.as_deref(), rec.dtype), (None, *dt));
+        let t = model.load(name, None).unwrap();
+        assert_eq!((t.meta.dtype, &t.meta.shape, &t.data), (*dt, shape, bytes));
+    }
 }

@@ -135,8 +135,9 @@ pub fn dequantized_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 
 /// A copy of the model folder fit for the GGUF container: `config.json` and
 /// `model.safetensors` without its non-float tensors. all-MiniLM-L6-v2 stores the
-/// `embeddings.position_ids` buffer (I64, `0..512`), which a GGUF file cannot hold (quant's
-/// container refuses it; llama.cpp's converter drops it too); BERT never reads it.
+/// `embeddings.position_ids` buffer (I64, `0..512`): quant's container writes it as GGUF's
+/// I64, but candle 0.11's GGUF reader has no integer types (llama.cpp's converter drops the
+/// buffer too); BERT never reads it.
 /// Returns the folder and the names dropped.
 pub fn gguf_input(model_dir: &Path, dest: &Path) -> Result<(PathBuf, Vec<String>)> {
     use safetensors::SafeTensors;

@@ -53,7 +53,10 @@ impl ModelQuantizer {
             .iter()
             .flat_map(|e| e.layout.iter().cloned())
             .collect();
-        let artifacts = self.artifacts_for(plan, &entries)?;
+        // Every shard carries the file-level metadata of the whole model, as transformers'
+        // save_pretrained writes it (torchao's loaders read `tensor_names` of one shard).
+        let all: Vec<&PlanEntry> = plan.entries.iter().collect();
+        let artifacts = self.artifacts_for(plan, &all)?;
         let mut metadata = self.base_metadata(plan);
         merge_metadata(&mut metadata, &artifacts);
         let mut records: Vec<TensorRecord> = entries
