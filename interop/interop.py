@@ -573,7 +573,7 @@ def gguf_version():
         return "?"
 
 
-def llamacpp_embed(llamacpp, gguf_path, prompts):
+def llamacpp_embed(llamacpp, gguf_path, prompts, tries=8):
     exe = os.path.join(llamacpp, "bin", "llama-embedding")
     p = run(
         [exe, "-m", gguf_path, "-p", "\n".join(prompts), "--embd-separator", "\n",
@@ -592,7 +592,14 @@ def llamacpp_embed(llamacpp, gguf_path, prompts):
             arch = arch.contents() if arch is not None else None
             errs = [f"llama-embedding exit {p.returncode}; the file's general.architecture is {arch!r}"]
         raise RuntimeError(re.sub(r"^[0-9.]+ [A-Z] ", "", errs[0].strip())[:150])
-    data = json.loads(p.stdout[p.stdout.index("{"):])
+    try:
+        data = json.loads(p.stdout[p.stdout.index("{"):])
+    except json.JSONDecodeError:
+        # llama-embedding prints its JSON through llama.cpp's asynchronous logger, which
+        # can exit before the last lines are flushed (the JSON ends mid-array): run again.
+        if tries > 1:
+            return llamacpp_embed(llamacpp, gguf_path, prompts, tries - 1)
+        raise
     return torch.tensor([d["embedding"] for d in data["data"]])
 
 
@@ -772,7 +779,7 @@ def main():
         if a.llamacpp:
             suites.append(("llamacpp-minilm", lambda: llamacpp_suite(
                 quant, "minilm", a.minilm,
-                ["gguf_config_fp16", "gguf_config_q8_0", "gguf_config_q4_k", "gguf_config_q4_0"],
+                ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_q4_0", "gguf_config_q8_0"],
                 a.work, a.llamacpp)))
     for sname, fn in suites:
         if a.only and not re.search(a.only, sname):

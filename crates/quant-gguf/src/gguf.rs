@@ -970,8 +970,9 @@ impl GgufWriter {
         Self::create_with(path, planned, metadata, None)
     }
 
-    /// [`create`](Self::create) for a converted model: its typed key/values
-    /// ([`crate::arch::HfGgufReader::kvs`]) come first, in their order, with
+    /// [`create`](Self::create) for a converted model or a .gguf input: its typed
+    /// key/values ([`crate::arch::HfGgufReader::kvs`], or the input file's) come first,
+    /// in their order, with
     /// `general.file_type` set to the file's type; then quant's own keys (`quantize.*`,
     /// `quant.*`; the `source.*` copies of the converted keys are left out).
     pub fn create_with(
@@ -1169,11 +1170,22 @@ fn create_writer(
     .iter()
     .find_map(|k| metadata.get(*k))
     .and_then(|m| crate::Ftype::from_method(m));
-    // A converted HF folder: what convert_hf_to_gguf.py would have written.
-    let converted = source
-        .and_then(ContainerReader::as_any)
-        .and_then(|a| a.downcast_ref::<HfGgufReader>())
-        .map(HfGgufReader::kvs);
+    // The input's typed key/values (a converted HF folder: what convert_hf_to_gguf.py
+    // would have written; a .gguf: its own, as `llama-quantize --pure` keeps them), less
+    // the keys of the input's own split.
+    let typed: Option<KvList> = source.and_then(typed_kv).map(|kv| {
+        let mut list = KvList::default();
+        // quant writes with the default alignment: another one is not carried over.
+        let keep = |(k, v): &&(String, GgufValue)| {
+            !k.starts_with("split.")
+                && (k != "general.alignment" || v.as_u64() == Some(DEFAULT_ALIGNMENT))
+        };
+        for (k, v) in kv.iter().filter(keep) {
+            list.set(k.clone(), v.clone());
+        }
+        list
+    });
+    let converted = typed.as_ref();
     match (ftype, source.and_then(typed_kv)) {
         (Some(ftype), Some(input_kv)) => {
             let overrides = imatrix_overrides(metadata)?;

@@ -311,3 +311,32 @@ fn llama_quantize_options_as_params_are_byte_for_byte() {
     assert_eq!(cases.len(), 12);
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+/// A pure `gguf_config_*` method requantizing a llama.cpp GGUF keeps the input's typed
+/// key/values in order (as `llama-quantize --pure`), so llama.cpp still loads the file; its
+/// own provenance keys follow.
+#[test]
+fn pure_methods_keep_the_input_key_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pure.gguf");
+    ModelQuantizer::new("gguf_config_q8_0")
+        .quantize_path(input(), &out)
+        .unwrap();
+    let src = GgufFile::open(input()).unwrap();
+    let got = GgufFile::open(&out).unwrap();
+    let kept: Vec<&(String, GgufValue)> = src
+        .metadata
+        .iter()
+        .filter(|(k, _)| k != "general.file_type")
+        .collect();
+    let head: Vec<&(String, GgufValue)> = got
+        .metadata
+        .iter()
+        .filter(|(k, _)| src.get(k).is_some() && k != "general.file_type")
+        .collect();
+    assert_eq!(head, kept);
+    // Q8_0 for the matrices: llama_ftype MOSTLY_Q8_0 = 7.
+    assert_eq!(got.get("general.file_type"), Some(&GgufValue::U32(7)));
+    assert!(got.metadata.iter().all(|(k, _)| !k.starts_with("source.")));
+    assert!(got.get("quantize.tool").is_some());
+}
