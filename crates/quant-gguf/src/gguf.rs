@@ -70,7 +70,8 @@ pub enum GgufValue {
 }
 
 impl GgufValue {
-    fn type_id(&self) -> u32 {
+    /// GGUF's id of the value's type (0 = u8 … 12 = f64).
+    pub fn type_id(&self) -> u32 {
         match self {
             GgufValue::U8(_) => 0,
             GgufValue::I8(_) => 1,
