@@ -326,7 +326,7 @@ impl ImatrixStats {
     /// `NAME.in_sum2` (`[ne0, n_mat]`) and `NAME.counts` (`[1, n_mat]`), trailing 1-dims
     /// dropped as ggml does; data aligned to 32 bytes.
     pub fn gguf_bytes(&self) -> Vec<u8> {
-        use crate::gguf::{DEFAULT_ALIGNMENT, GGUF_VERSION};
+        use crate::gguf::{header_bytes, GgufType, TensorInfo, DEFAULT_ALIGNMENT};
         let kv = [
             ("general.type", GgufValue::String("imatrix".into())),
             (
@@ -368,28 +368,24 @@ impl ImatrixStats {
             ));
         }
         let align = |n: u64| n.div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-        let mut out = Vec::new();
-        out.extend(GGUF_MAGIC);
-        out.extend(GGUF_VERSION.to_le_bytes());
-        out.extend((tensors.len() as u64).to_le_bytes());
-        out.extend((kv.len() as u64).to_le_bytes());
-        for (k, v) in &kv {
-            GgufValue::String((*k).into()).encode(&mut out);
-            out.extend(v.type_id().to_le_bytes());
-            v.encode(&mut out);
-        }
+        let kv: Vec<(String, GgufValue)> = kv.into_iter().map(|(k, v)| (k.into(), v)).collect();
         let mut offset = 0u64;
-        for (name, dims, data) in &tensors {
-            GgufValue::String(name.clone()).encode(&mut out);
-            out.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend(d.to_le_bytes());
-            }
-            out.extend(GgmlType::F32.id().to_le_bytes());
-            out.extend(offset.to_le_bytes());
-            offset += align(data.len() as u64 * 4);
-        }
-        out.resize(align(out.len() as u64) as usize, 0);
+        let infos: Vec<TensorInfo> = tensors
+            .iter()
+            .map(|(name, dims, data)| {
+                let size = data.len() as u64 * 4;
+                let info = (
+                    name.clone(),
+                    dims.clone(),
+                    GgufType::Ggml(GgmlType::F32),
+                    offset,
+                    size,
+                );
+                offset += align(size);
+                info
+            })
+            .collect();
+        let mut out = header_bytes(&kv, &infos);
         for (_, _, data) in &tensors {
             for v in data {
                 out.extend(v.to_le_bytes());
