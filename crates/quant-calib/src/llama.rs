@@ -4,7 +4,8 @@
 //! Weights come from quant-gguf's converter under llama.cpp names and values: `attn_q` and
 //! `attn_k` rows are permuted for llama.cpp's rope, so rope here rotates adjacent pairs
 //! (`LLAMA_ROPE_TYPE_NORM`). Per block: RMS norm × `attn_norm` → `attn_q/k/v`; rope; causal
-//! softmax attention with grouped KV heads, scale `1/√head_dim` → `attn_output`; residual;
+//! softmax attention with grouped KV heads (K and V rounded to f16, as llama.cpp's default
+//! KV cache holds them), scale `1/√head_dim` → `attn_output`; residual;
 //! RMS norm × `ffn_norm` → `ffn_gate`, `ffn_up`; `silu(gate) · up` → `ffn_down`; residual.
 //! Then RMS norm × `output_norm` → `output` (run only when `output.weight` is collected).
 
@@ -335,9 +336,10 @@ fn causal_mask(t: usize) -> candle_core::Result<Tensor> {
             }
         })
         .collect();
-    Tensor::from_vec(m, (t, t), &Device::Cpu)?.to_dtype(DType::F32)
+    Tensor::from_vec(m, (t, t), &Device::Cpu)
 }
 
+/// `x` as stored in llama.cpp's default KV cache (`--cache-type-k/v f16`).
 fn f16_round(x: &Tensor) -> candle_core::Result<Tensor> {
     x.to_dtype(DType::F16)?.to_dtype(DType::F32)
 }
