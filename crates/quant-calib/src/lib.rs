@@ -12,14 +12,15 @@
 //! → llama.cpp converter for tensor names and values, and its imatrix writer.
 
 pub mod llama;
+pub mod source;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use quant_core::{Error, Result};
-use quant_gguf::arch::{architecture_for, HfGgufReader};
 use quant_gguf::gguf::GgufValue;
 use quant_gguf::{ImatrixStats, StatsEntries};
+pub use source::{GgufSource, HfSource, ModelSource};
 
 /// llama-imatrix ignores matrix products over fewer rows than this (`src1->ne[1] < 16`).
 pub const MIN_ROWS: usize = 16;
@@ -113,16 +114,15 @@ impl Collector {
 }
 
 /// The token ids of a text as llama-imatrix gets them: one trailing newline removed (as
-/// `-f` does), tokenized without special-token parsing by the model's `tokenizer.json`,
+/// `-f` does), tokenized by `tokenizer.json` at `path` without adding special tokens,
 /// BOS prepended when the vocabulary adds it.
-pub fn tokenize(dir: &Path, text: &str, bos: Option<u32>) -> Result<Vec<u32>> {
-    let path = dir.join("tokenizer.json");
-    let tok = tokenizers::Tokenizer::from_file(&path)
-        .map_err(|e| Error::file(&path, "tokenizer.json", e.to_string()))?;
+pub fn tokenize(path: &Path, text: &str, bos: Option<u32>) -> Result<Vec<u32>> {
+    let tok = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
     let text = text.strip_suffix('\n').unwrap_or(text);
     let enc = tok
         .encode(text, false)
-        .map_err(|e| Error::file(&path, "tokenizer.json", e.to_string()))?;
+        .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
     let mut ids = Vec::with_capacity(enc.len() + 1);
     ids.extend(bos);
     ids.extend_from_slice(enc.get_ids());
@@ -165,48 +165,71 @@ pub fn chunks(
         .collect())
 }
 
-fn kv_bool(kv: &quant_gguf::arch::KvList, key: &str) -> Option<bool> {
-    match kv.get(key)? {
+fn kv_bool(src: &dyn ModelSource, key: &str) -> Option<bool> {
+    match src.kv(key)? {
         GgufValue::Bool(b) => Some(*b),
         _ => None,
     }
 }
 
-/// Computes the importance matrix of the Hugging Face model folder `dir` on `text`.
-/// `progress` is called after each chunk with (chunks done, chunks in all).
+/// Opens `model`: a `.gguf` file, else a Hugging Face folder.
+pub fn open_model(model: &Path) -> Result<Box<dyn ModelSource>> {
+    Ok(if model.is_file() && quant_gguf::gguf::sniff(model) {
+        Box::new(GgufSource::open(model)?)
+    } else {
+        Box::new(HfSource::open(model)?)
+    })
+}
+
+/// The `tokenizer.json` to use for `model`: `explicit` when given, else the one in the
+/// folder (or beside the `.gguf` file).
+pub fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let dir = if model.is_dir() {
+        model
+    } else {
+        model.parent().unwrap_or(Path::new("."))
+    };
+    let p = dir.join("tokenizer.json");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::file(
+            model,
+            "model",
+            "no tokenizer.json beside it: give one (--tokenizer); quant tokenizes with the \
+             Hugging Face tokenizer, not the GGUF vocabulary",
+        ))
+    }
+}
+
+/// Computes the importance matrix of `model` (a Hugging Face folder or a `.gguf` file) on
+/// `text`, tokenized by `tokenizer` (a `tokenizer.json`). `progress` is called after each
+/// chunk with (chunks done, chunks in all).
 pub fn compute_imatrix(
-    dir: &Path,
+    model: &Path,
+    tokenizer: &Path,
     text: &str,
     opts: &ImatrixOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ImatrixStats> {
-    let config_path = dir.join("config.json");
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?,
-    )
-    .map_err(|e| Error::file(&config_path, "json", e.to_string()))?;
-    let arch = architecture_for(&config).ok_or_else(|| {
-        Error::file(
-            &config_path,
-            "config.json",
-            "imatrix runs LlamaForCausalLM-type models only (architectures[0])",
-        )
-    })?;
-    let reader = HfGgufReader::open(dir, &config, arch)?;
-    let model = llama::Llama::load(&reader, dir)?;
-    let kv = reader.kvs();
-    let bos = match kv_bool(kv, "tokenizer.ggml.add_bos_token") {
+    let src = open_model(model)?;
+    let llama = llama::Llama::load(src.as_ref())?;
+    // llama.cpp adds BOS unless the vocabulary says not to.
+    let bos = match kv_bool(src.as_ref(), "tokenizer.ggml.add_bos_token") {
         Some(false) => None,
-        _ => kv
-            .get("tokenizer.ggml.bos_token_id")
+        _ => src
+            .kv("tokenizer.ggml.bos_token_id")
             .and_then(GgufValue::as_u64)
             .map(|b| b as u32),
     };
-    let tokens = tokenize(dir, text, bos)?;
+    let tokens = tokenize(tokenizer, text, bos)?;
     let chunks = chunks(&opts.dataset, &tokens, opts.ctx, opts.chunks, bos)?;
     let mut collector = Collector::new(opts.process_output);
     for (i, chunk) in chunks.iter().enumerate() {
-        model.forward(chunk, &mut collector)?;
+        llama.forward(chunk, &mut collector)?;
         progress(i + 1, chunks.len());
     }
     Ok(ImatrixStats {

@@ -12,11 +12,10 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
-use quant_core::format::ContainerReader;
 use quant_core::{Error, Result};
-use quant_gguf::arch::HfGgufReader;
 use quant_gguf::gguf::GgufValue;
 
+use crate::source::ModelSource;
 use crate::Collector;
 
 struct Block {
@@ -59,16 +58,16 @@ fn ce(dir: &Path, what: &str, e: candle_core::Error) -> Error {
     Error::tensor(dir, what, format!("candle: {e}"))
 }
 
-fn kv_u64(reader: &HfGgufReader, dir: &Path, key: &str) -> Result<u64> {
-    reader
-        .kvs()
-        .get(key)
-        .and_then(GgufValue::as_u64)
-        .ok_or_else(|| Error::file(dir.join("config.json"), "config.json", format!("no {key}")))
+fn bad(src: &dyn ModelSource, reason: String) -> Error {
+    Error::file(src.path(), "model", reason)
 }
 
-fn kv_f32(reader: &HfGgufReader, key: &str) -> Option<f32> {
-    match reader.kvs().get(key)? {
+fn kv_u64(src: &dyn ModelSource, key: &str) -> Option<u64> {
+    src.kv(key).and_then(GgufValue::as_u64)
+}
+
+fn kv_f32(src: &dyn ModelSource, key: &str) -> Option<f32> {
+    match src.kv(key)? {
         GgufValue::F32(v) => Some(*v),
         GgufValue::F64(v) => Some(*v as f32),
         _ => None,
@@ -76,79 +75,61 @@ fn kv_f32(reader: &HfGgufReader, key: &str) -> Option<f32> {
 }
 
 impl Llama {
-    /// Loads the converted model; fails on another architecture or on rope scaling,
-    /// which this graph does not implement.
-    pub fn load(reader: &HfGgufReader, dir: &Path) -> Result<Self> {
-        let arch = match reader.kvs().get("general.architecture") {
+    /// Loads the model; fails on another architecture or on rope scaling, which this
+    /// graph does not implement.
+    pub fn load(src: &dyn ModelSource) -> Result<Self> {
+        let arch = match src.kv("general.architecture") {
             Some(GgufValue::String(a)) => a.clone(),
             _ => String::new(),
         };
         if arch != "llama" {
-            return Err(Error::file(
-                dir.join("config.json"),
-                "config.json",
+            return Err(bad(
+                src,
                 format!("imatrix runs llama models only, this is '{arch}'"),
             ));
         }
-        if let Some(GgufValue::String(t)) = reader.kvs().get("llama.rope.scaling.type") {
+        if let Some(GgufValue::String(t)) = src.kv("llama.rope.scaling.type") {
             if t != "none" {
-                return Err(Error::file(
-                    dir.join("config.json"),
-                    "config.json",
+                return Err(bad(
+                    src,
                     format!("rope scaling '{t}' is not implemented by quant's imatrix"),
                 ));
             }
         }
-        if reader
-            .records()
-            .iter()
-            .any(|r| r.name == "rope_freqs.weight")
-        {
-            return Err(Error::file(
-                dir.join("config.json"),
-                "config.json",
-                "rope frequency factors (rope_freqs.weight) are not implemented by quant's imatrix",
+        if src.has("rope_freqs.weight") {
+            return Err(bad(
+                src,
+                "rope frequency factors (rope_freqs.weight) are not implemented by quant's \
+                 imatrix"
+                    .into(),
             ));
         }
-        let n_layer = kv_u64(reader, dir, "llama.block_count")? as usize;
-        let n_embd = kv_u64(reader, dir, "llama.embedding_length")? as usize;
-        let n_head = kv_u64(reader, dir, "llama.attention.head_count")? as usize;
-        let n_head_kv = reader
-            .kvs()
-            .get("llama.attention.head_count_kv")
-            .and_then(GgufValue::as_u64)
-            .map_or(n_head, |v| v as usize);
-        let head_dim = reader
-            .kvs()
-            .get("llama.attention.key_length")
-            .and_then(GgufValue::as_u64)
+        let need = |key: &str| {
+            kv_u64(src, key)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(src, format!("no {key}")))
+        };
+        let n_layer = need("llama.block_count")?;
+        let n_embd = need("llama.embedding_length")?;
+        let n_head = need("llama.attention.head_count")?;
+        let n_head_kv = kv_u64(src, "llama.attention.head_count_kv").map_or(n_head, |v| v as usize);
+        let head_dim = kv_u64(src, "llama.attention.key_length")
             .map_or(n_embd / n_head.max(1), |v| v as usize);
-        let rope_dim = reader
-            .kvs()
-            .get("llama.rope.dimension_count")
-            .and_then(GgufValue::as_u64)
-            .map_or(head_dim, |v| v as usize);
+        let rope_dim = kv_u64(src, "llama.rope.dimension_count").map_or(head_dim, |v| v as usize);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || rope_dim > head_dim {
-            return Err(Error::file(
-                dir.join("config.json"),
-                "config.json",
+            return Err(bad(
+                src,
                 format!(
                     "bad attention shape: {n_head} heads, {n_head_kv} kv heads, head size \
                      {head_dim}, rope over {rope_dim}"
                 ),
             ));
         }
-        let eps = kv_f32(reader, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64;
-        let freq_base = kv_f32(reader, "llama.rope.freq_base").unwrap_or(10000.0);
-
+        let eps = kv_f32(src, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64;
+        let freq_base = kv_f32(src, "llama.rope.freq_base").unwrap_or(10000.0);
+        let dir = src.path();
         let load = |name: &str| -> Result<Tensor> {
-            let shape = reader
-                .records()
-                .iter()
-                .find(|r| r.name == name)
-                .map(|r| r.shape.clone())
-                .ok_or_else(|| Error::tensor(dir, name, "missing from the model"))?;
-            let values = reader.values(name)?;
+            let (shape, values) = src.tensor(name)?;
             Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| ce(dir, name, e))
         };
         let mut blocks = Vec::with_capacity(n_layer);
@@ -168,7 +149,7 @@ impl Llama {
         }
         let embd = load("token_embd.weight")?;
         // Tied embeddings: no output.weight (llama.cpp multiplies by token_embd).
-        let output = if reader.records().iter().any(|r| r.name == "output.weight") {
+        let output = if src.has("output.weight") {
             Some(load("output.weight")?)
         } else {
             None

@@ -23,6 +23,10 @@ fn model_dir() -> PathBuf {
 }
 
 fn quant_stats() -> ImatrixStats {
+    stats_of(&model_dir())
+}
+
+fn stats_of(model: &std::path::Path) -> ImatrixStats {
     let text = std::fs::read_to_string(data("corpus.txt")).unwrap();
     let opts = ImatrixOptions {
         ctx: 64,
@@ -30,7 +34,8 @@ fn quant_stats() -> ImatrixStats {
         process_output: false,
         dataset: "corpus.txt".into(),
     };
-    compute_imatrix(&model_dir(), &text, &opts, |_, _| {}).unwrap()
+    let tokenizer = model_dir().join("tokenizer.json");
+    compute_imatrix(model, &tokenizer, &text, &opts, |_, _| {}).unwrap()
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -152,6 +157,27 @@ fn refuses_a_text_too_short() {
         ctx: 64,
         ..Default::default()
     };
-    let e = compute_imatrix(&model_dir(), "a short text", &opts, |_, _| {}).unwrap_err();
+    let tokenizer = model_dir().join("tokenizer.json");
+    let e =
+        compute_imatrix(&model_dir(), &tokenizer, "a short text", &opts, |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("needs at least 128 tokens"), "{e}");
+}
+
+#[test]
+fn a_gguf_model_gives_the_same_matrix_as_its_folder() {
+    // llama_a-bf16.gguf holds llama_a's exact (bf16) weights, already permuted for rope.
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../quant-gguf/tests/data/llamacpp/gguf/llama_a/llama_a-bf16.gguf");
+    assert!(stats_of(&gguf) == quant_stats());
+}
+
+#[test]
+fn tokenizer_is_required_beside_a_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.gguf");
+    std::fs::write(&m, b"GGUF").unwrap();
+    let e = quant_calib::tokenizer_path(&m, None).unwrap_err();
+    assert!(e.to_string().contains("--tokenizer"), "{e}");
+    let t = quant_calib::tokenizer_path(&model_dir(), None).unwrap();
+    assert_eq!(t, model_dir().join("tokenizer.json"));
 }

@@ -83,7 +83,7 @@ enum Command {
         output: PathBuf,
     },
     /// Compute an importance matrix from text, as llama-imatrix does (llama models, from a
-    /// Hugging Face folder), for `quantize --imatrix`.
+    /// Hugging Face folder or a .gguf file), for `quantize --imatrix`.
     #[cfg(feature = "imatrix")]
     Imatrix(ImatrixArgs),
     /// Quantize a built-in sample model with every method, reload it and print a table.
@@ -141,9 +141,12 @@ struct PlanArgs {
 #[cfg(feature = "imatrix")]
 #[derive(Args)]
 struct ImatrixArgs {
-    /// The model: a Hugging Face folder (LlamaForCausalLM and its kind, with
-    /// tokenizer.json).
+    /// The model: a Hugging Face folder (LlamaForCausalLM and its kind) or a llama .gguf
+    /// file.
     model: PathBuf,
+    /// The tokenizer.json (default: the one in the folder, or beside the .gguf file).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// The calibration text file.
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
@@ -283,6 +286,7 @@ fn imatrix(a: ImatrixArgs) -> Result<()> {
         None => a.output.extension().is_some_and(|e| e == "dat"),
     };
     check_output(&a.output, a.force)?;
+    let tokenizer = quant_calib::tokenizer_path(&a.model, a.tokenizer.as_deref())?;
     let text = std::fs::read(&a.file).map_err(|e| Error::io(&a.file, e))?;
     let text = String::from_utf8_lossy(&text);
     let opts = quant_calib::ImatrixOptions {
@@ -292,7 +296,7 @@ fn imatrix(a: ImatrixArgs) -> Result<()> {
         dataset: a.file.display().to_string(),
     };
     let start = Instant::now();
-    let stats = quant_calib::compute_imatrix(&a.model, &text, &opts, |done, all| {
+    let stats = quant_calib::compute_imatrix(&a.model, &tokenizer, &text, &opts, |done, all| {
         eprint!("\rchunk {done}/{all}");
     })?;
     eprintln!();

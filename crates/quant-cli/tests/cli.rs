@@ -370,6 +370,17 @@ fn imatrix_writes_gguf_and_dat_that_quantize_reads() {
     std::fs::write(&short, "too short").unwrap();
     assert!(fails(&args(model, &short, &b)).contains("needs at least 128 tokens"));
 
+    // A .gguf model needs a tokenizer.json (none beside this one).
+    let gguf = root.join("quant-gguf/tests/data/llamacpp/gguf/llama_a/llama_a-bf16.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let g = out("g.gguf");
+    assert!(fails(&args(gguf, text, &g)).contains("--tokenizer"));
+    let tok = format!("{model}/tokenizer.json");
+    let mut with_tok = args(gguf, text, &g);
+    with_tok.extend(["--tokenizer", &tok]);
+    ok(&with_tok);
+    assert_eq!(std::fs::read(&g).unwrap(), std::fs::read(&a_gguf).unwrap());
+
     ok(&[
         "quantize",
         model,
