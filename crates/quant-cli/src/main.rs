@@ -82,6 +82,10 @@ enum Command {
         /// The output folder the workers wrote.
         output: PathBuf,
     },
+    /// Compute an importance matrix from text, as llama-imatrix does (llama models, from a
+    /// Hugging Face folder or a .gguf file), for `quantize --imatrix`.
+    #[cfg(feature = "imatrix")]
+    Imatrix(ImatrixArgs),
     /// Quantize a built-in sample model with every method, reload it and print a table.
     Demo {
         /// Only these methods (comma separated).
@@ -132,6 +136,42 @@ struct PlanArgs {
     /// rules and targets.
     #[arg(long)]
     recipe: Option<PathBuf>,
+}
+
+#[cfg(feature = "imatrix")]
+#[derive(Args)]
+struct ImatrixArgs {
+    /// The model: a Hugging Face folder (LlamaForCausalLM and its kind) or a llama .gguf
+    /// file.
+    model: PathBuf,
+    /// The tokenizer.json (default: the one in the folder, or beside the .gguf file).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The calibration text file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Output file.
+    #[arg(short, long, default_value = "imatrix.gguf")]
+    output: PathBuf,
+    /// Output format: gguf or dat (llama.cpp's legacy format). Default: dat for a .dat
+    /// output, else gguf.
+    #[arg(long, value_name = "FORMAT")]
+    output_format: Option<String>,
+    /// Tokens per chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    ctx: usize,
+    /// Process at most N chunks (default: all).
+    #[arg(long, value_name = "N")]
+    chunks: Option<usize>,
+    /// Also collect output.weight.
+    #[arg(long)]
+    process_output: bool,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -208,8 +248,75 @@ fn run(cmd: Command) -> Result<()> {
             json,
         } => eval(&original, &quantized, json),
         Command::Merge { output } => merge(&output),
+        #[cfg(feature = "imatrix")]
+        Command::Imatrix(a) => imatrix(a),
         Command::Demo { methods, keep } => demo(methods.as_deref(), keep),
     }
+}
+
+/// Sizes rayon's global pool (and candle's matrix products, which read
+/// `RAYON_NUM_THREADS`) to `n` threads.
+fn set_threads(n: usize) -> Result<()> {
+    std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .build_global()
+        .map_err(|e| Error::Config {
+            source_name: "--threads".into(),
+            entry: n.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+#[cfg(feature = "imatrix")]
+fn imatrix(a: ImatrixArgs) -> Result<()> {
+    if let Some(n) = a.threads {
+        set_threads(n)?;
+    }
+    let dat = match a.output_format.as_deref() {
+        Some("gguf") => false,
+        Some("dat") => true,
+        Some(other) => {
+            return Err(Error::Config {
+                source_name: "--output-format".into(),
+                entry: other.into(),
+                reason: "expected gguf or dat".into(),
+            })
+        }
+        None => a.output.extension().is_some_and(|e| e == "dat"),
+    };
+    check_output(&a.output, a.force)?;
+    let tokenizer = quant_calib::tokenizer_path(&a.model, a.tokenizer.as_deref())?;
+    let text = std::fs::read(&a.file).map_err(|e| Error::io(&a.file, e))?;
+    let text = String::from_utf8_lossy(&text);
+    let opts = quant_calib::ImatrixOptions {
+        ctx: a.ctx,
+        chunks: a.chunks,
+        process_output: a.process_output,
+        dataset: a.file.display().to_string(),
+    };
+    let start = Instant::now();
+    let stats = quant_calib::compute_imatrix(&a.model, &tokenizer, &text, &opts, |done, all| {
+        eprint!("\rchunk {done}/{all}");
+    })?;
+    eprintln!();
+    let bytes = if dat {
+        stats.legacy_bytes()
+    } else {
+        stats.gguf_bytes()
+    };
+    let mut out = quant::safetensors_io::AtomicFile::create(&a.output)?;
+    out.write_all(&bytes)?;
+    out.commit()?;
+    eprintln!(
+        "{}: {} entries, {} chunks of {} tokens, {:.2} s",
+        a.output.display(),
+        stats.entries.len(),
+        stats.chunk_count,
+        stats.chunk_size,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn methods(json: bool) -> Result<()> {
@@ -383,14 +490,7 @@ fn print_warnings(report: &Report) {
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
     if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-            .map_err(|e| Error::Config {
-                source_name: "--threads".into(),
-                entry: n.to_string(),
-                reason: e.to_string(),
-            })?;
+        set_threads(n)?;
     }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -334,3 +334,61 @@ fn dequantize_converts_tensors_kept_cast() {
         );
     }
 }
+
+#[cfg(feature = "imatrix")]
+#[test]
+fn imatrix_writes_gguf_and_dat_that_quantize_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("quant-gguf/tests/data/llamacpp/llama_a");
+    let text = root.join("quant-calib/tests/data/corpus.txt");
+    let (model, text) = (model.to_str().unwrap(), text.to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let out = |n: &str| dir.path().join(n).display().to_string();
+    fn args<'a>(model: &'a str, text: &'a str, o: &'a str) -> Vec<&'a str> {
+        let mut a = vec!["imatrix", model, "-f", text, "-o", o];
+        a.extend(["-c", "64", "--chunks", "2", "-t", "1"]);
+        a
+    }
+    let (a_gguf, a_dat) = (out("a.gguf"), out("a.dat"));
+
+    ok(&args(model, text, &a_gguf));
+    let im = quant::gguf::Imatrix::load(&a_gguf).unwrap();
+    assert_eq!((im.len(), im.chunk_count()), (14, Some(2)));
+    assert_eq!(im.datasets(), [text.to_string()]);
+    // A .dat name gives the legacy format.
+    ok(&args(model, text, &a_dat));
+    assert_ne!(&std::fs::read(&a_dat).unwrap()[..4], b"GGUF");
+    let dat = quant::gguf::Imatrix::load(&a_dat).unwrap();
+    assert_eq!((dat.len(), dat.chunk_count()), (14, Some(2)));
+
+    assert!(fails(&args(model, text, &a_gguf)).contains("output exists"));
+    let b = out("b.gguf");
+    let mut bad = args(model, text, &b);
+    bad.extend(["--output-format", "txt"]);
+    assert!(fails(&bad).contains("expected gguf or dat"));
+    let short = out("short.txt");
+    std::fs::write(&short, "too short").unwrap();
+    assert!(fails(&args(model, &short, &b)).contains("needs at least 128 tokens"));
+
+    // A .gguf model needs a tokenizer.json (none beside this one).
+    let gguf = root.join("quant-gguf/tests/data/llamacpp/gguf/llama_a/llama_a-bf16.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let g = out("g.gguf");
+    assert!(fails(&args(gguf, text, &g)).contains("--tokenizer"));
+    let tok = format!("{model}/tokenizer.json");
+    let mut with_tok = args(gguf, text, &g);
+    with_tok.extend(["--tokenizer", &tok]);
+    ok(&with_tok);
+    assert_eq!(std::fs::read(&g).unwrap(), std::fs::read(&a_gguf).unwrap());
+
+    ok(&[
+        "quantize",
+        model,
+        "-o",
+        &out("q.gguf"),
+        "--method",
+        "gguf_q4_k_m",
+        "--imatrix",
+        &a_gguf,
+    ]);
+}

@@ -70,7 +70,8 @@ pub enum GgufValue {
 }
 
 impl GgufValue {
-    fn type_id(&self) -> u32 {
+    /// GGUF's id of the value's type (0 = u8 … 12 = f64).
+    pub fn type_id(&self) -> u32 {
         match self {
             GgufValue::U8(_) => 0,
             GgufValue::I8(_) => 1,
@@ -890,6 +891,33 @@ pub fn llama_imatrix_kv(file: &str, imatrix: &crate::Imatrix) -> Vec<(String, Gg
     kv
 }
 
+/// A GGUF v3 header: magic, version, counts, the key/values, the tensor infos (name, ggml
+/// dims, type, data offset; the size is not stored), padded to [`DEFAULT_ALIGNMENT`].
+pub fn header_bytes(kv: &[(String, GgufValue)], infos: &[TensorInfo]) -> Vec<u8> {
+    let mut header = Vec::new();
+    header.extend(GGUF_MAGIC);
+    header.extend(GGUF_VERSION.to_le_bytes());
+    header.extend((infos.len() as u64).to_le_bytes());
+    header.extend((kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        encode_str(k, &mut header);
+        header.extend(v.type_id().to_le_bytes());
+        v.encode(&mut header);
+    }
+    for (name, dims, ty, off, _) in infos {
+        encode_str(name, &mut header);
+        header.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            header.extend(d.to_le_bytes());
+        }
+        header.extend(ty.id().to_le_bytes());
+        header.extend(off.to_le_bytes());
+    }
+    let pad = (header.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+    header.resize(pad as usize, 0);
+    header
+}
+
 /// Streaming .gguf writer: the header is computed from the plan, then each tensor is
 /// appended (and padded) as it arrives.
 pub struct GgufWriter {
@@ -898,7 +926,7 @@ pub struct GgufWriter {
 }
 
 /// One planned tensor's header entry: (name, dims in ggml order, type, offset, bytes).
-type TensorInfo = (String, Vec<u64>, GgufType, u64, u64);
+pub type TensorInfo = (String, Vec<u64>, GgufType, u64, u64);
 
 /// The header entries of `planned` and the type holding the most non-fallback elements.
 fn tensor_infos(path: &Path, planned: &[PlannedOutput]) -> Result<(Vec<TensorInfo>, GgmlType)> {
@@ -1084,27 +1112,7 @@ impl GgufWriter {
             }
             kv.extend(keys);
         }
-        let mut header = Vec::new();
-        header.extend(GGUF_MAGIC);
-        header.extend(GGUF_VERSION.to_le_bytes());
-        header.extend((infos.len() as u64).to_le_bytes());
-        header.extend((kv.len() as u64).to_le_bytes());
-        for (k, v) in &kv {
-            encode_str(k, &mut header);
-            header.extend(v.type_id().to_le_bytes());
-            v.encode(&mut header);
-        }
-        for (name, dims, ty, off, _) in &infos {
-            encode_str(name, &mut header);
-            header.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                header.extend(d.to_le_bytes());
-            }
-            header.extend(ty.id().to_le_bytes());
-            header.extend(off.to_le_bytes());
-        }
-        let pad = (header.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-        header.resize(pad as usize, 0);
+        let header = header_bytes(&kv, &infos);
         let mut out = AtomicFile::create(path)?;
         out.write_all(&header)?;
         Ok(GgufWriter {

@@ -207,7 +207,7 @@ pub mod util;
 
 pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
 pub use ftype::{Ftype, FtypeOptions, ModelInfo, FTYPES};
-pub use imatrix::Imatrix;
+pub use imatrix::{Imatrix, ImatrixStats, StatsEntries};
 pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
 
 /// The backend name used in registrations and errors.

@@ -1,0 +1,241 @@
+//! Calibration data for quant: importance matrices computed from text, compatible with
+//! llama.cpp's `llama-imatrix` (b11312, `tools/imatrix/imatrix.cpp`).
+//!
+//! [`compute_imatrix`] tokenizes the text, cuts it into chunks as llama-imatrix does
+//! (BOS first in each chunk when the vocabulary adds one), runs the model with candle
+//! ([`llama`]) and accumulates, for every weight matrix of the blocks, `Σx²` of each input
+//! column and the number of rows seen ([`Collector`]). The result is a
+//! [`quant_gguf::ImatrixStats`], written in llama.cpp's GGUF or legacy `.dat` form.
+//!
+//! A crate of its own because it runs models: it depends on candle-core and tokenizers,
+//! which the format backends (quant-core only) must not; it uses quant-gguf's Hugging Face
+//! → llama.cpp converter for tensor names and values, and its imatrix writer.
+
+pub mod llama;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use quant_core::{Error, Result};
+use quant_gguf::gguf::GgufValue;
+use quant_gguf::{ImatrixStats, StatsEntries};
+pub use source::{GgufSource, HfSource, ModelSource};
+
+/// llama-imatrix ignores matrix products over fewer rows than this (`src1->ne[1] < 16`).
+pub const MIN_ROWS: usize = 16;
+
+/// How to compute an importance matrix (llama-imatrix's options of the same names).
+#[derive(Clone, Debug)]
+pub struct ImatrixOptions {
+    /// Tokens per chunk (`-c`, default 512).
+    pub ctx: usize,
+    /// Process at most this many chunks (`--chunks`; `None` = all).
+    pub chunks: Option<usize>,
+    /// Also collect `output.weight` (`--process-output`).
+    pub process_output: bool,
+    /// The dataset name stored in the file (the `-f` argument as given).
+    pub dataset: String,
+}
+
+impl Default for ImatrixOptions {
+    fn default() -> Self {
+        ImatrixOptions {
+            ctx: 512,
+            chunks: None,
+            process_output: false,
+            dataset: String::new(),
+        }
+    }
+}
+
+/// Accumulates `Σx²` per input column and row counts per weight, as
+/// `IMatrixCollector::collect_imatrix` does for `GGML_OP_MUL_MAT` on a 2-D weight.
+#[derive(Debug, Default)]
+pub struct Collector {
+    entries: StatsEntries,
+    process_output: bool,
+}
+
+impl Collector {
+    /// A collector; `process_output` also keeps `output.weight`.
+    pub fn new(process_output: bool) -> Self {
+        Collector {
+            entries: BTreeMap::new(),
+            process_output,
+        }
+    }
+
+    /// Whether llama-imatrix collects the input of weight `name` over `rows` rows:
+    /// block weights (`blk.*`), `output.weight` only on request, at least [`MIN_ROWS`].
+    pub fn wants(&self, name: &str, rows: usize) -> bool {
+        rows >= MIN_ROWS
+            && (name.starts_with("blk.") || (self.process_output && name == "output.weight"))
+    }
+
+    /// Adds the input `x` (`rows × cols`, row-major) of a product with weight `name`.
+    /// Fails on a size that changed or a non-finite sum (llama-imatrix exits on both).
+    pub fn add(&mut self, name: &str, x: &[f32], cols: usize) -> Result<()> {
+        let rows = x.len().checked_div(cols).unwrap_or(0);
+        if !self.wants(name, rows) {
+            return Ok(());
+        }
+        let (sums, counts) = self
+            .entries
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; cols], vec![0]));
+        if sums.len() != cols {
+            return Err(Error::tensor(
+                "imatrix",
+                name,
+                format!("inconsistent size ({} vs {cols})", sums.len()),
+            ));
+        }
+        for row in x.chunks_exact(cols) {
+            for (acc, &v) in sums.iter_mut().zip(row) {
+                *acc += v * v;
+            }
+        }
+        if let Some(i) = sums.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(
+                "imatrix",
+                name,
+                format!("non-finite sum of squared activations at column {i}"),
+            ));
+        }
+        counts[0] += rows as i64;
+        Ok(())
+    }
+
+    /// The statistics collected.
+    pub fn into_entries(self) -> StatsEntries {
+        self.entries
+    }
+}
+
+/// The token ids of a text as llama-imatrix gets them: one trailing newline removed (as
+/// `-f` does), tokenized by `tokenizer.json` at `path` without adding special tokens,
+/// BOS prepended when the vocabulary adds it.
+pub fn tokenize(path: &Path, text: &str, bos: Option<u32>) -> Result<Vec<u32>> {
+    let tok = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let enc = tok
+        .encode(text, false)
+        .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
+    let mut ids = Vec::with_capacity(enc.len() + 1);
+    ids.extend(bos);
+    ids.extend_from_slice(enc.get_ids());
+    Ok(ids)
+}
+
+/// The chunks llama-imatrix evaluates: `min(chunks, len / ctx)` consecutive runs of
+/// `ctx` tokens, the first token of each replaced by BOS when there is one. Fails, as
+/// llama-imatrix does, with fewer than `2 · ctx` tokens (`source` names the text).
+pub fn chunks(
+    source: &str,
+    tokens: &[u32],
+    ctx: usize,
+    limit: Option<usize>,
+    bos: Option<u32>,
+) -> Result<Vec<Vec<u32>>> {
+    if ctx < MIN_ROWS || tokens.len() < 2 * ctx {
+        return Err(Error::file(
+            source,
+            "text",
+            format!(
+                "a context of {ctx} tokens (at least {MIN_ROWS}) needs at least {} tokens; \
+                 the text has {}",
+                2 * ctx,
+                tokens.len()
+            ),
+        ));
+    }
+    let n = limit.map_or(tokens.len() / ctx, |c| c.min(tokens.len() / ctx));
+    Ok(tokens
+        .chunks_exact(ctx)
+        .take(n)
+        .map(|c| {
+            let mut c = c.to_vec();
+            if let (Some(b), Some(first)) = (bos, c.first_mut()) {
+                *first = b;
+            }
+            c
+        })
+        .collect())
+}
+
+fn kv_bool(src: &dyn ModelSource, key: &str) -> Option<bool> {
+    match src.kv(key)? {
+        GgufValue::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
+/// Opens `model`: a `.gguf` file, else a Hugging Face folder.
+pub fn open_model(model: &Path) -> Result<Box<dyn ModelSource>> {
+    Ok(if model.is_file() && quant_gguf::gguf::sniff(model) {
+        Box::new(GgufSource::open(model)?)
+    } else {
+        Box::new(HfSource::open(model)?)
+    })
+}
+
+/// The `tokenizer.json` to use for `model`: `explicit` when given, else the one in the
+/// folder (or beside the `.gguf` file).
+pub fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let dir = if model.is_dir() {
+        model
+    } else {
+        model.parent().unwrap_or(Path::new("."))
+    };
+    let p = dir.join("tokenizer.json");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::file(
+            model,
+            "model",
+            "no tokenizer.json beside it: give one (--tokenizer); quant tokenizes with the \
+             Hugging Face tokenizer, not the GGUF vocabulary",
+        ))
+    }
+}
+
+/// Computes the importance matrix of `model` (a Hugging Face folder or a `.gguf` file) on
+/// `text`, tokenized by `tokenizer` (a `tokenizer.json`). `progress` is called after each
+/// chunk with (chunks done, chunks in all).
+pub fn compute_imatrix(
+    model: &Path,
+    tokenizer: &Path,
+    text: &str,
+    opts: &ImatrixOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ImatrixStats> {
+    let src = open_model(model)?;
+    let llama = llama::Llama::load(src.as_ref())?;
+    // llama.cpp adds BOS unless the vocabulary says not to.
+    let bos = match kv_bool(src.as_ref(), "tokenizer.ggml.add_bos_token") {
+        Some(false) => None,
+        _ => src
+            .kv("tokenizer.ggml.bos_token_id")
+            .and_then(GgufValue::as_u64)
+            .map(|b| b as u32),
+    };
+    let tokens = tokenize(tokenizer, text, bos)?;
+    let chunks = chunks(&opts.dataset, &tokens, opts.ctx, opts.chunks, bos)?;
+    let mut collector = Collector::new(opts.process_output);
+    for (i, chunk) in chunks.iter().enumerate() {
+        llama.forward(chunk, &mut collector)?;
+        progress(i + 1, chunks.len());
+    }
+    Ok(ImatrixStats {
+        entries: collector.into_entries(),
+        datasets: vec![opts.dataset.clone()],
+        chunk_count: chunks.len() as u32,
+        chunk_size: opts.ctx as u32,
+    })
+}

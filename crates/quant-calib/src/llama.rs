@@ -1,0 +1,326 @@
+//! llama.cpp's `llama` graph (`llm_build_llama`) on one sequence, with candle-core ops,
+//! recording the input of every weight product for a [`Collector`].
+//!
+//! Weights come from quant-gguf's converter under llama.cpp names and values: `attn_q` and
+//! `attn_k` rows are permuted for llama.cpp's rope, so rope here rotates adjacent pairs
+//! (`LLAMA_ROPE_TYPE_NORM`). Per block: RMS norm × `attn_norm` → `attn_q/k/v`; rope; causal
+//! softmax attention with grouped KV heads (K and V rounded to f16, as llama.cpp's default
+//! KV cache holds them), scale `1/√head_dim` → `attn_output`; residual;
+//! RMS norm × `ffn_norm` → `ffn_gate`, `ffn_up`; `silu(gate) · up` → `ffn_down`; residual.
+//! Then RMS norm × `output_norm` → `output` (run only when `output.weight` is collected).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use quant_core::{Error, Result};
+use quant_gguf::gguf::GgufValue;
+
+use crate::source::ModelSource;
+use crate::Collector;
+
+struct Block {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+}
+
+/// A llama model held as f32 candle tensors.
+pub struct Llama {
+    dir: std::path::PathBuf,
+    embd: Tensor,
+    blocks: Vec<Block>,
+    output_norm: Tensor,
+    output: Option<Tensor>,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    eps: f64,
+    freq_base: f32,
+    rope_dim: usize,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama")
+            .field("dir", &self.dir)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
+fn ce(dir: &Path, what: &str, e: candle_core::Error) -> Error {
+    Error::tensor(dir, what, format!("candle: {e}"))
+}
+
+fn bad(src: &dyn ModelSource, reason: String) -> Error {
+    Error::file(src.path(), "model", reason)
+}
+
+fn kv_u64(src: &dyn ModelSource, key: &str) -> Option<u64> {
+    src.kv(key).and_then(GgufValue::as_u64)
+}
+
+fn kv_f32(src: &dyn ModelSource, key: &str) -> Option<f32> {
+    match src.kv(key)? {
+        GgufValue::F32(v) => Some(*v),
+        GgufValue::F64(v) => Some(*v as f32),
+        _ => None,
+    }
+}
+
+impl Llama {
+    /// Loads the model; fails on another architecture or on rope scaling, which this
+    /// graph does not implement.
+    pub fn load(src: &dyn ModelSource) -> Result<Self> {
+        let arch = match src.kv("general.architecture") {
+            Some(GgufValue::String(a)) => a.clone(),
+            _ => String::new(),
+        };
+        if arch != "llama" {
+            return Err(bad(
+                src,
+                format!("imatrix runs llama models only, this is '{arch}'"),
+            ));
+        }
+        if let Some(GgufValue::String(t)) = src.kv("llama.rope.scaling.type") {
+            if t != "none" {
+                return Err(bad(
+                    src,
+                    format!("rope scaling '{t}' is not implemented by quant's imatrix"),
+                ));
+            }
+        }
+        if src.has("rope_freqs.weight") {
+            return Err(bad(
+                src,
+                "rope frequency factors (rope_freqs.weight) are not implemented by quant's \
+                 imatrix"
+                    .into(),
+            ));
+        }
+        let need = |key: &str| {
+            kv_u64(src, key)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(src, format!("no {key}")))
+        };
+        let n_layer = need("llama.block_count")?;
+        let n_embd = need("llama.embedding_length")?;
+        let n_head = need("llama.attention.head_count")?;
+        let n_head_kv = kv_u64(src, "llama.attention.head_count_kv").map_or(n_head, |v| v as usize);
+        let head_dim = kv_u64(src, "llama.attention.key_length")
+            .map_or(n_embd / n_head.max(1), |v| v as usize);
+        let rope_dim = kv_u64(src, "llama.rope.dimension_count").map_or(head_dim, |v| v as usize);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || rope_dim > head_dim {
+            return Err(bad(
+                src,
+                format!(
+                    "bad attention shape: {n_head} heads, {n_head_kv} kv heads, head size \
+                     {head_dim}, rope over {rope_dim}"
+                ),
+            ));
+        }
+        let eps = kv_f32(src, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64;
+        let freq_base = kv_f32(src, "llama.rope.freq_base").unwrap_or(10000.0);
+        let dir = src.path();
+        let load = |name: &str| -> Result<Tensor> {
+            let (shape, values) = src.tensor(name)?;
+            Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| ce(dir, name, e))
+        };
+        let mut blocks = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let w = |s: &str| load(&format!("blk.{i}.{s}.weight"));
+            blocks.push(Block {
+                attn_norm: w("attn_norm")?,
+                wq: w("attn_q")?,
+                wk: w("attn_k")?,
+                wv: w("attn_v")?,
+                wo: w("attn_output")?,
+                ffn_norm: w("ffn_norm")?,
+                w_gate: w("ffn_gate")?,
+                w_up: w("ffn_up")?,
+                w_down: w("ffn_down")?,
+            });
+        }
+        let embd = load("token_embd.weight")?;
+        // Tied embeddings: no output.weight (llama.cpp multiplies by token_embd).
+        let output = if src.has("output.weight") {
+            Some(load("output.weight")?)
+        } else {
+            None
+        };
+        Ok(Llama {
+            dir: dir.to_path_buf(),
+            embd,
+            blocks,
+            output_norm: load("output_norm.weight")?,
+            output,
+            n_head,
+            n_head_kv,
+            head_dim,
+            eps,
+            freq_base,
+            rope_dim,
+        })
+    }
+
+    /// Runs one sequence of tokens, giving `collector` the input of every weight product.
+    pub fn forward(&self, tokens: &[u32], collector: &mut Collector) -> Result<()> {
+        let dir = self.dir.as_path();
+        let e = |e: candle_core::Error| ce(dir, "forward", e);
+        let t = tokens.len();
+        let dev = Device::Cpu;
+        let ids = Tensor::new(tokens, &dev).map_err(e)?;
+        let mut x = self.embd.index_select(&ids, 0).map_err(e)?;
+        let (cos, sin) = self.rope_tables(t).map_err(e)?;
+        let mask = causal_mask(t).map_err(e)?;
+        let group = self.n_head / self.n_head_kv;
+        let kv_index: Vec<u32> = (0..self.n_head).map(|h| (h / group) as u32).collect();
+        let kv_index = Tensor::new(kv_index.as_slice(), &dev).map_err(e)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            let h = rms_norm(&x, &b.attn_norm, self.eps).map_err(e)?;
+            record(collector, &name("attn_q"), &h)?;
+            record(collector, &name("attn_k"), &h)?;
+            record(collector, &name("attn_v"), &h)?;
+            let q = linear(&h, &b.wq).map_err(e)?;
+            let k = linear(&h, &b.wk).map_err(e)?;
+            let v = linear(&h, &b.wv).map_err(e)?;
+            let q = self.rope(&q, self.n_head, &cos, &sin).map_err(e)?;
+            let k = self
+                .rope(&k, self.n_head_kv, &cos, &sin)
+                .and_then(|k| f16_round(&k))
+                .map_err(e)?;
+            let v = f16_round(&v).map_err(e)?;
+            // (heads, t, head_dim), kv heads repeated for their query heads.
+            let q = heads(&q, self.n_head, self.head_dim).map_err(e)?;
+            let k = heads(&k, self.n_head_kv, self.head_dim)
+                .and_then(|k| k.index_select(&kv_index, 0))
+                .map_err(e)?;
+            let v = heads(&v, self.n_head_kv, self.head_dim)
+                .and_then(|v| v.index_select(&kv_index, 0))
+                .map_err(e)?;
+            let att = (|| {
+                let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+                let max = scores.max_keepdim(D::Minus1)?;
+                let p = scores.broadcast_sub(&max)?.exp()?;
+                let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
+                p.matmul(&v)?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((t, self.n_head * self.head_dim))
+            })()
+            .map_err(e)?;
+            record(collector, &name("attn_output"), &att)?;
+            x = (x + linear(&att, &b.wo).map_err(e)?).map_err(e)?;
+            let h = rms_norm(&x, &b.ffn_norm, self.eps).map_err(e)?;
+            record(collector, &name("ffn_gate"), &h)?;
+            record(collector, &name("ffn_up"), &h)?;
+            let g = (|| linear(&h, &b.w_gate)?.silu()?.mul(&linear(&h, &b.w_up)?))().map_err(e)?;
+            record(collector, &name("ffn_down"), &g)?;
+            x = (x + linear(&g, &b.w_down).map_err(e)?).map_err(e)?;
+        }
+        // With tied embeddings the output product uses token_embd, which llama-imatrix
+        // never collects; the logits themselves are not needed.
+        if self.output.is_some() && collector.wants("output.weight", t) {
+            let h = rms_norm(&x, &self.output_norm, self.eps).map_err(e)?;
+            record(collector, "output.weight", &h)?;
+        }
+        Ok(())
+    }
+
+    /// cos and sin of `pos · base^(-2i/rope_dim)`, `(t, rope_dim/2)`.
+    fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.rope_dim / 2;
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for pos in 0..t {
+            for i in 0..half {
+                let theta = self.freq_base.powf(-2.0 * i as f32 / self.rope_dim as f32);
+                let a = pos as f32 * theta;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, 1, half), &Device::Cpu)?,
+            Tensor::from_vec(sin, (t, 1, half), &Device::Cpu)?,
+        ))
+    }
+
+    /// llama.cpp's normal rope on `(t, n·head_dim)`: pairs `(2i, 2i+1)` of the first
+    /// `rope_dim` values of each head rotated.
+    fn rope(
+        &self,
+        x: &Tensor,
+        n: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let t = x.dim(0)?;
+        let half = self.rope_dim / 2;
+        let x = x.reshape((t, n, self.head_dim))?;
+        let r = x.narrow(2, 0, self.rope_dim)?.reshape((t, n, half, 2))?;
+        let x0 = r.narrow(3, 0, 1)?.squeeze(3)?;
+        let x1 = r.narrow(3, 1, 1)?.squeeze(3)?;
+        let y0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+        let y1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+        let mut y = Tensor::stack(&[y0, y1], 3)?.reshape((t, n, self.rope_dim))?;
+        if self.rope_dim < self.head_dim {
+            let rest = x.narrow(2, self.rope_dim, self.head_dim - self.rope_dim)?;
+            y = Tensor::cat(&[y, rest], 2)?;
+        }
+        y.reshape((t, n * self.head_dim))
+    }
+}
+
+fn record(collector: &mut Collector, name: &str, x: &Tensor) -> Result<()> {
+    let cols = x.dim(1).map_err(|e| ce(Path::new("imatrix"), name, e))?;
+    let values: Vec<f32> = x
+        .flatten_all()
+        .and_then(|v| v.to_vec1())
+        .map_err(|e| ce(Path::new("imatrix"), name, e))?;
+    collector.add(name, &values, cols)
+}
+
+/// `x · wᵀ` for `w` of shape `(out, in)`.
+fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.matmul(&w.t()?)
+}
+
+/// `x / √(mean(x²) + eps) · w` over the last dim.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+}
+
+/// `(t, n·d)` → `(n, t, d)`.
+fn heads(x: &Tensor, n: usize, d: usize) -> candle_core::Result<Tensor> {
+    let t = x.dim(0)?;
+    x.reshape((t, n, d))?.transpose(0, 1)?.contiguous()
+}
+
+/// `(t, t)`: 0 on and below the diagonal, −∞ above.
+fn causal_mask(t: usize) -> candle_core::Result<Tensor> {
+    let m: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(m, (t, t), &Device::Cpu)
+}
+
+/// `x` as stored in llama.cpp's default KV cache (`--cache-type-k/v f16`).
+fn f16_round(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.to_dtype(DType::F16)?.to_dtype(DType::F32)
+}

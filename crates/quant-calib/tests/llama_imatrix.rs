@@ -1,0 +1,183 @@
+//! quant's importance matrix of llama_a against llama-imatrix's (llama.cpp b11312,
+//! `llama-imatrix -m llama_a-f32.gguf -f corpus.txt -c 64 --chunks 8 -t 1`): the same
+//! entries in the same order, the same counts and keys, `in_sum2` within 1e-3 relative L2
+//! per tensor; and the writers reproduce llama-imatrix's files byte for byte from its own
+//! statistics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::PathBuf;
+
+use quant_calib::{chunks, compute_imatrix, Collector, ImatrixOptions};
+use quant_gguf::gguf::GgufFile;
+use quant_gguf::{Imatrix, ImatrixStats};
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../quant-gguf/tests/data/llamacpp/llama_a")
+}
+
+fn quant_stats() -> ImatrixStats {
+    stats_of(&model_dir())
+}
+
+fn stats_of(model: &std::path::Path) -> ImatrixStats {
+    let text = std::fs::read_to_string(data("corpus.txt")).unwrap();
+    let opts = ImatrixOptions {
+        ctx: 64,
+        chunks: Some(8),
+        process_output: false,
+        dataset: "corpus.txt".into(),
+    };
+    let tokenizer = model_dir().join("tokenizer.json");
+    compute_imatrix(model, &tokenizer, &text, &opts, |_, _| {}).unwrap()
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn gguf_matches_llama_imatrix() {
+    let stats = quant_stats();
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("quant.imatrix.gguf");
+    std::fs::write(&ours, stats.gguf_bytes()).unwrap();
+    let ours = GgufFile::open(&ours).unwrap();
+    let theirs = GgufFile::open(data("imatrix_llama_a.gguf")).unwrap();
+
+    assert_eq!(ours.metadata, theirs.metadata, "key/value pairs");
+    let names = |f: &GgufFile| f.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ours), names(&theirs), "tensor names and order");
+    assert_eq!(theirs.tensors.len(), 28);
+    for (a, b) in ours.tensors.iter().zip(&theirs.tensors) {
+        assert_eq!(
+            (a.ty, &a.dims, a.offset),
+            (b.ty, &b.dims, b.offset),
+            "{}",
+            a.name
+        );
+        let va = f32s(&ours.read_data(a).unwrap());
+        let vb = f32s(&theirs.read_data(b).unwrap());
+        if a.name.ends_with(".counts") {
+            assert_eq!(va, vb, "{}", a.name);
+            assert_eq!(va, vec![512.0], "{}", a.name);
+        } else {
+            let r = rel_l2(&va, &vb);
+            assert!(r < 1e-3, "{}: relative L2 {r:e}", a.name);
+        }
+    }
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn legacy_dat_matches_llama_imatrix() {
+    let stats = quant_stats();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quant.imatrix.dat");
+    std::fs::write(&path, stats.legacy_bytes()).unwrap();
+    let ours = Imatrix::load(&path).unwrap();
+    let theirs = Imatrix::load(data("imatrix_llama_a.dat")).unwrap();
+    assert_eq!(ours.len(), 14);
+    assert_eq!(ours.len(), theirs.len());
+    assert_eq!(ours.chunk_count(), theirs.chunk_count());
+    assert_eq!(ours.datasets(), theirs.datasets());
+    let from_gguf = Imatrix::load(data("imatrix_llama_a.gguf")).unwrap();
+    for name in stats.entries.keys() {
+        let (a, b) = (ours.get(name).unwrap(), theirs.get(name).unwrap());
+        let r = rel_l2(a, b);
+        assert!(r < 1e-3, "{name}: relative L2 {r:e}");
+        // The two reference forms give the same weights (up to the dat's ×ncall/ncall).
+        assert!(rel_l2(b, from_gguf.get(name).unwrap()) < 1e-6, "{name}");
+    }
+}
+
+#[test]
+fn writers_reproduce_llama_imatrix_files() {
+    let stats = ImatrixStats::load_gguf(data("imatrix_llama_a.gguf")).unwrap();
+    assert_eq!((stats.chunk_count, stats.chunk_size), (8, 64));
+    assert_eq!(stats.datasets, vec!["corpus.txt".to_string()]);
+    let gguf = std::fs::read(data("imatrix_llama_a.gguf")).unwrap();
+    assert!(stats.gguf_bytes() == gguf, "GGUF bytes differ");
+    let dat = std::fs::read(data("imatrix_llama_a.dat")).unwrap();
+    assert!(stats.legacy_bytes() == dat, "legacy .dat bytes differ");
+}
+
+#[test]
+fn chunking_follows_llama_imatrix() {
+    let tokens: Vec<u32> = (10..10 + 300).collect();
+    let c = chunks("t", &tokens, 64, None, Some(1)).unwrap();
+    assert_eq!(c.len(), 4);
+    assert_eq!(c[1][0], 1);
+    assert_eq!(&c[1][1..], &tokens[65..128]);
+    assert_eq!(chunks("t", &tokens, 64, Some(2), None).unwrap()[1][0], 74);
+    // Fewer than 2·ctx tokens, or a context under 16 tokens: refused.
+    assert!(chunks("t", &tokens, 151, None, None).is_err());
+    assert!(chunks("t", &tokens, 8, None, None).is_err());
+}
+
+#[test]
+fn collector_skips_what_llama_imatrix_skips() {
+    let mut c = Collector::new(false);
+    let x16 = vec![2.0f32; 16 * 4];
+    c.add("output.weight", &x16, 4).unwrap();
+    c.add("token_embd.weight", &x16, 4).unwrap();
+    c.add("blk.0.attn_q.weight", &x16[..15 * 4], 4).unwrap();
+    assert!(c.into_entries().is_empty());
+
+    let mut c = Collector::new(true);
+    c.add("output.weight", &x16, 4).unwrap();
+    c.add("blk.0.ffn_up.weight", &x16, 4).unwrap();
+    c.add("blk.0.ffn_up.weight", &x16, 4).unwrap();
+    assert!(c.add("blk.0.ffn_up.weight", &[1.0; 16 * 8], 8).is_err());
+    let e = c.into_entries();
+    assert_eq!(e["output.weight"], (vec![64.0; 4], vec![16]));
+    assert_eq!(e["blk.0.ffn_up.weight"], (vec![128.0; 4], vec![32]));
+}
+
+#[test]
+fn refuses_a_text_too_short() {
+    let opts = ImatrixOptions {
+        ctx: 64,
+        ..Default::default()
+    };
+    let tokenizer = model_dir().join("tokenizer.json");
+    let e =
+        compute_imatrix(&model_dir(), &tokenizer, "a short text", &opts, |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("needs at least 128 tokens"), "{e}");
+}
+
+#[test]
+fn a_gguf_model_gives_the_same_matrix_as_its_folder() {
+    // llama_a-bf16.gguf holds llama_a's exact (bf16) weights, already permuted for rope.
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../quant-gguf/tests/data/llamacpp/gguf/llama_a/llama_a-bf16.gguf");
+    assert!(stats_of(&gguf) == quant_stats());
+}
+
+#[test]
+fn tokenizer_is_required_beside_a_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.gguf");
+    std::fs::write(&m, b"GGUF").unwrap();
+    let e = quant_calib::tokenizer_path(&m, None).unwrap_err();
+    assert!(e.to_string().contains("--tokenizer"), "{e}");
+    let t = quant_calib::tokenizer_path(&model_dir(), None).unwrap();
+    assert_eq!(t, model_dir().join("tokenizer.json"));
+}
