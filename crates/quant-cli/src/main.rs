@@ -854,6 +854,8 @@ fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<(
     // One f32 buffer serves every quantized tensor; unquantized ones stream from the
     // mapped input. Either way the output is encoded a chunk at a time.
     let mut values = Vec::new();
+    let mut casts: std::collections::HashMap<(String, String), Option<DType>> =
+        std::collections::HashMap::new();
     const CHUNK: usize = 1 << 20;
     for (r, l) in records.iter().zip(&layouts) {
         let encode = |v: &[f32], out: &mut dyn std::io::Write| -> std::io::Result<()> {
@@ -864,12 +866,24 @@ fn dequantize(input: &Path, output: &Path, dtype: &str, force: bool) -> Result<(
         // exactly what dequantizing gives): stream from the mapped file.
         let source = match &r.method {
             None => model.source(&r.name),
-            Some(m) => {
-                let cast = Registry::global()?.create(m, &r.params)?.elementwise_cast();
-                model
-                    .stored_source(&r.name, &r.name)
-                    .filter(|s| cast == Some(s.meta().dtype) && r.parts.len() == 1)
-            }
+            Some(m) => match model.stored_source(&r.name, &r.name) {
+                Some(src) if r.parts.len() == 1 => {
+                    // One instance per method and parameters, not per tensor.
+                    let key = (
+                        m.clone(),
+                        serde_json::Value::Object(r.params.clone()).to_string(),
+                    );
+                    let cast = match casts.get(&key) {
+                        Some(c) => *c,
+                        None => {
+                            let c = Registry::global()?.create(m, &r.params)?.elementwise_cast();
+                            *casts.entry(key).or_insert(c)
+                        }
+                    };
+                    (cast == Some(src.meta().dtype)).then_some(src)
+                }
+                _ => None,
+            },
         };
         match source {
             Some(src) if l.dtype == src.meta().dtype => {

@@ -380,32 +380,32 @@ impl ModelFiles {
 
     /// The stored parts of `name`.
     pub fn read(&self, name: &str) -> Result<QuantizedTensor> {
-        for (_, r) in &self.shards {
-            if r.records().iter().any(|rec| rec.name == name) {
-                return r.read(name);
-            }
-        }
-        Err(Error::tensor(&self.root, name, "no such tensor"))
+        self.reader_of(name)
+            .ok_or_else(|| Error::tensor(&self.root, name, "no such tensor"))?
+            .read(name)
+    }
+
+    /// The reader of the file holding tensor `name`.
+    fn reader_of(&self, name: &str) -> Option<&dyn ContainerReader> {
+        self.shards
+            .iter()
+            .find(|(_, r)| r.records().iter().any(|rec| rec.name == name))
+            .map(|(_, r)| r.as_ref())
     }
 
     /// An unquantized tensor as a zero-copy source (memory-mapped safetensors), if it is
     /// one.
     pub fn source(&self, name: &str) -> Option<Box<dyn TensorSource + '_>> {
-        let (_, r) = self
-            .shards
-            .iter()
-            .find(|(_, r)| r.records().iter().any(|rec| rec.name == name))?;
-        r.source(name)
+        self.reader_of(name)?.source(name)
     }
 
     /// The stored part `key` of tensor `name` as a zero-copy source, when it is an entry
     /// of a memory-mapped safetensors file (quantized or not).
     pub fn stored_source(&self, name: &str, key: &str) -> Option<Box<dyn TensorSource + '_>> {
-        let (_, r) = self
-            .shards
-            .iter()
-            .find(|(_, r)| r.records().iter().any(|rec| rec.name == name))?;
-        let st = r.as_any()?.downcast_ref::<SafetensorsReader>()?;
+        let st = self
+            .reader_of(name)?
+            .as_any()?
+            .downcast_ref::<SafetensorsReader>()?;
         st.file
             .get(key)
             .map(|t| Box::new(t) as Box<dyn TensorSource>)

@@ -1181,7 +1181,8 @@ fn create_writer(
     // The input's typed key/values (a converted HF folder: what convert_hf_to_gguf.py
     // would have written; a .gguf: its own, as `llama-quantize --pure` keeps them), less
     // the keys of the input's own split.
-    let typed: Option<KvList> = source.and_then(typed_kv).map(|kv| {
+    let input_kv = source.and_then(typed_kv);
+    let typed: Option<KvList> = input_kv.map(|kv| {
         let mut list = KvList::default();
         // quant writes with the default alignment: another one is not carried over.
         let keep = |(k, v): &&(String, GgufValue)| {
@@ -1194,7 +1195,7 @@ fn create_writer(
         list
     });
     let converted = typed.as_ref();
-    match (ftype, source.and_then(typed_kv)) {
+    match (ftype, input_kv) {
         (Some(ftype), Some(input_kv)) => {
             let overrides = imatrix_overrides(metadata)?;
             Ok(Box::new(GgufWriter::create_llama(
