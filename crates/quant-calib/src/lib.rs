@@ -3,7 +3,8 @@
 //!
 //! [`compute_imatrix`] tokenizes the text, cuts it into chunks as llama-imatrix does
 //! (BOS first in each chunk when the vocabulary adds one), runs the model with candle
-//! ([`llama`]) and accumulates, for every weight matrix of the blocks, `Σx²` of each input
+//! ([`llama`] for llama/Mistral decoders, [`bert`] for BERT encoders such as
+//! all-MiniLM-L6-v2) and accumulates, for every weight matrix of the blocks, `Σx²` of each input
 //! column and the number of rows seen ([`Collector`]). The result is a
 //! [`quant_gguf::ImatrixStats`], written in llama.cpp's GGUF or legacy `.dat` form.
 //!
@@ -11,7 +12,9 @@
 //! which the format backends (quant-core only) must not; it uses quant-gguf's Hugging Face
 //! → llama.cpp converter for tensor names and values, and its imatrix writer.
 
+pub mod bert;
 pub mod llama;
+mod ops;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -114,10 +117,14 @@ impl Collector {
 }
 
 /// The token ids of a text as llama-imatrix gets them: one trailing newline removed (as
-/// `-f` does), tokenized by `tokenizer.json` at `path` without adding special tokens,
-/// BOS prepended when the vocabulary adds it.
-pub fn tokenize(path: &Path, text: &str, bos: Option<u32>) -> Result<Vec<u32>> {
-    let tok = tokenizers::Tokenizer::from_file(path)
+/// `-f` does), tokenized by `tokenizer.json` at `path` without adding special tokens (and
+/// without the file's truncation or padding), BOS prepended and EOS appended when the
+/// vocabulary adds them (`bos`, `eos`).
+pub fn tokenize(path: &Path, text: &str, bos: Option<u32>, eos: Option<u32>) -> Result<Vec<u32>> {
+    let mut tok = tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
+    tok.with_padding(None);
+    tok.with_truncation(None)
         .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
     let text = text.strip_suffix('\n').unwrap_or(text);
     let enc = tok
@@ -126,6 +133,7 @@ pub fn tokenize(path: &Path, text: &str, bos: Option<u32>) -> Result<Vec<u32>> {
     let mut ids = Vec::with_capacity(enc.len() + 1);
     ids.extend(bos);
     ids.extend_from_slice(enc.get_ids());
+    ids.extend(eos);
     Ok(ids)
 }
 
@@ -169,6 +177,59 @@ fn kv_bool(src: &dyn ModelSource, key: &str) -> Option<bool> {
     match src.kv(key)? {
         GgufValue::Bool(b) => Some(*b),
         _ => None,
+    }
+}
+
+/// A special token llama.cpp adds: `tokenizer.ggml.<what>_token_id` unless
+/// `tokenizer.ggml.add_<what>_token` says not to (`default`: whether it adds it when the
+/// file says nothing: BOS yes, EOS no).
+fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> {
+    let add = kv_bool(src, &format!("tokenizer.ggml.add_{what}_token")).unwrap_or(default);
+    add.then(|| {
+        src.kv(&format!("tokenizer.ggml.{what}_token_id"))
+            .and_then(GgufValue::as_u64)
+            .map(|id| id as u32)
+    })
+    .flatten()
+}
+
+/// A model graph quant runs to collect activations: llama.cpp's `llama` or `bert`.
+#[derive(Debug)]
+pub enum Graph {
+    /// Decoder-only llama (also Mistral, as llama.cpp converts it).
+    Llama(llama::Llama),
+    /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
+    Bert(bert::Bert),
+}
+
+impl Graph {
+    /// Loads the graph named by the model's `general.architecture`.
+    pub fn load(src: &dyn ModelSource) -> Result<Self> {
+        match src.kv("general.architecture") {
+            Some(GgufValue::String(a)) if a == "bert" => Ok(Graph::Bert(bert::Bert::load(src)?)),
+            Some(GgufValue::String(a)) if a == "llama" => {
+                Ok(Graph::Llama(llama::Llama::load(src)?))
+            }
+            other => Err(Error::file(
+                src.path(),
+                "model",
+                format!(
+                    "quant's imatrix runs llama and bert models; general.architecture is {}",
+                    match other {
+                        Some(GgufValue::String(a)) => format!("'{a}'"),
+                        _ => "missing".to_string(),
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// Runs one chunk of tokens, giving `collector` the input of every weight product.
+    pub fn forward(&self, tokens: &[u32], collector: &mut Collector) -> Result<()> {
+        match self {
+            Graph::Llama(m) => m.forward(tokens, collector),
+            Graph::Bert(m) => m.forward(tokens, collector),
+        }
     }
 }
 
@@ -216,20 +277,15 @@ pub fn compute_imatrix(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ImatrixStats> {
     let src = open_model(model)?;
-    let llama = llama::Llama::load(src.as_ref())?;
-    // llama.cpp adds BOS unless the vocabulary says not to.
-    let bos = match kv_bool(src.as_ref(), "tokenizer.ggml.add_bos_token") {
-        Some(false) => None,
-        _ => src
-            .kv("tokenizer.ggml.bos_token_id")
-            .and_then(GgufValue::as_u64)
-            .map(|b| b as u32),
-    };
-    let tokens = tokenize(tokenizer, text, bos)?;
+    let graph = Graph::load(src.as_ref())?;
+    // llama.cpp adds BOS unless the vocabulary says not to, EOS only when it says so.
+    let bos = added_token(src.as_ref(), "bos", true);
+    let eos = added_token(src.as_ref(), "eos", false);
+    let tokens = tokenize(tokenizer, text, bos, eos)?;
     let chunks = chunks(&opts.dataset, &tokens, opts.ctx, opts.chunks, bos)?;
     let mut collector = Collector::new(opts.process_output);
     for (i, chunk) in chunks.iter().enumerate() {
-        llama.forward(chunk, &mut collector)?;
+        graph.forward(chunk, &mut collector)?;
         progress(i + 1, chunks.len());
     }
     Ok(ImatrixStats {

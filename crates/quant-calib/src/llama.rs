@@ -9,12 +9,13 @@
 //! RMS norm × `ffn_norm` → `ffn_gate`, `ffn_up`; `silu(gate) · up` → `ffn_down`; residual.
 //! Then RMS norm × `output_norm` → `output` (run only when `output.weight` is collected).
 
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor, D};
-use quant_core::{Error, Result};
+use candle_core::{Device, Tensor};
+use quant_core::Result;
 use quant_gguf::gguf::GgufValue;
 
+use crate::ops::{
+    attention, bad, ce, f16_round, heads, kv_f32, kv_u64, linear, need, record, rms_norm,
+};
 use crate::source::ModelSource;
 use crate::Collector;
 
@@ -54,26 +55,6 @@ impl std::fmt::Debug for Llama {
     }
 }
 
-fn ce(dir: &Path, what: &str, e: candle_core::Error) -> Error {
-    Error::tensor(dir, what, format!("candle: {e}"))
-}
-
-fn bad(src: &dyn ModelSource, reason: String) -> Error {
-    Error::file(src.path(), "model", reason)
-}
-
-fn kv_u64(src: &dyn ModelSource, key: &str) -> Option<u64> {
-    src.kv(key).and_then(GgufValue::as_u64)
-}
-
-fn kv_f32(src: &dyn ModelSource, key: &str) -> Option<f32> {
-    match src.kv(key)? {
-        GgufValue::F32(v) => Some(*v),
-        GgufValue::F64(v) => Some(*v as f32),
-        _ => None,
-    }
-}
-
 impl Llama {
     /// Loads the model; fails on another architecture or on rope scaling, which this
     /// graph does not implement.
@@ -104,14 +85,9 @@ impl Llama {
                     .into(),
             ));
         }
-        let need = |key: &str| {
-            kv_u64(src, key)
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(src, format!("no {key}")))
-        };
-        let n_layer = need("llama.block_count")?;
-        let n_embd = need("llama.embedding_length")?;
-        let n_head = need("llama.attention.head_count")?;
+        let n_layer = need(src, "llama.block_count")?;
+        let n_embd = need(src, "llama.embedding_length")?;
+        let n_head = need(src, "llama.attention.head_count")?;
         let n_head_kv = kv_u64(src, "llama.attention.head_count_kv").map_or(n_head, |v| v as usize);
         let head_dim = kv_u64(src, "llama.attention.key_length")
             .map_or(n_embd / n_head.max(1), |v| v as usize);
@@ -128,10 +104,7 @@ impl Llama {
         let eps = kv_f32(src, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64;
         let freq_base = kv_f32(src, "llama.rope.freq_base").unwrap_or(10000.0);
         let dir = src.path();
-        let load = |name: &str| -> Result<Tensor> {
-            let (shape, values) = src.tensor(name)?;
-            Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| ce(dir, name, e))
-        };
+        let load = |name: &str| crate::ops::load(src, name);
         let mut blocks = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let w = |s: &str| load(&format!("blk.{i}.{s}.weight"));
@@ -189,9 +162,9 @@ impl Llama {
             record(collector, &name("attn_q"), &h)?;
             record(collector, &name("attn_k"), &h)?;
             record(collector, &name("attn_v"), &h)?;
-            let q = linear(&h, &b.wq).map_err(e)?;
-            let k = linear(&h, &b.wk).map_err(e)?;
-            let v = linear(&h, &b.wv).map_err(e)?;
+            let q = linear(&h, &b.wq, None).map_err(e)?;
+            let k = linear(&h, &b.wk, None).map_err(e)?;
+            let v = linear(&h, &b.wv, None).map_err(e)?;
             let q = self.rope(&q, self.n_head, &cos, &sin).map_err(e)?;
             let k = self
                 .rope(&k, self.n_head_kv, &cos, &sin)
@@ -206,25 +179,20 @@ impl Llama {
             let v = heads(&v, self.n_head_kv, self.head_dim)
                 .and_then(|v| v.index_select(&kv_index, 0))
                 .map_err(e)?;
-            let att = (|| {
-                let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
-                let max = scores.max_keepdim(D::Minus1)?;
-                let p = scores.broadcast_sub(&max)?.exp()?;
-                let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
-                p.matmul(&v)?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .reshape((t, self.n_head * self.head_dim))
-            })()
-            .map_err(e)?;
+            let att = attention(&q, &k, &v, scale, Some(&mask)).map_err(e)?;
             record(collector, &name("attn_output"), &att)?;
-            x = (x + linear(&att, &b.wo).map_err(e)?).map_err(e)?;
+            x = (x + linear(&att, &b.wo, None).map_err(e)?).map_err(e)?;
             let h = rms_norm(&x, &b.ffn_norm, self.eps).map_err(e)?;
             record(collector, &name("ffn_gate"), &h)?;
             record(collector, &name("ffn_up"), &h)?;
-            let g = (|| linear(&h, &b.w_gate)?.silu()?.mul(&linear(&h, &b.w_up)?))().map_err(e)?;
+            let g = (|| {
+                linear(&h, &b.w_gate, None)?
+                    .silu()?
+                    .mul(&linear(&h, &b.w_up, None)?)
+            })()
+            .map_err(e)?;
             record(collector, &name("ffn_down"), &g)?;
-            x = (x + linear(&g, &b.w_down).map_err(e)?).map_err(e)?;
+            x = (x + linear(&g, &b.w_down, None).map_err(e)?).map_err(e)?;
         }
         // With tied embeddings the output product uses token_embd, which llama-imatrix
         // never collects; the logits themselves are not needed.
@@ -280,32 +248,6 @@ impl Llama {
     }
 }
 
-fn record(collector: &mut Collector, name: &str, x: &Tensor) -> Result<()> {
-    let cols = x.dim(1).map_err(|e| ce(Path::new("imatrix"), name, e))?;
-    let values: Vec<f32> = x
-        .flatten_all()
-        .and_then(|v| v.to_vec1())
-        .map_err(|e| ce(Path::new("imatrix"), name, e))?;
-    collector.add(name, &values, cols)
-}
-
-/// `x · wᵀ` for `w` of shape `(out, in)`.
-fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.matmul(&w.t()?)
-}
-
-/// `x / √(mean(x²) + eps) · w` over the last dim.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
-}
-
-/// `(t, n·d)` → `(n, t, d)`.
-fn heads(x: &Tensor, n: usize, d: usize) -> candle_core::Result<Tensor> {
-    let t = x.dim(0)?;
-    x.reshape((t, n, d))?.transpose(0, 1)?.contiguous()
-}
-
 /// `(t, t)`: 0 on and below the diagonal, −∞ above.
 fn causal_mask(t: usize) -> candle_core::Result<Tensor> {
     let m: Vec<f32> = (0..t * t)
@@ -318,9 +260,4 @@ fn causal_mask(t: usize) -> candle_core::Result<Tensor> {
         })
         .collect();
     Tensor::from_vec(m, (t, t), &Device::Cpu)
-}
-
-/// `x` as stored in llama.cpp's default KV cache (`--cache-type-k/v f16`).
-fn f16_round(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.to_dtype(DType::F16)?.to_dtype(DType::F32)
 }

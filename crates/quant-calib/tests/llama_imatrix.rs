@@ -9,14 +9,10 @@
 use std::path::PathBuf;
 
 use quant_calib::{chunks, compute_imatrix, Collector, ImatrixOptions};
-use quant_gguf::gguf::GgufFile;
 use quant_gguf::{Imatrix, ImatrixStats};
 
-fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+mod common;
+use common::{compare_with_reference, data, rel_l2};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../quant-gguf/tests/data/llamacpp/llama_a")
@@ -38,52 +34,10 @@ fn stats_of(model: &std::path::Path) -> ImatrixStats {
     compute_imatrix(model, &tokenizer, &text, &opts, |_, _| {}).unwrap()
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
-    (num / den).sqrt()
-}
-
 #[test]
 fn gguf_matches_llama_imatrix() {
-    let stats = quant_stats();
-    let dir = tempfile::tempdir().unwrap();
-    let ours = dir.path().join("quant.imatrix.gguf");
-    std::fs::write(&ours, stats.gguf_bytes()).unwrap();
-    let ours = GgufFile::open(&ours).unwrap();
-    let theirs = GgufFile::open(data("imatrix_llama_a.gguf")).unwrap();
-
-    assert_eq!(ours.metadata, theirs.metadata, "key/value pairs");
-    let names = |f: &GgufFile| f.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&ours), names(&theirs), "tensor names and order");
-    assert_eq!(theirs.tensors.len(), 28);
-    for (a, b) in ours.tensors.iter().zip(&theirs.tensors) {
-        assert_eq!(
-            (a.ty, &a.dims, a.offset),
-            (b.ty, &b.dims, b.offset),
-            "{}",
-            a.name
-        );
-        let va = f32s(&ours.read_data(a).unwrap());
-        let vb = f32s(&theirs.read_data(b).unwrap());
-        if a.name.ends_with(".counts") {
-            assert_eq!(va, vb, "{}", a.name);
-            assert_eq!(va, vec![512.0], "{}", a.name);
-        } else {
-            let r = rel_l2(&va, &vb);
-            assert!(r < 1e-3, "{}: relative L2 {r:e}", a.name);
-        }
-    }
-}
-
-fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    let (_, tensors) = compare_with_reference(&quant_stats(), &data("imatrix_llama_a.gguf"), 512.0);
+    assert_eq!(tensors, 28);
 }
 
 #[test]

@@ -82,8 +82,8 @@ enum Command {
         /// The output folder the workers wrote.
         output: PathBuf,
     },
-    /// Compute an importance matrix from text, as llama-imatrix does (llama models, from a
-    /// Hugging Face folder or a .gguf file), for `quantize --imatrix`.
+    /// Compute an importance matrix from text, as llama-imatrix does (llama and bert
+    /// models, from a Hugging Face folder or a .gguf file), for `quantize --imatrix`.
     #[cfg(feature = "imatrix")]
     Imatrix(ImatrixArgs),
     /// Quantize a built-in sample model with every method, reload it and print a table.
@@ -141,8 +141,8 @@ struct PlanArgs {
 #[cfg(feature = "imatrix")]
 #[derive(Args)]
 struct ImatrixArgs {
-    /// The model: a Hugging Face folder (LlamaForCausalLM and its kind) or a llama .gguf
-    /// file.
+    /// The model: a Hugging Face folder (LlamaForCausalLM and its kind, or a BERT
+    /// encoder such as all-MiniLM-L6-v2) or a llama/bert .gguf file.
     model: PathBuf,
     /// The tokenizer.json (default: the one in the folder, or beside the .gguf file).
     #[arg(long)]

