@@ -223,6 +223,17 @@ pub trait QuantMethod: Send + Sync {
         None
     }
 
+    /// How much an error costs in each column of `tensor`'s rows: one non-negative weight
+    /// per column (`tensor.row_len()` values, e.g. an importance matrix's expected squared
+    /// activation of each input column), so that the error that matters is
+    /// `Σ weight[col]·(v − v̂)²`. The memory-target planner measures every candidate
+    /// method of a tensor with the same weights (see [`crate::planner`]). Default: `None`
+    /// (every column counts the same).
+    fn column_importance(&self, tensor: &TensorMeta) -> Option<Vec<f32>> {
+        let _ = tensor;
+        None
+    }
+
     /// What the method adds around the tensors of one output file (header metadata,
     /// `config.json`'s `quantization_config`, sidecar files such as a quantization map),
     /// given every tensor of that file: its own ([`PlannedTensor::is_by`]), unquantized

@@ -474,6 +474,23 @@ impl QuantMethod for GgufMethod {
         })
     }
 
+    /// The imatrix entry of a 2-D tensor (by its llama.cpp name): `Σx²/count` of each
+    /// input column, the weights ggml's quantizers minimise `Σ w·(x − x̂)²` with. Given
+    /// whatever this method's type (the planner weights every candidate's error alike,
+    /// also of the types that quantize without it). `None` without an entry, for an
+    /// entry of the wrong length and for 3-D expert tensors (one imatrix slice per
+    /// expert, which one weight per column of the planner's `[experts, rest]` view
+    /// cannot express).
+    fn column_importance(&self, t: &TensorMeta) -> Option<Vec<f32>> {
+        if t.shape.len() != 2 {
+            return None;
+        }
+        self.weights_for(t, t.row_len())
+            .ok()
+            .flatten()
+            .map(<[f32]>::to_vec)
+    }
+
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
         let (part, row_len) = self.stored_rows(q)?;
         block::dequantize(self.ty, &part.data, row_len)

@@ -262,14 +262,22 @@ impl ModelQuantizer {
                 .get(&plan.resolved.effective)
                 .map(|e| e.backend)
                 .unwrap_or("");
+            // Every candidate gets the user's parameters it declares (e.g. every GGUF
+            // method the imatrix), as the default got them; none when the default is a
+            // fallback, whose parameters were given for another method.
+            let user = if plan.resolved.fallback_reason.is_none() {
+                self.params.clone()
+            } else {
+                Params::new()
+            };
             let mut ladder = Vec::new();
             for e in registry.entries().filter(|e| e.backend == backend) {
-                let params = if e.name == plan.resolved.effective {
-                    self.params.clone()
-                } else {
-                    Params::new()
-                };
-                ladder.push(self.instance(e.name, &params, &mut plan.methods)?);
+                let params: Params = user
+                    .iter()
+                    .filter(|(k, _)| e.params.iter().any(|p| p.name == k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                ladder.push(self.candidate(e.name, params, &mut plan.methods)?);
             }
             crate::planner::fit(plan, &ladder, target, gb, values)
         };
@@ -281,6 +289,23 @@ impl ModelQuantizer {
                 hint: self.what_fits(plan, target)?,
             }),
             other => other,
+        }
+    }
+
+    /// The (cached) instance of ladder candidate `name` with `params`, leaving out each
+    /// parameter the candidate refuses by name (e.g. a GGUF `type` that names another
+    /// method's type), so the others (the imatrix) still reach it.
+    fn candidate(
+        &self,
+        name: &str,
+        mut params: Params,
+        methods: &mut BTreeMap<String, Arc<dyn QuantMethod>>,
+    ) -> Result<Arc<dyn QuantMethod>> {
+        loop {
+            match self.instance(name, &params, methods) {
+                Err(Error::BadParam { param, .. }) if params.remove(&param).is_some() => {}
+                other => return other,
+            }
         }
     }
 
@@ -678,6 +703,122 @@ mod tests {
         params: &[],
         create: |p| Ok(Box::new(Mix(p.contains_key("bad")))),
     });
+
+    /// A ladder method of backend `quant-core-ladder-tests` that keeps its parameters:
+    /// `wide` (f32) takes `scale`, `tag` and `extra`; `narrow` (f16) takes `scale` and
+    /// `tag`, and refuses a `tag` other than "narrow".
+    struct Rung(&'static str, DType, Params);
+
+    impl QuantMethod for Rung {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn params(&self) -> Params {
+            self.2.clone()
+        }
+        fn select(&self, _: &TensorMeta) -> Selection {
+            Selection::Quantize
+        }
+        fn output_layout(&self, t: &TensorMeta) -> Result<Vec<PartLayout>> {
+            Ok(vec![PartLayout::new(&t.name, self.1, t.shape.clone())])
+        }
+        fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+            let record = crate::load::plain_record(t);
+            let data = encode_f32(self.1, values)?;
+            QuantizedTensor::from_layout(record, self.output_layout(t)?, vec![data])
+        }
+        fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
+            dequantize(q)
+        }
+    }
+
+    const fn spec(name: &'static str) -> crate::method::ParamSpec {
+        crate::method::ParamSpec {
+            name,
+            default: "none",
+            help: "test",
+        }
+    }
+
+    const WIDE: &[crate::method::ParamSpec] = &[spec("scale"), spec("tag"), spec("extra")];
+    const NARROW: &[crate::method::ParamSpec] = &[spec("scale"), spec("tag")];
+
+    fn create_rung(
+        name: &'static str,
+        dtype: DType,
+        specs: &[crate::method::ParamSpec],
+        p: &Params,
+    ) -> Result<Box<dyn QuantMethod>> {
+        let known = || specs.iter().map(|s| s.describe()).collect();
+        if let Some(k) = p.keys().find(|k| !specs.iter().any(|s| s.name == *k)) {
+            return Err(Error::BadParam {
+                method: name.into(),
+                param: k.clone(),
+                reason: "unknown parameter".into(),
+                known: known(),
+            });
+        }
+        if name == "test_ladder_narrow" && p.get("tag").is_some_and(|t| t != "narrow") {
+            return Err(Error::BadParam {
+                method: name.into(),
+                param: "tag".into(),
+                reason: "not this method's tag".into(),
+                known: known(),
+            });
+        }
+        Ok(Box::new(Rung(name, dtype, p.clone())))
+    }
+
+    crate::register_method!(MethodEntry {
+        name: "test_ladder_wide",
+        backend: "quant-core-ladder-tests",
+        bits_per_weight: 32.0,
+        summary: "f32, keeps its parameters (tests)",
+        params: WIDE,
+        create: |p| create_rung("test_ladder_wide", DType::F32, WIDE, p),
+    });
+    crate::register_method!(MethodEntry {
+        name: "test_ladder_narrow",
+        backend: "quant-core-ladder-tests",
+        bits_per_weight: 16.0,
+        summary: "f16, keeps its parameters (tests)",
+        params: NARROW,
+        create: |p| create_rung("test_ladder_narrow", DType::F16, NARROW, p),
+    });
+
+    /// The memory target's ladder: the other candidate gets the user's parameters it
+    /// declares (`scale`), not those it does not (`extra`, which it would refuse), and
+    /// not one it refuses by name (`tag`); before, it got none.
+    #[test]
+    fn ladder_candidates_get_the_user_params_they_declare() {
+        let recs: Vec<(usize, TensorRecord)> = ["w1", "w2"]
+            .iter()
+            .map(|n| {
+                let meta = TensorMeta::new(*n, DType::F32, vec![4, 8]);
+                (0, crate::load::plain_record(&meta))
+            })
+            .collect();
+        let q = ModelQuantizer::new("test_ladder_wide")
+            .param("scale", 2.into())
+            .param("tag", "wide".into())
+            .param("extra", 1.into());
+        // 2 tensors of 32 values: 256 bytes as f32, 128 as f16; 200 fits one of each.
+        let plan = q
+            .clone()
+            .target_memory_gb(Some(200.0 / BYTES_PER_GB))
+            .plan_model(&recs, &BTreeMap::new(), None)
+            .unwrap();
+        assert_eq!(plan.bytes_out(), 192);
+        let narrow = plan.method("test_ladder_narrow").unwrap().params();
+        assert_eq!(
+            serde_json::Value::Object(narrow),
+            serde_json::json!({"scale": 2})
+        );
+        let wide = plan.method("test_ladder_wide").unwrap().params();
+        assert_eq!(wide.len(), 3, "{wide:?}");
+        let methods: Vec<_> = plan.entries.iter().map(|e| e.method.as_deref()).collect();
+        assert!(methods.contains(&Some("test_ladder_narrow")), "{methods:?}");
+    }
 
     fn records() -> Vec<(usize, TensorRecord)> {
         ["a1", "k1", "z1", "a2"]

@@ -1,0 +1,199 @@
+//! The memory-target planner with an importance matrix: every GGUF candidate's error is
+//! weighted by the imatrix, and every candidate quantizes with it.
+//!
+//! Two 64×512 tensors: `attn_q` five times the magnitude of `ffn_up` (25× its squared
+//! error under any method), an imatrix that makes `ffn_up`'s columns a thousand times as
+//! important, and a budget of one tensor at Q2_K and one at Q4_K.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quant_core::{DType, ModelFiles, ModelQuantizer, Part, PartLayout, QuantMethod, TensorMeta};
+use quant_gguf::{method_type, GgmlType, GgufMethod, Imatrix, ImatrixStats};
+
+const BIG: &str = "blk.0.attn_q.weight";
+const SMALL: &str = "blk.0.ffn_up.weight";
+const ROWS: usize = 64;
+const COLS: usize = 512;
+
+/// Deterministic values uniform in `[-scale, scale)` (xorshift).
+fn values(seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..ROWS * COLS)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Per-column importance: varies by column, `factor` times as large for the tensor.
+fn weights(factor: f32, period: usize) -> Vec<f32> {
+    (0..COLS)
+        .map(|c| factor * (1.0 + (c % period) as f32 / period as f32))
+        .collect()
+}
+
+fn write_input(path: &Path) -> Vec<(&'static str, Vec<f32>)> {
+    let tensors = vec![
+        (BIG, values(0x9e37_79b9, 0.1)),
+        (SMALL, values(0x7f4a_7c15, 0.02)),
+    ];
+    let parts: Vec<Part> = tensors
+        .iter()
+        .map(|(n, v)| {
+            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Part::new(PartLayout::new(*n, DType::F32, vec![ROWS, COLS]), data).unwrap()
+        })
+        .collect();
+    quant_core::safetensors_io::write_safetensors(path, &parts, &Default::default()).unwrap();
+    tensors
+}
+
+fn write_imatrix(path: &Path) {
+    let count = 4i64;
+    let entry = |w: Vec<f32>| (w.iter().map(|x| x * count as f32).collect(), vec![count]);
+    let mut stats = ImatrixStats {
+        datasets: vec!["test.txt".into()],
+        chunk_count: 4,
+        chunk_size: 512,
+        ..Default::default()
+    };
+    stats.entries.insert(BIG.into(), entry(weights(1.0, 7)));
+    stats
+        .entries
+        .insert(SMALL.into(), entry(weights(1000.0, 5)));
+    std::fs::write(path, stats.gguf_bytes()).unwrap();
+}
+
+/// Stored bytes and method of `name` in a run's report.
+fn chosen(report: &quant_core::Report, name: &str) -> (u64, Option<String>, Option<String>) {
+    let e = report.tensors.iter().find(|t| t.name == name).unwrap();
+    (e.bytes_out, e.method.clone(), e.note.clone())
+}
+
+#[test]
+fn imatrix_weighted_target_favours_the_important_tensor_and_quantizes_with_the_imatrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.safetensors");
+    let tensors = write_input(&input);
+    let imatrix = dir.path().join("imatrix.gguf");
+    write_imatrix(&imatrix);
+    let imatrix_arg = imatrix.display().to_string();
+
+    // The budget: one tensor at Q2_K, the other at Q4_K.
+    let uniform = |m: &str| {
+        ModelQuantizer::new(m)
+            .plan_path(&input)
+            .unwrap()
+            .1
+            .bytes_out()
+    };
+    let (q2, q4) = (uniform("gguf_config_q2_k"), uniform("gguf_config_q4_k"));
+    assert!(q2 < q4);
+    let target = q2 / 2 + q4 / 2;
+    let gb = (target as f64 + 0.5) / 1e9;
+
+    let plain_out = dir.path().join("plain.safetensors");
+    let plain = ModelQuantizer::new("gguf_config_q4_k")
+        .target_memory_gb(Some(gb))
+        .quantize_path(&input, &plain_out)
+        .unwrap();
+    let weighted_out = dir.path().join("weighted.safetensors");
+    let weighted = ModelQuantizer::new("gguf_config_q4_k")
+        .param("imatrix", imatrix_arg.clone().into())
+        .target_memory_gb(Some(gb))
+        .quantize_path(&input, &weighted_out)
+        .unwrap();
+    assert!(plain.bytes_out <= target && weighted.bytes_out <= target);
+
+    // (a) Unweighted, the larger-valued tensor keeps more bytes; weighted, the important one.
+    let (p_big, p_small) = (chosen(&plain, BIG), chosen(&plain, SMALL));
+    let (w_big, w_small) = (chosen(&weighted, BIG), chosen(&weighted, SMALL));
+    println!("plain: {BIG} {p_big:?}, {SMALL} {p_small:?}");
+    println!("weighted: {BIG} {w_big:?}, {SMALL} {w_small:?}");
+    assert!(p_big.0 > p_small.0, "plain {p_big:?} {p_small:?}");
+    assert!(w_small.0 > w_big.0, "weighted {w_big:?} {w_small:?}");
+
+    // (b) The tensor moved off the default is byte for byte its method with the imatrix
+    // (and not without it: the imatrix changes this tensor's bytes).
+    let (_, method, note) = &w_big;
+    let method = method.as_deref().unwrap();
+    assert_ne!(method, "gguf_config_q4_k");
+    assert!(note.as_deref().unwrap().contains("gguf_config_q4_k -> "));
+    let ty = method_type(method).unwrap();
+    assert!(ty.uses_imatrix(), "{ty}");
+    let written = ModelFiles::open(&weighted_out).unwrap().read(BIG).unwrap();
+    let meta = TensorMeta::new(BIG, DType::F32, vec![ROWS, COLS]);
+    let big_values = &tensors[0].1;
+    let im = Arc::new(Imatrix::load(&imatrix).unwrap());
+    let with = GgufMethod::new(ty).unwrap().with_imatrix(im);
+    let direct = with.quantize(&meta, big_values).unwrap();
+    assert!(
+        written.parts[0].data == direct.parts[0].data,
+        "not the imatrix quantization"
+    );
+    let without = GgufMethod::new(ty)
+        .unwrap()
+        .quantize(&meta, big_values)
+        .unwrap();
+    assert!(written.parts[0].data != without.parts[0].data);
+
+    // (c) The notes say the measure was imatrix-weighted, in the report and the sidecar.
+    for (_, _, note) in [&w_big, &w_small] {
+        if let Some(n) = note {
+            assert!(n.contains("(imatrix-weighted)"), "{n}");
+        }
+    }
+    for (_, _, note) in [&p_big, &p_small] {
+        assert!(
+            !note.as_deref().unwrap_or("").contains("imatrix"),
+            "{note:?}"
+        );
+    }
+    let info = std::fs::read_to_string(dir.path().join("weighted.quantization_info.json")).unwrap();
+    assert!(info.contains("(imatrix-weighted)"), "{info}");
+    let info = std::fs::read_to_string(dir.path().join("plain.quantization_info.json")).unwrap();
+    assert!(!info.contains("imatrix-weighted"));
+}
+
+/// `column_importance` is the imatrix entry of a 2-D tensor, for every type (also those
+/// that quantize without it); nothing for a 3-D expert tensor, a tensor without an entry
+/// or an entry of the wrong length, or without an imatrix.
+#[test]
+fn column_importance_is_the_imatrix_entry_of_a_matrix() {
+    let w = weights(3.0, 7);
+    let im = Imatrix::from_entries(
+        "mem",
+        [
+            (BIG.to_string(), w.clone()),
+            (
+                "blk.0.ffn_up_exps.weight".to_string(),
+                weights(1.0, 5).repeat(2),
+            ),
+        ],
+    )
+    .unwrap();
+    let im = Arc::new(im);
+    let matrix = TensorMeta::new(BIG, DType::F32, vec![ROWS, COLS]);
+    for ty in [
+        GgmlType::Q2_K,
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+    ] {
+        let m = GgufMethod::new(ty).unwrap().with_imatrix(im.clone());
+        assert_eq!(m.column_importance(&matrix), Some(w.clone()), "{ty}");
+        let experts = TensorMeta::new("blk.0.ffn_up_exps.weight", DType::F32, vec![2, 4, COLS]);
+        assert_eq!(m.column_importance(&experts), None);
+        let other = TensorMeta::new(SMALL, DType::F32, vec![ROWS, COLS]);
+        assert_eq!(m.column_importance(&other), None);
+        let wrong = TensorMeta::new(BIG, DType::F32, vec![COLS, ROWS]);
+        assert_eq!(m.column_importance(&wrong), None);
+    }
+    let plain = GgufMethod::new(GgmlType::Q4_K).unwrap();
+    assert_eq!(plain.column_importance(&matrix), None);
+}
