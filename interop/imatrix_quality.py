@@ -16,9 +16,9 @@ evaluation text was seen by the matrix.
 
 Each ftype is quantized by quant (`gguf_<ftype>`) without a matrix, with quant's and with
 llama-imatrix's; quant's file with quant's matrix is also compared with `llama-quantize
---imatrix` on the same matrix (every tensor's bytes). A planner row quantizes with `gguf_config_q4_k` and
-`--target-memory-gb` set between the all-Q2_K and all-Q4_K sizes, with and without
-`--imatrix`. Needs numpy.
+--imatrix` on the same matrix (every tensor's bytes). Planner rows quantize with `gguf_config_q8_0` and
+`--target-memory-gb` set to the tensor bytes of the Q2_K, Q3_K_M and Q4_K_M files, with and
+without `--imatrix`. Needs numpy.
 """
 
 import argparse
@@ -111,8 +111,10 @@ def quantize(quant, src, out, method, imatrix=None, extra=()):
     return out
 
 
-def file_size(path):
-    return os.path.getsize(path)
+def tensor_bytes(path):
+    from gguf import GGUFReader
+
+    return sum(int(t.n_bytes) for t in GGUFReader(path).tensors)
 
 
 def model_rows(args, name, folder, kind, calib, evaltext, sentences):
@@ -162,15 +164,18 @@ def model_rows(args, name, folder, kind, calib, evaltext, sentences):
         same = "yes" if same_tensors(ref_q, with_q) else "NO"
         rows.append((name, ft, score(plain), score(with_q), score(with_l), same))
 
-    # The planner: a target between the all-Q2_K and all-Q4_K files.
-    lo = file_size(os.path.join(w, "Q2_K.gguf"))
-    hi = file_size(os.path.join(w, "Q4_K_M.gguf"))
-    target = (lo + hi) / 2 / 1e9
-    extra = ["--target-memory-gb", f"{target:.6f}"]
-    plan_plain = quantize(q, folder, os.path.join(w, "target.gguf"), "gguf_config_q4_k", extra=extra)
-    plan_q = quantize(q, folder, os.path.join(w, "target-qim.gguf"), "gguf_config_q4_k", qim, extra=extra)
-    rows.append((name, f"target {target * 1e3:.3f} MB (gguf_config_q4_k)", score(plan_plain),
-                 score(plan_q), "", f"{file_size(plan_plain)} / {file_size(plan_q)} bytes"))
+    # The planner at the tensor bytes of each ftype's file: quant moves single tensors of a
+    # gguf_config_q8_0 plan (every matrix of these models takes Q8_0, so every matrix can
+    # move) down to the ftype's size, without and with the matrix.
+    for ft in FTYPES[:3]:
+        target = tensor_bytes(os.path.join(w, f"{ft}.gguf")) / 1e9
+        extra = ["--target-memory-gb", f"{target:.9f}"]
+        plain = quantize(q, folder, os.path.join(w, f"target-{ft}.gguf"), "gguf_config_q8_0",
+                         extra=extra)
+        with_q = quantize(q, folder, os.path.join(w, f"target-{ft}-qim.gguf"), "gguf_config_q8_0",
+                          qim, extra=extra)
+        rows.append((name, f"planner at {ft}'s {target * 1e9:,.0f} tensor bytes", score(plain),
+                     score(with_q), "", ""))
     return rows
 
 

@@ -165,7 +165,7 @@ impl Bert {
         }
         x = (self.pos.narrow(0, 0, t).map_err(e)? + x).map_err(e)?;
         x = layer_norm(&x, &self.embd_norm.0, &self.embd_norm.1, self.eps).map_err(e)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             record(collector, &name("attn_q"), &x)?;
@@ -176,7 +176,7 @@ impl Bert {
                 let q = heads(&linear(&x, &b.wq, b.bq.as_ref())?, n, d)?;
                 let k = heads(&f16_round(&linear(&x, &b.wk, b.bk.as_ref())?)?, n, d)?;
                 let v = heads(&f16_round(&linear(&x, &b.wv, b.bv.as_ref())?)?, n, d)?;
-                attention(&q, &k, &v, scale, None)
+                attention(&q, &k, &v, scale, false)
             })()
             .map_err(e)?;
             record(collector, &name("attn_output"), &att)?;

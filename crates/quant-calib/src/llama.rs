@@ -151,11 +151,10 @@ impl Llama {
         let ids = Tensor::new(tokens, &dev).map_err(e)?;
         let mut x = self.embd.index_select(&ids, 0).map_err(e)?;
         let (cos, sin) = self.rope_tables(t).map_err(e)?;
-        let mask = causal_mask(t).map_err(e)?;
         let group = self.n_head / self.n_head_kv;
         let kv_index: Vec<u32> = (0..self.n_head).map(|h| (h / group) as u32).collect();
         let kv_index = Tensor::new(kv_index.as_slice(), &dev).map_err(e)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             let h = rms_norm(&x, &b.attn_norm, self.eps).map_err(e)?;
@@ -179,7 +178,7 @@ impl Llama {
             let v = heads(&v, self.n_head_kv, self.head_dim)
                 .and_then(|v| v.index_select(&kv_index, 0))
                 .map_err(e)?;
-            let att = attention(&q, &k, &v, scale, Some(&mask)).map_err(e)?;
+            let att = attention(&q, &k, &v, scale, true).map_err(e)?;
             record(collector, &name("attn_output"), &att)?;
             x = (x + linear(&att, &b.wo, None).map_err(e)?).map_err(e)?;
             let h = rms_norm(&x, &b.ffn_norm, self.eps).map_err(e)?;
@@ -246,18 +245,4 @@ impl Llama {
         }
         y.reshape((t, n * self.head_dim))
     }
-}
-
-/// `(t, t)`: 0 on and below the diagonal, −∞ above.
-fn causal_mask(t: usize) -> candle_core::Result<Tensor> {
-    let m: Vec<f32> = (0..t * t)
-        .map(|i| {
-            if i % t > i / t {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    Tensor::from_vec(m, (t, t), &Device::Cpu)
 }

@@ -79,24 +79,36 @@ pub(crate) fn heads(x: &Tensor, n: usize, d: usize) -> candle_core::Result<Tenso
     x.reshape((t, n, d))?.transpose(0, 1)?.contiguous()
 }
 
-/// Softmax attention of `q` `(n, t, d)` over `k`, `v` `(n, t, d)` with `scale` and an
-/// additive `mask` `(t, t)` (when causal), back to `(t, n·d)`.
+/// Softmax attention of `q` `(n, t, d)` over `k`, `v` `(n, t, d)` with `scale`, causal
+/// (query `i` sees keys `0..=i`) or not, back to `(t, n·d)`. The scores are scaled and
+/// turned into probabilities in place, row by row, rather than through one temporary
+/// tensor per step.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    scale: f64,
-    mask: Option<&Tensor>,
+    scale: f32,
+    causal: bool,
 ) -> candle_core::Result<Tensor> {
     let (n, t, d) = q.dims3()?;
-    let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-    if let Some(m) = mask {
-        scores = scores.broadcast_add(m)?;
+    let tk = k.dim(1)?;
+    let mut p: Vec<f32> = q.matmul(&k.t()?.contiguous()?)?.flatten_all()?.to_vec1()?;
+    for (r, row) in p.chunks_exact_mut(tk.max(1)).enumerate() {
+        let seen = if causal { (r % t + 1).min(tk) } else { tk };
+        let (row, hidden) = row.split_at_mut(seen);
+        hidden.fill(0.0);
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+        let mut sum = 0.0f32;
+        for x in row.iter_mut() {
+            *x = (*x * scale - max).exp();
+            sum += *x;
+        }
+        for x in row.iter_mut() {
+            *x /= sum;
+        }
     }
-    let max = scores.max_keepdim(D::Minus1)?;
-    let p = scores.broadcast_sub(&max)?.exp()?;
-    let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
-    p.matmul(v)?
+    Tensor::from_vec(p, (n, t, tk), q.device())?
+        .matmul(v)?
         .transpose(0, 1)?
         .contiguous()?
         .reshape((t, n * d))

@@ -11,7 +11,9 @@
 //! relative error is taken against (`Σ weight[col]·v²`). The weights of a tensor come from
 //! the default method's instance, else from the first candidate that has some, and every
 //! candidate of that tensor is measured with the same weights; weights that do not have
-//! one non-negative finite value per column are not used. Over the budget, the move that
+//! one non-negative finite value per column are not used. Tensors without weights beside
+//! weighted ones (token embeddings) have their error scaled by the average weight, so all
+//! errors are in one unit ([`unweighted_in_weighted_units`]). Over the budget, the move that
 //! loses the least error per byte saved is taken until the plan fits; with room left, the
 //! move that removes the most error per byte added is taken while it fits. Both are greedy
 //! over exact byte counts, so the written file is exactly the planned size.
@@ -335,7 +337,7 @@ pub fn fit(
             .as_ref()
             .and_then(|v| usable_weights(&e.meta, v.len(), imp.as_deref()));
         energy.push(vals.as_ref().map(|v| weighted_energy(v, w)));
-        weighted.push(w.is_some());
+        weighted.push(w.map(|w| w.iter().map(|&x| f64::from(x)).sum::<f64>() / w.len() as f64));
         let l = ladder(e, &refs, vals.as_deref(), w)?;
         let at = l
             .iter()
@@ -345,6 +347,7 @@ pub fn fit(
         ladders.push(l);
         start.push(at);
     }
+    unweighted_in_weighted_units(&mut ladders, &mut energy, &weighted);
     let fixed: u64 = plan
         .entries
         .iter()
@@ -375,7 +378,7 @@ pub fn fit(
             continue;
         }
         // "imatrix": the per-column importance matrix the error was weighted by.
-        let how = if weighted.get(k).copied().unwrap_or(false) {
+        let how = if weighted.get(k).copied().flatten().is_some() {
             " (imatrix-weighted)"
         } else {
             ""
@@ -390,6 +393,35 @@ pub fn fit(
         apply(e, rung, m.as_deref(), note)?;
     }
     Ok(())
+}
+
+/// Puts the errors of tensors without importance weights in the units of the weighted
+/// ones: a weighted error is an expected output error (`Σ E[x²]·Δ²`), an unweighted one a
+/// weight error (`Σ Δ²`). Without an entry (token embeddings, `output.weight` by default)
+/// a tensor is taken to see inputs of the average importance of the weighted tensors
+/// (`mean_weights`: each tensor's mean weight, `None` when unweighted), so one greedy
+/// compares like with like. Nothing changes when no tensor, or every tensor, is weighted.
+pub fn unweighted_in_weighted_units(
+    ladders: &mut [Vec<Rung>],
+    energy: &mut [Option<f64>],
+    mean_weights: &[Option<f64>],
+) {
+    let means: Vec<f64> = mean_weights.iter().copied().flatten().collect();
+    if means.is_empty() || means.len() == mean_weights.len() {
+        return;
+    }
+    let scale = means.iter().sum::<f64>() / means.len() as f64;
+    for ((l, en), w) in ladders.iter_mut().zip(energy.iter_mut()).zip(mean_weights) {
+        if w.is_some() {
+            continue;
+        }
+        for r in l.iter_mut() {
+            r.sse *= scale;
+        }
+        if let Some(en) = en {
+            *en *= scale;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -553,6 +585,37 @@ mod tests {
         let (weighted, chosen) = run(Some(&w));
         assert!(close(weighted[0][0].sse, 0.1) && close(weighted[1][0].sse, 2.5));
         assert_eq!(chosen, [0, 1], "weighted: B's important column is fixed");
+    }
+
+    /// A tensor without importance weights beside weighted ones has its error scaled by
+    /// the weighted tensors' average weight; alone or all weighted, nothing changes.
+    #[test]
+    fn unweighted_errors_are_scaled_to_the_weighted_units() {
+        let rung = |sse: f64| Rung {
+            method: None,
+            bytes: 0,
+            sse,
+        };
+        let mut ladders = vec![vec![rung(4.0), rung(1.0)], vec![rung(2.0)], vec![rung(3.0)]];
+        let mut energy = vec![Some(8.0), Some(2.0), None];
+        // Tensor 0 weighted (mean weight 10), tensor 1 weighted (mean 30), tensor 2 not.
+        unweighted_in_weighted_units(&mut ladders, &mut energy, &[Some(10.0), Some(30.0), None]);
+        assert!(close(ladders[0][0].sse, 4.0) && close(ladders[1][0].sse, 2.0));
+        assert!(close(ladders[2][0].sse, 60.0), "{}", ladders[2][0].sse);
+        assert_eq!(energy, [Some(8.0), Some(2.0), None]);
+        let mut energy = vec![Some(1.0), None];
+        let mut l = vec![vec![rung(1.0)], vec![rung(1.0)]];
+        unweighted_in_weighted_units(&mut l, &mut energy, &[Some(5.0), None]);
+        assert!(close(l[1][0].sse, 5.0) && close(l[0][0].sse, 1.0));
+        let before = vec![vec![rung(1.0)], vec![rung(2.0)]];
+        for w in [[None, None], [Some(3.0), Some(4.0)]] {
+            let mut l = before.clone();
+            unweighted_in_weighted_units(&mut l, &mut [None, None], &w);
+            assert!(l
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| close(a[0].sse, b[0].sse)));
+        }
     }
 
     #[test]
