@@ -44,6 +44,11 @@ pub struct PlanEntry {
     pub action: Action,
     /// The method, for [`Action::Quantize`].
     pub method: Option<String>,
+    /// The key of the method's instance (its name and parameters) in the plan, for
+    /// [`Action::Quantize`]: one method may run with different parameters (a rule's and
+    /// the default's) in one plan.
+    #[serde(skip)]
+    pub instance: Option<String>,
     /// Why the method differs from the requested one, or why the tensor is left as is.
     pub note: Option<String>,
     /// True when `note` describes a fallback (counted and refused in strict mode).
@@ -71,8 +76,10 @@ pub struct Plan {
     /// The output files, relative to the output (a single file's own name, or the
     /// folder's weight files); [`PlanEntry::file`] indexes this list.
     pub files: Vec<PathBuf>,
-    /// Every method instance the entries name.
+    /// Every method instance the entries use, by [`PlanEntry::instance`] key.
     pub(crate) methods: BTreeMap<String, Arc<dyn QuantMethod>>,
+    /// The key of the default method's instance.
+    pub(crate) default_instance: String,
 }
 
 impl std::fmt::Debug for Plan {
@@ -98,9 +105,16 @@ impl Plan {
     pub fn fallbacks(&self) -> usize {
         self.entries.iter().filter(|e| e.is_fallback).count()
     }
-    /// The method instance used for `name`.
+    /// An instance of method `name` in the plan (the one without parameters when there
+    /// is one, else the first by key).
     pub fn method(&self, name: &str) -> Option<&Arc<dyn QuantMethod>> {
-        self.methods.get(name)
+        self.methods
+            .get(name)
+            .or_else(|| self.methods.values().find(|m| m.name() == name))
+    }
+    /// The method instance that quantizes entry `e`.
+    pub fn instance(&self, e: &PlanEntry) -> Option<&Arc<dyn QuantMethod>> {
+        self.methods.get(e.instance.as_deref()?)
     }
     /// What a container writer is told about entries `idx`.
     pub fn planned_outputs(&self, idx: &[usize]) -> Vec<PlannedOutput> {
@@ -109,12 +123,7 @@ impl Plan {
             .map(|e| PlannedOutput {
                 meta: e.meta.clone(),
                 method: e.method.clone(),
-                params: e
-                    .method
-                    .as_deref()
-                    .and_then(|m| self.method(m))
-                    .map(|m| m.params())
-                    .unwrap_or_default(),
+                params: self.instance(e).map(|m| m.params()).unwrap_or_default(),
                 layout: e.layout.clone(),
                 fallback: if e.is_fallback { e.note.clone() } else { None },
             })

@@ -271,22 +271,25 @@ pub fn optimize(
     Ok(at)
 }
 
-/// Applies a chosen rung to a plan entry.
+/// Applies a chosen rung to a plan entry: `method` is the rung's instance and its key in
+/// the plan.
 pub fn apply(
     entry: &mut PlanEntry,
     rung: &Rung,
-    method: Option<&dyn QuantMethod>,
+    method: Option<(&str, &dyn QuantMethod)>,
     note: String,
 ) -> Result<()> {
     match (&rung.method, method) {
-        (Some(_), Some(m)) => {
+        (Some(_), Some((key, m))) => {
             entry.action = Action::Quantize;
             entry.method = Some(m.name().to_string());
+            entry.instance = Some(key.to_string());
             entry.layout = m.output_layout(&entry.meta)?;
         }
         _ => {
             entry.action = Action::Keep;
             entry.method = None;
+            entry.instance = None;
             entry.layout = vec![crate::method::PartLayout::new(
                 &entry.name,
                 entry.meta.dtype,
@@ -301,17 +304,17 @@ pub fn apply(
 
 /// Fits `plan` into `target` bytes (`gb` as the user gave it, for the notes) by moving the
 /// tensors the default method quantizes (no rule, no fallback) along ladders of `methods`
-/// (instances also held by the plan), measuring each candidate on `values` when given
+/// (instances also held by the plan, with their keys there), measuring each candidate on `values` when given
 /// (weighted by the tensor's column importance, if any: see the module doc).
 /// Over the target even at the cheapest rungs: [`Error::OverTarget`] with an empty hint.
 pub fn fit(
     plan: &mut Plan,
-    methods: &[Arc<dyn QuantMethod>],
+    methods: &[(String, Arc<dyn QuantMethod>)],
     target: u64,
     gb: f64,
     values: Option<&ValueFn<'_>>,
 ) -> Result<()> {
-    let refs: Vec<&dyn QuantMethod> = methods.iter().map(|m| m.as_ref()).collect();
+    let refs: Vec<&dyn QuantMethod> = methods.iter().map(|(_, m)| m.as_ref()).collect();
     let movable: Vec<usize> = (0..plan.entries.len())
         .filter(|&i| {
             let e = &plan.entries[i];
@@ -322,7 +325,7 @@ pub fn fit(
     let mut start = Vec::with_capacity(movable.len());
     let mut energy = Vec::with_capacity(movable.len());
     let mut weighted = Vec::with_capacity(movable.len());
-    let default = plan.methods.get(&plan.resolved.effective).cloned();
+    let default = plan.methods.get(&plan.default_instance).cloned();
     for &i in &movable {
         let e = &plan.entries[i];
         let vals = match values {
@@ -361,11 +364,11 @@ pub fn fit(
             continue;
         };
         let Some(rung) = l.get(c) else { continue };
+        // Ladder names are unique: one candidate per registered method.
         let m = rung
             .method
             .as_deref()
-            .and_then(|n| plan.methods.get(n))
-            .cloned();
+            .and_then(|n| methods.iter().find(|(_, m)| m.name() == n));
         let e = &mut plan.entries[i];
         if let Some(en) = energy.get(k).copied().flatten() {
             e.est_rel_error = Some(if en > 0.0 {
@@ -374,7 +377,7 @@ pub fn fit(
                 0.0
             });
         }
-        if rung.method.as_deref() == e.method.as_deref() {
+        if m.map(|(key, _)| key.as_str()) == e.instance.as_deref() {
             continue;
         }
         // "imatrix": the per-column importance matrix the error was weighted by.
@@ -390,7 +393,7 @@ pub fn fit(
                 .clone()
                 .unwrap_or_else(|| format!("unquantized {}", e.meta.dtype))
         );
-        apply(e, rung, m.as_deref(), note)?;
+        apply(e, rung, m.map(|(key, m)| (key.as_str(), m.as_ref())), note)?;
     }
     Ok(())
 }
@@ -505,6 +508,7 @@ mod tests {
             rule: None,
             action: Action::Quantize,
             method: Some("coarse".into()),
+            instance: Some("coarse".into()),
             note: None,
             is_fallback: false,
             layout: Vec::new(),

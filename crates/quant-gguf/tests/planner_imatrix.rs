@@ -1,5 +1,7 @@
 //! The memory-target planner with an importance matrix: every GGUF candidate's error is
-//! weighted by the imatrix, and every candidate quantizes with it.
+//! weighted by the imatrix, and every candidate quantizes with it. Also without a target:
+//! a shape fallback and a rule's method quantize with the user's imatrix, as llama-quantize
+//! uses it for every tensor.
 //!
 //! Two 64×512 tensors: `attn_q` five times the magnitude of `ffn_up` (25× its squared
 //! error under any method), an imatrix that makes `ffn_up`'s columns a thousand times as
@@ -19,8 +21,13 @@ const COLS: usize = 512;
 
 /// Deterministic values uniform in `[-scale, scale)` (xorshift).
 fn values(seed: u64, scale: f32) -> Vec<f32> {
+    values_n(seed, scale, ROWS * COLS)
+}
+
+/// `n` deterministic values uniform in `[-scale, scale)` (xorshift).
+fn values_n(seed: u64, scale: f32, n: usize) -> Vec<f32> {
     let mut s = seed;
-    (0..ROWS * COLS)
+    (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
@@ -196,4 +203,83 @@ fn column_importance_is_the_imatrix_entry_of_a_matrix() {
     }
     let plain = GgufMethod::new(GgmlType::Q4_K).unwrap();
     assert_eq!(plain.column_importance(&matrix), None);
+}
+
+/// Without a target, every GGUF method of the run gets the user's imatrix: the default
+/// (`attn_q`, Q4_K), a shape fallback (`attn_k`, 384 wide: Q4_K falls back to Q5_0, as in
+/// llama-quantize) and a rule's method (`attn_v` = gguf_config_q6_k). Each written tensor
+/// is its type quantized with the imatrix, not without. Before, the fallback and the rule
+/// got no parameters (so `gguf_config_q4_k --imatrix` differed from `llama-quantize --pure
+/// --imatrix Q4_K` on every fallback tensor).
+#[test]
+fn fallbacks_and_rule_methods_quantize_with_the_imatrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let shapes = [
+        ("blk.0.attn_q.weight", 512usize),
+        ("blk.0.attn_k.weight", 384),
+        ("blk.0.attn_v.weight", 512),
+    ];
+    let tensors: Vec<(&str, Vec<f32>, usize)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, cols))| (n, values_n(0x51_7cc1 + i as u64, 0.05, ROWS * cols), cols))
+        .collect();
+    let parts: Vec<Part> = tensors
+        .iter()
+        .map(|(n, v, cols)| {
+            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Part::new(PartLayout::new(*n, DType::F32, vec![ROWS, *cols]), data).unwrap()
+        })
+        .collect();
+    let input = dir.path().join("in.safetensors");
+    quant_core::safetensors_io::write_safetensors(&input, &parts, &Default::default()).unwrap();
+    let im = Imatrix::from_entries(
+        "mem",
+        tensors.iter().map(|(n, _, cols)| {
+            let w: Vec<f32> = (0..*cols).map(|c| 1.0 + (c % 11) as f32 * 3.0).collect();
+            (n.to_string(), w)
+        }),
+    )
+    .unwrap();
+    let imatrix = dir.path().join("imatrix.dat");
+    let stats = ImatrixStats {
+        entries: tensors
+            .iter()
+            .map(|(n, _, _)| (n.to_string(), (im.get(n).unwrap().to_vec(), vec![1])))
+            .collect(),
+        datasets: vec!["test.txt".into()],
+        chunk_count: 1,
+        chunk_size: 512,
+    };
+    std::fs::write(&imatrix, stats.legacy_bytes()).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let report = ModelQuantizer::new("gguf_config_q4_k")
+        .param("imatrix", imatrix.display().to_string().into())
+        .rules(quant_core::Rules::from_pairs([("attn_v", "gguf_config_q6_k")]).unwrap())
+        .quantize_path(&input, &out)
+        .unwrap();
+    let files = ModelFiles::open(&out).unwrap();
+    let im = Arc::new(Imatrix::load(&imatrix).unwrap());
+    for ((name, v, cols), want) in
+        tensors
+            .iter()
+            .zip([GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::Q6_K])
+    {
+        let e = report.tensors.iter().find(|t| t.name == *name).unwrap();
+        let ty = method_type(e.method.as_deref().unwrap()).unwrap();
+        assert_eq!(ty, want, "{name}");
+        let meta = TensorMeta::new(*name, DType::F32, vec![ROWS, *cols]);
+        let written = files.read(name).unwrap();
+        let with = GgufMethod::new(ty)
+            .unwrap()
+            .with_imatrix(im.clone())
+            .quantize(&meta, v)
+            .unwrap();
+        let without = GgufMethod::new(ty).unwrap().quantize(&meta, v).unwrap();
+        assert!(
+            written.parts[0].data == with.parts[0].data,
+            "{name}: not with the imatrix"
+        );
+        assert!(with.parts[0].data != without.parts[0].data, "{name}");
+    }
 }

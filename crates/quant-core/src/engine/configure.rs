@@ -311,14 +311,17 @@ impl ModelQuantizer {
         }
     }
 
+    /// The instance of method `name` with `params`, created once per plan: returns its
+    /// key in `methods` ([`instance_key`]) and the instance.
     pub(super) fn instance(
         &self,
         name: &str,
         params: &Params,
         methods: &mut BTreeMap<String, Arc<dyn QuantMethod>>,
-    ) -> Result<Arc<dyn QuantMethod>> {
-        if let Some(m) = methods.get(name) {
-            return Ok(Arc::clone(m));
+    ) -> Result<(String, Arc<dyn QuantMethod>)> {
+        let key = instance_key(name, params);
+        if let Some(m) = methods.get(&key) {
+            return Ok((key, Arc::clone(m)));
         }
         let registry = Registry::global()?;
         // A method with its own non-finite gate follows the quantizer's.
@@ -333,7 +336,21 @@ impl ModelQuantizer {
                 .or_insert(serde_json::Value::Bool(true));
         }
         let m: Arc<dyn QuantMethod> = Arc::from(registry.create(name, &params)?);
-        methods.insert(name.to_string(), Arc::clone(&m));
-        Ok(m)
+        methods.insert(key.clone(), Arc::clone(&m));
+        Ok((key, m))
     }
+}
+
+/// The key of a method instance in a plan: the method's name, followed by its parameters
+/// (sorted, as JSON) when it has any, so one method with two sets of parameters is two
+/// instances.
+pub(crate) fn instance_key(name: &str, params: &Params) -> String {
+    if params.is_empty() {
+        return name.to_string();
+    }
+    let sorted: BTreeMap<&String, &serde_json::Value> = params.iter().collect();
+    format!(
+        "{name} {}",
+        serde_json::to_string(&sorted).unwrap_or_default()
+    )
 }

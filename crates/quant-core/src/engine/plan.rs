@@ -47,7 +47,8 @@ impl ModelQuantizer {
         } else {
             Params::new()
         };
-        let default = self.instance(&resolved.effective, &default_params, &mut methods)?;
+        let (default_instance, default) =
+            self.instance(&resolved.effective, &default_params, &mut methods)?;
         let metas: Vec<TensorMeta> = records
             .iter()
             .map(|(_, r)| TensorMeta::new(&r.name, r.dtype, r.shape.clone()))
@@ -76,6 +77,7 @@ impl ModelQuantizer {
             entries,
             files: Vec::new(),
             methods,
+            default_instance,
         };
         self.fit_target(&mut plan, values)?;
         Ok(plan)
@@ -110,6 +112,7 @@ impl ModelQuantizer {
             rule: None,
             action: Action::Keep,
             method: None,
+            instance: None,
             note: None,
             is_fallback: false,
             layout: vec![PartLayout::new(&rec.name, rec.dtype, rec.shape.clone())],
@@ -157,19 +160,21 @@ impl ModelQuantizer {
             },
         };
         entry.is_fallback = note.is_some();
-        let params = match chosen_params {
-            Some(p) => p,
+        let (mut key, mut method) = match chosen_params {
+            Some(p) => self.instance(&method_name, &p, methods)?,
             None if method_name == default.effective && default.fallback_reason.is_none() => {
-                self.params.clone()
+                self.instance(&method_name, &self.params, methods)?
             }
-            None => Params::new(),
+            // A rule's method gets the user's parameters it takes (every GGUF method the
+            // imatrix), as llama-quantize uses the imatrix for overridden tensors too.
+            None => self.shared_instance(&method_name, default, methods)?,
         };
-        let mut method = self.instance(&method_name, &params, methods)?;
         for _ in 0..8 {
             match method.select(&meta) {
                 Selection::Quantize => {
                     entry.action = Action::Quantize;
                     entry.method = Some(method.name().to_string());
+                    entry.instance = Some(key);
                     entry.layout = method.output_layout(&meta)?;
                     entry.note = note;
                     entry.bytes_out = layout_bytes(&entry.layout, &rec.name)?;
@@ -206,7 +211,7 @@ impl ModelQuantizer {
                         None => text,
                     });
                     entry.is_fallback = true;
-                    method = self.instance(&res.effective, &Params::new(), methods)?;
+                    (key, method) = self.shared_instance(&res.effective, default, methods)?;
                 }
             }
         }
@@ -234,6 +239,7 @@ impl ModelQuantizer {
             }
         }
         entry.method = None;
+        entry.instance = None;
         entry.bytes_out = layout_bytes(&entry.layout, &meta.name)?;
         Ok(())
     }
@@ -263,21 +269,10 @@ impl ModelQuantizer {
                 .map(|e| e.backend)
                 .unwrap_or("");
             // Every candidate gets the user's parameters it declares (e.g. every GGUF
-            // method the imatrix), as the default got them; none when the default is a
-            // fallback, whose parameters were given for another method.
-            let user = if plan.resolved.fallback_reason.is_none() {
-                self.params.clone()
-            } else {
-                Params::new()
-            };
+            // method the imatrix), as the default got them.
             let mut ladder = Vec::new();
             for e in registry.entries().filter(|e| e.backend == backend) {
-                let params: Params = user
-                    .iter()
-                    .filter(|(k, _)| e.params.iter().any(|p| p.name == k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                ladder.push(self.candidate(e.name, params, &mut plan.methods)?);
+                ladder.push(self.shared_instance(e.name, &plan.resolved, &mut plan.methods)?);
             }
             crate::planner::fit(plan, &ladder, target, gb, values)
         };
@@ -292,15 +287,30 @@ impl ModelQuantizer {
         }
     }
 
-    /// The (cached) instance of ladder candidate `name` with `params`, leaving out each
-    /// parameter the candidate refuses by name (e.g. a GGUF `type` that names another
-    /// method's type), so the others (the imatrix) still reach it.
-    fn candidate(
+    /// The (cached) instance of `name`, a method other than the default (a rule's, a
+    /// fallback, a memory-target candidate), with the user's parameters it declares,
+    /// leaving out each one it refuses by name (e.g. a GGUF `type` that names another
+    /// method's type) so the others (the imatrix) still reach it. None when the default
+    /// itself is a fallback (`default`), whose parameters were given for another method.
+    fn shared_instance(
         &self,
         name: &str,
-        mut params: Params,
+        default: &Resolved,
         methods: &mut BTreeMap<String, Arc<dyn QuantMethod>>,
-    ) -> Result<Arc<dyn QuantMethod>> {
+    ) -> Result<(String, Arc<dyn QuantMethod>)> {
+        let declared = Registry::global()?
+            .get(name)
+            .map(|e| e.params)
+            .unwrap_or(&[]);
+        let mut params: Params = if default.fallback_reason.is_none() {
+            self.params
+                .iter()
+                .filter(|(k, _)| declared.iter().any(|p| p.name == k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            Params::new()
+        };
         loop {
             match self.instance(name, &params, methods) {
                 Err(Error::BadParam { param, .. }) if params.remove(&param).is_some() => {}
@@ -818,6 +828,99 @@ mod tests {
         assert_eq!(wide.len(), 3, "{wide:?}");
         let methods: Vec<_> = plan.entries.iter().map(|e| e.method.as_deref()).collect();
         assert!(methods.contains(&Some("test_ladder_narrow")), "{methods:?}");
+    }
+
+    /// Mixes `p*` tensors to test_ladder_wide with `scale = 7`; others by default (kept).
+    struct MixParams;
+
+    impl QuantMethod for MixParams {
+        fn name(&self) -> &str {
+            "test_mix_params"
+        }
+        fn params(&self) -> Params {
+            Params::new()
+        }
+        fn select(&self, _: &TensorMeta) -> Selection {
+            Selection::Keep(None)
+        }
+        fn output_layout(&self, t: &TensorMeta) -> Result<Vec<PartLayout>> {
+            Ok(vec![PartLayout::new(&t.name, t.dtype, t.shape.clone())])
+        }
+        fn quantize(&self, _: &TensorMeta, _: &[f32]) -> Result<QuantizedTensor> {
+            Err(Error::Unsupported {
+                method: "test_mix_params".into(),
+                op: "quantize".into(),
+            })
+        }
+        fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
+            dequantize(q)
+        }
+        fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+            let choices = model
+                .tensors
+                .iter()
+                .map(|t| {
+                    if t.name.starts_with('p') {
+                        let mut params = Params::new();
+                        params.insert("scale".into(), 7.into());
+                        TensorChoice::Method {
+                            name: "test_ladder_wide".into(),
+                            params,
+                            fallback: None,
+                        }
+                    } else {
+                        TensorChoice::Default
+                    }
+                })
+                .collect();
+            Ok(Some(Mixture {
+                choices,
+                order: None,
+            }))
+        }
+    }
+
+    crate::register_method!(MethodEntry {
+        name: "test_mix_params",
+        backend: "quant-core-tests",
+        bits_per_weight: 32.0,
+        summary: "mixes with parameters (tests)",
+        params: &[],
+        create: |_| Ok(Box::new(MixParams)),
+    });
+
+    /// One method with two sets of parameters in one plan (a rule's, none; the
+    /// mixture's, `scale = 7`) is two instances, whichever tensor comes first: before,
+    /// the first instance created served both.
+    #[test]
+    fn one_method_with_two_parameter_sets_is_two_instances() {
+        for names in [["p1", "r1"], ["r1", "p1"]] {
+            let recs: Vec<(usize, TensorRecord)> = names
+                .iter()
+                .map(|n| {
+                    let meta = TensorMeta::new(*n, DType::F32, vec![4, 8]);
+                    (0, crate::load::plain_record(&meta))
+                })
+                .collect();
+            let plan = ModelQuantizer::new("test_mix_params")
+                .rules(Rules::from_pairs([("^r1$", "test_ladder_wide")]).unwrap())
+                .plan_model(&recs, &BTreeMap::new(), None)
+                .unwrap();
+            let idx: Vec<usize> = (0..plan.entries.len()).collect();
+            for (e, out) in plan.entries.iter().zip(plan.planned_outputs(&idx)) {
+                assert_eq!(e.method.as_deref(), Some("test_ladder_wide"), "{names:?}");
+                let want = if e.name == "p1" {
+                    serde_json::json!({"scale": 7})
+                } else {
+                    serde_json::json!({})
+                };
+                assert_eq!(serde_json::Value::Object(out.params), want, "{}", e.name);
+                let m = plan.instance(e).unwrap();
+                assert_eq!(serde_json::Value::Object(m.params()), want, "{}", e.name);
+            }
+            let keys: Vec<_> = plan.entries.iter().map(|e| e.instance.clone()).collect();
+            assert_ne!(keys[0], keys[1], "{names:?}");
+        }
     }
 
     fn records() -> Vec<(usize, TensorRecord)> {

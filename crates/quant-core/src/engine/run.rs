@@ -38,7 +38,7 @@ impl ModelQuantizer {
         match e.action {
             Action::Quantize => {
                 let name = e.method.as_deref().unwrap_or_default();
-                let m = plan.method(name).ok_or_else(|| {
+                let m = plan.instance(e).ok_or_else(|| {
                     Error::tensor("", &e.name, format!("method {name} not planned"))
                 })?;
                 if !self.allow_nonfinite {
@@ -86,7 +86,7 @@ impl ModelQuantizer {
 
     /// The record planned for `e` (the method may still refine `dequant_dtype`).
     pub(super) fn planned_record(&self, plan: &Plan, e: &PlanEntry) -> TensorRecord {
-        match (&e.action, e.method.as_deref().and_then(|m| plan.method(m))) {
+        match (&e.action, plan.instance(e)) {
             (Action::Quantize, Some(m)) => TensorRecord {
                 name: e.name.clone(),
                 method: Some(m.name().to_string()),

@@ -95,10 +95,8 @@ impl ModelQuantizer {
             // Unquantized tensors and elementwise casts stream from the mapped input in
             // chunks: nothing of their size is held in memory.
             let cast = match e.action {
-                Action::Quantize => e
-                    .method
-                    .as_deref()
-                    .and_then(|m| plan.method(m))
+                Action::Quantize => plan
+                    .instance(e)
                     .and_then(|m| m.elementwise_cast())
                     .filter(|_| e.layout.len() == 1),
                 _ => e.layout.first().map(|l| l.dtype),
