@@ -1,11 +1,11 @@
-use quant::{Error, Registry, CATALOG};
+use quant::{Error, Registry, CATALOG, EXTRA};
 
 /// The names a build registers are exactly the catalog names of its enabled features,
 /// plus the always-on basic methods and the linked example backend.
 #[test]
 fn registry_matches_enabled_features() {
     let reg = Registry::global().unwrap();
-    for c in CATALOG {
+    for c in CATALOG.iter().chain(EXTRA) {
         let enabled = match c.feature {
             "" => true,
             "bnb" => cfg!(feature = "bnb"),
@@ -16,8 +16,8 @@ fn registry_matches_enabled_features() {
         };
         assert_eq!(reg.get(c.name).is_some(), enabled, "{}", c.name);
     }
-    // Names beyond the catalog: the example backend's, and extras of enabled backends
-    // (GGUF's IQ4_NL / IQ4_XS).
+    // Names beyond the catalog and its extras: only the example backend's (a GGUF
+    // method missing from `EXTRA` would be unknown with the gguf feature off).
     let extra: Vec<_> = reg
         .entries()
         .filter(|e| quant::catalog::lookup(e.name).is_none())
@@ -25,11 +25,10 @@ fn registry_matches_enabled_features() {
         .collect();
     assert!(extra.contains(&("example_ternary", "quant-example-backend")));
     for (name, backend) in extra {
-        let ok = backend == "quant-example-backend"
-            || quant::CATALOG
-                .iter()
-                .any(|c| c.backend == backend && reg.get(c.name).is_some());
-        assert!(ok, "{name} from {backend}");
+        assert_eq!(
+            backend, "quant-example-backend",
+            "{name} is not in the catalog"
+        );
     }
     assert_eq!(
         reg.get("gguf_config_iq4_xs").is_some(),
@@ -65,7 +64,11 @@ fn third_party_backend_is_registered() {
 #[test]
 fn compiled_out_resolves_to_fallback_or_fails_strict() {
     let reg = Registry::global().unwrap();
-    for c in CATALOG.iter().filter(|c| reg.get(c.name).is_none()) {
+    for c in CATALOG
+        .iter()
+        .chain(EXTRA)
+        .filter(|c| reg.get(c.name).is_none())
+    {
         let r = reg.resolve(c.name, false).unwrap();
         assert_eq!(r.effective, c.fallback);
         assert!(r.fallback_reason.as_deref().unwrap().contains(c.feature));

@@ -322,7 +322,7 @@ fn imatrix(a: ImatrixArgs) -> Result<()> {
 fn methods(json: bool) -> Result<()> {
     let reg = Registry::global()?;
     let mut rows = Vec::new();
-    for c in CATALOG {
+    for c in CATALOG.iter().chain(quant::EXTRA) {
         let e = reg.get(c.name);
         rows.push(serde_json::json!({
             "name": c.name,

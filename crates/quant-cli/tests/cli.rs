@@ -40,11 +40,14 @@ fn sample(dir: &Path) -> String {
 fn methods_lists_all_43_names() {
     let v: serde_json::Value = serde_json::from_str(&ok(&["methods", "--json"])).unwrap();
     let rows = v.as_array().unwrap();
-    let catalog = rows
-        .iter()
-        .filter(|r| quant::catalog::lookup(r["name"].as_str().unwrap()).is_some())
-        .count();
-    assert_eq!(catalog, 43);
+    let in_list = |list: &[quant::CatalogEntry]| {
+        rows.iter()
+            .filter(|r| list.iter().any(|c| r["name"] == c.name))
+            .count()
+    };
+    assert_eq!(in_list(quant::CATALOG), 43);
+    // The extras (GGUF file types) are listed too, compiled in or not.
+    assert_eq!(in_list(quant::EXTRA), quant::EXTRA.len());
     let basic = rows.iter().find(|r| r["name"] == "basic_int8").unwrap();
     assert_eq!(basic["available"], true);
     assert_eq!(basic["bits_per_weight"], 8.0);

@@ -92,9 +92,35 @@ pub const FOREIGN_MARKERS: &[(&str, &str, &str)] = &[
     ("_weight_qdata", AO, "float8"),
 ];
 
-/// The catalog entry for `name`, if it is a canonical name.
+/// Names beyond the canonical 43, known the same way: GGUF's IQ4 types and llama-quantize's
+/// file types as quant-gguf registers them (`gguf_<ftype>`, a per-tensor mixture), each
+/// falling back to the basic method of its kind when the GGUF backend is compiled out.
+pub const EXTRA: &[CatalogEntry] = &[
+    e("gguf_config_iq4_nl", GGUF, "gguf", INT8),
+    e("gguf_config_iq4_xs", GGUF, "gguf", INT8),
+    e("gguf_f16", GGUF, "gguf", "basic_fp16"),
+    e("gguf_bf16", GGUF, "gguf", "basic_bf16"),
+    e("gguf_q8_0", GGUF, "gguf", INT8),
+    e("gguf_q6_k", GGUF, "gguf", INT8),
+    e("gguf_q5_k_m", GGUF, "gguf", INT8),
+    e("gguf_q5_k_s", GGUF, "gguf", INT8),
+    e("gguf_q5_1", GGUF, "gguf", INT8),
+    e("gguf_q5_0", GGUF, "gguf", INT8),
+    e("gguf_q4_k_m", GGUF, "gguf", INT8),
+    e("gguf_q4_k_s", GGUF, "gguf", INT8),
+    e("gguf_q4_1", GGUF, "gguf", INT8),
+    e("gguf_q4_0", GGUF, "gguf", INT8),
+    e("gguf_iq4_xs", GGUF, "gguf", INT8),
+    e("gguf_iq4_nl", GGUF, "gguf", INT8),
+    e("gguf_q3_k_l", GGUF, "gguf", INT8),
+    e("gguf_q3_k_m", GGUF, "gguf", INT8),
+    e("gguf_q3_k_s", GGUF, "gguf", INT8),
+    e("gguf_q2_k", GGUF, "gguf", INT8),
+];
+
+/// The catalog entry for `name`, if it is a canonical name or one of [`EXTRA`].
 pub fn lookup(name: &str) -> Option<&'static CatalogEntry> {
-    CATALOG.iter().find(|c| c.name == name)
+    CATALOG.iter().chain(EXTRA).find(|c| c.name == name)
 }
 
 #[cfg(test)]
@@ -107,7 +133,11 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), 43);
-        for c in CATALOG {
+        let mut all: Vec<_> = CATALOG.iter().chain(EXTRA).map(|c| c.name).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 43 + EXTRA.len());
+        for c in CATALOG.iter().chain(EXTRA) {
             if !c.fallback.is_empty() {
                 assert!(lookup(c.fallback).is_some_and(|f| f.backend == BASIC));
             }

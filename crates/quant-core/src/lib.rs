@@ -21,7 +21,7 @@ pub mod safetensors_io;
 pub mod simd;
 pub mod tensor;
 
-pub use catalog::{CatalogEntry, CATALOG};
+pub use catalog::{CatalogEntry, CATALOG, EXTRA};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use method::{

@@ -147,7 +147,12 @@ impl Registry {
             .by_name
             .keys()
             .copied()
-            .chain(catalog::CATALOG.iter().map(|c| c.name))
+            .chain(
+                catalog::CATALOG
+                    .iter()
+                    .chain(catalog::EXTRA)
+                    .map(|c| c.name),
+            )
             .map(|k| (strsim::jaro_winkler(name, k), k))
             .filter(|(s, _)| *s > 0.85)
             .collect();
