@@ -15,10 +15,10 @@ mod minilm;
 
 use std::path::PathBuf;
 
-use quant_calib::{compute_imatrix, tokenize, ImatrixOptions};
+use quant_calib::tokenize;
 
 mod common;
-use common::{compare_with_reference, data};
+use common::{compare_with_reference, corpus_stats, data};
 
 fn minilm_dir() -> Option<PathBuf> {
     minilm::model_dir("MiniLM imatrix check")
@@ -27,15 +27,7 @@ fn minilm_dir() -> Option<PathBuf> {
 #[test]
 fn minilm_matches_llama_imatrix() {
     let Some(dir) = minilm_dir() else { return };
-    let text = std::fs::read_to_string(data("corpus.txt")).unwrap();
-    let opts = ImatrixOptions {
-        ctx: 64,
-        chunks: Some(8),
-        process_output: false,
-        dataset: "corpus.txt".into(),
-    };
-    let stats =
-        compute_imatrix(&dir, &dir.join("tokenizer.json"), &text, &opts, |_, _| {}).unwrap();
+    let stats = corpus_stats(&dir, &dir.join("tokenizer.json"));
     let (worst, tensors) = compare_with_reference(&stats, &data("imatrix_minilm.gguf"), 512.0);
     // 6 blocks × (attn_q, attn_k, attn_v, attn_output, ffn_up, ffn_down) × 2.
     assert_eq!(tensors, 72);

@@ -12,7 +12,7 @@ use quant_calib::{chunks, compute_imatrix, Collector, ImatrixOptions};
 use quant_gguf::{Imatrix, ImatrixStats};
 
 mod common;
-use common::{compare_with_reference, data, rel_l2};
+use common::{compare_with_reference, corpus_stats, data, rel_l2};
 
 fn model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../quant-gguf/tests/data/llamacpp/llama_a")
@@ -23,15 +23,7 @@ fn quant_stats() -> ImatrixStats {
 }
 
 fn stats_of(model: &std::path::Path) -> ImatrixStats {
-    let text = std::fs::read_to_string(data("corpus.txt")).unwrap();
-    let opts = ImatrixOptions {
-        ctx: 64,
-        chunks: Some(8),
-        process_output: false,
-        dataset: "corpus.txt".into(),
-    };
-    let tokenizer = model_dir().join("tokenizer.json");
-    compute_imatrix(model, &tokenizer, &text, &opts, |_, _| {}).unwrap()
+    corpus_stats(model, &model_dir().join("tokenizer.json"))
 }
 
 #[test]

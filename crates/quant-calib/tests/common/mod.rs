@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use quant_calib::{compute_imatrix, ImatrixOptions};
 use quant_gguf::gguf::GgufFile;
 use quant_gguf::ImatrixStats;
 
@@ -11,6 +12,19 @@ pub fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
+}
+
+/// quant's matrix of `model` (tokenized by `tokenizer`) on the test corpus with the
+/// references' settings: `-c 64 --chunks 8`, dataset `corpus.txt`.
+pub fn corpus_stats(model: &Path, tokenizer: &Path) -> ImatrixStats {
+    let text = std::fs::read_to_string(data("corpus.txt")).unwrap();
+    let opts = ImatrixOptions {
+        ctx: 64,
+        chunks: Some(8),
+        process_output: false,
+        dataset: "corpus.txt".into(),
+    };
+    compute_imatrix(model, tokenizer, &text, &opts, |_, _| {}).unwrap()
 }
 
 /// ‖a − b‖ / ‖b‖.

@@ -646,7 +646,8 @@ mod tests {
     }
 
     /// Mixes by name: `a*` → test_plain (a fallback for `a2`), `k*` → kept as f16,
-    /// others by default; output in reverse order. `bad=1` gives one choice too few.
+    /// `p*` → test_ladder_wide with `scale = 7`, others by default; output in reverse
+    /// order. `bad=1` gives one choice too few.
     struct Mix(bool);
 
     impl QuantMethod for Mix {
@@ -683,6 +684,15 @@ mod tests {
                         fallback: (t.name == "a2").then(|| "rows do not fit".to_string()),
                     },
                     Some(b'k') => TensorChoice::Keep(Some(DType::F16)),
+                    Some(b'p') => {
+                        let mut params = Params::new();
+                        params.insert("scale".into(), 7.into());
+                        TensorChoice::Method {
+                            name: "test_ladder_wide".into(),
+                            params,
+                            fallback: None,
+                        }
+                    }
                     _ => TensorChoice::Default,
                 })
                 .collect();
@@ -830,65 +840,6 @@ mod tests {
         assert!(methods.contains(&Some("test_ladder_narrow")), "{methods:?}");
     }
 
-    /// Mixes `p*` tensors to test_ladder_wide with `scale = 7`; others by default (kept).
-    struct MixParams;
-
-    impl QuantMethod for MixParams {
-        fn name(&self) -> &str {
-            "test_mix_params"
-        }
-        fn params(&self) -> Params {
-            Params::new()
-        }
-        fn select(&self, _: &TensorMeta) -> Selection {
-            Selection::Keep(None)
-        }
-        fn output_layout(&self, t: &TensorMeta) -> Result<Vec<PartLayout>> {
-            Ok(vec![PartLayout::new(&t.name, t.dtype, t.shape.clone())])
-        }
-        fn quantize(&self, _: &TensorMeta, _: &[f32]) -> Result<QuantizedTensor> {
-            Err(Error::Unsupported {
-                method: "test_mix_params".into(),
-                op: "quantize".into(),
-            })
-        }
-        fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
-            dequantize(q)
-        }
-        fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
-            let choices = model
-                .tensors
-                .iter()
-                .map(|t| {
-                    if t.name.starts_with('p') {
-                        let mut params = Params::new();
-                        params.insert("scale".into(), 7.into());
-                        TensorChoice::Method {
-                            name: "test_ladder_wide".into(),
-                            params,
-                            fallback: None,
-                        }
-                    } else {
-                        TensorChoice::Default
-                    }
-                })
-                .collect();
-            Ok(Some(Mixture {
-                choices,
-                order: None,
-            }))
-        }
-    }
-
-    crate::register_method!(MethodEntry {
-        name: "test_mix_params",
-        backend: "quant-core-tests",
-        bits_per_weight: 32.0,
-        summary: "mixes with parameters (tests)",
-        params: &[],
-        create: |_| Ok(Box::new(MixParams)),
-    });
-
     /// One method with two sets of parameters in one plan (a rule's, none; the
     /// mixture's, `scale = 7`) is two instances, whichever tensor comes first: before,
     /// the first instance created served both.
@@ -902,9 +853,9 @@ mod tests {
                     (0, crate::load::plain_record(&meta))
                 })
                 .collect();
-            let plan = ModelQuantizer::new("test_mix_params")
+            let plan = ModelQuantizer::new("test_mix")
                 .rules(Rules::from_pairs([("^r1$", "test_ladder_wide")]).unwrap())
-                .plan_model(&recs, &BTreeMap::new(), None)
+                .plan_model(&recs, &meta(), None)
                 .unwrap();
             let idx: Vec<usize> = (0..plan.entries.len()).collect();
             for (e, out) in plan.entries.iter().zip(plan.planned_outputs(&idx)) {
