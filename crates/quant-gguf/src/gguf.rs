@@ -1253,8 +1253,7 @@ fn imatrix_overrides(metadata: &BTreeMap<String, String>) -> Result<Vec<(String,
     };
     let (include, exclude) =
         crate::method::name_lists(&list("imatrix_include"), &list("imatrix_exclude"));
-    let mut im = crate::Imatrix::load(file)?;
-    im.filter_names(&include, &exclude);
+    let im = crate::Imatrix::load_shared(file, &include, &exclude)?;
     Ok(llama_imatrix_kv(file, &im))
 }
 

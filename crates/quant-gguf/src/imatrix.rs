@@ -13,7 +13,9 @@
 //! the file is loaded (llama-quantize refuses them too).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 use quant_core::{Error, Result};
 
@@ -165,6 +167,42 @@ impl Imatrix {
             .get("imatrix.chunk_count")
             .and_then(GgufValue::as_u64)
             .and_then(|v| i64::try_from(v).ok());
+        Ok(im)
+    }
+
+    /// [`Imatrix::load`] then [`Imatrix::filter_names`], shared: every method of a run
+    /// given the same file and filters holds one copy, read once (a memory target makes
+    /// dozens of GGUF methods, each with the imatrix). A file changed on disk (size or
+    /// modification time) is read again.
+    pub fn load_shared(
+        path: impl AsRef<Path>,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Arc<Self>> {
+        type Key = (PathBuf, u64, Option<SystemTime>, Vec<String>, Vec<String>);
+        static LOADED: Mutex<Vec<(Key, Weak<Imatrix>)>> = Mutex::new(Vec::new());
+        let path = path.as_ref();
+        let stat = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let key: Key = (
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            stat.len(),
+            stat.modified().ok(),
+            include.to_vec(),
+            exclude.to_vec(),
+        );
+        let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+        loaded.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(im) = loaded
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(im);
+        }
+        let mut im = Imatrix::load(path)?;
+        im.filter_names(include, exclude);
+        let im = Arc::new(im);
+        loaded.push((key, Arc::downgrade(&im)));
         Ok(im)
     }
 

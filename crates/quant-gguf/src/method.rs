@@ -273,12 +273,11 @@ impl GgufMethod {
         }
         let mut m = GgufMethod::new(ty)?.allow_nonfinite(raw.allow_nonfinite);
         if let Some(path) = raw.imatrix {
-            let mut im = Imatrix::load(&path)?;
             let (include, exclude) = name_lists(&raw.imatrix_include, &raw.imatrix_exclude);
-            im.filter_names(&include, &exclude);
+            let im = Imatrix::load_shared(&path, &include, &exclude)?;
             // As llama-quantize: an imatrix left without entries is no imatrix.
             if !im.is_empty() {
-                m = m.with_imatrix(Arc::new(im));
+                m = m.with_imatrix(im);
             }
         }
         Ok(Box::new(m))

@@ -283,3 +283,35 @@ fn fallbacks_and_rule_methods_quantize_with_the_imatrix() {
         assert!(with.parts[0].data != without.parts[0].data, "{name}");
     }
 }
+
+/// `Imatrix::load_shared`: the same file and filters give one shared copy; other filters
+/// another; a file rewritten on disk is read again.
+#[test]
+fn shared_imatrix_is_read_once_per_file_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.dat");
+    let write = |entries: &[&str]| {
+        let stats = ImatrixStats {
+            entries: entries
+                .iter()
+                .map(|n| (n.to_string(), (vec![2.0; 4], vec![1])))
+                .collect(),
+            datasets: vec!["t.txt".into()],
+            chunk_count: 1,
+            chunk_size: 16,
+        };
+        std::fs::write(&path, stats.legacy_bytes()).unwrap();
+    };
+    write(&[BIG, SMALL]);
+    let a = Imatrix::load_shared(&path, &[], &[]).unwrap();
+    let b = Imatrix::load_shared(&path, &[], &[]).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(a.len(), 2);
+    let only = Imatrix::load_shared(&path, &["attn_q".to_string()], &[]).unwrap();
+    assert!(!Arc::ptr_eq(&a, &only));
+    assert_eq!((only.len(), only.get(BIG).is_some()), (1, true));
+    write(&[BIG, SMALL, "blk.1.attn_q.weight"]);
+    let c = Imatrix::load_shared(&path, &[], &[]).unwrap();
+    assert_eq!(c.len(), 3);
+    assert!(!Arc::ptr_eq(&a, &c));
+}

@@ -146,12 +146,11 @@ impl FtypeMethod {
         let mut inner_params = Params::new();
         let mut imatrix = None;
         if let Some(path) = &raw.imatrix {
-            let mut im = Imatrix::load(path)?;
             let (include, exclude) = name_lists(&raw.imatrix_include, &raw.imatrix_exclude);
-            im.filter_names(&include, &exclude);
+            let im = Imatrix::load_shared(path, &include, &exclude)?;
             if !im.is_empty() {
                 opts.has_imatrix = true;
-                imatrix = Some(Arc::new(im));
+                imatrix = Some(im);
                 inner_params.insert("imatrix".into(), path.clone().into());
                 for (key, list) in [("imatrix_include", &include), ("imatrix_exclude", &exclude)] {
                     if !list.is_empty() {
