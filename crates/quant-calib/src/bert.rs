@@ -168,9 +168,8 @@ impl Bert {
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         for (i, b) in self.blocks.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
-            record(collector, &name("attn_q"), &x)?;
-            record(collector, &name("attn_k"), &x)?;
-            record(collector, &name("attn_v"), &x)?;
+            let (q, k, v) = (name("attn_q"), name("attn_k"), name("attn_v"));
+            record(collector, &[&q, &k, &v], &x)?;
             let (n, d) = (self.n_head, self.head_dim);
             let att = (|| {
                 let q = heads(&linear(&x, &b.wq, b.bq.as_ref())?, n, d)?;
@@ -179,14 +178,14 @@ impl Bert {
                 attention(&q, &k, &v, scale, false)
             })()
             .map_err(e)?;
-            record(collector, &name("attn_output"), &att)?;
+            record(collector, &[&name("attn_output")], &att)?;
             let cur = (linear(&att, &b.wo, b.bo.as_ref()).map_err(e)? + &x).map_err(e)?;
             let ffn_inp = layer_norm(&cur, &b.attn_norm.0, &b.attn_norm.1, self.eps).map_err(e)?;
-            record(collector, &name("ffn_up"), &ffn_inp)?;
+            record(collector, &[&name("ffn_up")], &ffn_inp)?;
             let h = linear(&ffn_inp, &b.w_up, b.b_up.as_ref())
                 .and_then(|h| gelu(&h))
                 .map_err(e)?;
-            record(collector, &name("ffn_down"), &h)?;
+            record(collector, &[&name("ffn_down")], &h)?;
             let cur =
                 (linear(&h, &b.w_down, b.b_down.as_ref()).map_err(e)? + &ffn_inp).map_err(e)?;
             x = layer_norm(&cur, &b.out_norm.0, &b.out_norm.1, self.eps).map_err(e)?;

@@ -158,9 +158,8 @@ impl Llama {
         for (i, b) in self.blocks.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             let h = rms_norm(&x, &b.attn_norm, self.eps).map_err(e)?;
-            record(collector, &name("attn_q"), &h)?;
-            record(collector, &name("attn_k"), &h)?;
-            record(collector, &name("attn_v"), &h)?;
+            let (q, k, v) = (name("attn_q"), name("attn_k"), name("attn_v"));
+            record(collector, &[&q, &k, &v], &h)?;
             let q = linear(&h, &b.wq, None).map_err(e)?;
             let k = linear(&h, &b.wk, None).map_err(e)?;
             let v = linear(&h, &b.wv, None).map_err(e)?;
@@ -179,25 +178,24 @@ impl Llama {
                 .and_then(|v| v.index_select(&kv_index, 0))
                 .map_err(e)?;
             let att = attention(&q, &k, &v, scale, true).map_err(e)?;
-            record(collector, &name("attn_output"), &att)?;
+            record(collector, &[&name("attn_output")], &att)?;
             x = (x + linear(&att, &b.wo, None).map_err(e)?).map_err(e)?;
             let h = rms_norm(&x, &b.ffn_norm, self.eps).map_err(e)?;
-            record(collector, &name("ffn_gate"), &h)?;
-            record(collector, &name("ffn_up"), &h)?;
+            record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
             let g = (|| {
                 linear(&h, &b.w_gate, None)?
                     .silu()?
                     .mul(&linear(&h, &b.w_up, None)?)
             })()
             .map_err(e)?;
-            record(collector, &name("ffn_down"), &g)?;
+            record(collector, &[&name("ffn_down")], &g)?;
             x = (x + linear(&g, &b.w_down, None).map_err(e)?).map_err(e)?;
         }
         // With tied embeddings the output product uses token_embd, which llama-imatrix
         // never collects; the logits themselves are not needed.
         if self.output.is_some() && collector.wants("output.weight", t) {
             let h = rms_norm(&x, &self.output_norm, self.eps).map_err(e)?;
-            record(collector, "output.weight", &h)?;
+            record(collector, &["output.weight"], &h)?;
         }
         Ok(())
     }

@@ -48,14 +48,19 @@ pub(crate) fn load(src: &dyn ModelSource, name: &str) -> Result<Tensor> {
     Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| ce(src.path(), name, e))
 }
 
-/// Gives `collector` the input `x` (`rows × cols`) of the product with weight `name`.
-pub(crate) fn record(collector: &mut Collector, name: &str, x: &Tensor) -> Result<()> {
-    let cols = x.dim(1).map_err(|e| ce(Path::new("imatrix"), name, e))?;
+/// Gives `collector` the input `x` (`rows × cols`) of the products with each weight of
+/// `names` (weights that share one input, read out of the tensor once).
+pub(crate) fn record(collector: &mut Collector, names: &[&str], x: &Tensor) -> Result<()> {
+    let what = names.first().copied().unwrap_or("imatrix");
+    let cols = x.dim(1).map_err(|e| ce(Path::new("imatrix"), what, e))?;
     let values: Vec<f32> = x
         .flatten_all()
         .and_then(|v| v.to_vec1())
-        .map_err(|e| ce(Path::new("imatrix"), name, e))?;
-    collector.add(name, &values, cols)
+        .map_err(|e| ce(Path::new("imatrix"), what, e))?;
+    for name in names {
+        collector.add(name, &values, cols)?;
+    }
+    Ok(())
 }
 
 /// `x · wᵀ` for `w` of shape `(out, in)`, plus the bias `b` when there is one.
