@@ -173,18 +173,11 @@ pub fn chunks(
         .collect())
 }
 
-fn kv_bool(src: &dyn ModelSource, key: &str) -> Option<bool> {
-    match src.kv(key)? {
-        GgufValue::Bool(b) => Some(*b),
-        _ => None,
-    }
-}
-
 /// A special token llama.cpp adds: `tokenizer.ggml.<what>_token_id` unless
 /// `tokenizer.ggml.add_<what>_token` says not to (`default`: whether it adds it when the
 /// file says nothing: BOS yes, EOS no).
 fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> {
-    let add = kv_bool(src, &format!("tokenizer.ggml.add_{what}_token")).unwrap_or(default);
+    let add = ops::kv_bool(src, &format!("tokenizer.ggml.add_{what}_token")).unwrap_or(default);
     add.then(|| {
         src.kv(&format!("tokenizer.ggml.{what}_token_id"))
             .and_then(GgufValue::as_u64)

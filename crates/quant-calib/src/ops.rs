@@ -26,6 +26,14 @@ pub(crate) fn kv_u64(src: &dyn ModelSource, key: &str) -> Option<u64> {
     src.kv(key).and_then(GgufValue::as_u64)
 }
 
+/// A boolean key/value of the model.
+pub(crate) fn kv_bool(src: &dyn ModelSource, key: &str) -> Option<bool> {
+    match src.kv(key)? {
+        GgufValue::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
 /// A float key/value of the model.
 pub(crate) fn kv_f32(src: &dyn ModelSource, key: &str) -> Option<f32> {
     match src.kv(key)? {
