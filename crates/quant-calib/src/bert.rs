@@ -14,7 +14,8 @@ use quant_core::Result;
 use quant_gguf::gguf::GgufValue;
 
 use crate::ops::{
-    attention, bad, ce, f16_round, gelu, heads, kv_f32, kv_u64, layer_norm, linear, need, record,
+    attention, bad, ce, f16_round, gelu, heads, kv_bool, kv_f32, kv_u64, layer_norm, linear, need,
+    record,
 };
 use crate::source::ModelSource;
 use crate::Collector;
@@ -70,7 +71,7 @@ impl Bert {
                 ))
             }
         }
-        if let Some(GgufValue::Bool(true)) = src.kv("bert.attention.causal") {
+        if kv_bool(src, "bert.attention.causal") == Some(true) {
             return Err(bad(
                 src,
                 "causal bert attention is not implemented by quant's imatrix".into(),
