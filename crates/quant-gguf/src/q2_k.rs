@@ -13,9 +13,9 @@
 //! w, −0.9, 0.05, 36)`, scales and mins by `make_qp_quants(16, 15, ·, Σw)`.
 
 use crate::block::{GgmlBlock, GgmlType};
+use crate::kquant_lanes::{self, Groups};
 use crate::util::{
-    c_max, c_min, fp16_to_fp32, fp32_to_fp16, make_qkx_quants, make_qp_quants, nearest_int,
-    QkxSearch, QK_K,
+    c_max, c_min, fp16_to_fp32, fp32_to_fp16, make_qp_quants, nearest_int, QkxSearch, QK_K,
 };
 
 /// ggml's `block_q2_K`.
@@ -102,28 +102,28 @@ impl GgmlBlock for BlockQ2K {
         };
         let q4scale = 15f32;
         let mut l = [0u8; QK_K];
-        let mut laux = [0u8; 16];
-        let mut weights = [0f32; 16];
         let mut mins = [0f32; 16];
         let mut scales = [0f32; 16];
         for (x, yb) in x.chunks_exact(QK_K).zip(y) {
+            // The 16 sub-block searches, 8 side by side ([`kquant_lanes::qkx`]).
+            for (h, xh) in x.chunks_exact(128).enumerate() {
+                let mut gr = Groups::gather(xh, 16);
+                for (wi, xi) in gr.w.iter_mut().zip(&gr.x) {
+                    for (w, &v) in wi.iter_mut().zip(xi) {
+                        *w = v.abs();
+                    }
+                }
+                let found = kquant_lanes::qkx(search, false, &gr);
+                for g in 0..8 {
+                    let j = 8 * h + g;
+                    found.codes(g, &mut l[16 * j..16 * j + 16]);
+                    scales[j] = found.scale[g];
+                    mins[j] = found.neg_min[g];
+                }
+            }
             let mut max_scale = 0f32;
             let mut max_min = 0f32;
-            for j in 0..QK_K / 16 {
-                let xs = &x[16 * j..16 * j + 16];
-                for (w, &v) in weights.iter_mut().zip(xs) {
-                    *w = v.abs();
-                }
-                let (s, m) = make_qkx_quants(
-                    search,
-                    xs,
-                    Some(&weights),
-                    &mut l[16 * j..16 * j + 16],
-                    &mut laux,
-                    false,
-                );
-                scales[j] = s;
-                mins[j] = m;
+            for (&s, &m) in scales.iter().zip(&mins) {
                 if s > max_scale {
                     max_scale = s;
                 }
@@ -165,11 +165,10 @@ impl GgmlBlock for BlockQ2K {
             use_mad: false,
         };
         let mut l = [0u8; QK_K];
-        let mut laux = [0u8; 16];
         let mut mins = [0f32; 16];
         let mut scales = [0f32; 16];
         let mut sw = [0f32; 16];
-        let mut weight = [0f32; 16];
+        let mut weights = [0f32; QK_K];
         let mut ls = [0u8; 16];
         let mut lm = [0u8; 16];
         for ((x, qwb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
@@ -179,25 +178,34 @@ impl GgmlBlock for BlockQ2K {
                 sumx2 += v * v;
             }
             let sigma2 = sumx2 / QK_K as f32;
-            for j in 0..QK_K / 16 {
-                let xs = &x[16 * j..16 * j + 16];
-                let q = &qwb[16 * j..16 * j + 16];
-                for ((w, &v), &qv) in weight.iter_mut().zip(xs).zip(q) {
+            for (j, ((w, xs), q)) in weights
+                .chunks_exact_mut(16)
+                .zip(x.chunks_exact(16))
+                .zip(qwb.chunks_exact(16))
+                .enumerate()
+            {
+                for ((w, &v), &qv) in w.iter_mut().zip(xs).zip(q) {
                     *w = qv * (sigma2 + v * v).sqrt();
                 }
-                for &w in &weight {
+                for &w in w.iter() {
                     sw[j] += w;
                 }
-                let (s, m) = make_qkx_quants(
-                    search,
-                    xs,
-                    Some(&weight),
-                    &mut l[16 * j..16 * j + 16],
-                    &mut laux,
-                    true,
-                );
-                scales[j] = s;
-                mins[j] = m;
+            }
+            // The 16 sub-block searches, 8 side by side ([`kquant_lanes::qkx`]).
+            for (h, (xh, wh)) in x
+                .chunks_exact(128)
+                .zip(weights.chunks_exact(128))
+                .enumerate()
+            {
+                let mut gr = Groups::gather(xh, 16);
+                gr.gather_weights(wh);
+                let found = kquant_lanes::qkx(search, true, &gr);
+                for g in 0..8 {
+                    let j = 8 * h + g;
+                    found.codes(g, &mut l[16 * j..16 * j + 16]);
+                    scales[j] = found.scale[g];
+                    mins[j] = found.neg_min[g];
+                }
             }
             let dm = make_qp_quants(15, &scales, &mut ls, &sw);
             let mm = make_qp_quants(15, &mins, &mut lm, &sw);

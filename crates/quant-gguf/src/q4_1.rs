@@ -9,8 +9,11 @@
 //! rmin −0.9, rdelta 0.05, 36 steps)`.
 
 use crate::block::{GgmlBlock, GgmlType};
+use crate::kquant_lanes::{self, Groups};
 use crate::q4_0::{block_weights, row_sigma2};
-use crate::util::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qkx_quants, QkxSearch};
+#[cfg(test)]
+use crate::util::{c_f32_to_i32, c_min};
+use crate::util::{fp16_to_fp32, fp32_to_fp16, QkxSearch};
 
 /// ggml's `block_q4_1`.
 #[repr(C)]
@@ -62,44 +65,33 @@ impl GgmlBlock for BlockQ4_1 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let mut min = f32::MAX;
-            let mut max = -f32::MAX;
-            for &v in xb {
-                if v < min {
-                    min = v;
-                }
-                if v > max {
-                    max = v;
-                }
-            }
-            let d = (max - min) / 15.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            yb.d = fp32_to_fp16(d);
-            yb.m = fp32_to_fp16(min);
-            for j in 0..16 {
-                let x0 = (xb[j] - min) * id;
-                let x1 = (xb[16 + j] - min) * id;
-                let xi0 = c_min(15, c_f32_to_i32(x0 + 0.5) as i8 as i32) as u8;
-                let xi1 = c_min(15, c_f32_to_i32(x1 + 0.5) as i8 as i32) as u8;
-                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
-            }
-        }
+        crate::legacy_lanes::q4_1_row(x, y)
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let sigma2 = row_sigma2(x);
         let mut l = [0u8; 32];
-        let mut laux = [0u8; 32];
-        for ((xb, qb), yb) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(y) {
-            let w = block_weights(xb, qb, sigma2);
-            let (d, the_min) =
-                make_qkx_quants(legacy_qkx3(15), xb, Some(&w), &mut l, &mut laux, true);
-            yb.d = fp32_to_fp16(d);
-            yb.m = fp32_to_fp16(-the_min);
-            for j in 0..16 {
-                yb.qs[j] = l[j] | (l[j + 16] << 4);
+        let mut w = [0f32; 256];
+        // Eight blocks side by side, one per lane ([`kquant_lanes::qkx`]).
+        for ((xc, qc), yc) in x.chunks(256).zip(qw.chunks(256)).zip(y.chunks_mut(8)) {
+            for ((wb, xb), qb) in w
+                .chunks_exact_mut(32)
+                .zip(xc.chunks_exact(32))
+                .zip(qc.chunks_exact(32))
+            {
+                wb.copy_from_slice(&block_weights(xb, qb, sigma2));
+            }
+            let mut gr = Groups::gather(xc, 32);
+            gr.gather_weights(&w[..xc.len()]);
+            let found = kquant_lanes::qkx(legacy_qkx3(15), true, &gr);
+            for (g, yb) in yc.iter_mut().enumerate() {
+                found.codes(g, &mut l);
+                yb.d = fp32_to_fp16(found.scale[g]);
+                yb.m = fp32_to_fp16(-found.neg_min[g]);
+                for j in 0..16 {
+                    yb.qs[j] = l[j] | (l[j + 16] << 4);
+                }
             }
         }
     }
@@ -114,6 +106,35 @@ impl GgmlBlock for BlockQ4_1 {
                 o[j] = x0 as f32 * d + m;
                 o[j + 16] = x1 as f32 * d + m;
             }
+        }
+    }
+}
+
+/// The unweighted quantizer as ggml writes it, one value at a time: the oracle of the
+/// vector version ([`crate::legacy_lanes`]).
+#[cfg(test)]
+pub(crate) fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ4_1]) {
+    for (xb, yb) in x.chunks_exact(32).zip(y) {
+        let mut min = f32::MAX;
+        let mut max = -f32::MAX;
+        for &v in xb {
+            if v < min {
+                min = v;
+            }
+            if v > max {
+                max = v;
+            }
+        }
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = fp32_to_fp16(d);
+        yb.m = fp32_to_fp16(min);
+        for j in 0..16 {
+            let x0 = (xb[j] - min) * id;
+            let x1 = (xb[16 + j] - min) * id;
+            let xi0 = c_min(15, c_f32_to_i32(x0 + 0.5) as i8 as i32) as u8;
+            let xi1 = c_min(15, c_f32_to_i32(x1 + 0.5) as i8 as i32) as u8;
+            yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
         }
     }
 }

@@ -13,9 +13,11 @@
 //! `make_qp_quants(8, 63, ·, Σw)`.
 
 use crate::block::{GgmlBlock, GgmlType};
+use crate::kquant_lanes::{self, Groups};
+use crate::lanes::N;
 use crate::util::{
-    c_max, c_min, fp16_to_fp32, fp32_to_fp16, get_scale_min_k4, make_qkx_quants, make_qp_quants,
-    nearest_int, pack_scale_min_k4, QkxSearch, QK_K,
+    c_max, c_min, fp16_to_fp32, fp32_to_fp16, get_scale_min_k4, make_qp_quants, nearest_int,
+    pack_scale_min_k4, QkxSearch, QK_K,
 };
 
 /// ggml's `block_q4_K`.
@@ -43,35 +45,31 @@ pub(crate) struct KQuantStep {
 }
 
 impl KQuantStep {
-    /// `quantize_row_q{4,5}_K_ref` for one super-block: returns `(d, dmin, scales)`.
+    /// `quantize_row_q{4,5}_K_ref` for one super-block: returns `(d, dmin, scales)`. The
+    /// 8 sub-block searches run side by side, one per lane ([`kquant_lanes::qkx`]).
     #[inline(always)]
     pub fn plain(&self, x: &[f32], l: &mut [u8; QK_K]) -> (u16, u16, [u8; 12]) {
-        let mut laux = [0u8; 32];
-        let mut weights = [0f32; 32];
-        let mut mins = [0f32; 8];
-        let mut scales = [0f32; 8];
+        let mut gr = Groups::gather(&x[..QK_K], 32);
+        // Per sub-block `av_x = √(Σx²/32)` (the sums in ggml's order, lane by lane),
+        // then the weights `av_x + |x|`.
+        let mut sum_x2 = [0f32; N];
+        for xi in &gr.x {
+            for (s, &v) in sum_x2.iter_mut().zip(xi) {
+                *s += v * v;
+            }
+        }
+        let av_x = sum_x2.map(|s| (s / 32.0).sqrt());
+        for (wi, xi) in gr.w.iter_mut().zip(&gr.x) {
+            for ((w, &v), &a) in wi.iter_mut().zip(xi).zip(&av_x) {
+                *w = a + v.abs();
+            }
+        }
+        let found = kquant_lanes::qkx(self.plain, false, &gr);
         let mut max_scale = 0f32;
         let mut max_min = 0f32;
         for j in 0..QK_K / 32 {
-            let xs = &x[32 * j..32 * j + 32];
-            let mut sum_x2 = 0f32;
-            for &v in xs {
-                sum_x2 += v * v;
-            }
-            let av_x = (sum_x2 / 32.0).sqrt();
-            for (w, &v) in weights.iter_mut().zip(xs) {
-                *w = av_x + v.abs();
-            }
-            let (s, m) = make_qkx_quants(
-                self.plain,
-                xs,
-                Some(&weights),
-                &mut l[32 * j..32 * j + 32],
-                &mut laux,
-                false,
-            );
-            scales[j] = s;
-            mins[j] = m;
+            found.codes(j, &mut l[32 * j..32 * j + 32]);
+            let (s, m) = (found.scale[j], found.neg_min[j]);
             if s > max_scale {
                 max_scale = s;
             }
@@ -79,6 +77,7 @@ impl KQuantStep {
                 max_min = m;
             }
         }
+        let (scales, mins) = (found.scale, found.neg_min);
         let inv_scale = if max_scale > 0.0 {
             63.0 / max_scale
         } else {
@@ -115,38 +114,35 @@ impl KQuantStep {
             nstep: 36,
             use_mad: false,
         };
-        let mut laux = [0u8; 32];
-        let mut weights = [0f32; 32];
-        let mut mins = [0f32; 8];
-        let mut scales = [0f32; 8];
+        let mut weights = [0f32; QK_K];
         let mut sw = [0f32; 8];
         let mut sum_x2 = 0f32;
         for &v in x.iter().take(QK_K) {
             sum_x2 += v * v;
         }
         let sigma2 = 2.0 * sum_x2 / QK_K as f32;
-        for j in 0..QK_K / 32 {
-            let xs = &x[32 * j..32 * j + 32];
-            let q = &qw[32 * j..32 * j + 32];
-            for ((w, &v), &qv) in weights.iter_mut().zip(xs).zip(q) {
+        for (j, ((w, xs), q)) in weights
+            .chunks_exact_mut(32)
+            .zip(x.chunks_exact(32))
+            .zip(qw.chunks_exact(32))
+            .enumerate()
+        {
+            for ((w, &v), &qv) in w.iter_mut().zip(xs).zip(q) {
                 *w = qv * (sigma2 + v * v).sqrt();
             }
             let mut sumw = 0f32;
-            for &w in &weights {
+            for &w in w.iter() {
                 sumw += w;
             }
             sw[j] = sumw;
-            let (s, m) = make_qkx_quants(
-                search,
-                xs,
-                Some(&weights),
-                &mut l[32 * j..32 * j + 32],
-                &mut laux,
-                true,
-            );
-            scales[j] = s;
-            mins[j] = m;
         }
+        let mut gr = Groups::gather(&x[..QK_K], 32);
+        gr.gather_weights(&weights);
+        let found = kquant_lanes::qkx(search, true, &gr);
+        for j in 0..QK_K / 32 {
+            found.codes(j, &mut l[32 * j..32 * j + 32]);
+        }
+        let (scales, mins) = (found.scale, found.neg_min);
         let mut ls = [0u8; 8];
         let mut lm = [0u8; 8];
         let d_block = make_qp_quants(63, &scales, &mut ls, &sw);

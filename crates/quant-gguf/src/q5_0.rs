@@ -10,7 +10,9 @@
 
 use crate::block::{GgmlBlock, GgmlType};
 use crate::q4_0::{block_weights, row_sigma2};
-use crate::util::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16, make_qx_quants};
+#[cfg(test)]
+use crate::util::{c_f32_to_i32, c_min};
+use crate::util::{fp16_to_fp32, fp32_to_fp16, make_qx_quants};
 
 /// ggml's `block_q5_0`.
 #[repr(C)]
@@ -74,14 +76,7 @@ impl GgmlBlock for BlockQ5_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let max = crate::util::max_by_magnitude(xb);
-            let d = max / -16.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            yb.d = fp32_to_fp16(d);
-            let code = |j: usize| c_min(31, c_f32_to_i32(xb[j] * id + 16.5) as i8 as i32) as u8;
-            yb.qh = pack5(code, &mut yb.qs);
-        }
+        crate::legacy_lanes::q5_0_row(x, y)
     }
 
     #[inline(always)]
@@ -105,5 +100,19 @@ impl GgmlBlock for BlockQ5_0 {
                 o[j + 16] = (x1 - 16) as f32 * d;
             }
         }
+    }
+}
+
+/// The unweighted quantizer as ggml writes it, one value at a time: the oracle of the
+/// vector version ([`crate::legacy_lanes`]).
+#[cfg(test)]
+pub(crate) fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ5_0]) {
+    for (xb, yb) in x.chunks_exact(32).zip(y) {
+        let max = crate::util::max_by_magnitude(xb);
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = fp32_to_fp16(d);
+        let code = |j: usize| c_min(31, c_f32_to_i32(xb[j] * id + 16.5) as i8 as i32) as u8;
+        yb.qh = pack5(code, &mut yb.qs);
     }
 }

@@ -7,10 +7,13 @@
 //! `make_qkx3_quants(32, 31, w, −0.9, 0.05, 36)` with `w = qw·√(σ² + x²)`.
 
 use crate::block::{GgmlBlock, GgmlType};
+use crate::kquant_lanes::{self, Groups};
 use crate::q4_0::{block_weights, row_sigma2};
 use crate::q4_1::legacy_qkx3;
 use crate::q5_0::{pack5, unpack5};
-use crate::util::{c_f32_to_i32, fp16_to_fp32, fp32_to_fp16, make_qkx_quants};
+#[cfg(test)]
+use crate::util::c_f32_to_i32;
+use crate::util::{fp16_to_fp32, fp32_to_fp16};
 
 /// ggml's `block_q5_1`.
 #[repr(C)]
@@ -56,38 +59,32 @@ impl GgmlBlock for BlockQ5_1 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let mut min = f32::MAX;
-            let mut max = -f32::MAX;
-            for &v in xb {
-                if v < min {
-                    min = v;
-                }
-                if v > max {
-                    max = v;
-                }
-            }
-            let d = (max - min) / 31.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            yb.d = fp32_to_fp16(d);
-            yb.m = fp32_to_fp16(min);
-            let code = |j: usize| c_f32_to_i32((xb[j] - min) * id + 0.5) as u8;
-            yb.qh = pack5(code, &mut yb.qs);
-        }
+        crate::legacy_lanes::q5_1_row(x, y)
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         let sigma2 = row_sigma2(x);
         let mut l = [0u8; 32];
-        let mut laux = [0u8; 32];
-        for ((xb, qb), yb) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(y) {
-            let w = block_weights(xb, qb, sigma2);
-            let (d, the_min) =
-                make_qkx_quants(legacy_qkx3(31), xb, Some(&w), &mut l, &mut laux, true);
-            yb.d = fp32_to_fp16(d);
-            yb.m = fp32_to_fp16(-the_min);
-            yb.qh = pack5(|j| l[j], &mut yb.qs);
+        let mut w = [0f32; 256];
+        // Eight blocks side by side, one per lane ([`kquant_lanes::qkx`]).
+        for ((xc, qc), yc) in x.chunks(256).zip(qw.chunks(256)).zip(y.chunks_mut(8)) {
+            for ((wb, xb), qb) in w
+                .chunks_exact_mut(32)
+                .zip(xc.chunks_exact(32))
+                .zip(qc.chunks_exact(32))
+            {
+                wb.copy_from_slice(&block_weights(xb, qb, sigma2));
+            }
+            let mut gr = Groups::gather(xc, 32);
+            gr.gather_weights(&w[..xc.len()]);
+            let found = kquant_lanes::qkx(legacy_qkx3(31), true, &gr);
+            for (g, yb) in yc.iter_mut().enumerate() {
+                found.codes(g, &mut l);
+                yb.d = fp32_to_fp16(found.scale[g]);
+                yb.m = fp32_to_fp16(-found.neg_min[g]);
+                yb.qh = pack5(|j| l[j], &mut yb.qs);
+            }
         }
     }
 
@@ -101,5 +98,29 @@ impl GgmlBlock for BlockQ5_1 {
                 o[j + 16] = x1 as f32 * d + m;
             }
         }
+    }
+}
+
+/// The unweighted quantizer as ggml writes it, one value at a time: the oracle of the
+/// vector version ([`crate::legacy_lanes`]).
+#[cfg(test)]
+pub(crate) fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ5_1]) {
+    for (xb, yb) in x.chunks_exact(32).zip(y) {
+        let mut min = f32::MAX;
+        let mut max = -f32::MAX;
+        for &v in xb {
+            if v < min {
+                min = v;
+            }
+            if v > max {
+                max = v;
+            }
+        }
+        let d = (max - min) / 31.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = fp32_to_fp16(d);
+        yb.m = fp32_to_fp16(min);
+        let code = |j: usize| c_f32_to_i32((xb[j] - min) * id + 0.5) as u8;
+        yb.qh = pack5(code, &mut yb.qs);
     }
 }

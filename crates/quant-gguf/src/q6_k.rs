@@ -13,9 +13,8 @@
 //! `GROUP_MAX_EPS` is stored as zeros.
 
 use crate::block::{GgmlBlock, GgmlType};
-use crate::util::{
-    c_max, c_min, fp16_to_fp32, fp32_to_fp16, make_qx_quants, nearest_int, GROUP_MAX_EPS, QK_K,
-};
+use crate::kquant_lanes::{self, Groups};
+use crate::util::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, GROUP_MAX_EPS, QK_K};
 
 /// ggml's `block_q6_K`.
 #[repr(C)]
@@ -37,12 +36,31 @@ impl BlockQ6K {
     fn quantize_block(x: &[f32], qw: Option<&[f32]>) -> Self {
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; 16];
+        // The 16 sub-block searches, 8 side by side ([`kquant_lanes::qx`]).
+        for (h, xh) in x.chunks_exact(128).take(2).enumerate() {
+            let mut gr = Groups::gather(xh, 16);
+            match qw {
+                Some(q) => gr.gather_weights(&q[128 * h..128 * h + 128]),
+                None => {
+                    for (wi, xi) in gr.w.iter_mut().zip(&gr.x) {
+                        for (w, &v) in wi.iter_mut().zip(xi) {
+                            *w = v * v;
+                        }
+                    }
+                }
+            }
+            let found = kquant_lanes::qx(32, &gr);
+            for g in 0..8 {
+                let j = 8 * h + g;
+                for (o, li) in l[16 * j..16 * j + 16].iter_mut().zip(&found.l) {
+                    *o = li[g] as i8;
+                }
+                scales[j] = found.scale[g];
+            }
+        }
         let mut max_scale = 0f32;
         let mut max_abs_scale = 0f32;
-        for ib in 0..QK_K / 16 {
-            let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-            let scale = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..], 1, w);
-            scales[ib] = scale;
+        for &scale in &scales {
             let abs_scale = scale.abs();
             if abs_scale > max_abs_scale {
                 max_abs_scale = abs_scale;

@@ -7,7 +7,9 @@
 //! (round half away from zero). ggml ignores the importance matrix for Q8_0.
 
 use crate::block::{GgmlBlock, GgmlType};
-use crate::util::{c_f32_to_i32, c_max, fp16_to_fp32, fp32_to_fp16};
+#[cfg(test)]
+use crate::util::fp32_to_fp16;
+use crate::util::{c_f32_to_i32, c_max, fp16_to_fp32};
 
 /// ggml's `block_q8_0`.
 #[repr(C)]
@@ -62,13 +64,7 @@ impl GgmlBlock for BlockQ8_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(32).zip(y) {
-            let (d, id) = q8_scale(xb);
-            yb.d = fp32_to_fp16(d);
-            for (q, &v) in yb.qs.iter_mut().zip(xb) {
-                *q = round_i8(v * id);
-            }
-        }
+        crate::legacy_lanes::q8_0_row(x, y)
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
@@ -77,6 +73,19 @@ impl GgmlBlock for BlockQ8_0 {
             for (o, &q) in o.iter_mut().zip(&yb.qs) {
                 *o = q as f32 * d;
             }
+        }
+    }
+}
+
+/// The quantizer as ggml writes it, one value at a time: the oracle of the vector version
+/// ([`crate::legacy_lanes`]).
+#[cfg(test)]
+pub(crate) fn quantize_row_scalar(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (xb, yb) in x.chunks_exact(32).zip(y) {
+        let (d, id) = q8_scale(xb);
+        yb.d = fp32_to_fp16(d);
+        for (q, &v) in yb.qs.iter_mut().zip(xb) {
+            *q = round_i8(v * id);
         }
     }
 }
