@@ -123,6 +123,8 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
     let bytes = (values.len() * 4) as f64;
     let mut bf16_used = false;
     let wanted: Option<Vec<&str>> = only.map(|s| s.split(',').map(str::trim).collect());
+    println!("{}", cpu_line());
+    println!();
     println!(
         "f32 input {size}x{size} ({:.0} MB), best of {runs}, MB/s of f32 input",
         bytes / 1e6
@@ -165,6 +167,51 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The CPU model (from `/proc/cpuinfo` where there is one), the vector extensions it has
+/// and the kernel path the run uses, so that a table says which code it measured.
+fn cpu_line() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    #[cfg(target_arch = "x86_64")]
+    let flags = {
+        let mut f = Vec::new();
+        if std::is_x86_feature_detected!("avx2") {
+            f.push("avx2");
+        }
+        if std::is_x86_feature_detected!("fma") {
+            f.push("fma");
+        }
+        if std::is_x86_feature_detected!("f16c") {
+            f.push("f16c");
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            f.push("avx512f");
+        }
+        if std::is_x86_feature_detected!("avx512bw") {
+            f.push("avx512bw");
+        }
+        f.join(" ")
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let flags = String::new();
+    let path = if quant::simd::simd_enabled() {
+        "AVX2 kernels"
+    } else {
+        "portable kernels"
+    };
+    format!(
+        "CPU: {model} ({} logical CPUs); flags: {flags}; {path}",
+        rayon::current_num_threads()
+    )
 }
 
 /// Transformer-like shapes adding up to about `size_gib` GiB of bf16.
@@ -257,6 +304,7 @@ fn e2e(size_gib: f64, dir: Option<PathBuf>, methods: &str, threads: Option<usize
         .map_err(|e| Error::io(&input, e))?
         .len();
     let bound = (largest * 4) as u64 + (256 << 20);
+    println!("{}", cpu_line());
     println!(
         "checkpoint: {} tensors, {:.2} GiB bf16, largest tensor {} elements; streaming bound {:.0} MiB (largest f32 + 256 MiB); threads {}",
         shapes.len(),
