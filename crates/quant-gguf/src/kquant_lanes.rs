@@ -213,6 +213,45 @@ unsafe fn qkx_avx2(t: Avx2, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found {
     qkx_lanes(t, p, qkx3, gr)
 }
 
+/// The clamped code of `make_qkx*`, `MAX(0, MIN(nmax, nearest_int(iscale·(x − min))))`,
+/// as a float. (A helper rather than a closure: closures are not always inlined into the
+/// AVX2 build, and an intrinsic left in one is an out-of-line call.)
+#[inline(always)]
+fn qkx_code<S: Lanes>(s: S, iscale: S::F, min: S::F, xi: S::F, lo: S::I, hi: S::I) -> S::F {
+    s.to_f(s.clamp_i(s.nearest_int(s.mul(iscale, s.sub(xi, min))), lo, hi))
+}
+
+/// `|diff|` or `diff²`.
+#[inline(always)]
+fn qkx_err<S: Lanes>(s: S, mad: bool, diff: S::F) -> S::F {
+    if mad {
+        s.abs(diff)
+    } else {
+        s.mul(diff, diff)
+    }
+}
+
+/// `Σ w·x·l` and `Σ w·l·l` of `make_qx_quants` for one candidate `iscale`.
+#[inline(always)]
+fn qx_sums<S: Lanes>(
+    s: S,
+    iscale: S::F,
+    xv: &[S::F],
+    wv: &[S::F],
+    wx: &[S::F],
+    lo: S::I,
+    hi: S::I,
+) -> (S::F, S::F) {
+    let zero = s.splat(0.0);
+    let (mut sumlx, mut suml2) = (zero, zero);
+    for ((&xi, &wi), &wxi) in xv.iter().zip(wv).zip(wx) {
+        let lf = s.to_f(s.clamp_i(s.nearest_int(s.mul(iscale, xi)), lo, hi));
+        sumlx = s.add(sumlx, s.mul(wxi, lf));
+        suml2 = s.add(suml2, s.mul(s.mul(wi, lf), lf));
+    }
+    (sumlx, suml2)
+}
+
 #[inline(always)]
 fn qkx_lanes<S: LanesMore>(s: S, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found {
     let n = gr.n.clamp(1, MAXN);
@@ -239,23 +278,13 @@ fn qkx_lanes<S: LanesMore>(s: S, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found
     let min0 = min;
     let nmax = p.nmax;
     let (lo, hi) = (s.splat_i(0), s.splat_i(nmax));
-    let code = |iscale: S::F, min: S::F, xi: S::F| {
-        s.to_f(s.clamp_i(s.nearest_int(s.mul(iscale, s.sub(xi, min))), lo, hi))
-    };
-    let err = |diff: S::F| {
-        if p.use_mad {
-            s.abs(diff)
-        } else {
-            s.mul(diff, diff)
-        }
-    };
     let iscale = s.div(s.splat(nmax as f32), s.sub(max, min));
     let mut scale = s.div(s.splat(1.0), iscale);
     let mut best_error = zero;
     for (&xi, &wi) in xv.iter().zip(wv) {
-        let lf = code(iscale, min, xi);
+        let lf = qkx_code(s, iscale, min, xi, lo, hi);
         let diff = s.sub(s.add(s.mul(scale, lf), min), xi);
-        best_error = s.add(best_error, s.mul(wi, err(diff)));
+        best_error = s.add(best_error, s.mul(wi, qkx_err(s, p.use_mad, diff)));
     }
     // The inputs of the best codes so far.
     let (mut best_iscale, mut best_min) = (iscale, min);
@@ -267,7 +296,7 @@ fn qkx_lanes<S: LanesMore>(s: S, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found
             let iscale = s.div(s.splat(num), s.sub(max, min));
             let (mut sl, mut sl2, mut sxl) = (zero, zero, zero);
             for ((&xi, &wi), la) in xv.iter().zip(wv).zip(laux.iter_mut()) {
-                let lf = code(iscale, min, xi);
+                let lf = qkx_code(s, iscale, min, xi, lo, hi);
                 *la = lf;
                 let wl = s.mul(wi, lf);
                 sl = s.add(sl, wl);
@@ -283,7 +312,7 @@ fn qkx_lanes<S: LanesMore>(s: S, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found
             let mut cur = zero;
             for ((&xi, &wi), &la) in xv.iter().zip(wv).zip(laux.iter()) {
                 let diff = s.sub(s.add(s.mul(this_scale, la), this_min), xi);
-                cur = s.add(cur, s.mul(wi, err(diff)));
+                cur = s.add(cur, s.mul(wi, qkx_err(s, p.use_mad, diff)));
             }
             let win = s.and(s.gt(d, zero), s.gt(best_error, cur));
             if s.any(win) {
@@ -359,23 +388,14 @@ fn qx_lanes<S: LanesMore>(s: S, nmax: i32, gr: &Groups) -> Found {
     }
     let small = s.gt(s.splat(GROUP_MAX_EPS), amax);
     let (lo, hi) = (s.splat_i(-nmax), s.splat_i(nmax - 1));
-    let sums = |iscale: S::F| {
-        let (mut sumlx, mut suml2) = (zero, zero);
-        for ((&xi, &wi), &wxi) in xv.iter().zip(wv).zip(wx) {
-            let lf = s.to_f(s.clamp_i(s.nearest_int(s.mul(iscale, xi)), lo, hi));
-            sumlx = s.add(sumlx, s.mul(wxi, lf));
-            suml2 = s.add(suml2, s.mul(s.mul(wi, lf), lf));
-        }
-        (sumlx, suml2)
-    };
     let iscale = s.div(s.splat((-nmax) as f32), max);
-    let (sumlx, suml2) = sums(iscale);
+    let (sumlx, suml2) = qx_sums(s, iscale, xv, wv, wx, lo, hi);
     let mut scale = s.select(s.eq(suml2, zero), zero, s.div(sumlx, suml2));
     let mut best = s.mul(scale, sumlx);
     let mut best_iscale = iscale;
     for is in (-9i32..=9).filter(|&is| is != 0) {
         let iscale = s.div(s.splat(-(nmax as f32 + 0.1f32 * is as f32)), max);
-        let (sumlx, suml2) = sums(iscale);
+        let (sumlx, suml2) = qx_sums(s, iscale, xv, wv, wx, lo, hi);
         let win = s.and(
             s.gt(suml2, zero),
             s.gt(s.mul(sumlx, sumlx), s.mul(best, suml2)),

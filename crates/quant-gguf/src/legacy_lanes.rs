@@ -18,6 +18,9 @@ use crate::q5_1::BlockQ5_1;
 use crate::q8_0::{q8_scale, BlockQ8_0};
 use crate::util::{fp32_to_fp16, max_by_magnitude};
 
+// No closures in the kernels below: a closure is not always inlined into the AVX2 build,
+// and an intrinsic left in one becomes an out-of-line call.
+
 /// A block of 32 as four vectors.
 #[inline(always)]
 fn load4<S: Lanes>(s: S, xb: &[f32]) -> [S::F; 4] {
@@ -60,14 +63,21 @@ fn min_max<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32]) -> (f32, f32) {
 #[inline(always)]
 fn asym_codes<S: Lanes>(s: S, v: &[S::F; 4], min: f32, id: f32) -> [S::I; 4] {
     let (mv, idv, half) = (s.splat(min), s.splat(id), s.splat(0.5));
-    v.map(|vk| s.trunc_i(s.add(s.mul(s.sub(vk, mv), idv), half)))
+    let mut q = [s.splat_i(0); 4];
+    for (q, &vk) in q.iter_mut().zip(v) {
+        *q = s.trunc_i(s.add(s.mul(s.sub(vk, mv), idv), half));
+    }
+    q
 }
 
 /// The nibbles and the fifth bits of Q5_0/Q5_1 codes (`qs`, `qh`).
 #[inline(always)]
 fn pack5<S: LanesMore>(s: S, q: &[S::I; 4]) -> ([u8; 16], [u8; 4]) {
     let m = s.splat_i(0x0F);
-    let lo = q.map(|q| s.and_i(q, m));
+    let mut lo = [m; 4];
+    for (lo, &q) in lo.iter_mut().zip(q) {
+        *lo = s.and_i(q, m);
+    }
     let qs = s.low_bytes(s.or_shl4(lo[0], lo[2]), s.or_shl4(lo[1], lo[3]));
     let qh = s.bit4(q[0]) | (s.bit4(q[1]) << 8) | (s.bit4(q[2]) << 16) | (s.bit4(q[3]) << 24);
     (qs, qh.to_le_bytes())
@@ -149,7 +159,10 @@ fn q8_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ8_0]) {
         };
         yb.d = fp32_to_fp16(d);
         let idv = s.splat(id);
-        let q = v.map(|vk| round_away(s, s.mul(vk, idv)));
+        let mut q = [s.splat_i(0); 4];
+        for (q, &vk) in q.iter_mut().zip(&v) {
+            *q = round_away(s, s.mul(vk, idv));
+        }
         let (a, b) = (s.low_bytes(q[0], q[1]), s.low_bytes(q[2], q[3]));
         for (o, &b) in yb.qs.iter_mut().zip(a.iter().chain(&b)) {
             *o = b as i8;
@@ -168,7 +181,10 @@ fn q4_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_1]) {
         yb.d = fp32_to_fp16(d);
         yb.m = fp32_to_fp16(min);
         // `MIN(15, (int8_t)(... + 0.5f))`.
-        let q = asym_codes(s, &v, min, id).map(|q| s.clamp_i(s.low_i8(q), lo, hi));
+        let mut q = asym_codes(s, &v, min, id);
+        for q in q.iter_mut() {
+            *q = s.clamp_i(s.low_i8(*q), lo, hi);
+        }
         yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
     }
 }
@@ -216,7 +232,10 @@ fn q5_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_0]) {
         yb.d = fp32_to_fp16(d);
         let (idv, off) = (s.splat(id), s.splat(16.5));
         // `MIN(31, (int8_t)(x·id + 16.5f))`, stored as a byte.
-        let q = v.map(|vk| s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), off))), lo, hi));
+        let mut q = [s.splat_i(0); 4];
+        for (q, &vk) in q.iter_mut().zip(&v) {
+            *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), off))), lo, hi);
+        }
         (yb.qs, yb.qh) = pack5(s, &q);
     }
 }

@@ -87,7 +87,12 @@ fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
         let (idv, half) = (s.splat(id), s.splat(8.5));
-        let q = v.map(|vk| s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi));
+        // A loop, not `v.map(..)`: the closure is not always inlined into the AVX2 build,
+        // and an intrinsic left in it becomes an out-of-line call.
+        let mut q = [s.splat_i(0); 4];
+        for (q, &vk) in q.iter_mut().zip(&v) {
+            *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi);
+        }
         // Byte j: value j in the low nibble, value j + 16 in the high one (low byte kept).
         yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
     }
