@@ -117,11 +117,11 @@ impl ContainerReader for GgufReader {
             .iter()
             .zip(&self.records)
             .find(|(t, _)| t.name == name)
-            .ok_or_else(|| Error::tensor(&self.file.path(), name, "no such tensor in the file"))?;
+            .ok_or_else(|| Error::tensor(self.file.path(), name, "no such tensor in the file"))?;
         let data = self.file.read_data(info)?;
         let layout = part_layout(name, info.ty, &record.shape, data.len());
         let part = Part::new(layout, data)
-            .map_err(|e| Error::tensor(&self.file.path(), name, e.to_string()))?;
+            .map_err(|e| Error::tensor(self.file.path(), name, e.to_string()))?;
         Ok(QuantizedTensor {
             record: record.clone(),
             parts: vec![part],
