@@ -260,8 +260,8 @@ pub fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> 
 }
 
 /// Computes the importance matrix of `model` (a Hugging Face folder or a `.gguf` file) on
-/// `text`, tokenized by `tokenizer` (a `tokenizer.json`). `progress` is called after each
-/// chunk with (chunks done, chunks in all).
+/// `text`, tokenized by `tokenizer` (a `tokenizer.json`). `progress` is called with
+/// (chunks done, chunks in all) before the first chunk and after each.
 pub fn compute_imatrix(
     model: &Path,
     tokenizer: &Path,
@@ -277,6 +277,7 @@ pub fn compute_imatrix(
     let tokens = tokenize(tokenizer, text, bos, eos)?;
     let chunks = chunks(&opts.dataset, &tokens, opts.ctx, opts.chunks, bos)?;
     let mut collector = Collector::new(opts.process_output);
+    progress(0, chunks.len());
     for (i, chunk) in chunks.iter().enumerate() {
         graph.forward(chunk, &mut collector)?;
         progress(i + 1, chunks.len());

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use quant::Result;
 
 mod cmd;
+mod progress;
 
 #[cfg(feature = "example-backend")]
 use quant_example_backend as _;
@@ -21,6 +22,10 @@ use quant_example_backend as _;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// No progress on stderr (by default: a bar on a terminal, else a line at each tenth
+    /// of the work and every 30 s).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -43,17 +48,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore every tensor to a plain safetensors file (a pipeline's tensors named
-    /// `<component>/<tensor>`).
+    /// Restore every tensor: a model folder to a folder transformers loads, a pipeline
+    /// folder to one diffusers loads, a .gguf to a .gguf of float tensors, or anything to
+    /// one .safetensors file (a pipeline's tensors named `<component>/<tensor>`).
     Dequantize {
         /// Quantized file, folder or pipeline folder.
         input: PathBuf,
-        /// Output .safetensors file.
+        /// Output folder, .gguf or .safetensors file.
         #[arg(short, long)]
         output: PathBuf,
         /// Output dtype.
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Output kind: safetensors (one file) or gguf (default: from the output's
+        /// extension, else like the input).
+        #[arg(long)]
+        format: Option<String>,
         /// Overwrite an existing output.
         #[arg(long)]
         force: bool,
@@ -213,7 +223,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, progress::Mode::detect(cli.quiet)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -222,26 +232,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Command) -> Result<()> {
+fn run(cmd: Command, mode: progress::Mode) -> Result<()> {
     match cmd {
         Command::Methods { json } => cmd::methods::methods(json),
-        Command::Quantize(a) => cmd::quantize::quantize(a),
+        Command::Quantize(a) => cmd::quantize::quantize(a, mode),
         Command::Plan(a) => cmd::plan::plan(a),
         Command::Inspect { input, json } => cmd::inspect::inspect(&input, json),
         Command::Dequantize {
             input,
             output,
             dtype,
+            format,
             force,
-        } => cmd::dequantize::dequantize(&input, &output, &dtype, force),
+        } => cmd::dequantize::dequantize(&input, &output, &dtype, format.as_deref(), force, mode),
         Command::Eval {
             original,
             quantized,
             json,
-        } => cmd::eval::eval(&original, &quantized, json),
-        Command::Merge { output } => cmd::merge::merge(&output),
+        } => cmd::eval::eval(&original, &quantized, json, mode),
+        Command::Merge { output } => cmd::merge::merge(&output, mode),
         #[cfg(feature = "imatrix")]
-        Command::Imatrix(a) => cmd::imatrix::imatrix(a),
+        Command::Imatrix(a) => cmd::imatrix::imatrix(a, mode),
         Command::Demo { methods, keep } => cmd::demo::demo(methods.as_deref(), keep),
     }
 }

@@ -5,15 +5,25 @@ use std::path::Path;
 use quant::metrics::ErrorStats;
 use quant::{Error, ModelFiles, Result};
 
+use crate::progress::{Mode, Reporter};
+
 pub fn eval_models(
     original: &ModelFiles,
     quantized: &ModelFiles,
+    reporter: &std::sync::Arc<Reporter>,
 ) -> Result<Vec<(String, ErrorStats)>> {
     let mut out = Vec::new();
-    for (_, r) in original.records() {
-        if !r.dtype.is_float() {
-            continue;
-        }
+    let floats: Vec<_> = original
+        .records()
+        .filter(|(_, r)| r.dtype.is_float())
+        .collect();
+    let bytes = |r: &quant::TensorRecord| r.shape.iter().product::<usize>() as u64 * 4;
+    let meter = reporter.meter(
+        floats.len() as u64,
+        floats.iter().map(|(_, r)| bytes(r)).sum(),
+    );
+    for (_, r) in floats {
+        meter.step(&r.name, bytes(r));
         let a = original.load_f32(&r.name)?;
         let b = quantized.load_f32(&r.name)?;
         if a.len() != b.len() {
@@ -25,14 +35,19 @@ pub fn eval_models(
         }
         out.push((r.name.clone(), ErrorStats::compare(&a, &b)));
     }
+    meter.end();
     Ok(out)
 }
 
-pub fn eval(original: &Path, quantized: &Path, json: bool) -> Result<()> {
+pub fn eval(original: &Path, quantized: &Path, json: bool, mode: Mode) -> Result<()> {
+    let reporter = Reporter::new(mode, "eval", "tensors");
     let stats = eval_models(
         &ModelFiles::open_any(original)?,
         &ModelFiles::open_any(quantized)?,
-    )?;
+        &reporter,
+    );
+    reporter.finish();
+    let stats = stats?;
     if json {
         let v: Vec<_> = stats
             .iter()

@@ -6,9 +6,10 @@ use quant::safetensors_io::check_output;
 use quant::{Error, Result};
 
 use super::util::set_threads;
+use crate::progress::{Mode, Reporter};
 use crate::ImatrixArgs;
 
-pub fn imatrix(a: ImatrixArgs) -> Result<()> {
+pub fn imatrix(a: ImatrixArgs, mode: Mode) -> Result<()> {
     if let Some(n) = a.threads {
         set_threads(n)?;
     }
@@ -35,10 +36,21 @@ pub fn imatrix(a: ImatrixArgs) -> Result<()> {
         dataset: a.file.display().to_string(),
     };
     let start = Instant::now();
+    let reporter = Reporter::new(mode, "imatrix", "chunks");
+    let mut meter = None;
     let stats = quant_calib::compute_imatrix(&a.model, &tokenizer, &text, &opts, |done, all| {
-        eprint!("\rchunk {done}/{all}");
-    })?;
-    eprintln!();
+        let m = meter.get_or_insert_with(|| reporter.meter(all as u64, 0));
+        if done > 0 {
+            m.finished(0);
+        }
+        if done < all {
+            m.start(&format!("chunk {}", done + 1));
+        } else {
+            m.end();
+        }
+    });
+    reporter.finish();
+    let stats = stats?;
     let bytes = if dat {
         stats.legacy_bytes()
     } else {

@@ -4,8 +4,13 @@ use std::path::Path;
 
 use quant::Result;
 
-pub fn merge(output: &Path) -> Result<()> {
-    let m = quant::engine::merge(output)?;
+use crate::progress::{Mode, Reporter};
+
+pub fn merge(output: &Path, mode: Mode) -> Result<()> {
+    let reporter = Reporter::new(mode, "merge", "files");
+    let m = quant::engine::merge_with_progress(output, reporter.hook());
+    reporter.finish();
+    let m = m?;
     println!(
         "merged {} ({} workers, {} weight files checked, {} files tied: {})",
         output.display(),

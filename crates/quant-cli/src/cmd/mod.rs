@@ -10,4 +10,5 @@ pub mod merge;
 pub mod methods;
 pub mod plan;
 pub mod quantize;
+pub mod restore;
 pub mod util;

@@ -1,12 +1,11 @@
 //! `quant quantize`: build the quantizer from the command line, run it, print the summary.
 
-use std::sync::Arc;
-
 use quant::engine::{parse_size, Action, Report, Worker};
 use quant::format::SplitLimits;
 use quant::{parse_param_arg, ConfigFile, Error, ModelQuantizer, Pipeline, Result, Rules};
 
 use super::util::{human, set_threads};
+use crate::progress::{Mode, Reporter};
 use crate::{PlanArgs, QuantizeArgs};
 
 pub fn quantizer(a: &PlanArgs) -> Result<ModelQuantizer> {
@@ -72,21 +71,11 @@ pub fn print_warnings(report: &Report) {
     }
 }
 
-pub fn quantize(a: QuantizeArgs) -> Result<()> {
+pub fn quantize(a: QuantizeArgs, mode: Mode) -> Result<()> {
     if let Some(n) = a.threads {
         set_threads(n)?;
     }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let b2 = bar.clone();
-    let progress: quant::engine::Progress = Arc::new(move |name: &str, i: usize, n: usize| {
-        b2.set_length(n as u64);
-        b2.set_position(i as u64);
-        b2.set_message(name.to_string());
-    });
+    let bar = Reporter::new(mode, "quantize", "tensors");
     let q = quantizer(&a.plan)?
         .force(a.force)
         .allow_nonfinite(a.allow_nonfinite)
@@ -94,7 +83,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         .max_shard_size(a.max_shard_size.as_deref().map(parse_size).transpose()?)
         .worker(a.shard.as_deref().map(Worker::parse).transpose()?)
         .split(split_limits(&a)?)
-        .progress(Some(progress));
+        .progress(bar.hook());
     if Pipeline::is_pipeline(&a.plan.input) {
         if a.shard.is_some()
             || a.max_shard_size.is_some()
@@ -109,7 +98,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         }
         let pipe = pipeline_with_components(&a.plan, &q)?;
         let result = pipe.save(&a.output, Some(&q.clone().format(None)), a.force);
-        bar.finish_and_clear();
+        bar.finish();
         for (name, report) in result? {
             print!("{name}: ");
             print_warnings(&report);
@@ -126,7 +115,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         });
     }
     let result = q.quantize_path(&a.plan.input, &a.output);
-    bar.finish_and_clear();
+    bar.finish();
     let report = result?;
     print_warnings(&report);
     summary(&report);
