@@ -38,17 +38,24 @@ pub fn imatrix(a: ImatrixArgs, mode: Mode) -> Result<()> {
     let start = Instant::now();
     let reporter = Reporter::new(mode, "imatrix", "chunks");
     let mut meter = None;
-    let stats = quant_calib::compute_imatrix(&a.model, &tokenizer, &text, &opts, |done, all| {
-        let m = meter.get_or_insert_with(|| reporter.meter(all as u64, 0));
-        if done > 0 {
-            m.finished(0);
-        }
-        if done < all {
-            m.start(&format!("chunk {}", done + 1));
-        } else {
-            m.end();
-        }
-    });
+    let mut ppl = None;
+    // The running perplexity, as llama-imatrix prints it after each chunk ([3]5.4321).
+    let stats =
+        quant_calib::compute_imatrix_reporting(&a.model, &tokenizer, &text, &opts, true, |p| {
+            let m = meter.get_or_insert_with(|| reporter.meter(p.total as u64, 0));
+            if p.done > 0 {
+                m.finished(0);
+            }
+            if let Some(v) = p.ppl {
+                m.set_note(format!("[{}]{v:.4}", p.done));
+                ppl = Some(v);
+            }
+            if p.done < p.total {
+                m.start(&format!("chunk {}", p.done + 1));
+            } else {
+                m.end();
+            }
+        });
     reporter.finish();
     let stats = stats?;
     let bytes = if dat {
@@ -60,11 +67,13 @@ pub fn imatrix(a: ImatrixArgs, mode: Mode) -> Result<()> {
     out.write_all(&bytes)?;
     out.commit()?;
     eprintln!(
-        "{}: {} entries, {} chunks of {} tokens, {:.2} s",
+        "{}: {} entries, {} chunks of {} tokens, {}{:.2} s",
         a.output.display(),
         stats.entries.len(),
         stats.chunk_count,
         stats.chunk_size,
+        ppl.map(|p| format!("final PPL estimate {p:.4}, "))
+            .unwrap_or_default(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
