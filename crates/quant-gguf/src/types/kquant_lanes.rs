@@ -1,0 +1,593 @@
+//! The sub-block searches of the K-quants with one sub-block per lane: eight groups of
+//! values (the 8 sub-blocks of a Q4_K/Q5_K super-block, 8 of the 16 of Q2_K/Q6_K, 8
+//! blocks of a Q4_1/Q5_1 row) go through `make_qkx2_quants`/`make_qkx3_quants` or
+//! `make_qx_quants` side by side. Each lane runs exactly the scalar sequence of ggml's
+//! IEEE operations for its group, candidate after candidate, so there is no horizontal
+//! reduction and no speculation: a lane that finds a better candidate takes it (and, in
+//! `make_qkx*`, its new `min`) with a select.
+//!
+//! The codes of the winning candidate are not copied at every win: a lane keeps the
+//! inputs that produced them (`iscale` and the `min` they were computed from) and the
+//! codes are recomputed once at the end with the same operations, which gives the same
+//! integers.
+//!
+//! Values are handed over element-major (`x[i][g]`: element `i` of group `g`, see
+//! [`Groups`]).
+
+use crate::types::c_math::GROUP_MAX_EPS;
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable, N};
+use crate::types::search::QkxSearch;
+
+/// Largest group length.
+pub(crate) const MAXN: usize = 32;
+
+/// Up to [`N`] groups of up to [`MAXN`] values with their weights, element-major.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Groups {
+    /// Elements per group.
+    pub n: usize,
+    /// `x[i][g]`: value `i` of group `g`.
+    pub x: [[f32; N]; MAXN],
+    /// `w[i][g]`: the weight of value `i` of group `g`.
+    pub w: [[f32; N]; MAXN],
+}
+
+impl Groups {
+    /// Groups of `n` consecutive values: group `g` is `x[g·n..(g+1)·n]`, for `g` below
+    /// `x.len() / n` (at most [`N`]); missing groups repeat group 0 (their results are
+    /// not used). The weights are left at 0.
+    #[inline(always)]
+    pub fn gather(x: &[f32], n: usize) -> Self {
+        let mut gr = Groups {
+            n,
+            x: [[0.0; N]; MAXN],
+            w: [[0.0; N]; MAXN],
+        };
+        let groups = (x.len() / n.max(1)).min(N);
+        for g in 0..N {
+            let src = if g < groups { g } else { 0 };
+            if let Some(xs) = x.get(src * n..src * n + n) {
+                for (i, &v) in xs.iter().enumerate().take(MAXN) {
+                    gr.x[i][g] = v;
+                }
+            }
+        }
+        gr
+    }
+
+    /// Sets the weights from `w`, laid out as [`Groups::gather`]'s values.
+    #[inline(always)]
+    pub fn gather_weights(&mut self, w: &[f32]) {
+        let n = self.n;
+        let groups = (w.len() / n.max(1)).min(N);
+        for g in 0..N {
+            let src = if g < groups { g } else { 0 };
+            if let Some(ws) = w.get(src * n..src * n + n) {
+                for (i, &v) in ws.iter().enumerate().take(MAXN) {
+                    self.w[i][g] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Results of a search over [`Groups`]: per group the scale, the value ggml returns as
+/// the min (`-min` for `make_qkx*`), and the codes `l[i][g]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found {
+    /// Per group scale.
+    pub scale: [f32; N],
+    /// Per group `-min` (`make_qkx*` only).
+    pub neg_min: [f32; N],
+    /// `l[i][g]`: code of value `i` of group `g`.
+    pub l: [[i32; N]; MAXN],
+}
+
+impl Found {
+    /// The codes of group `g` as bytes (`make_qkx*`: `0..=nmax`; `make_qx`: `0..2·nmax`).
+    #[inline(always)]
+    pub fn codes(&self, g: usize, out: &mut [u8]) {
+        for (o, l) in out.iter_mut().zip(&self.l[..]) {
+            *o = l[g] as u8;
+        }
+    }
+}
+
+/// Lane operations the searches need beyond [`Lanes`].
+pub(crate) trait LanesMore: Lanes {
+    /// `a == b` (false on NaN).
+    fn eq(self, a: Self::F, b: Self::F) -> Self::M;
+    /// `a <= b` (false on NaN).
+    fn le(self, a: Self::F, b: Self::F) -> Self::M;
+    /// The smallest lane of `a`, which holds no NaN (either zero when `-0` and `+0` tie).
+    fn hmin(self, a: Self::F) -> f32;
+    /// `a & b`.
+    fn and_i(self, a: Self::I, b: Self::I) -> Self::I;
+    /// Bit `k` set when bit 4 of lane `k` of `a` is set.
+    fn bit4(self, a: Self::I) -> u32;
+}
+
+impl LanesMore for Portable {
+    #[inline(always)]
+    fn eq(self, a: Self::F, b: Self::F) -> Self::M {
+        let mut m = [false; N];
+        for ((m, a), b) in m.iter_mut().zip(a).zip(b) {
+            *m = a == b;
+        }
+        m
+    }
+    #[inline(always)]
+    fn le(self, a: Self::F, b: Self::F) -> Self::M {
+        let mut m = [false; N];
+        for ((m, a), b) in m.iter_mut().zip(a).zip(b) {
+            *m = a <= b;
+        }
+        m
+    }
+    #[inline(always)]
+    fn hmin(self, a: Self::F) -> f32 {
+        let mut m = a[0];
+        for v in a {
+            if v < m {
+                m = v;
+            }
+        }
+        m
+    }
+    #[inline(always)]
+    fn and_i(self, a: Self::I, b: Self::I) -> Self::I {
+        let mut r = a;
+        for (r, b) in r.iter_mut().zip(b) {
+            *r &= b;
+        }
+        r
+    }
+    #[inline(always)]
+    fn bit4(self, a: Self::I) -> u32 {
+        let mut bits = 0;
+        for (k, v) in a.iter().enumerate() {
+            bits |= (((*v >> 4) & 1) as u32) << k;
+        }
+        bits
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LanesMore for Avx2 {
+    #[inline(always)]
+    fn eq(self, a: Self::F, b: Self::F) -> Self::M {
+        use std::arch::x86_64::*;
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn le(self, a: Self::F, b: Self::F) -> Self::M {
+        use std::arch::x86_64::*;
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn hmin(self, a: Self::F) -> f32 {
+        use std::arch::x86_64::*;
+        // Without NaN, min is exact in any order (up to the sign of a zero).
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe {
+            let m = _mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+            let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_min_ss(m, _mm_movehdup_ps(m));
+            _mm_cvtss_f32(m)
+        }
+    }
+    #[inline(always)]
+    fn and_i(self, a: Self::I, b: Self::I) -> Self::I {
+        use std::arch::x86_64::*;
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe { _mm256_and_si256(a, b) }
+    }
+    #[inline(always)]
+    fn bit4(self, a: Self::I) -> u32 {
+        use std::arch::x86_64::*;
+        // Bit 4 to the sign bit, then the sign bits.
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe { _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32::<27>(a))) as u32 }
+    }
+}
+
+/// `make_qkx2_quants` (`qkx3` false: `max == min` is degenerate) or `make_qkx3_quants`
+/// (`max <= min`) on each group of `gr`, whose weights are set (ggml's `weights`, or x²
+/// filled in by the caller for `make_qkx3_quants` without weights).
+#[inline(always)]
+pub(crate) fn qkx(p: QkxSearch, qkx3: bool, gr: &Groups) -> Found {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { qkx_avx2(t, p, qkx3, gr) };
+    }
+    qkx_lanes(Portable, p, qkx3, gr)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn qkx_avx2(t: Avx2, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found {
+    qkx_lanes(t, p, qkx3, gr)
+}
+
+/// The clamped code of `make_qkx*`, `MAX(0, MIN(nmax, nearest_int(iscale·(x − min))))`,
+/// as a float. (A helper rather than a closure: closures are not always inlined into the
+/// AVX2 build, and an intrinsic left in one is an out-of-line call.)
+#[inline(always)]
+fn qkx_code<S: Lanes>(s: S, iscale: S::F, min: S::F, xi: S::F, lo: S::I, hi: S::I) -> S::F {
+    s.to_f(s.clamp_i(s.nearest_int(s.mul(iscale, s.sub(xi, min))), lo, hi))
+}
+
+/// `|diff|` or `diff²`.
+#[inline(always)]
+fn qkx_err<S: Lanes>(s: S, mad: bool, diff: S::F) -> S::F {
+    if mad {
+        s.abs(diff)
+    } else {
+        s.mul(diff, diff)
+    }
+}
+
+/// `Σ w·x·l` and `Σ w·l·l` of `make_qx_quants` for one candidate `iscale`.
+#[inline(always)]
+fn qx_sums<S: Lanes>(
+    s: S,
+    iscale: S::F,
+    xv: &[S::F],
+    wv: &[S::F],
+    wx: &[S::F],
+    lo: S::I,
+    hi: S::I,
+) -> (S::F, S::F) {
+    let zero = s.splat(0.0);
+    let (mut sumlx, mut suml2) = (zero, zero);
+    for ((&xi, &wi), &wxi) in xv.iter().zip(wv).zip(wx) {
+        let lf = s.to_f(s.clamp_i(s.nearest_int(s.mul(iscale, xi)), lo, hi));
+        sumlx = s.add(sumlx, s.mul(wxi, lf));
+        suml2 = s.add(suml2, s.mul(s.mul(wi, lf), lf));
+    }
+    (sumlx, suml2)
+}
+
+#[inline(always)]
+fn qkx_lanes<S: LanesMore>(s: S, p: QkxSearch, qkx3: bool, gr: &Groups) -> Found {
+    let n = gr.n.clamp(1, MAXN);
+    let zero = s.splat(0.0);
+    let mut xv = [zero; MAXN];
+    let mut wv = [zero; MAXN];
+    for i in 0..n {
+        xv[i] = s.load(&gr.x[i]);
+        wv[i] = s.load(&gr.w[i]);
+    }
+    let (xv, wv) = (&xv[..n], &wv[..n]);
+    let mut min = xv[0];
+    let mut max = xv[0];
+    let mut sum_w = wv[0];
+    let mut sum_x = s.mul(sum_w, xv[0]);
+    for (&xi, &wi) in xv.iter().zip(wv).skip(1) {
+        min = s.select(s.gt(min, xi), xi, min);
+        max = s.select(s.gt(xi, max), xi, max);
+        sum_w = s.add(sum_w, wi);
+        sum_x = s.add(sum_x, s.mul(wi, xi));
+    }
+    min = s.select(s.gt(min, zero), zero, min);
+    let degenerate = if qkx3 { s.le(max, min) } else { s.eq(max, min) };
+    let min0 = min;
+    let nmax = p.nmax;
+    let (lo, hi) = (s.splat_i(0), s.splat_i(nmax));
+    let iscale = s.div(s.splat(nmax as f32), s.sub(max, min));
+    let mut scale = s.div(s.splat(1.0), iscale);
+    let mut best_error = zero;
+    for (&xi, &wi) in xv.iter().zip(wv) {
+        let lf = qkx_code(s, iscale, min, xi, lo, hi);
+        let diff = s.sub(s.add(s.mul(scale, lf), min), xi);
+        best_error = s.add(best_error, s.mul(wi, qkx_err(s, p.use_mad, diff)));
+    }
+    // The inputs of the best codes so far.
+    let (mut best_iscale, mut best_min) = (iscale, min);
+    if p.nstep >= 1 {
+        let (sw, sx) = (sum_w, sum_x);
+        let mut laux = [zero; MAXN];
+        for is in 0..=p.nstep {
+            let num = p.rmin + p.rdelta * is as f32 + nmax as f32;
+            let iscale = s.div(s.splat(num), s.sub(max, min));
+            let (mut sl, mut sl2, mut sxl) = (zero, zero, zero);
+            for ((&xi, &wi), la) in xv.iter().zip(wv).zip(laux.iter_mut()) {
+                let lf = qkx_code(s, iscale, min, xi, lo, hi);
+                *la = lf;
+                let wl = s.mul(wi, lf);
+                sl = s.add(sl, wl);
+                sl2 = s.add(sl2, s.mul(wl, lf));
+                sxl = s.add(sxl, s.mul(wl, xi));
+            }
+            let d = s.sub(s.mul(sw, sl2), s.mul(sl, sl));
+            let t_s = s.div(s.sub(s.mul(sw, sxl), s.mul(sx, sl)), d);
+            let t_m = s.div(s.sub(s.mul(sl2, sx), s.mul(sl, sxl)), d);
+            let clipped = s.gt(t_m, zero);
+            let this_scale = s.select(clipped, s.div(sxl, sl2), t_s);
+            let this_min = s.select(clipped, zero, t_m);
+            let mut cur = zero;
+            for ((&xi, &wi), &la) in xv.iter().zip(wv).zip(laux.iter()) {
+                let diff = s.sub(s.add(s.mul(this_scale, la), this_min), xi);
+                cur = s.add(cur, s.mul(wi, qkx_err(s, p.use_mad, diff)));
+            }
+            let win = s.and(s.gt(d, zero), s.gt(best_error, cur));
+            if s.any(win) {
+                best_error = s.select(win, cur, best_error);
+                best_iscale = s.select(win, iscale, best_iscale);
+                best_min = s.select(win, min, best_min);
+                scale = s.select(win, this_scale, scale);
+                min = s.select(win, this_min, min);
+            }
+        }
+    }
+    let scale = s.select(degenerate, zero, scale);
+    let min = s.select(degenerate, min0, min);
+    let mut found = Found {
+        scale: s.store(scale),
+        neg_min: [0.0; N],
+        l: [[0; N]; MAXN],
+    };
+    for (v, m) in found.neg_min.iter_mut().zip(s.store(min)) {
+        *v = -m;
+    }
+    let zero_i = s.splat_i(0);
+    for (l, &xi) in found.l.iter_mut().zip(xv) {
+        let li = s.clamp_i(
+            s.nearest_int(s.mul(best_iscale, s.sub(xi, best_min))),
+            lo,
+            hi,
+        );
+        *l = s.store_i(s.select_i(degenerate, zero_i, li));
+    }
+    found
+}
+
+/// `make_qx_quants(n, nmax, x, L, rmse_type > 0, qw)` on each group of `gr`, whose
+/// weights are ggml's (`qw`, or the `rmse_type` weights filled in by the caller).
+/// Returns the scales and the codes `L ∈ [0, 2·nmax)`.
+#[inline(always)]
+pub(crate) fn qx(nmax: i32, gr: &Groups) -> Found {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { qx_avx2(t, nmax, gr) };
+    }
+    qx_lanes(Portable, nmax, gr)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn qx_avx2(t: Avx2, nmax: i32, gr: &Groups) -> Found {
+    qx_lanes(t, nmax, gr)
+}
+
+#[inline(always)]
+fn qx_lanes<S: LanesMore>(s: S, nmax: i32, gr: &Groups) -> Found {
+    let n = gr.n.clamp(1, MAXN);
+    let zero = s.splat(0.0);
+    let mut xv = [zero; MAXN];
+    let mut wv = [zero; MAXN];
+    let mut wx = [zero; MAXN];
+    for i in 0..n {
+        xv[i] = s.load(&gr.x[i]);
+        wv[i] = s.load(&gr.w[i]);
+        wx[i] = s.mul(wv[i], xv[i]);
+    }
+    let (xv, wv, wx) = (&xv[..n], &wv[..n], &wx[..n]);
+    let mut max = zero;
+    let mut amax = zero;
+    for &xi in xv {
+        let ax = s.abs(xi);
+        let take = s.gt(ax, amax);
+        amax = s.select(take, ax, amax);
+        max = s.select(take, xi, max);
+    }
+    let small = s.gt(s.splat(GROUP_MAX_EPS), amax);
+    let (lo, hi) = (s.splat_i(-nmax), s.splat_i(nmax - 1));
+    let iscale = s.div(s.splat((-nmax) as f32), max);
+    let (sumlx, suml2) = qx_sums(s, iscale, xv, wv, wx, lo, hi);
+    let mut scale = s.select(s.eq(suml2, zero), zero, s.div(sumlx, suml2));
+    let mut best = s.mul(scale, sumlx);
+    let mut best_iscale = iscale;
+    for is in (-9i32..=9).filter(|&is| is != 0) {
+        let iscale = s.div(s.splat(-(nmax as f32 + 0.1f32 * is as f32)), max);
+        let (sumlx, suml2) = qx_sums(s, iscale, xv, wv, wx, lo, hi);
+        let win = s.and(
+            s.gt(suml2, zero),
+            s.gt(s.mul(sumlx, sumlx), s.mul(best, suml2)),
+        );
+        if s.any(win) {
+            let sc = s.div(sumlx, suml2);
+            scale = s.select(win, sc, scale);
+            best = s.select(win, s.mul(sc, sumlx), best);
+            best_iscale = s.select(win, iscale, best_iscale);
+        }
+    }
+    let mut found = Found {
+        scale: s.store(s.select(small, zero, scale)),
+        neg_min: [0.0; N],
+        l: [[0; N]; MAXN],
+    };
+    let (zero_i, off) = (s.splat_i(0), s.splat_i(nmax));
+    for (l, &xi) in found.l.iter_mut().zip(xv) {
+        let li = s.clamp_i(s.nearest_int(s.mul(best_iscale, xi)), lo, hi);
+        // `li + nmax` as `0 - (-nmax - li)` with the wrapping subtraction the trait has.
+        let li = s.sub_i(li, s.sub_i(zero_i, off));
+        *l = s.store_i(s.select_i(small, zero_i, li));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::search::{make_qkx_quants_scalar, make_qx_quants_scalar};
+
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                match (seed + i as u64) % 29 {
+                    0 => 0.0,
+                    1 => u * 40.0,
+                    _ => u * 0.1,
+                }
+            })
+            .collect()
+    }
+
+    /// Every lane path against the straight ports, on random groups, all-equal groups,
+    /// zeros and special values, for every search configuration the kernels use.
+    fn check<S: LanesMore>(s: S) {
+        let searches = [
+            (
+                QkxSearch {
+                    nmax: 15,
+                    rmin: -1.0,
+                    rdelta: 0.1,
+                    nstep: 20,
+                    use_mad: false,
+                },
+                32,
+            ),
+            (
+                QkxSearch {
+                    nmax: 31,
+                    rmin: -0.5,
+                    rdelta: 0.1,
+                    nstep: 15,
+                    use_mad: false,
+                },
+                32,
+            ),
+            (
+                QkxSearch {
+                    nmax: 3,
+                    rmin: -0.5,
+                    rdelta: 0.1,
+                    nstep: 15,
+                    use_mad: true,
+                },
+                16,
+            ),
+            (
+                QkxSearch {
+                    nmax: 15,
+                    rmin: -0.9,
+                    rdelta: 0.05,
+                    nstep: 36,
+                    use_mad: false,
+                },
+                32,
+            ),
+            (
+                QkxSearch {
+                    nmax: 3,
+                    rmin: -0.9,
+                    rdelta: 0.05,
+                    nstep: 36,
+                    use_mad: false,
+                },
+                16,
+            ),
+        ];
+        for seed in 0..60u64 {
+            let mut x = values(seed, N * 32);
+            match seed % 6 {
+                0 => x[..32].fill(0.25),
+                1 => x[32..64].fill(0.0),
+                2 => x[5] = f32::NAN,
+                3 => x[70] = f32::INFINITY,
+                4 => x[3] = -0.0,
+                _ => {}
+            }
+            let w: Vec<f32> = values(seed + 1000, N * 32)
+                .iter()
+                .map(|v| v.abs())
+                .collect();
+            for &(p, n) in &searches {
+                for qkx3 in [false, true] {
+                    let mut gr = Groups::gather(&x[..N * n], n);
+                    gr.gather_weights(&w[..N * n]);
+                    let f = qkx_lanes(s, p, qkx3, &gr);
+                    for g in 0..N {
+                        let xs = &x[g * n..g * n + n];
+                        let (mut l, mut laux) = ([0u8; 32], [0u8; 32]);
+                        let (sc, m) = make_qkx_quants_scalar(
+                            p,
+                            xs,
+                            Some(&w[g * n..g * n + n]),
+                            &mut l[..n],
+                            &mut laux[..n],
+                            qkx3,
+                        );
+                        let mut got = [0u8; 32];
+                        f.codes(g, &mut got[..n]);
+                        assert_eq!(
+                            sc.to_bits(),
+                            f.scale[g].to_bits(),
+                            "seed {seed} {p:?} g {g}"
+                        );
+                        assert_eq!(
+                            m.to_bits(),
+                            f.neg_min[g].to_bits(),
+                            "seed {seed} {p:?} g {g}"
+                        );
+                        assert_eq!(l[..n], got[..n], "seed {seed} {p:?} g {g}");
+                    }
+                }
+            }
+            for (nmax, n) in [(32, 16), (8, 32), (16, 32), (4, 32)] {
+                let mut gr = Groups::gather(&x[..N * n], n);
+                for i in 0..n {
+                    for g in 0..N {
+                        gr.w[i][g] = gr.x[i][g] * gr.x[i][g];
+                    }
+                }
+                let f = qx_lanes(s, nmax, &gr);
+                for g in 0..N {
+                    let xs = &x[g * n..g * n + n];
+                    let mut l = [0i8; 32];
+                    let sc = make_qx_quants_scalar(nmax, xs, &mut l[..n], 1, None);
+                    let mut got = [0u8; 32];
+                    f.codes(g, &mut got[..n]);
+                    assert_eq!(
+                        sc.to_bits(),
+                        f.scale[g].to_bits(),
+                        "seed {seed} qx {nmax} g {g}"
+                    );
+                    let want: Vec<u8> = l[..n].iter().map(|&v| v as u8).collect();
+                    assert_eq!(want[..], got[..n], "seed {seed} qx {nmax} g {g}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_lanes_equal_the_straight_ports() {
+        check(Portable);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_lanes_equal_the_straight_ports() {
+        #[target_feature(enable = "avx2")]
+        unsafe fn run(t: Avx2) {
+            check(t)
+        }
+        let _on = crate::types::simd::force_simd(true);
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            unsafe { run(t) }
+        }
+    }
+}
