@@ -13,8 +13,11 @@
 //! `general.quantization_version` (2).
 
 pub mod bert;
+pub mod experts;
 pub mod general;
+pub mod hparams;
 pub mod llama;
+pub mod qwen;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,10 +87,25 @@ pub trait Architecture: Sync {
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()>;
     /// The vocabulary files it reads, any one of which must be in the folder.
     fn vocab_files(&self) -> &'static [&'static str];
+    /// Tensors the reference makes before the checkpoint's (`generate_extra_tensors`).
+    fn extra_tensors(&self, _model: &HfModel) -> Result<Vec<experts::Generated>> {
+        Ok(Vec::new())
+    }
+    /// For a per-expert tensor (a filtered name): the 3-D tensor it is stacked into
+    /// (`modify_tensors`' expert merging); `None` for every other tensor.
+    fn expert_part(&self, _model: &HfModel, _name: &str) -> Result<Option<experts::ExpertPart>> {
+        Ok(None)
+    }
 }
 
 /// Every architecture quant converts.
-pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &bert::Bert];
+pub static ARCHITECTURES: &[&dyn Architecture] = &[
+    &llama::Llama,
+    &bert::Bert,
+    &qwen::Qwen2,
+    &qwen::Qwen3,
+    &qwen::Qwen3Moe,
+];
 
 /// The architecture converting `config.json`'s `architectures[0]`, if any.
 pub fn architecture_for(config: &Value) -> Option<&'static dyn Architecture> {
@@ -168,21 +186,6 @@ impl HfModel {
     }
 }
 
-/// A JSON number as gguf-py's `add_uint32` / `add_float32` store it (Python int → u32,
-/// float → f32); `None` for other JSON.
-fn u32_value(model: &HfModel, key: &str, v: &Value) -> Result<GgufValue> {
-    v.as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .map(GgufValue::U32)
-        .ok_or_else(|| model.bad(key, format!("{v} is not a u32")))
-}
-
-fn f32_value(model: &HfModel, key: &str, v: &Value) -> Result<GgufValue> {
-    v.as_f64()
-        .map(|x| GgufValue::F32(x as f32))
-        .ok_or_else(|| model.bad(key, format!("{v} is not a number")))
-}
-
 /// The rope parameters the reference sees: transformers (5.x) folds `rope_theta` and
 /// `rope_scaling` into `rope_parameters` (`type` → `rope_type`, default `default`).
 pub fn rope_parameters(config: &mut Map<String, Value>, default_theta: f64) {
@@ -207,121 +210,7 @@ pub fn rope_parameters(config: &mut Map<String, Value>, default_theta: f64) {
     config.insert("rope_parameters".into(), Value::Object(rope));
 }
 
-/// `TextModel.set_gguf_parameters` for the hyperparameters of dense text models (no
-/// experts): block count, context, widths, heads, causality, rope, norm epsilons, head
-/// dims, then `general.file_type` (placeholder 0).
-pub fn text_model_parameters(model: &HfModel, arch: &str, kv: &mut KvList) -> Result<()> {
-    let key = |k: &str| format!("{arch}.{k}");
-    kv.set(key("block_count"), GgufValue::U32(model.block_count as u32));
-    let u32_keys: [(&[&str], &str); 5] = [
-        (
-            &[
-                "max_position_embeddings",
-                "n_ctx",
-                "n_positions",
-                "max_length",
-                "max_sequence_length",
-                "model_max_length",
-            ],
-            "context_length",
-        ),
-        (&["hidden_size", "n_embd", "dim"], "embedding_length"),
-        (
-            &[
-                "prefix_dense_intermediate_size",
-                "dense_intermediate_size",
-                "intermediate_size",
-                "n_inner",
-                "hidden_dim",
-            ],
-            "feed_forward_length",
-        ),
-        (
-            &["num_attention_heads", "n_head", "n_heads"],
-            "attention.head_count",
-        ),
-        (
-            &["num_key_value_heads", "n_kv_heads"],
-            "attention.head_count_kv",
-        ),
-    ];
-    for (names, k) in u32_keys {
-        if let Some(v) = model.find(names) {
-            kv.set(key(k), u32_value(model, names[0], v)?);
-        }
-    }
-    if model.hparams.get("is_causal") == Some(&Value::Bool(false)) {
-        kv.set(key("attention.causal"), GgufValue::Bool(false));
-    }
-    let rope = model
-        .hparams
-        .get("rope_parameters")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let rope = rope
-        .get("full_attention")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or(rope);
-    if let Some(t) = rope.get("rope_type").and_then(Value::as_str) {
-        let factor = rope.get("factor").filter(|f| f.is_number());
-        match (t, factor) {
-            ("linear", Some(f)) => {
-                kv.set(key("rope.scaling.type"), GgufValue::String("linear".into()));
-                kv.set(key("rope.scaling.factor"), f32_value(model, "factor", f)?);
-            }
-            ("default" | "linear", _) => {}
-            (other, _) => {
-                return Err(model.bad(
-                    "rope_parameters.rope_type",
-                    format!(
-                        "rope type '{other}' is not converted by quant (default and linear are)"
-                    ),
-                ))
-            }
-        }
-    }
-    if let Some(theta) = rope.get("rope_theta").filter(|v| !v.is_null()) {
-        kv.set(
-            key("rope.freq_base"),
-            f32_value(model, "rope_theta", theta)?,
-        );
-    }
-    if let Some(v) = model.find(&["rms_norm_eps", "norm_eps"]) {
-        kv.set(
-            key("attention.layer_norm_rms_epsilon"),
-            f32_value(model, "rms_norm_eps", v)?,
-        );
-    }
-    if let Some(v) = model.find(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"]) {
-        kv.set(
-            key("attention.layer_norm_epsilon"),
-            f32_value(model, "layer_norm_eps", v)?,
-        );
-    }
-    if model
-        .find(&["num_local_experts", "num_experts", "n_routed_experts"])
-        .is_some()
-    {
-        return Err(model.bad(
-            "num_local_experts",
-            "mixture-of-experts models are not converted by quant",
-        ));
-    }
-    if let Some(h) = model.hparams.get("head_dim").filter(|v| !v.is_null()) {
-        kv.set(
-            key("attention.key_length"),
-            u32_value(model, "head_dim", h)?,
-        );
-        kv.set(
-            key("attention.value_length"),
-            u32_value(model, "head_dim", h)?,
-        );
-    }
-    kv.set("general.file_type", GgufValue::U32(0));
-    Ok(())
-}
+pub use hparams::text_model_parameters;
 
 /// `_try_set_pooling_type`: a sentence-transformers folder's pooling (`modules.json` →
 /// the Pooling module's `config.json`) as `{arch}.pooling_type`.
@@ -410,9 +299,19 @@ pub fn map_name(table: &[(&str, &str)], name: &str, blocks: usize) -> Option<Str
 /// One output tensor: where it comes from and what happens to it.
 #[derive(Clone, Debug)]
 struct Entry {
-    file: usize,
-    hf_name: String,
+    source: EntrySource,
     transform: Transform,
+}
+
+/// Where an output tensor's values come from.
+#[derive(Clone, Debug)]
+enum EntrySource {
+    /// One checkpoint tensor: (file index, name).
+    Tensor(usize, String),
+    /// Per-expert checkpoint tensors stacked along a new first axis.
+    Stack(Vec<experts::Source>),
+    /// Values the reference generates.
+    Generated(Vec<f32>),
 }
 
 /// A converted HF folder as a [`ContainerReader`]: llama.cpp names and order, F32 values
@@ -531,42 +430,96 @@ impl HfGgufReader {
 
         let mut entries = Vec::new();
         let mut records: Vec<TensorRecord> = Vec::new();
-        for (name, file, hf_name) in indexed {
-            if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-                continue;
-            }
-            let (gguf_name, transform) = arch.map_tensor(&model, &name)?;
+        let mut push = |gguf_name: String, shape: Vec<usize>, entry: Entry| -> Result<()> {
             if records.iter().any(|r| r.name == gguf_name) {
                 return Err(Error::tensor(
                     dir,
-                    &hf_name,
-                    format!("maps to '{gguf_name}', which another tensor already has"),
+                    &gguf_name,
+                    "two tensors of the checkpoint map to this name",
                 ));
-            }
-            let meta = files
-                .get(file)
-                .and_then(|f| f.get(&hf_name))
-                .map(|t| t.meta().clone())
-                .ok_or_else(|| Error::tensor(dir, &hf_name, "vanished from its file"))?;
-            if let Transform::RopePermute(heads) = transform {
-                check_permute(dir, &hf_name, &meta.shape, heads)?;
             }
             records.push(TensorRecord {
                 name: gguf_name.clone(),
                 method: None,
                 dtype: DType::F32,
-                shape: meta.shape.clone(),
+                shape,
                 dequant_dtype: DType::F32,
                 params: Default::default(),
                 parts: vec![gguf_name],
                 fallback: None,
             });
-            entries.push(Entry {
-                file,
-                hf_name,
-                transform,
-            });
+            entries.push(entry);
+            Ok(())
+        };
+        for g in arch.extra_tensors(&model)? {
+            let entry = Entry {
+                source: EntrySource::Generated(g.values),
+                transform: Transform::None,
+            };
+            push(g.name, g.shape, entry)?;
         }
+        let meta_of = |file: usize, hf_name: &str| {
+            files
+                .get(file)
+                .and_then(|f| f.get(hf_name))
+                .map(|t| t.meta().clone())
+                .ok_or_else(|| Error::tensor(dir, hf_name, "vanished from its file"))
+        };
+        let mut stacker = experts::Stacker::default();
+        for (name, file, hf_name) in indexed {
+            if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            if let Some(part) = arch.expert_part(&model, &name)? {
+                if part.block >= model.block_count {
+                    return Err(Error::tensor(
+                        dir,
+                        &hf_name,
+                        format!(
+                            "block {} is not below the config's block count {}",
+                            part.block, model.block_count
+                        ),
+                    ));
+                }
+                for stack in stacker.add(dir, &hf_name, &part, (file, hf_name.clone()))? {
+                    let mut shape: Option<Vec<usize>> = None;
+                    for (f, n) in &stack.sources {
+                        let m = meta_of(*f, n)?;
+                        match &shape {
+                            Some(s) if *s != m.shape => {
+                                return Err(Error::ShapeMismatch {
+                                    tensor: format!("{} ({n})", dir.display()),
+                                    expected: format!("{s:?}, the shape of expert 0"),
+                                    got: m.shape,
+                                })
+                            }
+                            Some(_) => {}
+                            None => shape = Some(m.shape),
+                        }
+                    }
+                    let mut shape = shape.unwrap_or_default();
+                    shape.insert(0, stack.sources.len());
+                    let (gguf_name, transform) = arch.map_tensor(&model, &stack.name)?;
+                    let entry = Entry {
+                        source: EntrySource::Stack(stack.sources),
+                        transform,
+                    };
+                    push(gguf_name, shape, entry)?;
+                }
+                continue;
+            }
+            let (gguf_name, transform) = arch.map_tensor(&model, &name)?;
+            let meta = meta_of(file, &hf_name)?;
+            if let Transform::RopePermute(heads) = transform {
+                check_permute(dir, &hf_name, &meta.shape, heads)?;
+            }
+            let entry = Entry {
+                source: EntrySource::Tensor(file, hf_name),
+                transform,
+            };
+            push(gguf_name, meta.shape.clone(), entry)?;
+        }
+        stacker.finish(dir)?;
 
         // prepare_metadata: general.*, the hyperparameters, the quantization version,
         // then the vocabulary.
@@ -576,11 +529,7 @@ impl HfGgufReader {
             GgufValue::String(arch.name().into()),
         );
         kv.set("general.type", GgufValue::String("model".into()));
-        let total: u64 = records
-            .iter()
-            .map(|r| r.shape.iter().map(|&d| d as u64).product::<u64>())
-            .sum();
-        general::set_general(&model, total, &mut kv)?;
+        general::set_general(&model, &general::ParamCounts::of(&records), &mut kv)?;
         text_model_parameters(&model, arch.name(), &mut kv)?;
         arch.set_gguf_parameters(&model, &mut kv)?;
         kv.set("general.quantization_version", GgufValue::U32(2));
@@ -610,12 +559,24 @@ impl HfGgufReader {
             .ok_or_else(|| {
                 Error::tensor(&self.dir, name, "no such tensor in the converted model")
             })?;
-        let src = self
-            .files
-            .get(entry.file)
-            .and_then(|f| f.get(&entry.hf_name))
-            .ok_or_else(|| Error::tensor(&self.dir, &entry.hf_name, "vanished from its file"))?;
-        let values = src.to_f32()?;
+        let read = |file: usize, hf_name: &str| {
+            self.files
+                .get(file)
+                .and_then(|f| f.get(hf_name))
+                .ok_or_else(|| Error::tensor(&self.dir, hf_name, "vanished from its file"))?
+                .to_f32()
+        };
+        let values = match &entry.source {
+            EntrySource::Tensor(file, hf_name) => read(*file, hf_name)?,
+            EntrySource::Generated(v) => v.clone(),
+            EntrySource::Stack(sources) => {
+                let mut all = Vec::new();
+                for (file, hf_name) in sources {
+                    all.extend(read(*file, hf_name)?);
+                }
+                all
+            }
+        };
         Ok(match entry.transform {
             Transform::None => values,
             Transform::RopePermute(heads) => rope_permute(&values, &record.shape, heads),
