@@ -1,4 +1,5 @@
-//! Hugging Face folder → llama.cpp GGUF for Llama 3, Qwen 2 and Qwen3-MoE against
+//! Hugging Face folder → llama.cpp GGUF for Llama 3, Qwen 2, Qwen3-MoE, Phi-3 and Gemma 2
+//! against
 //! convert_hf_to_gguf.py + llama-quantize (llama.cpp b11312): the dumps of
 //! `tests/data/llamacpp/arch/` (README there; made from `models/<m>`).
 //!
@@ -264,6 +265,16 @@ fn qwen3moe_matches_convert_hf_to_gguf() {
     check_conversion("qwen3moe_s");
 }
 
+#[test]
+fn phi3_matches_convert_hf_to_gguf() {
+    check_conversion("phi3_s");
+}
+
+#[test]
+fn gemma2_matches_convert_hf_to_gguf() {
+    check_conversion("gemma2_s");
+}
+
 /// `quant quantize <m>/ -o x.gguf --method gguf_<ftype>`: llama-quantize's key/values (in
 /// its order), tensor order, types, shapes and offsets; with real weights the whole file's
 /// sha256.
@@ -331,4 +342,14 @@ fn qwen2_folder_to_llama_quantize_files() {
 #[test]
 fn qwen3moe_folder_to_llama_quantize_files() {
     folder_to_llama_quantize("qwen3moe_s", &["Q4_K_M", "Q6_K"]);
+}
+
+#[test]
+fn phi3_folder_to_llama_quantize_files() {
+    folder_to_llama_quantize("phi3_s", &FTYPES);
+}
+
+#[test]
+fn gemma2_folder_to_llama_quantize_files() {
+    folder_to_llama_quantize("gemma2_s", &FTYPES);
 }

@@ -245,3 +245,62 @@ pub fn text_model_parameters(model: &HfModel, arch: &str, kv: &mut KvList) -> Re
     kv.set("general.file_type", GgufValue::U32(0));
     Ok(())
 }
+
+/// `TextModel.__init__`'s mirroring of global rope keys into `rope_parameters` (when it
+/// has no per-attention-type entries): a local theta as `sliding_attention.rope_theta`,
+/// and `rope_theta`, `rope_type` (from `type`), `partial_rotary_factor`,
+/// `original_max_position_embeddings` when absent.
+pub fn mirror_rope(c: &mut Map<String, Value>) {
+    let find = |c: &Map<String, Value>, keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| c.get(*k))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    let theta = find(
+        c,
+        &[
+            "global_rope_theta",
+            "rope_global_theta",
+            "rope_theta_global",
+            "rope_theta",
+            "rotary_emb_base",
+        ],
+    );
+    let local = find(
+        c,
+        &[
+            "local_rope_theta",
+            "rope_local_theta",
+            "rope_theta_local",
+            "swa_rope_theta",
+            "rope_local_base_freq",
+        ],
+    );
+    let partial = find(c, &["partial_rotary_factor", "rope_pct", "rope_percent"]);
+    let orig = find(c, &["original_max_position_embeddings"]);
+    let mut rope = match c.get("rope_parameters").or_else(|| c.get("rope_scaling")) {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    if rope.contains_key("full_attention") || rope.contains_key("sliding_attention") {
+        return;
+    }
+    if let Some(l) = local {
+        rope.insert(
+            "sliding_attention".into(),
+            serde_json::json!({ "rope_theta": l }),
+        );
+    }
+    for (k, v) in [
+        ("rope_theta", theta),
+        ("rope_type", rope.get("type").cloned()),
+        ("partial_rotary_factor", partial),
+        ("original_max_position_embeddings", orig),
+    ] {
+        if let Some(v) = v {
+            rope.entry(k).or_insert(v);
+        }
+    }
+    c.insert("rope_parameters".into(), Value::Object(rope));
+}

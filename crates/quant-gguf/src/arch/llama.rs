@@ -220,7 +220,7 @@ impl Architecture for Llama {
         &["tokenizer.model", "tokenizer.json"]
     }
 
-    fn extra_tensors(&self, model: &HfModel) -> Result<Vec<Generated>> {
+    fn extra_tensors(&self, model: &HfModel, _kv: &mut KvList) -> Result<Vec<Generated>> {
         Ok(match llama3_rope_factors(model)? {
             Some(values) => vec![Generated {
                 name: "rope_freqs.weight".into(),

@@ -14,9 +14,11 @@
 
 pub mod bert;
 pub mod experts;
+pub mod gemma;
 pub mod general;
 pub mod hparams;
 pub mod llama;
+pub mod phi3;
 pub mod qwen;
 
 use std::collections::BTreeMap;
@@ -64,6 +66,11 @@ pub enum Transform {
     /// `LlamaModel.permute` with this head count: rows regrouped for llama.cpp's rope
     /// (within each head, the two halves interleaved).
     RopePermute(usize),
+    /// `+ 1` (Gemma's norm weights), in the dtype the reference adds in: float32, or
+    /// float16 for an F16 checkpoint tensor.
+    AddOne,
+    /// `w[:n]`: the first `n` rows (all of them when there are fewer).
+    KeepRows(usize),
 }
 
 /// One architecture of convert_hf_to_gguf.py.
@@ -87,9 +94,15 @@ pub trait Architecture: Sync {
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()>;
     /// The vocabulary files it reads, any one of which must be in the folder.
     fn vocab_files(&self) -> &'static [&'static str];
-    /// Tensors the reference makes before the checkpoint's (`generate_extra_tensors`).
-    fn extra_tensors(&self, _model: &HfModel) -> Result<Vec<experts::Generated>> {
+    /// Tensors the reference makes before the checkpoint's (`generate_extra_tensors`),
+    /// and the keys it writes meanwhile (they follow `general.architecture`).
+    fn extra_tensors(&self, _model: &HfModel, _kv: &mut KvList) -> Result<Vec<experts::Generated>> {
         Ok(Vec::new())
+    }
+    /// The hyperparameters before [`Architecture::set_gguf_parameters`]'s: `TextModel`'s
+    /// ([`text_model_parameters`]) unless the architecture writes its own.
+    fn text_parameters(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
+        text_model_parameters(model, self.name(), kv)
     }
     /// For a per-expert tensor (a filtered name): the 3-D tensor it is stacked into
     /// (`modify_tensors`' expert merging); `None` for every other tensor.
@@ -105,6 +118,9 @@ pub static ARCHITECTURES: &[&dyn Architecture] = &[
     &qwen::Qwen2,
     &qwen::Qwen3,
     &qwen::Qwen3Moe,
+    &phi3::Phi3,
+    &gemma::Gemma2,
+    &gemma::Gemma3,
 ];
 
 /// The architecture converting `config.json`'s `architectures[0]`, if any.
@@ -451,7 +467,12 @@ impl HfGgufReader {
             entries.push(entry);
             Ok(())
         };
-        for g in arch.extra_tensors(&model)? {
+        let mut kv = KvList::default();
+        kv.set(
+            "general.architecture",
+            GgufValue::String(arch.name().into()),
+        );
+        for g in arch.extra_tensors(&model, &mut kv)? {
             let entry = Entry {
                 source: EntrySource::Generated(g.values),
                 transform: Transform::None,
@@ -510,27 +531,29 @@ impl HfGgufReader {
             }
             let (gguf_name, transform) = arch.map_tensor(&model, &name)?;
             let meta = meta_of(file, &hf_name)?;
-            if let Transform::RopePermute(heads) = transform {
-                check_permute(dir, &hf_name, &meta.shape, heads)?;
+            let mut shape = meta.shape.clone();
+            match transform {
+                Transform::RopePermute(heads) => check_permute(dir, &hf_name, &shape, heads)?,
+                Transform::KeepRows(n) => {
+                    if let Some(rows) = shape.first_mut() {
+                        *rows = (*rows).min(n);
+                    }
+                }
+                Transform::None | Transform::AddOne => {}
             }
             let entry = Entry {
                 source: EntrySource::Tensor(file, hf_name),
                 transform,
             };
-            push(gguf_name, meta.shape.clone(), entry)?;
+            push(gguf_name, shape, entry)?;
         }
         stacker.finish(dir)?;
 
         // prepare_metadata: general.*, the hyperparameters, the quantization version,
         // then the vocabulary.
-        let mut kv = KvList::default();
-        kv.set(
-            "general.architecture",
-            GgufValue::String(arch.name().into()),
-        );
         kv.set("general.type", GgufValue::String("model".into()));
         general::set_general(&model, &general::ParamCounts::of(&records), &mut kv)?;
-        text_model_parameters(&model, arch.name(), &mut kv)?;
+        arch.text_parameters(&model, &mut kv)?;
         arch.set_gguf_parameters(&model, &mut kv)?;
         kv.set("general.quantization_version", GgufValue::U32(2));
         arch.set_vocab(&model, &mut kv)?;
@@ -566,8 +589,16 @@ impl HfGgufReader {
                 .ok_or_else(|| Error::tensor(&self.dir, hf_name, "vanished from its file"))?
                 .to_f32()
         };
+        let mut f16_source = false;
         let values = match &entry.source {
-            EntrySource::Tensor(file, hf_name) => read(*file, hf_name)?,
+            EntrySource::Tensor(file, hf_name) => {
+                f16_source = self
+                    .files
+                    .get(*file)
+                    .and_then(|f| f.get(hf_name))
+                    .is_some_and(|t| t.meta().dtype == DType::F16);
+                read(*file, hf_name)?
+            }
             EntrySource::Generated(v) => v.clone(),
             EntrySource::Stack(sources) => {
                 let mut all = Vec::new();
@@ -580,6 +611,22 @@ impl HfGgufReader {
         Ok(match entry.transform {
             Transform::None => values,
             Transform::RopePermute(heads) => rope_permute(&values, &record.shape, heads),
+            Transform::KeepRows(_) => {
+                let mut values = values;
+                values.truncate(record.shape.iter().product());
+                values
+            }
+            Transform::AddOne => values
+                .into_iter()
+                .map(|v| {
+                    let x = v + 1.0;
+                    if f16_source {
+                        quant_core::dtype::f16_bits_to_f32(quant_core::dtype::f32_to_f16_bits(x))
+                    } else {
+                        x
+                    }
+                })
+                .collect(),
         })
     }
 }
