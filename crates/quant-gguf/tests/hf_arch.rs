@@ -281,16 +281,26 @@ fn gemma2_matches_convert_hf_to_gguf() {
 fn folder_to_llama_quantize(name: &str, ci_ftypes: &[&str]) {
     let m = model(name);
     // Every dumped file type with the real weights; a few (debug builds are slow on the
-    // 128k-152k-row embeddings) without.
+    // 128k-152k-row embeddings) without. `imat-<FTYPE>`: with the reference's imatrix.
     let ftypes = if m.real { &FTYPES[..] } else { ci_ftypes };
     let out = tempfile::tempdir().unwrap();
     for &ftype in ftypes {
         let d = dump(name, ftype);
         let path = out.path().join(format!("{ftype}.gguf"));
-        let method = format!("gguf_{}", ftype.to_ascii_lowercase());
-        let report = quant_core::engine::ModelQuantizer::new(method.as_str())
-            .quantize_path(&m.dir, &path)
-            .unwrap();
+        let (imatrix, plain) = match ftype.strip_prefix("imat-") {
+            Some(f) => (true, f),
+            None => (false, ftype),
+        };
+        let method = format!("gguf_{}", plain.to_ascii_lowercase());
+        let mut q = quant_core::engine::ModelQuantizer::new(method.as_str());
+        if imatrix {
+            // llama-quantize ran in the reference folder with this relative path, which
+            // it records as quantize.imatrix.file.
+            std::env::set_current_dir(data()).unwrap();
+            let rel = format!("gguf/{name}/imatrix_{name}.gguf");
+            q = q.param("imatrix", rel.into());
+        }
+        let report = q.quantize_path(&m.dir, &path).unwrap();
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let file = quant_gguf::gguf::GgufFile::open(&path).unwrap();
         check_kvs(&file.metadata, &d, &[]);
@@ -327,21 +337,29 @@ fn folder_to_llama_quantize(name: &str, ci_ftypes: &[&str]) {
     }
 }
 
-const FTYPES: [&str; 6] = ["Q4_K_M", "Q8_0", "Q6_K", "Q3_K_M", "IQ4_XS", "Q4_0"];
+const FTYPES: [&str; 7] = [
+    "Q4_K_M",
+    "Q8_0",
+    "Q6_K",
+    "Q3_K_M",
+    "IQ4_XS",
+    "Q4_0",
+    "imat-Q4_K_M",
+];
 
 #[test]
 fn llama3_folder_to_llama_quantize_files() {
-    folder_to_llama_quantize("llama3_s", &["Q4_K_M", "IQ4_XS"]);
+    folder_to_llama_quantize("llama3_s", &["Q4_K_M", "imat-Q4_K_M"]);
 }
 
 #[test]
 fn qwen2_folder_to_llama_quantize_files() {
-    folder_to_llama_quantize("qwen2_s", &["Q3_K_M"]);
+    folder_to_llama_quantize("qwen2_s", &["IQ4_XS"]);
 }
 
 #[test]
 fn qwen3moe_folder_to_llama_quantize_files() {
-    folder_to_llama_quantize("qwen3moe_s", &["Q4_K_M", "Q6_K"]);
+    folder_to_llama_quantize("qwen3moe_s", &["Q3_K_M", "imat-Q4_K_M"]);
 }
 
 #[test]
