@@ -13,6 +13,7 @@
 //! `general.quantization_version` (2).
 
 pub mod bert;
+pub mod checks;
 pub mod experts;
 pub mod gemma;
 pub mod general;
@@ -217,7 +218,8 @@ pub fn rope_parameters(config: &mut Map<String, Value>, default_theta: f64) {
     }
     let theta = config
         .get("rope_theta")
-        .filter(|t| t.is_number())
+        // Anything but null is kept, for the key writer to accept or name.
+        .filter(|t| !t.is_null())
         .cloned()
         .unwrap_or_else(|| Value::from(default_theta));
     rope.entry("rope_theta").or_insert(theta);
@@ -549,6 +551,8 @@ impl HfGgufReader {
         }
         stacker.finish(dir)?;
 
+        checks::check_model(&model, &records)?;
+
         // prepare_metadata: general.*, the hyperparameters, the quantization version,
         // then the vocabulary.
         kv.set("general.type", GgufValue::String("model".into()));
@@ -557,6 +561,7 @@ impl HfGgufReader {
         arch.set_gguf_parameters(&model, &mut kv)?;
         kv.set("general.quantization_version", GgufValue::U32(2));
         arch.set_vocab(&model, &mut kv)?;
+        checks::check_vocab(&model, &records, &kv)?;
 
         Ok(HfGgufReader {
             dir: dir.to_path_buf(),

@@ -66,6 +66,8 @@ pub fn set_vocab_gpt2(dir: &Path, vocab_size: Option<usize>, kv: &mut KvList) ->
             "missing: a BPE vocabulary is read from tokenizer.json",
         ));
     }
+    // Read before the (slower) vocabulary: a broken merges list fails first.
+    let merges = load_merges(dir)?;
     let tok = wordpiece::open(dir)?;
     let (tokens, types) = wordpiece::vocab_base(&tok, &path, vocab_size)?;
     let (hash, pre) = wordpiece::pre_tokenizer(&tok, &path)?;
@@ -83,7 +85,7 @@ pub fn set_vocab_gpt2(dir: &Path, vocab_size: Option<usize>, kv: &mut KvList) ->
     kv.set("tokenizer.ggml.tokens", string_array(tokens));
     kv.set("tokenizer.ggml.token_type", type_array(&types));
     let mut special = SpecialVocab::load(dir, None, super::special::DEFAULT_TYPES)?;
-    special.merges = load_merges(dir)?;
+    special.merges = merges;
     special.add_to(kv)
 }
 
