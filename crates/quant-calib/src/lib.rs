@@ -189,7 +189,7 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
 /// A model graph quant runs to collect activations: llama.cpp's `llama` or `bert`.
 #[derive(Debug)]
 pub enum Graph {
-    /// Decoder-only llama (also Mistral, as llama.cpp converts it).
+    /// Decoder-only llama (also Mistral, as llama.cpp converts it), qwen2 and qwen3.
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
@@ -200,14 +200,14 @@ impl Graph {
     pub fn load(src: &dyn ModelSource) -> Result<Self> {
         match src.kv("general.architecture") {
             Some(GgufValue::String(a)) if a == "bert" => Ok(Graph::Bert(bert::Bert::load(src)?)),
-            Some(GgufValue::String(a)) if a == "llama" => {
+            Some(GgufValue::String(a)) if matches!(a.as_str(), "llama" | "qwen2" | "qwen3") => {
                 Ok(Graph::Llama(llama::Llama::load(src)?))
             }
             other => Err(Error::file(
                 src.path(),
                 "model",
                 format!(
-                    "quant's imatrix runs llama and bert models; general.architecture is {}",
+                    "quant's imatrix runs llama, qwen2, qwen3 and bert models; general.architecture is {}",
                     match other {
                         Some(GgufValue::String(a)) => format!("'{a}'"),
                         _ => "missing".to_string(),
