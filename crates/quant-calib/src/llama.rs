@@ -34,9 +34,17 @@ struct Block {
     k_norm: Option<Tensor>,
     wo: Tensor,
     ffn_norm: Tensor,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    ffn: Ffn,
+}
+
+/// A block's feed-forward: dense, or experts (qwen3moe).
+enum Ffn {
+    Dense {
+        w_gate: Tensor,
+        w_up: Tensor,
+        w_down: Tensor,
+    },
+    Moe(crate::moe::Moe),
 }
 
 /// A llama model held as f32 candle tensors.
@@ -77,11 +85,13 @@ impl Llama {
         };
         let neox = match arch.as_str() {
             "llama" => false,
-            "qwen2" | "qwen3" => true,
+            "qwen2" | "qwen3" | "qwen3moe" => true,
             _ => {
                 return Err(bad(
                     src,
-                    format!("this graph runs llama, qwen2 and qwen3 models, not '{arch}'"),
+                    format!(
+                        "this graph runs llama, qwen2, qwen3 and qwen3moe models, not '{arch}'"
+                    ),
                 ))
             }
         };
@@ -151,9 +161,21 @@ impl Llama {
                 k_norm: maybe(&format!("blk.{i}.attn_k_norm.weight"))?,
                 wo: w("attn_output")?,
                 ffn_norm: w("ffn_norm")?,
-                w_gate: w("ffn_gate")?,
-                w_up: w("ffn_up")?,
-                w_down: w("ffn_down")?,
+                ffn: if arch == "qwen3moe" {
+                    Ffn::Moe(crate::moe::Moe {
+                        gate_inp: w("ffn_gate_inp")?,
+                        gate_exps: w("ffn_gate_exps")?,
+                        up_exps: w("ffn_up_exps")?,
+                        down_exps: w("ffn_down_exps")?,
+                        n_used: need(src, &key("expert_used_count"))?,
+                    })
+                } else {
+                    Ffn::Dense {
+                        w_gate: w("ffn_gate")?,
+                        w_up: w("ffn_up")?,
+                        w_down: w("ffn_down")?,
+                    }
+                },
             });
         }
         let embd = load("token_embd.weight")?;
@@ -225,15 +247,25 @@ impl Llama {
             record(collector, &[&name("attn_output")], &att)?;
             x = (x + linear(&att, &b.wo, None).map_err(e)?).map_err(e)?;
             let h = rms_norm(&x, &b.ffn_norm, self.eps).map_err(e)?;
-            record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
-            let g = (|| {
-                linear(&h, &b.w_gate, None)?
-                    .silu()?
-                    .mul(&linear(&h, &b.w_up, None)?)
-            })()
-            .map_err(e)?;
-            record(collector, &[&name("ffn_down")], &g)?;
-            x = (x + linear(&g, &b.w_down, None).map_err(e)?).map_err(e)?;
+            let y = match &b.ffn {
+                Ffn::Moe(m) => m.forward(i, &h, collector)?,
+                Ffn::Dense {
+                    w_gate,
+                    w_up,
+                    w_down,
+                } => {
+                    record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
+                    let g = (|| {
+                        linear(&h, w_gate, None)?
+                            .silu()?
+                            .mul(&linear(&h, w_up, None)?)
+                    })()
+                    .map_err(e)?;
+                    record(collector, &[&name("ffn_down")], &g)?;
+                    linear(&g, w_down, None).map_err(e)?
+                }
+            };
+            x = (x + y).map_err(e)?;
         }
         // With tied embeddings the output product uses token_embd, which llama-imatrix
         // never collects; the logits themselves are not needed.
