@@ -418,11 +418,11 @@ pub fn hf_folder(dir: &Path, data: &[u8]) {
         {
             return;
         }
-        let _ = quant_gguf::tokenizer::bpe::load_merges(&folder);
-        let _ = quant_gguf::tokenizer::special::SpecialVocab::load(
+        let _ = quant_gguf::arch::tokenizer::bpe::load_merges(&folder);
+        let _ = quant_gguf::arch::tokenizer::special::SpecialVocab::load(
             &folder,
             None,
-            quant_gguf::tokenizer::special::DEFAULT_TYPES,
+            quant_gguf::arch::tokenizer::special::DEFAULT_TYPES,
         );
         let Ok(text) = std::fs::read_to_string(folder.join("config.json")) else {
             return;

@@ -102,7 +102,7 @@ fn sentencepiece_vocab(model: &HfModel, kv: &mut KvList) -> Result<()> {
         .find(&["vocab_size"])
         .and_then(Value::as_u64)
         .map(|v| v as usize);
-    crate::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv)?;
+    crate::arch::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv)?;
     kv.set("tokenizer.ggml.add_space_prefix", GgufValue::Bool(false));
     Ok(())
 }
@@ -208,11 +208,12 @@ fn gemma3_vocab_rows(model: &HfModel) -> Result<usize> {
         if let Some(v) = model.find(&["vocab_size"]).and_then(Value::as_u64) {
             return Ok(v as usize);
         }
-        let sp = crate::tokenizer::sentencepiece::load_model(&model.dir.join("tokenizer.model"))?;
+        let sp =
+            crate::arch::tokenizer::sentencepiece::load_model(&model.dir.join("tokenizer.model"))?;
         return Ok(sp.pieces.len());
     }
     let path = model.dir.join("tokenizer.json");
-    let t = crate::tokenizer::read_json(&path)?
+    let t = crate::arch::tokenizer::read_json(&path)?
         .ok_or_else(|| Error::file(&path, "tokenizer.json", "missing"))?;
     let vocab = t
         .get("model")
@@ -366,6 +367,6 @@ impl Architecture for Gemma3 {
             .find(&["vocab_size"])
             .and_then(Value::as_u64)
             .map(|v| v as usize);
-        crate::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv)
+        crate::arch::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv)
     }
 }

@@ -1,11 +1,11 @@
-//! `TextModel.set_gguf_parameters` of convert_hf_to_gguf.py (llama.cpp b11312): the
-//! hyperparameter keys every text architecture writes before its own (block count,
-//! context, widths, heads, causality, rope, norm epsilons, experts, head dims, then
-//! `general.file_type`).
+//! Hyperparameter key/values shared by the architectures: config values as GGUF types, rope
+//! parameters, the keys `TextModel.set_gguf_parameters` of convert_hf_to_gguf.py (llama.cpp
+//! b11312) writes before each architecture's own (block count, context, widths, heads,
+//! causality, rope, norm epsilons, experts, head dims, then `general.file_type`), pooling.
 
 use serde_json::{Map, Value};
 
-use quant_core::Result;
+use quant_core::{Error, Result};
 
 use super::{HfModel, KvList};
 use crate::gguf::GgufValue;
@@ -23,6 +23,31 @@ pub fn f32_value(model: &HfModel, key: &str, v: &Value) -> Result<GgufValue> {
     v.as_f64()
         .map(|x| GgufValue::F32(x as f32))
         .ok_or_else(|| model.bad(key, format!("{v} is not a number")))
+}
+
+/// The rope parameters the reference sees: transformers (5.x) folds `rope_theta` and
+/// `rope_scaling` into `rope_parameters` (`type` → `rope_type`, default `default`).
+pub fn rope_parameters(config: &mut Map<String, Value>, default_theta: f64) {
+    if config.get("rope_parameters").is_some_and(Value::is_object) {
+        return;
+    }
+    let mut rope = match config.get("rope_scaling") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    if let Some(t) = rope.remove("type") {
+        rope.entry("rope_type").or_insert(t);
+    }
+    let theta = config
+        .get("rope_theta")
+        // Anything but null is kept, for the key writer to accept or name.
+        .filter(|t| !t.is_null())
+        .cloned()
+        .unwrap_or_else(|| Value::from(default_theta));
+    rope.entry("rope_theta").or_insert(theta);
+    rope.entry("rope_type")
+        .or_insert_with(|| Value::from("default"));
+    config.insert("rope_parameters".into(), Value::Object(rope));
 }
 
 /// The rope parameters `TextModel` reads (`rope_parameters`, its `full_attention` entry
@@ -303,4 +328,48 @@ pub fn mirror_rope(c: &mut Map<String, Value>) {
         }
     }
     c.insert("rope_parameters".into(), Value::Object(rope));
+}
+
+/// `_try_set_pooling_type`: a sentence-transformers folder's pooling (`modules.json` →
+/// the Pooling module's `config.json`) as `{arch}.pooling_type`.
+pub fn set_pooling_type(model: &HfModel, arch: &str, kv: &mut KvList) -> Result<()> {
+    let modules_path = model.dir.join("modules.json");
+    let Some(modules) = crate::arch::tokenizer::read_json(&modules_path)? else {
+        return Ok(());
+    };
+    let pooling_dir = modules.as_array().into_iter().flatten().find_map(|m| {
+        m.get("type")
+            .and_then(Value::as_str)
+            .filter(|t| t.ends_with("Pooling"))
+            .and_then(|_| m.get("path").and_then(Value::as_str))
+    });
+    let Some(pooling_dir) = pooling_dir else {
+        return Ok(());
+    };
+    let path = model.dir.join(pooling_dir).join("config.json");
+    let pooling = crate::arch::tokenizer::read_json(&path)?
+        .ok_or_else(|| Error::file(&path, "json", "the pooling module's config is missing"))?;
+    let on = |k: &str| pooling.get(k).and_then(Value::as_bool) == Some(true);
+    let ty = if on("pooling_mode_mean_tokens") {
+        1
+    } else if on("pooling_mode_cls_token") {
+        2
+    } else if on("pooling_mode_lasttoken") {
+        3
+    } else {
+        match pooling.get("pooling_mode").and_then(Value::as_str) {
+            Some("mean") => 1,
+            Some("cls") => 2,
+            Some("lasttoken") => 3,
+            _ => {
+                return Err(Error::file(
+                    &path,
+                    "json",
+                    "only mean, cls and last-token pooling are supported (as llama.cpp)",
+                ))
+            }
+        }
+    };
+    kv.set(format!("{arch}.pooling_type"), GgufValue::U32(ty));
+    Ok(())
 }

@@ -15,8 +15,8 @@ use quant_core::{Error, Result};
 use super::experts::{parse_expert, ExpertPart, Generated};
 use super::hparams::{rope_number, rope_params};
 use super::{map_name, rope_parameters, Architecture, HfModel, KvList, Transform};
+use crate::arch::tokenizer::bpe::{llama_vocab_kind, HfVocabKind};
 use crate::gguf::GgufValue;
-use crate::tokenizer::bpe::{llama_vocab_kind, HfVocabKind};
 
 /// The llama architecture.
 #[derive(Debug)]
@@ -268,7 +268,7 @@ impl Architecture for Llama {
     }
 
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
-        let cfg = crate::tokenizer::read_json(&model.dir.join("tokenizer_config.json"))?;
+        let cfg = crate::arch::tokenizer::read_json(&model.dir.join("tokenizer_config.json"))?;
         if let Some(p) = cfg
             .as_ref()
             .and_then(|c| c.get("add_prefix_space"))
@@ -281,11 +281,11 @@ impl Architecture for Llama {
             .and_then(Value::as_u64)
             .map(|v| v as usize);
         if model.dir.join("tokenizer.model").is_file() {
-            crate::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv)?;
+            crate::arch::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv)?;
         } else {
             let json = model.dir.join("tokenizer.json");
             match llama_vocab_kind(&json)? {
-                HfVocabKind::Gpt2 => crate::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv)?,
+                HfVocabKind::Gpt2 => crate::arch::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv)?,
                 HfVocabKind::LlamaHf => {
                     return Err(Error::file(
                         &json,

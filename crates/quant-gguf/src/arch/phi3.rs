@@ -14,8 +14,10 @@ use quant_core::{Error, Result};
 use super::experts::Generated;
 use super::hparams::{f32_value, mirror_rope, rope_number, u32_value};
 use super::{map_name, rope_parameters, Architecture, HfModel, KvList, Transform};
+use crate::arch::tokenizer::{
+    read_json, sentencepiece, special, string_array, type_array, TokenType,
+};
 use crate::gguf::GgufValue;
-use crate::tokenizer::{read_json, sentencepiece, special, string_array, type_array, TokenType};
 
 /// The phi3 architecture.
 #[derive(Debug)]
@@ -275,7 +277,7 @@ impl Architecture for Phi3 {
                     .find(&["vocab_size"])
                     .and_then(Value::as_u64)
                     .map(|v| v as usize);
-                return crate::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv);
+                return crate::arch::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv);
             }
         }
         let path = model.dir.join("tokenizer.model");

@@ -131,9 +131,9 @@ fn set_vocab(model: &HfModel, kv: &mut KvList) -> Result<()> {
         .and_then(Value::as_u64)
         .map(|v| v as usize);
     if model.dir.join("tokenizer.model").is_file() {
-        return crate::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv);
+        return crate::arch::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv);
     }
-    crate::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv)
+    crate::arch::tokenizer::bpe::set_vocab_gpt2(&model.dir, vocab, kv)
 }
 
 /// `Qwen3Model._is_qwen3_reranker`: quant does not build the reranker's classifier.
