@@ -288,3 +288,159 @@ pub fn dequantize_parts(data: &[u8]) {
     }
     let _ = dequantize(&QuantizedTensor { record, parts });
 }
+
+/// The tiny model folders [`hf_folder`] starts from: (config.json, tokenizer.json,
+/// tokenizer_config.json, tensors) of a Llama-3-style BPE model and of a two-expert
+/// Qwen3-MoE.
+#[cfg(feature = "gguf")]
+fn hf_template(moe: bool) -> (String, String, String, Vec<Part>) {
+    let hidden = 8usize;
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        ["a", "b", "c", "d", "ab", "cd", "abcd", "<|end|>"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), serde_json::Value::from(i)))
+            .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 7, "content": "<|end|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|end|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<|end|>": {"id": "<|end|>", "ids": [7], "tokens": ["<|end|>"]}}},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": true, "vocab": vocab, "merges": [["a", "b"], ["c", "d"], ["ab", "cd"]]}
+    });
+    let tokenizer_config = serde_json::json!({
+        "bos_token": "<|end|>", "eos_token": "<|end|>", "chat_template": "{{ messages }}",
+        "added_tokens_decoder": {"7": {"content": "<|end|>", "special": true}}
+    });
+    let f = |name: &str, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
+            .collect();
+        Part::new(PartLayout::new(name, DType::F32, shape.to_vec()), data).ok()
+    };
+    let l = "model.layers.0";
+    let mut specs: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![8, hidden]),
+        ("model.norm.weight".into(), vec![hidden]),
+        (format!("{l}.input_layernorm.weight"), vec![hidden]),
+        (format!("{l}.post_attention_layernorm.weight"), vec![hidden]),
+        (format!("{l}.self_attn.q_proj.weight"), vec![hidden, hidden]),
+        (format!("{l}.self_attn.k_proj.weight"), vec![4, hidden]),
+        (format!("{l}.self_attn.v_proj.weight"), vec![4, hidden]),
+        (format!("{l}.self_attn.o_proj.weight"), vec![hidden, hidden]),
+    ];
+    let config = if moe {
+        specs.push((format!("{l}.self_attn.q_norm.weight"), vec![4]));
+        specs.push((format!("{l}.self_attn.k_norm.weight"), vec![4]));
+        specs.push((format!("{l}.mlp.gate.weight"), vec![2, hidden]));
+        for x in 0..2 {
+            for k in ["gate_proj", "up_proj"] {
+                specs.push((format!("{l}.mlp.experts.{x}.{k}.weight"), vec![16, hidden]));
+            }
+            specs.push((
+                format!("{l}.mlp.experts.{x}.down_proj.weight"),
+                vec![hidden, 16],
+            ));
+        }
+        serde_json::json!({
+            "architectures": ["Qwen3MoeForCausalLM"], "hidden_size": hidden, "intermediate_size": 16,
+            "moe_intermediate_size": 16, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "head_dim": 4, "num_hidden_layers": 1, "vocab_size": 8, "num_experts": 2,
+            "num_experts_per_tok": 1, "max_position_embeddings": 64, "rope_theta": 1e6
+        })
+    } else {
+        specs.push(("lm_head.weight".into(), vec![8, hidden]));
+        for k in ["gate_proj", "up_proj"] {
+            specs.push((format!("{l}.mlp.{k}.weight"), vec![16, hidden]));
+        }
+        specs.push((format!("{l}.mlp.down_proj.weight"), vec![hidden, 16]));
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": hidden, "intermediate_size": 16,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "num_hidden_layers": 1,
+            "vocab_size": 8, "max_position_embeddings": 64, "rope_theta": 5e5,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+        })
+    };
+    let parts = specs.iter().filter_map(|(n, s)| f(n, s)).collect();
+    (
+        config.to_string(),
+        tokenizer.to_string(),
+        tokenizer_config.to_string(),
+        parts,
+    )
+}
+
+/// Fuzz target `hf_folder`: a Hugging Face model folder converted to llama.cpp's layout
+/// (config, BPE `tokenizer.json` with its merges, special tokens, expert stacking). The
+/// first byte picks the template (even: Llama 3, odd: Qwen3-MoE) and which of its files
+/// the rest of `data` replaces (`(b / 2) % 4`: config.json, tokenizer.json,
+/// tokenizer_config.json, model.safetensors); the folder is converted and every tensor of
+/// the result read. Does nothing without the `gguf` feature.
+pub fn hf_folder(dir: &Path, data: &[u8]) {
+    #[cfg(feature = "gguf")]
+    {
+        let Some((&sel, rest)) = data.split_first() else {
+            return;
+        };
+        let (config, tokenizer, tokenizer_config, parts) = hf_template(sel % 2 == 1);
+        let folder = dir.join("hf");
+        if std::fs::create_dir_all(&folder).is_err() {
+            return;
+        }
+        let files: [(&str, &[u8]); 3] = [
+            ("config.json", config.as_bytes()),
+            ("tokenizer.json", tokenizer.as_bytes()),
+            ("tokenizer_config.json", tokenizer_config.as_bytes()),
+        ];
+        let which = usize::from(sel / 2) % 4;
+        for (i, (name, text)) in files.iter().enumerate() {
+            let bytes = if i == which { rest } else { text };
+            if write(&folder, name, bytes).is_none() {
+                return;
+            }
+        }
+        let st = folder.join("model.safetensors");
+        if which == 3 {
+            if write(&folder, "model.safetensors", rest).is_none() {
+                return;
+            }
+        } else if quant_core::safetensors_io::write_safetensors(&st, &parts, &BTreeMap::new())
+            .is_err()
+        {
+            return;
+        }
+        let _ = quant_gguf::arch::tokenizer::bpe::load_merges(&folder);
+        let _ = quant_gguf::arch::tokenizer::special::SpecialVocab::load(
+            &folder,
+            None,
+            quant_gguf::arch::tokenizer::special::DEFAULT_TYPES,
+        );
+        let Ok(text) = std::fs::read_to_string(folder.join("config.json")) else {
+            return;
+        };
+        let Ok(cfg) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return;
+        };
+        let Some(arch) = quant_gguf::arch::architecture_for(&cfg) else {
+            return;
+        };
+        if let Ok(reader) = quant_gguf::arch::HfGgufReader::open(&folder, &cfg, arch) {
+            for r in quant_core::format::ContainerReader::records(&reader) {
+                if r.shape.iter().product::<usize>() <= MAX_ELEMENTS {
+                    let _ = reader.values(&r.name);
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "gguf"))]
+    let _ = (dir, data);
+}

@@ -7,12 +7,13 @@ use quant::fuzzing;
 
 type Target = fn(&Path, &[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("safetensors", fuzzing::safetensors_file),
     ("gguf", fuzzing::gguf_file),
     ("config", fuzzing::config_file),
     ("metadata", fuzzing::metadata_file),
     ("dequantize", |_, data| fuzzing::dequantize_parts(data)),
+    ("hf_folder", fuzzing::hf_folder),
 ];
 
 fn inputs(target: &str) -> Vec<PathBuf> {
@@ -71,6 +72,11 @@ fn replay_metadata() {
 #[test]
 fn replay_dequantize() {
     replay("dequantize");
+}
+
+#[test]
+fn replay_hf_folder() {
+    replay("hf_folder");
 }
 
 /// Writes the seed inputs of every fuzz target under fuzz/corpus/ (run by hand:

@@ -14,6 +14,7 @@
 
 pub mod bert;
 pub mod llama;
+mod moe;
 mod ops;
 pub mod source;
 
@@ -110,6 +111,53 @@ impl Collector {
         Ok(())
     }
 
+    /// Adds the inputs `x` (`rows × cols`) that expert `expert` of the `n_experts` of the
+    /// 3-D weight `name` multiplied (`GGML_OP_MUL_MAT_ID`, which llama-imatrix collects
+    /// for every weight and any number of rows): `Σx²` per expert and column, one count
+    /// per row routed to the expert. The entry exists once the weight has been used, even
+    /// for experts no row reached.
+    pub fn add_expert(
+        &mut self,
+        name: &str,
+        expert: usize,
+        n_experts: usize,
+        x: &[f32],
+        cols: usize,
+    ) -> Result<()> {
+        let (sums, counts) = self
+            .entries
+            .entry(name.to_string())
+            .or_insert_with(|| (vec![0.0; cols * n_experts], vec![0; n_experts]));
+        if sums.len() != cols * n_experts || counts.len() != n_experts || expert >= n_experts {
+            return Err(Error::tensor(
+                "imatrix",
+                name,
+                format!(
+                    "inconsistent size ({} sums, {} experts vs {cols} × {n_experts}, expert {expert})",
+                    sums.len(),
+                    counts.len()
+                ),
+            ));
+        }
+        let acc = &mut sums[expert * cols..(expert + 1) * cols];
+        let mut rows = 0i64;
+        for row in x.chunks_exact(cols.max(1)) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v * v;
+            }
+            rows += 1;
+        }
+        if let Some(i) = acc.iter().position(|v| !v.is_finite()) {
+            return Err(Error::tensor(
+                "imatrix",
+                name,
+                format!("non-finite sum of squared activations of expert {expert} at column {i}"),
+            ));
+        }
+        counts[expert] += rows;
+        Ok(())
+    }
+
     /// The statistics collected.
     pub fn into_entries(self) -> StatsEntries {
         self.entries
@@ -189,7 +237,8 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
 /// A model graph quant runs to collect activations: llama.cpp's `llama` or `bert`.
 #[derive(Debug)]
 pub enum Graph {
-    /// Decoder-only llama (also Mistral, as llama.cpp converts it).
+    /// Decoder-only llama (also Mistral, as llama.cpp converts it), qwen2, qwen3 and
+    /// qwen3moe.
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
@@ -200,14 +249,16 @@ impl Graph {
     pub fn load(src: &dyn ModelSource) -> Result<Self> {
         match src.kv("general.architecture") {
             Some(GgufValue::String(a)) if a == "bert" => Ok(Graph::Bert(bert::Bert::load(src)?)),
-            Some(GgufValue::String(a)) if a == "llama" => {
+            Some(GgufValue::String(a))
+                if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe") =>
+            {
                 Ok(Graph::Llama(llama::Llama::load(src)?))
             }
             other => Err(Error::file(
                 src.path(),
                 "model",
                 format!(
-                    "quant's imatrix runs llama and bert models; general.architecture is {}",
+                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe and bert models; general.architecture is {}",
                     match other {
                         Some(GgufValue::String(a)) => format!("'{a}'"),
                         _ => "missing".to_string(),

@@ -1,5 +1,8 @@
 //! llama.cpp's `llama` graph (`llm_build_llama`) on one sequence, with candle-core ops,
-//! recording the input of every weight product for a [`Collector`].
+//! recording the input of every weight product for a [`Collector`]; also `qwen2`
+//! (`llm_build_qwen2`: q/k/v biases, NEOX rope) and `qwen3` (`llm_build_qwen3`: per-head
+//! RMS norms `attn_q_norm`/`attn_k_norm` before a NEOX rope), and Llama 3's `rope_freqs`
+//! (each rope frequency divided by its factor, as `ggml_rope_ext` does).
 //!
 //! Weights come from quant-gguf's converter under llama.cpp names and values: `attn_q` and
 //! `attn_k` rows are permuted for llama.cpp's rope, so rope here rotates adjacent pairs
@@ -24,11 +27,24 @@ struct Block {
     wq: Tensor,
     wk: Tensor,
     wv: Tensor,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
     wo: Tensor,
     ffn_norm: Tensor,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    ffn: Ffn,
+}
+
+/// A block's feed-forward: dense, or experts (qwen3moe).
+enum Ffn {
+    Dense {
+        w_gate: Tensor,
+        w_up: Tensor,
+        w_down: Tensor,
+    },
+    Moe(crate::moe::Moe),
 }
 
 /// A llama model held as f32 candle tensors.
@@ -44,6 +60,10 @@ pub struct Llama {
     eps: f64,
     freq_base: f32,
     rope_dim: usize,
+    /// NEOX rope (pairs `i`, `i + rope_dim/2`) rather than adjacent pairs.
+    neox: bool,
+    /// `rope_freqs.weight`: a divisor per frequency.
+    freq_factors: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Llama {
@@ -63,13 +83,20 @@ impl Llama {
             Some(GgufValue::String(a)) => a.clone(),
             _ => String::new(),
         };
-        if arch != "llama" {
-            return Err(bad(
-                src,
-                format!("imatrix runs llama models only, this is '{arch}'"),
-            ));
-        }
-        if let Some(GgufValue::String(t)) = src.kv("llama.rope.scaling.type") {
+        let neox = match arch.as_str() {
+            "llama" => false,
+            "qwen2" | "qwen3" | "qwen3moe" => true,
+            _ => {
+                return Err(bad(
+                    src,
+                    format!(
+                        "this graph runs llama, qwen2, qwen3 and qwen3moe models, not '{arch}'"
+                    ),
+                ))
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        if let Some(GgufValue::String(t)) = src.kv(&key("rope.scaling.type")) {
             if t != "none" {
                 return Err(bad(
                     src,
@@ -77,21 +104,13 @@ impl Llama {
                 ));
             }
         }
-        if src.has("rope_freqs.weight") {
-            return Err(bad(
-                src,
-                "rope frequency factors (rope_freqs.weight) are not implemented by quant's \
-                 imatrix"
-                    .into(),
-            ));
-        }
-        let n_layer = need(src, "llama.block_count")?;
-        let n_embd = need(src, "llama.embedding_length")?;
-        let n_head = need(src, "llama.attention.head_count")?;
-        let n_head_kv = kv_u64(src, "llama.attention.head_count_kv").map_or(n_head, |v| v as usize);
-        let head_dim = kv_u64(src, "llama.attention.key_length")
+        let n_layer = need(src, &key("block_count"))?;
+        let n_embd = need(src, &key("embedding_length"))?;
+        let n_head = need(src, &key("attention.head_count"))?;
+        let n_head_kv = kv_u64(src, &key("attention.head_count_kv")).map_or(n_head, |v| v as usize);
+        let head_dim = kv_u64(src, &key("attention.key_length"))
             .map_or(n_embd / n_head.max(1), |v| v as usize);
-        let rope_dim = kv_u64(src, "llama.rope.dimension_count").map_or(head_dim, |v| v as usize);
+        let rope_dim = kv_u64(src, &key("rope.dimension_count")).map_or(head_dim, |v| v as usize);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 || rope_dim > head_dim {
             return Err(bad(
                 src,
@@ -101,10 +120,32 @@ impl Llama {
                 ),
             ));
         }
-        let eps = kv_f32(src, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64;
-        let freq_base = kv_f32(src, "llama.rope.freq_base").unwrap_or(10000.0);
+        let eps = kv_f32(src, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f64;
+        let freq_base = kv_f32(src, &key("rope.freq_base")).unwrap_or(10000.0);
         let dir = src.path();
         let load = |name: &str| crate::ops::load(src, name);
+        let freq_factors = if src.has("rope_freqs.weight") {
+            let (shape, values) = src.tensor("rope_freqs.weight")?;
+            if values.len() != rope_dim / 2 {
+                return Err(bad(
+                    src,
+                    format!(
+                        "rope_freqs.weight has shape {shape:?}, not {} factors (rope over {rope_dim})",
+                        rope_dim / 2
+                    ),
+                ));
+            }
+            Some(values)
+        } else {
+            None
+        };
+        let maybe = |name: &str| -> Result<Option<Tensor>> {
+            if src.has(name) {
+                load(name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
         let mut blocks = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let w = |s: &str| load(&format!("blk.{i}.{s}.weight"));
@@ -113,11 +154,28 @@ impl Llama {
                 wq: w("attn_q")?,
                 wk: w("attn_k")?,
                 wv: w("attn_v")?,
+                bq: maybe(&format!("blk.{i}.attn_q.bias"))?,
+                bk: maybe(&format!("blk.{i}.attn_k.bias"))?,
+                bv: maybe(&format!("blk.{i}.attn_v.bias"))?,
+                q_norm: maybe(&format!("blk.{i}.attn_q_norm.weight"))?,
+                k_norm: maybe(&format!("blk.{i}.attn_k_norm.weight"))?,
                 wo: w("attn_output")?,
                 ffn_norm: w("ffn_norm")?,
-                w_gate: w("ffn_gate")?,
-                w_up: w("ffn_up")?,
-                w_down: w("ffn_down")?,
+                ffn: if arch == "qwen3moe" {
+                    Ffn::Moe(crate::moe::Moe {
+                        gate_inp: w("ffn_gate_inp")?,
+                        gate_exps: w("ffn_gate_exps")?,
+                        up_exps: w("ffn_up_exps")?,
+                        down_exps: w("ffn_down_exps")?,
+                        n_used: need(src, &key("expert_used_count"))?,
+                    })
+                } else {
+                    Ffn::Dense {
+                        w_gate: w("ffn_gate")?,
+                        w_up: w("ffn_up")?,
+                        w_down: w("ffn_down")?,
+                    }
+                },
             });
         }
         let embd = load("token_embd.weight")?;
@@ -139,6 +197,8 @@ impl Llama {
             eps,
             freq_base,
             rope_dim,
+            neox,
+            freq_factors,
         })
     }
 
@@ -172,9 +232,15 @@ impl Llama {
             let h = rms_norm(&x, &b.attn_norm, self.eps).map_err(e)?;
             let (q, k, v) = (name("attn_q"), name("attn_k"), name("attn_v"));
             record(collector, &[&q, &k, &v], &h)?;
-            let q = linear(&h, &b.wq, None).map_err(e)?;
-            let k = linear(&h, &b.wk, None).map_err(e)?;
-            let v = linear(&h, &b.wv, None).map_err(e)?;
+            let q = linear(&h, &b.wq, b.bq.as_ref()).map_err(e)?;
+            let k = linear(&h, &b.wk, b.bk.as_ref()).map_err(e)?;
+            let v = linear(&h, &b.wv, b.bv.as_ref()).map_err(e)?;
+            let q = self
+                .head_norm(&q, self.n_head, b.q_norm.as_ref())
+                .map_err(e)?;
+            let k = self
+                .head_norm(&k, self.n_head_kv, b.k_norm.as_ref())
+                .map_err(e)?;
             let q = self.rope(&q, self.n_head, &cos, &sin).map_err(e)?;
             let k = self
                 .rope(&k, self.n_head_kv, &cos, &sin)
@@ -193,15 +259,25 @@ impl Llama {
             record(collector, &[&name("attn_output")], &att)?;
             x = (x + linear(&att, &b.wo, None).map_err(e)?).map_err(e)?;
             let h = rms_norm(&x, &b.ffn_norm, self.eps).map_err(e)?;
-            record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
-            let g = (|| {
-                linear(&h, &b.w_gate, None)?
-                    .silu()?
-                    .mul(&linear(&h, &b.w_up, None)?)
-            })()
-            .map_err(e)?;
-            record(collector, &[&name("ffn_down")], &g)?;
-            x = (x + linear(&g, &b.w_down, None).map_err(e)?).map_err(e)?;
+            let y = match &b.ffn {
+                Ffn::Moe(m) => m.forward(i, &h, collector)?,
+                Ffn::Dense {
+                    w_gate,
+                    w_up,
+                    w_down,
+                } => {
+                    record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
+                    let g = (|| {
+                        linear(&h, w_gate, None)?
+                            .silu()?
+                            .mul(&linear(&h, w_up, None)?)
+                    })()
+                    .map_err(e)?;
+                    record(collector, &[&name("ffn_down")], &g)?;
+                    linear(&g, w_down, None).map_err(e)?
+                }
+            };
+            x = (x + y).map_err(e)?;
         }
         // With tied embeddings the output product uses token_embd, which llama-imatrix
         // never collects; the logits themselves are not needed.
@@ -242,7 +318,10 @@ impl Llama {
         let mut sin = Vec::with_capacity(t * half);
         for pos in 0..t {
             for i in 0..half {
-                let theta = self.freq_base.powf(-2.0 * i as f32 / self.rope_dim as f32);
+                let mut theta = self.freq_base.powf(-2.0 * i as f32 / self.rope_dim as f32);
+                if let Some(f) = self.freq_factors.as_ref().and_then(|f| f.get(i)) {
+                    theta /= f;
+                }
                 let a = pos as f32 * theta;
                 cos.push(a.cos());
                 sin.push(a.sin());
@@ -254,8 +333,17 @@ impl Llama {
         ))
     }
 
-    /// llama.cpp's normal rope on `(t, n·head_dim)`: pairs `(2i, 2i+1)` of the first
-    /// `rope_dim` values of each head rotated.
+    /// Each head of `(t, n·head_dim)` RMS-normed with `w` (over `head_dim`), when given.
+    fn head_norm(&self, x: &Tensor, n: usize, w: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let Some(w) = w else {
+            return Ok(x.clone());
+        };
+        let t = x.dim(0)?;
+        rms_norm(&x.reshape((t, n, self.head_dim))?, w, self.eps)?.reshape((t, n * self.head_dim))
+    }
+
+    /// llama.cpp's rope on `(t, n·head_dim)`: pairs `(2i, 2i+1)` (normal) or
+    /// `(i, i + rope_dim/2)` (NEOX) of the first `rope_dim` values of each head rotated.
     fn rope(
         &self,
         x: &Tensor,
@@ -266,12 +354,23 @@ impl Llama {
         let t = x.dim(0)?;
         let half = self.rope_dim / 2;
         let x = x.reshape((t, n, self.head_dim))?;
-        let r = x.narrow(2, 0, self.rope_dim)?.reshape((t, n, half, 2))?;
-        let x0 = r.narrow(3, 0, 1)?.squeeze(3)?;
-        let x1 = r.narrow(3, 1, 1)?.squeeze(3)?;
+        let r = x.narrow(2, 0, self.rope_dim)?;
+        let (x0, x1) = if self.neox {
+            (r.narrow(2, 0, half)?, r.narrow(2, half, half)?)
+        } else {
+            let r = r.reshape((t, n, half, 2))?;
+            (
+                r.narrow(3, 0, 1)?.squeeze(3)?,
+                r.narrow(3, 1, 1)?.squeeze(3)?,
+            )
+        };
         let y0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
         let y1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
-        let mut y = Tensor::stack(&[y0, y1], 3)?.reshape((t, n, self.rope_dim))?;
+        let mut y = if self.neox {
+            Tensor::cat(&[y0, y1], 2)?
+        } else {
+            Tensor::stack(&[y0, y1], 3)?.reshape((t, n, self.rope_dim))?
+        };
         if self.rope_dim < self.head_dim {
             let rest = x.narrow(2, self.rope_dim, self.head_dim - self.rope_dim)?;
             y = Tensor::cat(&[y, rest], 2)?;

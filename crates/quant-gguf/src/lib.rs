@@ -155,19 +155,21 @@
 //! `inv_freq`, BERT's `position_ids`, pooler and MLM heads), and its typed key/values in
 //! its order: `general.*` (gguf-py's name/size-label/model-card heuristics), the
 //! hyperparameters llama.cpp reads, and `tokenizer.ggml.*` from `tokenizer.model`
-//! (SentencePiece, parsed with prost) or `tokenizer.json` (WordPiece, tokenized with the
-//! `tokenizers` crate to find llama.cpp's pre-tokenizer name by its hash table), special
-//! token ids, add-BOS/EOS/SEP flags and the chat template ([`arch::tokenizer`]). Architectures:
-//! `llama` (LlamaForCausalLM, MistralForCausalLM), `bert` (BertModel, BertForMaskedLM,
-//! sentence-transformers folders with their pooling). The writer then writes those keys
+//! (SentencePiece, parsed with prost) or `tokenizer.json` (byte-level BPE with its merges,
+//! or WordPiece; tokenized with the `tokenizers` crate to find llama.cpp's pre-tokenizer
+//! name by its hash table), special token ids, add-BOS/EOS/SEP flags and the chat template
+//! ([`arch::tokenizer`]). Architectures: `llama` (LlamaForCausalLM including Llama 3's
+//! `rope_freqs`, MistralForCausalLM, MixtralForCausalLM with its experts stacked), `qwen2`,
+//! `qwen3`, `qwen3moe`, `phi3`, `gemma2`, `gemma3` (text), `bert` (BertModel,
+//! BertForMaskedLM, sentence-transformers folders with their pooling). The writer then writes those keys
 //! first, with `general.file_type` set to the file's type, followed by quant's
 //! `quantize.*`/`quant.*` keys; with `gguf_config_fp16`/`_bf16` (or a rule keeping every
 //! tensor `float32`) the tensors are byte for byte those of `convert_hf_to_gguf.py
 //! --outtype f16`/`bf16`/`f32`. A folder of another architecture is written as a generic
 //! GGUF (names and values as stored) with a warning naming it. Not converted (typed
-//! errors): Llama 3-style BPE `tokenizer.json` vocabularies, rope scaling other than
-//! linear, mixture-of-experts and classifier heads, pytorch `.bin` weights, CodeLlama's
-//! infill tokens.
+//! errors): SentencePiece-style `tokenizer.json` vocabularies without `tokenizer.model`,
+//! pre-stacked expert tensors, classifier heads and rerankers, pytorch `.bin` weights,
+//! CodeLlama's infill tokens; a config that disagrees with its checkpoint.
 //!
 //! # Speed
 //!

@@ -342,10 +342,69 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// `GGUFWriter.get_total_parameter_count`: every parameter, those outside and inside the
+/// experts (`*_exps.*` tensors of 3 or more dimensions count one expert's share), and
+/// the mean expert count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParamCounts {
+    /// All parameters.
+    pub total: u64,
+    /// Parameters outside the experts.
+    pub shared: u64,
+    /// One expert's parameters, summed over the expert tensors.
+    pub expert: u64,
+    /// Experts per expert tensor (0 without experts).
+    pub expert_count: u64,
+}
+
+impl ParamCounts {
+    /// The counts of the converted tensors `records`.
+    pub fn of(records: &[quant_core::TensorRecord]) -> Self {
+        let mut c = ParamCounts::default();
+        let (mut expert_sum, mut n_expert_tensors) = (0u64, 0u64);
+        for r in records {
+            let size: u64 = r.shape.iter().map(|&d| d as u64).product();
+            // `shape` is outermost first: torch's shape[-3] (shape[-2] for a bias).
+            let axis = if r.name.contains(".bias") { 2 } else { 3 };
+            let experts = r
+                .shape
+                .len()
+                .checked_sub(axis)
+                .and_then(|i| r.shape.get(i))
+                .map(|&e| e as u64);
+            match experts {
+                Some(e) if r.name.contains("_exps.") && r.shape.len() >= 3 && e > 0 => {
+                    c.expert += size / e;
+                    expert_sum += e;
+                    n_expert_tensors += 1;
+                }
+                _ => c.shared += size,
+            }
+            c.total += size;
+        }
+        c.expert_count = expert_sum.checked_div(n_expert_tensors).unwrap_or(0);
+        c
+    }
+
+    /// `gguf.size_label`: `{experts}x{shared + expert}` with experts, else the total.
+    pub fn size_label(&self) -> String {
+        if self.expert_count > 0 {
+            format!(
+                "{}x{}",
+                self.expert_count,
+                rounded_count(self.shared + self.expert)
+            )
+        } else {
+            rounded_count(self.total)
+        }
+    }
+}
+
 /// Writes `general.name` … `general.languages` (and sampling keys) for `model`, whose
-/// converted tensors hold `total` parameters.
-pub fn set_general(model: &HfModel, total: u64, kv: &mut KvList) -> Result<()> {
+/// converted tensors hold `counts` parameters.
+pub fn set_general(model: &HfModel, counts: &ParamCounts, kv: &mut KvList) -> Result<()> {
     let card = model_card(&model.dir)?;
+    let total = counts.total;
     let total_i = total as i64;
     // Field name → value, in gguf-py's dataclass order for the scalar fields.
     let mut f: Map<String, Value> = Map::new();
@@ -458,7 +517,7 @@ pub fn set_general(model: &HfModel, total: u64, kv: &mut KvList) -> Result<()> {
         f.insert("name".into(), Value::from(folder));
     }
     if !f.contains_key("size_label") && total > 0 {
-        f.insert("size_label".into(), Value::from(rounded_count(total)));
+        f.insert("size_label".into(), Value::from(counts.size_label()));
     }
 
     let generation = read_json(&model.dir.join("generation_config.json")).unwrap_or(None);

@@ -3,12 +3,14 @@
 //! reference's tensor order and value transforms, and its typed key/value list
 //! (`general.*`, hyperparameters, `tokenizer.*`) in its order.
 //!
-//! One module per architecture behind the small [`Architecture`] trait ([`llama`],
-//! [`bert`]); adding one is one file and one line in [`ARCHITECTURES`]. [`HfGgufReader`]
+//! One module per architecture behind the small [`Architecture`] trait ([`llama`] (also
+//! Mixtral), [`bert`], [`qwen`] (qwen2, qwen3, qwen3moe), [`phi3`], [`gemma`] (gemma2,
+//! gemma3)); adding one is one file and one line in [`ARCHITECTURES`]. [`HfGgufReader`]
 //! presents the converted model as a [`quant_core::format::ContainerReader`]: every tensor F32, unquantized,
 //! values transformed on read (one tensor at a time, straight from the mapped safetensors).
 //! Shared pieces: hyperparameter keys ([`hparams`]), tensor-name tables ([`names`]), the
-//! reader ([`reader`]) and the vocabularies ([`tokenizer`]). The converter writes into the
+//! reader ([`reader`]), expert stacking ([`experts`]), config-vs-checkpoint checks
+//! ([`checks`]) and the vocabularies ([`tokenizer`]). The converter writes into the
 //! container's types ([`crate::gguf`]) and knows nothing of methods.
 //!
 //! What the reference writes that quant's writer owns: `general.file_type` (a placeholder
@@ -16,10 +18,15 @@
 //! `general.quantization_version` (2).
 
 pub mod bert;
+pub mod checks;
+pub mod experts;
+pub mod gemma;
 pub mod general;
 pub mod hparams;
 pub mod llama;
 pub mod names;
+pub mod phi3;
+pub mod qwen;
 pub mod reader;
 pub mod tokenizer;
 
@@ -42,6 +49,11 @@ pub enum Transform {
     /// `LlamaModel.permute` with this head count: rows regrouped for llama.cpp's rope
     /// (within each head, the two halves interleaved).
     RopePermute(usize),
+    /// `+ 1` (Gemma's norm weights), in the dtype the reference adds in: float32, or
+    /// float16 for an F16 checkpoint tensor.
+    AddOne,
+    /// `w[:n]`: the first `n` rows (all of them when there are fewer).
+    KeepRows(usize),
 }
 
 /// One architecture of convert_hf_to_gguf.py.
@@ -65,10 +77,34 @@ pub trait Architecture: Sync {
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()>;
     /// The vocabulary files it reads, any one of which must be in the folder.
     fn vocab_files(&self) -> &'static [&'static str];
+    /// Tensors the reference makes before the checkpoint's (`generate_extra_tensors`),
+    /// and the keys it writes meanwhile (they follow `general.architecture`).
+    fn extra_tensors(&self, _model: &HfModel, _kv: &mut KvList) -> Result<Vec<experts::Generated>> {
+        Ok(Vec::new())
+    }
+    /// The hyperparameters before [`Architecture::set_gguf_parameters`]'s: `TextModel`'s
+    /// ([`text_model_parameters`]) unless the architecture writes its own.
+    fn text_parameters(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
+        text_model_parameters(model, self.name(), kv)
+    }
+    /// For a per-expert tensor (a filtered name): the 3-D tensor it is stacked into
+    /// (`modify_tensors`' expert merging); `None` for every other tensor.
+    fn expert_part(&self, _model: &HfModel, _name: &str) -> Result<Option<experts::ExpertPart>> {
+        Ok(None)
+    }
 }
 
 /// Every architecture quant converts.
-pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &bert::Bert];
+pub static ARCHITECTURES: &[&dyn Architecture] = &[
+    &llama::Llama,
+    &bert::Bert,
+    &qwen::Qwen2,
+    &qwen::Qwen3,
+    &qwen::Qwen3Moe,
+    &phi3::Phi3,
+    &gemma::Gemma2,
+    &gemma::Gemma3,
+];
 
 /// The architecture converting `config.json`'s `architectures[0]`, if any.
 pub fn architecture_for(config: &Value) -> Option<&'static dyn Architecture> {

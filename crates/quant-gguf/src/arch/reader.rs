@@ -10,15 +10,25 @@ use quant_core::tensor::TensorSource;
 use quant_core::{DType, Error, Part, PartLayout, QuantizedTensor, Result, TensorRecord};
 use serde_json::Value;
 
-use super::{general, text_model_parameters, Architecture, HfModel, KvList, Transform};
+use super::{checks, experts, general, Architecture, HfModel, KvList, Transform};
 use crate::gguf::GgufValue;
 
 /// One output tensor: where it comes from and what happens to it.
 #[derive(Clone, Debug)]
 struct Entry {
-    file: usize,
-    hf_name: String,
+    source: EntrySource,
     transform: Transform,
+}
+
+/// Where an output tensor's values come from.
+#[derive(Clone, Debug)]
+enum EntrySource {
+    /// One checkpoint tensor: (file index, name).
+    Tensor(usize, String),
+    /// Per-expert checkpoint tensors stacked along a new first axis.
+    Stack(Vec<experts::Source>),
+    /// Values the reference generates.
+    Generated(Vec<f32>),
 }
 
 /// A converted HF folder as a [`ContainerReader`]: llama.cpp names and order, F32 values
@@ -137,60 +147,120 @@ impl HfGgufReader {
 
         let mut entries = Vec::new();
         let mut records: Vec<TensorRecord> = Vec::new();
-        for (name, file, hf_name) in indexed {
-            if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-                continue;
-            }
-            let (gguf_name, transform) = arch.map_tensor(&model, &name)?;
+        let mut push = |gguf_name: String, shape: Vec<usize>, entry: Entry| -> Result<()> {
             if records.iter().any(|r| r.name == gguf_name) {
                 return Err(Error::tensor(
                     dir,
-                    &hf_name,
-                    format!("maps to '{gguf_name}', which another tensor already has"),
+                    &gguf_name,
+                    "two tensors of the checkpoint map to this name",
                 ));
-            }
-            let meta = files
-                .get(file)
-                .and_then(|f| f.get(&hf_name))
-                .map(|t| t.meta().clone())
-                .ok_or_else(|| Error::tensor(dir, &hf_name, "vanished from its file"))?;
-            if let Transform::RopePermute(heads) = transform {
-                check_permute(dir, &hf_name, &meta.shape, heads)?;
             }
             records.push(TensorRecord {
                 name: gguf_name.clone(),
                 method: None,
                 dtype: DType::F32,
-                shape: meta.shape.clone(),
+                shape,
                 dequant_dtype: DType::F32,
                 params: Default::default(),
                 parts: vec![gguf_name],
                 fallback: None,
             });
-            entries.push(Entry {
-                file,
-                hf_name,
-                transform,
-            });
-        }
-
-        // prepare_metadata: general.*, the hyperparameters, the quantization version,
-        // then the vocabulary.
+            entries.push(entry);
+            Ok(())
+        };
         let mut kv = KvList::default();
         kv.set(
             "general.architecture",
             GgufValue::String(arch.name().into()),
         );
+        for g in arch.extra_tensors(&model, &mut kv)? {
+            let entry = Entry {
+                source: EntrySource::Generated(g.values),
+                transform: Transform::None,
+            };
+            push(g.name, g.shape, entry)?;
+        }
+        let meta_of = |file: usize, hf_name: &str| {
+            files
+                .get(file)
+                .and_then(|f| f.get(hf_name))
+                .map(|t| t.meta().clone())
+                .ok_or_else(|| Error::tensor(dir, hf_name, "vanished from its file"))
+        };
+        let mut stacker = experts::Stacker::default();
+        for (name, file, hf_name) in indexed {
+            if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            if let Some(part) = arch.expert_part(&model, &name)? {
+                if part.block >= model.block_count {
+                    return Err(Error::tensor(
+                        dir,
+                        &hf_name,
+                        format!(
+                            "block {} is not below the config's block count {}",
+                            part.block, model.block_count
+                        ),
+                    ));
+                }
+                for stack in stacker.add(dir, &hf_name, &part, (file, hf_name.clone()))? {
+                    let mut shape: Option<Vec<usize>> = None;
+                    for (f, n) in &stack.sources {
+                        let m = meta_of(*f, n)?;
+                        match &shape {
+                            Some(s) if *s != m.shape => {
+                                return Err(Error::ShapeMismatch {
+                                    tensor: format!("{} ({n})", dir.display()),
+                                    expected: format!("{s:?}, the shape of expert 0"),
+                                    got: m.shape,
+                                })
+                            }
+                            Some(_) => {}
+                            None => shape = Some(m.shape),
+                        }
+                    }
+                    let mut shape = shape.unwrap_or_default();
+                    shape.insert(0, stack.sources.len());
+                    let (gguf_name, transform) = arch.map_tensor(&model, &stack.name)?;
+                    let entry = Entry {
+                        source: EntrySource::Stack(stack.sources),
+                        transform,
+                    };
+                    push(gguf_name, shape, entry)?;
+                }
+                continue;
+            }
+            let (gguf_name, transform) = arch.map_tensor(&model, &name)?;
+            let meta = meta_of(file, &hf_name)?;
+            let mut shape = meta.shape.clone();
+            match transform {
+                Transform::RopePermute(heads) => check_permute(dir, &hf_name, &shape, heads)?,
+                Transform::KeepRows(n) => {
+                    if let Some(rows) = shape.first_mut() {
+                        *rows = (*rows).min(n);
+                    }
+                }
+                Transform::None | Transform::AddOne => {}
+            }
+            let entry = Entry {
+                source: EntrySource::Tensor(file, hf_name),
+                transform,
+            };
+            push(gguf_name, shape, entry)?;
+        }
+        stacker.finish(dir)?;
+
+        checks::check_model(&model, &records)?;
+
+        // prepare_metadata: general.*, the hyperparameters, the quantization version,
+        // then the vocabulary.
         kv.set("general.type", GgufValue::String("model".into()));
-        let total: u64 = records
-            .iter()
-            .map(|r| r.shape.iter().map(|&d| d as u64).product::<u64>())
-            .sum();
-        general::set_general(&model, total, &mut kv)?;
-        text_model_parameters(&model, arch.name(), &mut kv)?;
+        general::set_general(&model, &general::ParamCounts::of(&records), &mut kv)?;
+        arch.text_parameters(&model, &mut kv)?;
         arch.set_gguf_parameters(&model, &mut kv)?;
         kv.set("general.quantization_version", GgufValue::U32(2));
         arch.set_vocab(&model, &mut kv)?;
+        checks::check_vocab(&model, &records, &kv)?;
 
         Ok(HfGgufReader {
             dir: dir.to_path_buf(),
@@ -216,15 +286,51 @@ impl HfGgufReader {
             .ok_or_else(|| {
                 Error::tensor(&self.dir, name, "no such tensor in the converted model")
             })?;
-        let src = self
-            .files
-            .get(entry.file)
-            .and_then(|f| f.get(&entry.hf_name))
-            .ok_or_else(|| Error::tensor(&self.dir, &entry.hf_name, "vanished from its file"))?;
-        let values = src.to_f32()?;
+        let read = |file: usize, hf_name: &str| {
+            self.files
+                .get(file)
+                .and_then(|f| f.get(hf_name))
+                .ok_or_else(|| Error::tensor(&self.dir, hf_name, "vanished from its file"))?
+                .to_f32()
+        };
+        let mut f16_source = false;
+        let values = match &entry.source {
+            EntrySource::Tensor(file, hf_name) => {
+                f16_source = self
+                    .files
+                    .get(*file)
+                    .and_then(|f| f.get(hf_name))
+                    .is_some_and(|t| t.meta().dtype == DType::F16);
+                read(*file, hf_name)?
+            }
+            EntrySource::Generated(v) => v.clone(),
+            EntrySource::Stack(sources) => {
+                let mut all = Vec::new();
+                for (file, hf_name) in sources {
+                    all.extend(read(*file, hf_name)?);
+                }
+                all
+            }
+        };
         Ok(match entry.transform {
             Transform::None => values,
             Transform::RopePermute(heads) => rope_permute(&values, &record.shape, heads),
+            Transform::KeepRows(_) => {
+                let mut values = values;
+                values.truncate(record.shape.iter().product());
+                values
+            }
+            Transform::AddOne => values
+                .into_iter()
+                .map(|v| {
+                    let x = v + 1.0;
+                    if f16_source {
+                        quant_core::dtype::f16_bits_to_f32(quant_core::dtype::f32_to_f16_bits(x))
+                    } else {
+                        x
+                    }
+                })
+                .collect(),
         })
     }
 }

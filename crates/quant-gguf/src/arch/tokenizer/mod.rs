@@ -1,8 +1,10 @@
 //! The `tokenizer.*` keys convert_hf_to_gguf.py (llama.cpp b11312) writes: SentencePiece
-//! vocabularies from `tokenizer.model` ([`sentencepiece`]), WordPiece vocabularies from
+//! vocabularies from `tokenizer.model` ([`sentencepiece`]), BPE vocabularies from
+//! `tokenizer.json` ([`bpe`]), WordPiece vocabularies from
 //! `tokenizer.json` / `vocab.txt` ([`wordpiece`]), and the special tokens, add-BOS/EOS/SEP
 //! flags and chat template gguf-py's `SpecialVocab` reads ([`special`]).
 
+pub mod bpe;
 pub mod pre_hashes;
 pub mod sentencepiece;
 pub mod special;

@@ -1,7 +1,8 @@
 //! gguf-py's `SpecialVocab` (0.19, `vocab.py`): special token ids from `tokenizer.json`'s
 //! added tokens named by `tokenizer_config.json` (then `config.json`'s `*_token_id`),
 //! add-BOS/EOS/SEP flags from the post-processor and `tokenizer_config.json`, the chat
-//! template and the normalizer flags. Merges are not read (no BPE vocabulary here).
+//! template and the normalizer flags. BPE merges are read by [`super::bpe::load_merges`]
+//! and written first, as `add_to_gguf` does.
 
 use std::path::Path;
 
@@ -20,6 +21,8 @@ pub const DEFAULT_TYPES: &[&str] = &["bos", "eos", "unk", "sep", "pad", "cls", "
 pub struct SpecialVocab {
     n_vocab: Option<usize>,
     types: Vec<String>,
+    /// BPE merges (`load_merges=True`), written before everything else.
+    pub merges: Vec<String>,
     /// (type, id), first found first.
     pub ids: Vec<(String, u32)>,
     /// (type, add?), first set first (later updates keep the position).
@@ -397,6 +400,12 @@ impl SpecialVocab {
 
     /// `add_to_gguf`: the keys, in the reference's order.
     pub fn add_to(&self, kv: &mut KvList) -> Result<()> {
+        if !self.merges.is_empty() {
+            kv.set(
+                "tokenizer.ggml.merges",
+                super::string_array(self.merges.clone()),
+            );
+        }
         for (typ, id) in &self.ids {
             let key = match typ.as_str() {
                 "bos" => "bos_token_id",

@@ -1,0 +1,134 @@
+//! quant's importance matrix of the Llama 3, Qwen 2 and Qwen3-MoE models of
+//! `quant-gguf/tests/data/llamacpp/arch/` (real Llama-3.1 and Qwen3 tokenizers) against
+//! llama-imatrix's (llama.cpp b11312, `-c 64 --chunks 8 -t 1` on that folder's
+//! `corpus.txt`): the same entries in the same order with the same counts, and with
+//! `QUANT_ARCH_MODELS_DIR` set to the folder of the real model folders (the weights are
+//! not committed), every `in_sum2` within 1e-3 relative L2. Without it the models are
+//! rebuilt with zero weights from the committed safetensors headers, which checks the
+//! entries, their order and counts only.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use quant_calib::{compute_imatrix, ImatrixOptions};
+use quant_gguf::gguf::GgufFile;
+
+mod common;
+use common::{f32s, rel_l2};
+
+fn arch_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../quant-gguf/tests/data/llamacpp/arch")
+}
+
+/// The model folder, and whether its weights are real.
+fn model(name: &str, tmp: &Path) -> (PathBuf, bool) {
+    if let Some(root) = std::env::var_os("QUANT_ARCH_MODELS_DIR") {
+        return (Path::new(&root).join(name), true);
+    }
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = arch_data().join("models").join(name);
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n == "model.safetensors.header.json" {
+            let header = std::fs::read(e.path()).unwrap();
+            let meta: serde_json::Value = serde_json::from_slice(&header).unwrap();
+            let end = meta
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| *k != "__metadata__")
+                .map(|(_, t)| t["data_offsets"][1].as_u64().unwrap())
+                .max()
+                .unwrap();
+            let mut file = (header.len() as u64).to_le_bytes().to_vec();
+            file.extend_from_slice(&header);
+            file.resize(file.len() + end as usize, 0);
+            std::fs::write(dir.join("model.safetensors"), file).unwrap();
+        } else {
+            std::fs::copy(e.path(), dir.join(&n)).unwrap();
+        }
+    }
+    let tok = if name == "llama3_s" {
+        "llama3_1"
+    } else {
+        "qwen3"
+    };
+    let gz = arch_data().join(format!("tokenizers/{tok}.tokenizer.json.gz"));
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
+        .read_to_end(&mut text)
+        .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), text).unwrap();
+    (dir, false)
+}
+
+fn check(name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, real) = model(name, tmp.path());
+    let text = std::fs::read_to_string(arch_data().join("corpus.txt")).unwrap();
+    let opts = ImatrixOptions {
+        ctx: 64,
+        chunks: Some(8),
+        process_output: false,
+        dataset: "corpus.txt".into(),
+    };
+    let stats =
+        compute_imatrix(&dir, &dir.join("tokenizer.json"), &text, &opts, |_, _| {}).unwrap();
+    let ours = tmp.path().join("quant.imatrix.gguf");
+    std::fs::write(&ours, stats.gguf_bytes()).unwrap();
+    let ours = GgufFile::open(&ours).unwrap();
+    let theirs =
+        GgufFile::open(arch_data().join(format!("gguf/{name}/imatrix_{name}.gguf"))).unwrap();
+    assert_eq!(ours.metadata, theirs.metadata, "key/value pairs");
+    let names = |f: &GgufFile| f.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ours), names(&theirs), "tensor names and order");
+    let mut worst = 0.0f64;
+    for (a, b) in ours.tensors.iter().zip(&theirs.tensors) {
+        assert_eq!((a.ty, &a.dims), (b.ty, &b.dims), "{}", a.name);
+        let va = f32s(&ours.read_data(a).unwrap());
+        let vb = f32s(&theirs.read_data(b).unwrap());
+        if a.name.ends_with(".counts") {
+            if real || va.len() == 1 {
+                assert_eq!(va, vb, "{}", a.name);
+            } else {
+                // Zero weights route every token to the first experts: only the total
+                // number of (token, expert) rows is the reference's.
+                let total = |v: &[f32]| v.iter().sum::<f32>();
+                assert_eq!(total(&va), total(&vb), "{}", a.name);
+            }
+        } else if real {
+            let r = rel_l2(&va, &vb);
+            assert!(r < 1e-3, "{}: relative L2 {r:e}", a.name);
+            worst = worst.max(r);
+        }
+    }
+    println!(
+        "{name}: {} tensors, counts checked, in_sum2 worst relative L2 {}",
+        theirs.tensors.len(),
+        if real {
+            format!("{worst:e}")
+        } else {
+            "(zero weights: not compared)".into()
+        }
+    );
+}
+
+#[test]
+fn llama3_matches_llama_imatrix() {
+    check("llama3_s");
+}
+
+#[test]
+fn qwen2_matches_llama_imatrix() {
+    check("qwen2_s");
+}
+
+/// Per-expert statistics (`MUL_MAT_ID`): with real weights the routing, hence every
+/// expert's count, equals llama.cpp's.
+#[test]
+fn qwen3moe_matches_llama_imatrix() {
+    check("qwen3moe_s");
+}
