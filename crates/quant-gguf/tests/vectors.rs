@@ -32,6 +32,12 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
+/// The low-bit types, not yet registered in [`GgmlType`]: their modules' unit tests run
+/// their vectors (`src/lowbit_vectors.rs`).
+const LOWBIT_UNIT_TESTED: [&str; 10] = [
+    "tq1_0", "tq2_0", "mxfp4", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s",
+];
+
 /// Runs every output of every case of `kinds`; returns (checked, failures).
 fn run(kinds: &[&str]) -> (usize, Vec<String>) {
     let m = manifest();
@@ -48,6 +54,9 @@ fn run(kinds: &[&str]) -> (usize, Vec<String>) {
         let imatrix = case["imatrix"]["file"].as_str().map(|f| f32s(&read(f)));
         for out in case["outputs"].as_array().unwrap() {
             let tname = out["type"].as_str().unwrap();
+            if LOWBIT_UNIT_TESTED.contains(&tname) {
+                continue;
+            }
             let ty = GgmlType::from_name(tname).unwrap();
             if out["variant"]
                 .as_str()
@@ -94,9 +103,10 @@ fn run(kinds: &[&str]) -> (usize, Vec<String>) {
 #[test]
 fn main_cases_are_byte_identical() {
     let (checked, failures) = run(&["main"]);
-    // 4 cases x 16 types, the imatrix case 16 + 11 weighted, odd_3x96 9 block-32 types
-    // (the IQ4_NL `from_float_ref` row-reference variant is skipped: not the chunk path)
-    assert_eq!(checked, 100);
+    // 4 cases x 16 types, the imatrix and lowbit_real cases 16 + 11 weighted each,
+    // odd_3x96 9 block-32 types (the IQ4_NL `from_float_ref` row-reference variant is
+    // skipped: not the chunk path)
+    assert_eq!(checked, 127);
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

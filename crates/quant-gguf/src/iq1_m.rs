@@ -1,0 +1,361 @@
+//! IQ1_M: super-blocks of 256 values in 16 blocks of 16, each block 2 groups of 8 ternary
+//! values from the IQ1_S codebook, each group with its own ±1/8 shift (1.75 bits per
+//! weight).
+//!
+//! Layout (ggml `block_iq1_m`, 56 bytes): `qs[32]` (low 8 bits of the grid indices),
+//! `qh[16]` (per block: bits 0..2 / 4..6 the high index bits of groups 0 / 1, bits 3 / 7
+//! their shift signs), `scales[8]` read as four `u16`: 3-bit block scales `s` (bits
+//! `3j..3j+2` of `sc[ib/4]`), the f16 super-block scale in the top nibbles. Value =
+//! `d·(2s + 1)·(grid[j] + δ)`.
+//!
+//! Quantizer: ggml d99724f2's `quantize_row_iq1_m_impl`: weights `x²` or `qw·√(σ² + x²)`;
+//! every split of the sorted block into three runs tried with the 4 shift combinations,
+//! the sums accumulated value by value for each split (llama.cpp b11312 uses prefix
+//! sums, which round differently); groups off the codebook moved to their best
+//! neighbour; 3-bit block scales against `d = max_scale/15`, then `d` refitted over the
+//! whole super-block and stored as `d·1.1125`.
+
+use crate::iq1_s::{iq1_find_best_neighbour2, sorted_order, X_M, X_P};
+use crate::iq2_xxs::index2;
+use crate::iq_grid::{dequant_table, lattice, Book};
+use crate::lowbit::LowBit;
+use crate::util::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
+
+/// ggml's `GROUP_MAX_EPS_IQ1_M`.
+const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
+
+/// ggml's `block_iq1_m`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockIq1M {
+    /// Grid indices, low 8 bits.
+    pub qs: [u8; 32],
+    /// High index bits and shift signs.
+    pub qh: [u8; 16],
+    /// Block scales and the super-block scale.
+    pub scales: [u8; 8],
+}
+const _: () = assert!(std::mem::size_of::<BlockIq1M>() == 56);
+
+/// The levels of group `k` (0 or 1) for shift combination `best_k`.
+#[inline(always)]
+fn levels(k: usize, best_k: i8) -> &'static [f32; 3] {
+    let plus = if k == 0 { best_k < 2 } else { best_k % 2 == 0 };
+    if plus {
+        &X_P
+    } else {
+        &X_M
+    }
+}
+
+/// The weights of a block of 16.
+#[inline(always)]
+fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 16]) {
+    match qw {
+        Some(qw) => {
+            for i in 0..16 {
+                weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
+            }
+        }
+        None => {
+            for i in 0..16 {
+                weight[i] = xb[i] * xb[i];
+            }
+        }
+    }
+}
+
+impl BlockIq1M {
+    #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
+    fn quantize(xbl: &[f32], qwbl: Option<&[f32]>) -> Self {
+        const BS: usize = 16;
+        const MASKS: [u8; 4] = [0x00, 0x80, 0x08, 0x88];
+        let lat = lattice(Book::Iq1);
+        let mut y = Self::ZERO;
+        let mut scales = [0f32; 16];
+        let mut shifts = [0i8; 16];
+        let mut weight = [0f32; BS];
+        let mut l = [0i8; BS];
+        let mut index = [0usize; 2];
+        let mut max_scale = 0f32;
+        let mut sumx2 = 0f32;
+        for &v in xbl {
+            sumx2 += v * v;
+        }
+        let sigma2 = 2.0 * sumx2 / QK_K as f32;
+        for ib in 0..QK_K / BS {
+            let xb = &xbl[BS * ib..BS * ib + BS];
+            weights(
+                xb,
+                qwbl.map(|q| &q[BS * ib..BS * ib + BS]),
+                sigma2,
+                &mut weight,
+            );
+            let mut max = xb[0].abs();
+            for &v in &xb[1..] {
+                max = c_max(max, v.abs());
+            }
+            if max < GROUP_MAX_EPS_IQ1_M {
+                scales[ib] = 0.0;
+                shifts[ib] = 0;
+                continue;
+            }
+            let idx = sorted_order::<BS>(xb);
+            let mut best_score = -f32::MAX;
+            let mut scale = max;
+            let (mut besti1, mut besti2, mut best_k) = (-1i32, -1i32, -1i8);
+            for i1 in 0..=BS {
+                for i2 in i1..=BS {
+                    let mut sumqx = [0f32; 4];
+                    let mut sumq2 = [0f32; 4];
+                    for (j, &i) in idx.iter().enumerate() {
+                        let lv = if j < i1 {
+                            0
+                        } else if j < i2 {
+                            1
+                        } else {
+                            2
+                        };
+                        let (p, m) = (X_P[lv], X_M[lv]);
+                        let w = weight[i];
+                        let x = xb[i];
+                        if i < BS / 2 {
+                            sumqx[0] += w * p * x;
+                            sumqx[1] += w * p * x;
+                            sumqx[2] += w * m * x;
+                            sumqx[3] += w * m * x;
+                            sumq2[0] += w * p * p;
+                            sumq2[1] += w * p * p;
+                            sumq2[2] += w * m * m;
+                            sumq2[3] += w * m * m;
+                        } else {
+                            sumqx[0] += w * p * x;
+                            sumqx[2] += w * p * x;
+                            sumqx[1] += w * m * x;
+                            sumqx[3] += w * m * x;
+                            sumq2[0] += w * p * p;
+                            sumq2[2] += w * p * p;
+                            sumq2[1] += w * m * m;
+                            sumq2[3] += w * m * m;
+                        }
+                    }
+                    for k in 0..4 {
+                        if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
+                            scale = sumqx[k] / sumq2[k];
+                            best_score = scale * sumqx[k];
+                            besti1 = i1 as i32;
+                            besti2 = i2 as i32;
+                            best_k = k as i8;
+                        }
+                    }
+                }
+            }
+            if besti1 < 0 || besti2 < 0 || best_k < 0 {
+                scales[ib] = 0.0;
+                shifts[ib] = 0;
+                continue;
+            }
+            let (b1, b2) = (besti1 as usize, besti2 as usize);
+            for (j, &i) in idx.iter().enumerate() {
+                l[i] = if j < b1 {
+                    0
+                } else if j < b2 {
+                    1
+                } else {
+                    2
+                };
+            }
+            if scale < 0.0 {
+                for v in &mut l {
+                    *v = 2 - *v;
+                }
+                scale = -scale;
+                best_k = 3 - best_k;
+            }
+            let mut all_on_grid = true;
+            for k in 0..BS / 8 {
+                let xx = levels(k, best_k);
+                let g = 8 * k..8 * k + 8;
+                let u = index2(&l[g.clone()]);
+                index[k] = if lat.map[u] < 0 {
+                    all_on_grid = false;
+                    iq1_find_best_neighbour2(
+                        lat,
+                        u,
+                        &xb[g.clone()],
+                        &weight[g.clone()],
+                        scale,
+                        xx,
+                        &mut l[g],
+                    )
+                } else {
+                    lat.map[u] as usize
+                };
+            }
+            if !all_on_grid {
+                let mut sumqx_f = 0f32;
+                let mut sumq2_f = 0f32;
+                for k in 0..BS / 8 {
+                    let xx = levels(k, best_k);
+                    let pg = lat.point(index[k]);
+                    for j in 0..8 {
+                        let w = weight[8 * k + j];
+                        let q = xx[((pg[j] - 1) / 2) as usize];
+                        sumqx_f += w * q * xb[8 * k + j];
+                        sumq2_f += w * q * q;
+                    }
+                }
+                if sumqx_f > 0.0 && sumq2_f > 0.0 {
+                    scale = sumqx_f / sumq2_f;
+                }
+            }
+            y.qs[2 * ib] = (index[0] & 255) as u8;
+            y.qs[2 * ib + 1] = (index[1] & 255) as u8;
+            y.qh[ib] = ((index[0] >> 8) | ((index[1] >> 8) << 4)) as u8;
+            scales[ib] = scale;
+            shifts[ib] = best_k;
+            max_scale = c_max(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            return y;
+        }
+        let mut sc = [0u16; 4];
+        let mut d = max_scale / 15.0;
+        let id = 1.0 / d;
+        let mut sumqx_f = 0f32;
+        let mut sumq2_f = 0f32;
+        for ib in 0..QK_K / BS {
+            let li = nearest_int(0.5f32 * (id * scales[ib] - 1.0));
+            let li = c_max(0, c_min(7, li));
+            sc[ib / 4] |= (li << (3 * (ib % 4))) as u16;
+            y.qh[ib] |= MASKS[shifts[ib] as usize];
+            let xb = &xbl[BS * ib..BS * ib + BS];
+            weights(
+                xb,
+                qwbl.map(|q| &q[BS * ib..BS * ib + BS]),
+                sigma2,
+                &mut weight,
+            );
+            for k in 0..BS / 8 {
+                let xx = levels(k, shifts[ib]);
+                let gi = y.qs[2 * ib + k] as usize + (((y.qh[ib] as usize) << (8 - 4 * k)) & 0x700);
+                let pg = lat.point(gi);
+                for j in 0..8 {
+                    let w = weight[8 * k + j];
+                    let q = xx[((pg[j] - 1) / 2) as usize] * (2 * li + 1) as f32;
+                    sumqx_f += w * q * xb[8 * k + j];
+                    sumq2_f += w * q * q;
+                }
+            }
+        }
+        if sumq2_f > 0.0 {
+            d = sumqx_f / sumq2_f;
+        }
+        let s = fp32_to_fp16(d * 1.1125f32);
+        sc[0] |= (s & 0x000f) << 12;
+        sc[1] |= (s & 0x00f0) << 8;
+        sc[2] |= (s & 0x0f00) << 4;
+        sc[3] |= s & 0xf000;
+        for (o, v) in y.scales.chunks_exact_mut(2).zip(sc) {
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+        y
+    }
+}
+
+impl LowBit for BlockIq1M {
+    const BLOCK_SIZE: usize = QK_K;
+    const TYPE_SIZE: usize = 56;
+    const ZERO: Self = BlockIq1M {
+        qs: [0; 32],
+        qh: [0; 16],
+        scales: [0; 8],
+    };
+
+    fn read(b: &[u8]) -> Self {
+        let mut blk = Self::ZERO;
+        blk.qs.copy_from_slice(&b[0..32]);
+        blk.qh.copy_from_slice(&b[32..48]);
+        blk.scales.copy_from_slice(&b[48..56]);
+        blk
+    }
+    #[inline(always)]
+    fn write(&self, out: &mut [u8]) {
+        out[0..32].copy_from_slice(&self.qs);
+        out[32..48].copy_from_slice(&self.qh);
+        out[48..56].copy_from_slice(&self.scales);
+    }
+
+    fn quantize_row(x: &[f32], y: &mut [Self]) {
+        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
+            *yb = Self::quantize(xb, None);
+        }
+    }
+
+    fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
+        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
+            *yb = Self::quantize(xb, Some(qb));
+        }
+    }
+
+    fn dequantize_row(y: &[Self], out: &mut [f32]) {
+        let grid = dequant_table(Book::Iq1);
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
+            let sc: [u16; 4] = std::array::from_fn(|i| {
+                u16::from_le_bytes([yb.scales[2 * i], yb.scales[2 * i + 1]])
+            });
+            let s = (sc[0] >> 12)
+                | ((sc[1] >> 8) & 0x00f0)
+                | ((sc[2] >> 4) & 0x0f00)
+                | (sc[3] & 0xf000);
+            let d = fp16_to_fp32(s);
+            for ib in 0..8 {
+                let s = sc[ib / 2];
+                let dl1 = d * (2 * ((s >> (6 * (ib % 2))) & 7) as i32 + 1) as f32;
+                let dl2 = d * (2 * ((s >> (6 * (ib % 2) + 3)) & 7) as i32 + 1) as f32;
+                let qs = &yb.qs[4 * ib..4 * ib + 4];
+                let qh = [yb.qh[2 * ib] as usize, yb.qh[2 * ib + 1] as usize];
+                let idx = [
+                    qs[0] as usize | ((qh[0] << 8) & 0x700),
+                    qs[1] as usize | ((qh[0] << 4) & 0x700),
+                    qs[2] as usize | ((qh[1] << 8) & 0x700),
+                    qs[3] as usize | ((qh[1] << 4) & 0x700),
+                ];
+                let delta = |b: usize| {
+                    if b != 0 {
+                        -crate::iq1_s::IQ1S_DELTA
+                    } else {
+                        crate::iq1_s::IQ1S_DELTA
+                    }
+                };
+                let deltas = [
+                    delta(qh[0] & 0x08),
+                    delta(qh[0] & 0x80),
+                    delta(qh[1] & 0x08),
+                    delta(qh[1] & 0x80),
+                ];
+                for l in 0..4 {
+                    let dl = if l < 2 { dl1 } else { dl2 };
+                    let g = grid[idx[l]].to_le_bytes();
+                    let at = 32 * ib + 8 * l;
+                    for j in 0..8 {
+                        o[at + j] = dl * (g[j] as i8 as f32 + deltas[l]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lowbit::test_rows::{deq, quant};
+
+    #[test]
+    fn reference_vectors() {
+        let t = crate::lowbit_vectors::run("iq1_m", quant::<BlockIq1M>, deq::<BlockIq1M>);
+        assert!(t.failures.is_empty(), "{:#?}", t.failures);
+        assert_eq!((t.plain.2, t.imat.2), (7, 2), "{t:?}");
+    }
+}

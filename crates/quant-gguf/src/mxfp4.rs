@@ -1,0 +1,114 @@
+//! MXFP4 (OCP microscaling FP4): blocks of 32 values, `x ≈ 2^(e−127)·v/2` where `v` is a
+//! doubled E2M1 value of ggml's `kvalues_mxfp4` (0, ±1, ±2, ±3, ±4, ±6, ±8, ±12).
+//!
+//! Layout (ggml `block_mxfp4`, 17 bytes): `e` (E8M0 shared exponent), `qs[16]` (value `j`
+//! in the low nibble of byte `j`, value `j + 16` in the high nibble).
+//!
+//! Quantizer: ggml's `quantize_row_mxfp4_ref` (the importance matrix is ignored):
+//! `e = (uint8_t)(floorf(log2f(max|x|)) − 2 + 127)` (0 for an all-zero block), `d =
+//! 2^(e−128)` (`GGML_E8M0_TO_FP32_HALF`), each value the entry of least `|v·d − x|`, the
+//! first on ties.
+
+use crate::lowbit::LowBit;
+use crate::util::c_f32_to_i32;
+
+/// ggml's `kvalues_mxfp4` (`kvalues_fp4`): E2M1 values times 2.
+pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// ggml's `ggml_e8m0_to_fp32_half`: `2^(e−128)` (denormal for `e < 2`).
+#[inline(always)]
+pub fn e8m0_to_fp32_half(e: u8) -> f32 {
+    if e < 2 {
+        f32::from_bits(0x0020_0000 << e)
+    } else {
+        f32::from_bits(((e as u32) - 1) << 23)
+    }
+}
+
+/// ggml's `block_mxfp4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockMxfp4 {
+    /// Shared exponent (E8M0).
+    pub e: u8,
+    /// 4-bit codes, two per byte.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockMxfp4>() == 17);
+
+/// ggml's `best_index_mxfp4`.
+#[inline(always)]
+fn best_index(x: f32, e: f32) -> u8 {
+    let mut best = 0u8;
+    let mut best_err = (KVALUES_MXFP4[0] as f32 * e - x).abs();
+    for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
+        let err = (k as f32 * e - x).abs();
+        if err < best_err {
+            best = i as u8;
+            best_err = err;
+        }
+    }
+    best
+}
+
+impl LowBit for BlockMxfp4 {
+    const BLOCK_SIZE: usize = 32;
+    const TYPE_SIZE: usize = 17;
+    const ZERO: Self = BlockMxfp4 { e: 0, qs: [0; 16] };
+
+    fn read(b: &[u8]) -> Self {
+        let mut blk = Self::ZERO;
+        blk.e = b[0];
+        blk.qs.copy_from_slice(&b[1..17]);
+        blk
+    }
+    #[inline(always)]
+    fn write(&self, out: &mut [u8]) {
+        out[0] = self.e;
+        out[1..17].copy_from_slice(&self.qs);
+    }
+
+    fn quantize_row(x: &[f32], y: &mut [Self]) {
+        for (xb, yb) in x.chunks_exact(32).zip(y) {
+            let mut amax = 0f32;
+            for &v in xb {
+                if amax < v.abs() {
+                    amax = v.abs();
+                }
+            }
+            yb.e = if amax > 0.0 {
+                // glibc's log2f (what Rust's `log2` calls on Linux), then C's float → u8.
+                c_f32_to_i32(amax.log2().floor() - 2.0 + 127.0) as u8
+            } else {
+                0
+            };
+            let d = e8m0_to_fp32_half(yb.e);
+            for j in 0..16 {
+                yb.qs[j] = best_index(xb[j], d) | (best_index(xb[j + 16], d) << 4);
+            }
+        }
+    }
+
+    fn dequantize_row(y: &[Self], out: &mut [f32]) {
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(32)) {
+            let d = e8m0_to_fp32_half(yb.e);
+            for j in 0..16 {
+                o[j] = KVALUES_MXFP4[(yb.qs[j] & 0xf) as usize] as f32 * d;
+                o[j + 16] = KVALUES_MXFP4[(yb.qs[j] >> 4) as usize] as f32 * d;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lowbit::test_rows::{deq, quant};
+
+    #[test]
+    fn reference_vectors() {
+        let t = crate::lowbit_vectors::run("mxfp4", quant::<BlockMxfp4>, deq::<BlockMxfp4>);
+        assert!(t.failures.is_empty(), "{:#?}", t.failures);
+        assert_eq!((t.plain.2, t.imat.2), (9, 0), "{t:?}");
+    }
+}
