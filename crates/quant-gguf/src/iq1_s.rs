@@ -60,23 +60,7 @@ pub(crate) fn iq1_find_best_neighbour2(
     xg: &[f32; 3],
     l: &mut [i8],
 ) -> usize {
-    let nb = lat.neighbours_of(u);
-    let mut best = f32::MAX;
-    let mut grid_index = nb.first().copied().unwrap_or(0) as usize;
-    for &j in nb {
-        let pg = lat.point(j as usize);
-        let mut d2 = 0f32;
-        for i in 0..8 {
-            let q = xg[((pg[i] - 1) / 2) as usize];
-            let w = weight[i];
-            let diff = scale * q - xval[i];
-            d2 += w * diff * diff;
-        }
-        if d2 < best {
-            best = d2;
-            grid_index = j as usize;
-        }
-    }
+    let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, Some(xg[0]));
     let pg = lat.point(grid_index);
     for i in 0..8 {
         l[i] = (pg[i] - 1) / 2;

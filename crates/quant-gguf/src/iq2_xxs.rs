@@ -31,21 +31,7 @@ pub(crate) fn iq2_find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let mut best_d2 = f32::MAX;
-    let mut grid_index = 0usize;
-    for &j in lat.neighbours_of(u) {
-        let pg = lat.point(j as usize);
-        let mut d2 = 0f32;
-        for i in 0..8 {
-            let q = pg[i] as f32;
-            let diff = scale * q - xval[i];
-            d2 += weight[i] * diff * diff;
-        }
-        if d2 < best_d2 {
-            best_d2 = d2;
-            grid_index = j as usize;
-        }
-    }
+    let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, None);
     let pg = lat.point(grid_index);
     for i in 0..8 {
         l[i] = (pg[i] - 1) / 2;
@@ -330,6 +316,76 @@ impl LowBit for BlockIq2Xxs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The straight ports of `iq2_find_best_neighbour` and `iq1_find_best_neighbour2`
+    /// (the oracles of the lane search).
+    fn scalar_best(
+        lat: &Lattice,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        xg: Option<[f32; 3]>,
+    ) -> usize {
+        let mut best_d2 = f32::MAX;
+        let mut grid_index = usize::MAX;
+        for &j in lat.neighbours_of(u) {
+            let pg = lat.point(j as usize);
+            let mut d2 = 0f32;
+            for i in 0..8 {
+                let q = match xg {
+                    Some(xg) => xg[((pg[i] - 1) / 2) as usize],
+                    None => pg[i] as f32,
+                };
+                let diff = scale * q - x[i];
+                d2 += w[i] * diff * diff;
+            }
+            if d2 < best_d2 {
+                best_d2 = d2;
+                grid_index = j as usize;
+            }
+        }
+        grid_index
+    }
+
+    #[test]
+    fn lane_neighbour_search_equals_the_scalar_one() {
+        use crate::iq1_s::{X_M, X_P};
+        let mut s = 11u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32) / (1u64 << 24) as f32
+        };
+        for book in [Book::Iq2Xxs, Book::Iq2Xs, Book::Iq2S, Book::Iq1] {
+            let lat = lattice(book);
+            for u in (0..43692).step_by(3) {
+                let reachable = (0..8).all(|k| (u >> (2 * k)) & 3 <= 2);
+                if lat.map[u] >= 0 || !reachable {
+                    continue;
+                }
+                let x: Vec<f32> = (0..8).map(|_| (r() - 0.3) * 6.0).collect();
+                let w: Vec<f32> = (0..8).map(|_| r()).collect();
+                let scale = 0.5 + r() * 2.0;
+                if book == Book::Iq1 {
+                    for xg in [X_P, X_M] {
+                        assert_eq!(
+                            lat.best_neighbour::<8>(u, &x, &w, scale, Some(xg[0])),
+                            scalar_best(lat, u, &x, &w, scale, Some(xg)),
+                            "{book:?} u={u}"
+                        );
+                    }
+                } else {
+                    assert_eq!(
+                        lat.best_neighbour::<8>(u, &x, &w, scale, None),
+                        scalar_best(lat, u, &x, &w, scale, None),
+                        "{book:?} u={u}"
+                    );
+                }
+            }
+        }
+    }
     use crate::lowbit::test_rows::{deq, quant};
 
     #[test]

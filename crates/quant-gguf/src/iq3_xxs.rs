@@ -32,21 +32,7 @@ pub(crate) fn iq3_find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let mut best_d2 = f32::MAX;
-    let mut grid_index = 0usize;
-    for &j in lat.neighbours_of(u) {
-        let pg = lat.point(j as usize);
-        let mut d2 = 0f32;
-        for i in 0..4 {
-            let q = pg[i] as f32;
-            let diff = scale * q - xval[i];
-            d2 += weight[i] * diff * diff;
-        }
-        if d2 < best_d2 {
-            best_d2 = d2;
-            grid_index = j as usize;
-        }
-    }
+    let grid_index = lat.best_neighbour::<4>(u, xval, weight, scale, None);
     let pg = lat.point(grid_index);
     for i in 0..4 {
         l[i] = (pg[i] - 1) / 2;
@@ -364,6 +350,54 @@ impl LowBit for BlockIq3Xxs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The straight port of `iq3_find_best_neighbour` (the oracle of the lane search).
+    fn scalar_best(lat: &Lattice, u: usize, x: &[f32], w: &[f32], scale: f32) -> usize {
+        let mut best_d2 = f32::MAX;
+        let mut grid_index = usize::MAX;
+        for &j in lat.neighbours_of(u) {
+            let pg = lat.point(j as usize);
+            let mut d2 = 0f32;
+            for i in 0..4 {
+                let diff = scale * pg[i] as f32 - x[i];
+                d2 += w[i] * diff * diff;
+            }
+            if d2 < best_d2 {
+                best_d2 = d2;
+                grid_index = j as usize;
+            }
+        }
+        grid_index
+    }
+
+    #[test]
+    fn lane_neighbour_search_equals_the_scalar_one() {
+        let mut s = 7u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32) / (1u64 << 24) as f32
+        };
+        for book in [Book::Iq3Xxs, Book::Iq3S] {
+            let lat = lattice(book);
+            for u in 0..4096 {
+                if lat.map[u] >= 0 {
+                    continue;
+                }
+                for _ in 0..4 {
+                    let x: Vec<f32> = (0..4).map(|_| r() * 16.0).collect();
+                    let w: Vec<f32> = (0..4).map(|_| r()).collect();
+                    let scale = 0.5 + r() * 2.0;
+                    assert_eq!(
+                        lat.best_neighbour::<4>(u, &x, &w, scale, None),
+                        scalar_best(lat, u, &x, &w, scale),
+                        "{book:?} u={u}"
+                    );
+                }
+            }
+        }
+    }
     use crate::lowbit::test_rows::{deq, quant};
 
     #[test]

@@ -32,6 +32,12 @@ pub(crate) struct Lattice {
     pub map: Vec<i32>,
     /// The neighbour lists.
     pub neighbours: Vec<u16>,
+    /// Per neighbour list (by its offset in `neighbours`): where its points' coordinates
+    /// start in `lanes`, 8 neighbours per chunk, `dim` vectors per chunk (coordinate `i`
+    /// of the 8 neighbours), the last chunk padded with NaN (never chosen).
+    pub lane_start: Vec<u32>,
+    /// The neighbours' coordinates, laid out for [`Lattice::best_neighbour`].
+    pub lanes: Vec<[f32; 8]>,
 }
 
 impl Lattice {
@@ -106,12 +112,80 @@ impl Lattice {
             }
             neighbours[offset] = count;
         }
+        let mut lane_start = vec![0u32; neighbours.len()];
+        let mut lanes: Vec<[f32; 8]> = Vec::new();
+        let mut off = 0;
+        while off < neighbours.len() {
+            let count = neighbours[off] as usize;
+            lane_start[off] = lanes.len() as u32;
+            for chunk in neighbours[off + 1..off + 1 + count].chunks(8) {
+                for i in 0..dim {
+                    let mut v = [f32::NAN; 8];
+                    for (lane, &j) in chunk.iter().enumerate() {
+                        v[lane] = grid[j as usize * dim + i] as f32;
+                    }
+                    lanes.push(v);
+                }
+            }
+            off += 1 + count;
+        }
         Lattice {
             dim,
             grid,
             map,
             neighbours,
+            lane_start,
+            lanes,
         }
+    }
+
+    /// The best neighbour of off-grid lattice point `u` for `D`-value group `x` with
+    /// weights `w` at `scale`: the first of least `Σ w·(scale·q − x)²` (each sum in ggml's
+    /// order, 8 neighbours side by side), where `q` is the grid value, or with `iq1 =
+    /// Some(xg0)` the IQ1 level value `xg0 + (value − 1)/2` (exactly ggml's `xg[level]`,
+    /// the levels being `xg0`, `xg0 + 1`, `xg0 + 2`). Returns the grid index (the first
+    /// neighbour when every sum is NaN or above `f32::MAX`, where ggml aborts).
+    #[inline(always)]
+    pub fn best_neighbour<const D: usize>(
+        &self,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        iq1: Option<f32>,
+    ) -> usize {
+        let off = (-self.map[u] - 1) as usize;
+        let ids = self.neighbours_of(u);
+        let start = self.lane_start.get(off).copied().unwrap_or(0) as usize;
+        let (x, w): (&[f32; D], &[f32; D]) = match (x.try_into(), w.try_into()) {
+            (Ok(x), Ok(w)) => (x, w),
+            _ => return ids.first().copied().unwrap_or(0) as usize,
+        };
+        let mut best = f32::MAX;
+        let mut best_j = ids.first().copied().unwrap_or(0) as usize;
+        for (c, chunk_ids) in ids.chunks(8).enumerate() {
+            let vals = &self.lanes[start + c * D..start + c * D + D];
+            let mut d2 = [0f32; 8];
+            for i in 0..D {
+                let mut q = vals[i];
+                if let Some(xg0) = iq1 {
+                    for v in &mut q {
+                        *v = xg0 + (*v - 1.0) * 0.5;
+                    }
+                }
+                for lane in 0..8 {
+                    let diff = scale * q[lane] - x[i];
+                    d2[lane] += w[i] * diff * diff;
+                }
+            }
+            for (&j, &d) in chunk_ids.iter().zip(&d2) {
+                if d < best {
+                    best = d;
+                    best_j = j as usize;
+                }
+            }
+        }
+        best_j
     }
 
     /// Grid point `k`.
