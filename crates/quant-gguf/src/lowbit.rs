@@ -40,6 +40,51 @@ pub(crate) fn c_lroundf(x: f32) -> i32 {
     }
 }
 
+/// [`c_lroundf`] for the ternary types, whose arguments are `x/max|x|`: in `(−1.5, 1.5)`
+/// the result is decided by two comparisons (branch-free, so the loops vectorize);
+/// anything else (NaN, ±Inf) takes [`c_lroundf`].
+#[inline(always)]
+pub(crate) fn c_lroundf_small(x: f32) -> i32 {
+    if x.abs() < 1.5 {
+        (x >= 0.5) as i32 - (x <= -0.5) as i32
+    } else {
+        c_lroundf(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lroundf_small_equals_lroundf() {
+        let mut xs = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+        ];
+        for k in -1_600_000..1_600_000 {
+            xs.push(k as f32 * 1e-6);
+        }
+        for v in [0.5f32, -0.5, 1.5, -1.5, 1.0, -1.0] {
+            xs.push(f32::from_bits(v.to_bits() + 1));
+            xs.push(f32::from_bits(v.to_bits() - 1));
+        }
+        for x in xs {
+            assert_eq!(c_lroundf_small(x), c_lroundf(x), "{x}");
+            if x.is_finite() && x.abs() < 1e9 {
+                assert_eq!(c_lroundf(x), x.round() as i32, "{x}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_rows {
     //! Row drivers for the vector tests.
@@ -48,17 +93,18 @@ pub(crate) mod test_rows {
     /// Quantizes rows of `ncols` with `T`.
     pub(crate) fn quant<T: LowBit>(x: &[f32], ncols: usize, w: Option<&[f32]>) -> Vec<u8> {
         let nb = ncols / T::BLOCK_SIZE;
-        let mut out = Vec::new();
+        let mut out = vec![0u8; x.len() / T::BLOCK_SIZE * T::TYPE_SIZE];
         let mut blocks = vec![T::ZERO; nb];
-        for row in x.chunks_exact(ncols) {
+        for (row, o) in x
+            .chunks_exact(ncols)
+            .zip(out.chunks_exact_mut(nb * T::TYPE_SIZE))
+        {
             match w {
                 Some(w) => T::quantize_row_imat(row, w, &mut blocks),
                 None => T::quantize_row(row, &mut blocks),
             }
-            for b in &blocks {
-                let mut buf = vec![0u8; T::TYPE_SIZE];
-                b.write(&mut buf);
-                out.extend_from_slice(&buf);
+            for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
+                b.write(ob);
             }
         }
         out
@@ -67,12 +113,16 @@ pub(crate) mod test_rows {
     /// Dequantizes rows of `ncols` stored as `T`.
     pub(crate) fn deq<T: LowBit>(q: &[u8], ncols: usize) -> Vec<f32> {
         let nb = ncols / T::BLOCK_SIZE;
-        let mut out = Vec::new();
-        for row in q.chunks_exact(nb * T::TYPE_SIZE) {
-            let blocks: Vec<T> = row.chunks_exact(T::TYPE_SIZE).map(T::read).collect();
-            let mut o = vec![0f32; ncols];
-            T::dequantize_row(&blocks, &mut o);
-            out.extend_from_slice(&o);
+        let mut out = vec![0f32; q.len() / T::TYPE_SIZE * T::BLOCK_SIZE];
+        let mut blocks = vec![T::ZERO; nb];
+        for (row, o) in q
+            .chunks_exact(nb * T::TYPE_SIZE)
+            .zip(out.chunks_exact_mut(ncols))
+        {
+            for (b, rb) in blocks.iter_mut().zip(row.chunks_exact(T::TYPE_SIZE)) {
+                *b = T::read(rb);
+            }
+            T::dequantize_row(&blocks, o);
         }
         out
     }

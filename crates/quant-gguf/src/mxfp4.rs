@@ -37,7 +37,7 @@ pub struct BlockMxfp4 {
 const _: () = assert!(std::mem::size_of::<BlockMxfp4>() == 17);
 
 /// ggml's `best_index_mxfp4`.
-#[inline(always)]
+#[cfg(test)]
 fn best_index(x: f32, e: f32) -> u8 {
     let mut best = 0u8;
     let mut best_err = (KVALUES_MXFP4[0] as f32 * e - x).abs();
@@ -47,6 +47,36 @@ fn best_index(x: f32, e: f32) -> u8 {
             best = i as u8;
             best_err = err;
         }
+    }
+    best
+}
+
+/// [`best_index`] of 16 values side by side. `k·e` is exact (`e` a power of two), so for
+/// `x ≥ 0` an entry `k < 0` has the error `fl(|k|·e + x) ≥ x`, the error of entry 0, which
+/// comes first and wins ties: only entries 0..7 can win, and for `x < 0` only 0 and
+/// 9..15, whose errors are those of 0..7 against `|x|` (negation is exact). So each value
+/// runs the same comparisons as ggml over 8 entries, and the loop vectorizes.
+#[inline(always)]
+fn best_indices(x: &[f32], e: f32) -> [u8; 16] {
+    let mut best = [0u8; 16];
+    let mut best_err = [0f32; 16];
+    let mut ax = [0f32; 16];
+    for j in 0..16 {
+        ax[j] = x[j].abs();
+        best_err[j] = (KVALUES_MXFP4[0] as f32 * e - ax[j]).abs();
+    }
+    for (i, &k) in KVALUES_MXFP4.iter().enumerate().take(8).skip(1) {
+        let v = k as f32 * e;
+        for j in 0..16 {
+            let err = (v - ax[j]).abs();
+            let take = err < best_err[j];
+            best[j] = if take { i as u8 } else { best[j] };
+            best_err[j] = if take { err } else { best_err[j] };
+        }
+    }
+    for j in 0..16 {
+        let neg = x[j] < 0.0 && best[j] != 0;
+        best[j] += if neg { 8 } else { 0 };
     }
     best
 }
@@ -83,8 +113,10 @@ impl LowBit for BlockMxfp4 {
                 0
             };
             let d = e8m0_to_fp32_half(yb.e);
+            let lo = best_indices(&xb[..16], d);
+            let hi = best_indices(&xb[16..], d);
             for j in 0..16 {
-                yb.qs[j] = best_index(xb[j], d) | (best_index(xb[j + 16], d) << 4);
+                yb.qs[j] = lo[j] | (hi[j] << 4);
             }
         }
     }
@@ -103,6 +135,33 @@ impl LowBit for BlockMxfp4 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_indices_equal_best_index() {
+        let mut s = 3u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32) / (1u64 << 24) as f32 - 0.5
+        };
+        for e in [0.25f32, 1.0, 0.125, 3.0] {
+            for _ in 0..2000 {
+                let mut x: Vec<f32> = (0..16).map(|_| r() * 30.0 * e).collect();
+                x[0] = f32::NAN;
+                x[1] = 6.0 * e * 0.5 + 4.0 * e * 0.5;
+                x[2] = -x[1];
+                x[3] = -0.0;
+                x[4] = 1e-30;
+                x[5] = -1e-30;
+                x[6] = -(8.0 * e + 12.0 * e) * 0.5;
+                let got = best_indices(&x, e);
+                for j in 0..16 {
+                    assert_eq!(got[j], best_index(x[j], e), "x={} e={e}", x[j]);
+                }
+            }
+        }
+    }
     use crate::lowbit::test_rows::{deq, quant};
 
     #[test]

@@ -11,7 +11,7 @@
 //! Quantizer: ggml's `quantize_row_tq1_0_ref` (what `ggml_quantize_chunk` runs; the
 //! importance matrix is ignored): `d = max|x|`, `t = lroundf(x/d)`.
 
-use crate::lowbit::{c_lroundf, LowBit};
+use crate::lowbit::{c_lroundf_small, LowBit};
 use crate::util::{c_max, fp16_to_fp32, fp32_to_fp16, QK_K};
 
 /// ggml's `block_tq1_0`.
@@ -38,7 +38,7 @@ fn pack(q: u8) -> u8 {
 fn trits(vals: impl Iterator<Item = f32>) -> u8 {
     let mut q = 0u8;
     for v in vals {
-        let xi = c_lroundf(v).wrapping_add(1);
+        let xi = c_lroundf_small(v).wrapping_add(1);
         q = q.wrapping_mul(3).wrapping_add(xi as u8);
     }
     q

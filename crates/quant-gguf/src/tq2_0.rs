@@ -7,7 +7,7 @@
 //! Quantizer: ggml's `quantize_row_tq2_0_ref` (the importance matrix is ignored):
 //! `d = max|x|`, `t = lroundf(x/d)`.
 
-use crate::lowbit::{c_lroundf, LowBit};
+use crate::lowbit::{c_lroundf_small, LowBit};
 use crate::util::{c_max, fp16_to_fp32, fp32_to_fp16, QK_K};
 
 /// ggml's `block_tq2_0`.
@@ -51,7 +51,7 @@ impl LowBit for BlockTq2_0 {
                 for m in 0..32 {
                     let mut q = 0u8;
                     for n in 0..4 {
-                        let xi = c_lroundf(xg[m + n * 32] * id).wrapping_add(1);
+                        let xi = c_lroundf_small(xg[m + n * 32] * id).wrapping_add(1);
                         q = q.wrapping_add(((xi & 3) << (2 * n)) as u8);
                     }
                     yb.qs[32 * j + m] = q;
