@@ -18,6 +18,9 @@
 use crate::iq1_s::{iq1_find_best_neighbour2, sorted_order, X_M, X_P};
 use crate::iq2_xxs::index2;
 use crate::iq_grid::{dequant_table, lattice, Book};
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::Avx2;
+use crate::lanes::{Lanes, Portable};
 use crate::lowbit::LowBit;
 use crate::util::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 
@@ -65,7 +68,150 @@ fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 16]) 
     }
 }
 
+/// The split search of `quantize_row_iq1_m_impl` for one block of 16 (`idx`: the values
+/// in ascending order): every split `i1 ≤ i2` of the sorted values into levels 0/1/2 with
+/// the 4 shift combinations, keeping the best `Σwxq²/Σwq²` (in ggml's order of splits and
+/// combinations). Each split's sums are accumulated value by value in sorted order, as in
+/// ggml; the products `w·q·x`, `w·q·q` of a value at a level are the same floats for every
+/// split, so they are computed once, and 8 splits run side by side. Returns (scale, i1,
+/// i2, combination), the combination −1 when none qualified.
+#[inline(always)]
+fn split_search(xb: &[f32], weight: &[f32; 16], idx: &[usize; 16]) -> (f32, usize, usize, i8) {
+    const BS: usize = 16;
+    // terms[j][lv] = (w·p·x, w·m·x, w·p·p, w·m·m) of the j-th smallest value at level lv.
+    let mut tqx_p = [[0f32; 3]; BS];
+    let mut tqx_m = [[0f32; 3]; BS];
+    let mut tq2_p = [[0f32; 3]; BS];
+    let mut tq2_m = [[0f32; 3]; BS];
+    for j in 0..BS {
+        let i = idx[j];
+        let (w, x) = (weight[i], xb[i]);
+        for lv in 0..3 {
+            tqx_p[j][lv] = w * X_P[lv] * x;
+            tqx_m[j][lv] = w * X_M[lv] * x;
+            tq2_p[j][lv] = w * X_P[lv] * X_P[lv];
+            tq2_m[j][lv] = w * X_M[lv] * X_M[lv];
+        }
+    }
+    let mut pairs = [(0usize, 0usize); 160];
+    let mut np = 0;
+    for i1 in 0..=BS {
+        for i2 in i1..=BS {
+            pairs[np] = (i1, i2);
+            np += 1;
+        }
+    }
+    let mut best_score = -f32::MAX;
+    let mut result = (0f32, 0usize, 0usize, -1i8);
+    for chunk in pairs[..np].chunks(8) {
+        let mut i1v = [BS as f32; 8];
+        let mut i2v = [BS as f32; 8];
+        for (l, &(a, b)) in chunk.iter().enumerate() {
+            i1v[l] = a as f32;
+            i2v[l] = b as f32;
+        }
+        let t = Terms {
+            qx_p: &tqx_p,
+            qx_m: &tqx_m,
+            q2_p: &tq2_p,
+            q2_m: &tq2_m,
+        };
+        let (sqx, sq2) = split_sums(&t, idx, &i1v, &i2v);
+        for (l, &(i1, i2)) in chunk.iter().enumerate() {
+            for k in 0..4 {
+                if sq2[k][l] > 0.0 && sqx[k][l] * sqx[k][l] > best_score * sq2[k][l] {
+                    let scale = sqx[k][l] / sq2[k][l];
+                    best_score = scale * sqx[k][l];
+                    result = (scale, i1, i2, k as i8);
+                }
+            }
+        }
+    }
+    result
+}
+
+/// The per-value, per-level products of [`split_search`].
+struct Terms<'a> {
+    qx_p: &'a [[f32; 3]; 16],
+    qx_m: &'a [[f32; 3]; 16],
+    q2_p: &'a [[f32; 3]; 16],
+    q2_m: &'a [[f32; 3]; 16],
+}
+
+/// The 4 `Σwqx` and 4 `Σwq²` of 8 splits (`i1`, `i2` as floats), value by value.
+#[inline(always)]
+fn split_sums(
+    t: &Terms,
+    idx: &[usize; 16],
+    i1: &[f32; 8],
+    i2: &[f32; 8],
+) -> ([[f32; 8]; 4], [[f32; 8]; 4]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { split_sums_avx2(s, t, idx, i1, i2) };
+    }
+    split_sums_lanes(Portable, t, idx, i1, i2)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split_sums_avx2(
+    s: Avx2,
+    t: &Terms,
+    idx: &[usize; 16],
+    i1: &[f32; 8],
+    i2: &[f32; 8],
+) -> ([[f32; 8]; 4], [[f32; 8]; 4]) {
+    split_sums_lanes(s, t, idx, i1, i2)
+}
+
+#[inline(always)]
+fn split_sums_lanes<S: Lanes>(
+    s: S,
+    t: &Terms,
+    idx: &[usize; 16],
+    i1: &[f32; 8],
+    i2: &[f32; 8],
+) -> ([[f32; 8]; 4], [[f32; 8]; 4]) {
+    let (i1, i2) = (s.load(i1), s.load(i2));
+    let z = s.splat(0.0);
+    let mut sqx = [z; 4];
+    let mut sq2 = [z; 4];
+    for j in 0..16 {
+        let jv = s.splat(j as f32);
+        let (m0, m1) = (s.gt(i1, jv), s.gt(i2, jv));
+        let pick = |v: &[f32; 3]| {
+            s.select(
+                m0,
+                s.splat(v[0]),
+                s.select(m1, s.splat(v[1]), s.splat(v[2])),
+            )
+        };
+        let a = pick(&t.qx_p[j]);
+        let b = pick(&t.qx_m[j]);
+        let c = pick(&t.q2_p[j]);
+        let d = pick(&t.q2_m[j]);
+        // Combination 0: +,+; 1: +,−; 2: −,+; 3: −,− (first half, second half).
+        let (a1, b1, c1, d1) = if idx[j] < 8 {
+            (a, b, c, d)
+        } else {
+            (b, a, d, c)
+        };
+        sqx[0] = s.add(sqx[0], a);
+        sqx[1] = s.add(sqx[1], a1);
+        sqx[2] = s.add(sqx[2], b1);
+        sqx[3] = s.add(sqx[3], b);
+        sq2[0] = s.add(sq2[0], c);
+        sq2[1] = s.add(sq2[1], c1);
+        sq2[2] = s.add(sq2[2], d1);
+        sq2[3] = s.add(sq2[3], d);
+    }
+    (sqx.map(|v| s.store(v)), sq2.map(|v| s.store(v)))
+}
+
 impl BlockIq1M {
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
     fn quantize(xbl: &[f32], qwbl: Option<&[f32]>) -> Self {
         const BS: usize = 16;
@@ -101,61 +247,15 @@ impl BlockIq1M {
                 continue;
             }
             let idx = sorted_order::<BS>(xb);
-            let mut best_score = -f32::MAX;
-            let mut scale = max;
-            let (mut besti1, mut besti2, mut best_k) = (-1i32, -1i32, -1i8);
-            for i1 in 0..=BS {
-                for i2 in i1..=BS {
-                    let mut sumqx = [0f32; 4];
-                    let mut sumq2 = [0f32; 4];
-                    for (j, &i) in idx.iter().enumerate() {
-                        let lv = if j < i1 {
-                            0
-                        } else if j < i2 {
-                            1
-                        } else {
-                            2
-                        };
-                        let (p, m) = (X_P[lv], X_M[lv]);
-                        let w = weight[i];
-                        let x = xb[i];
-                        if i < BS / 2 {
-                            sumqx[0] += w * p * x;
-                            sumqx[1] += w * p * x;
-                            sumqx[2] += w * m * x;
-                            sumqx[3] += w * m * x;
-                            sumq2[0] += w * p * p;
-                            sumq2[1] += w * p * p;
-                            sumq2[2] += w * m * m;
-                            sumq2[3] += w * m * m;
-                        } else {
-                            sumqx[0] += w * p * x;
-                            sumqx[2] += w * p * x;
-                            sumqx[1] += w * m * x;
-                            sumqx[3] += w * m * x;
-                            sumq2[0] += w * p * p;
-                            sumq2[2] += w * p * p;
-                            sumq2[1] += w * m * m;
-                            sumq2[3] += w * m * m;
-                        }
-                    }
-                    for k in 0..4 {
-                        if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
-                            scale = sumqx[k] / sumq2[k];
-                            best_score = scale * sumqx[k];
-                            besti1 = i1 as i32;
-                            besti2 = i2 as i32;
-                            best_k = k as i8;
-                        }
-                    }
-                }
-            }
-            if besti1 < 0 || besti2 < 0 || best_k < 0 {
+            let (scale_found, besti1, besti2, best_k) = split_search(xb, &weight, &idx);
+            let mut scale = if best_k < 0 { max } else { scale_found };
+            let mut best_k = best_k;
+            if best_k < 0 {
                 scales[ib] = 0.0;
                 shifts[ib] = 0;
                 continue;
             }
-            let (b1, b2) = (besti1 as usize, besti2 as usize);
+            let (b1, b2) = (besti1, besti2);
             for (j, &i) in idx.iter().enumerate() {
                 l[i] = if j < b1 {
                     0
@@ -286,12 +386,14 @@ impl LowBit for BlockIq1M {
         out[48..56].copy_from_slice(&self.scales);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize(xb, None);
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, Some(qb));

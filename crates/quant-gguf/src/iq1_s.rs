@@ -15,6 +15,9 @@
 
 use crate::iq2_xxs::index2;
 use crate::iq_grid::{dequant_table, lattice, Book, Lattice};
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::Avx2;
+use crate::lanes::{Lanes, Portable};
 use crate::lowbit::LowBit;
 use crate::util::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 
@@ -30,20 +33,21 @@ const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
 
 /// The indices of `xb` in ascending order of value, equal values in their original
 /// order (glibc 2.36's `qsort` is a merge sort, so ggml's `iq1_sort_helper` sort is
-/// stable).
+/// stable): an insertion sort, which is stable too. (With NaN, whose comparisons are all
+/// false, the orders may differ.)
 #[inline(always)]
 pub(crate) fn sorted_order<const N: usize>(xb: &[f32]) -> [usize; N] {
     let mut idx: [usize; N] = std::array::from_fn(|i| i);
-    idx.sort_by(|&a, &b| {
-        let (l, r) = (xb[a], xb[b]);
-        if l < r {
-            std::cmp::Ordering::Less
-        } else if l > r {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
+    for i in 1..N {
+        let cur = idx[i];
+        let v = xb[cur];
+        let mut j = i;
+        while j > 0 && xb[idx[j - 1]] > v {
+            idx[j] = idx[j - 1];
+            j -= 1;
         }
-    });
+        idx[j] = cur;
+    }
     idx
 }
 
@@ -68,6 +72,81 @@ pub(crate) fn iq1_find_best_neighbour2(
     grid_index
 }
 
+/// The split search of `quantize_row_iq1_s_impl` over the prefix sums of a block of 32:
+/// every split `i1 ≤ i2` with the positive then the negative shift, in ggml's order,
+/// keeping the best `Σwxq²/Σwq²`; for each `i1`, 8 consecutive `i2` side by side (each
+/// sum evaluated as in ggml). Returns (scale, i1, i2, shift), shift 0 when none qualified.
+#[inline(always)]
+fn split_search(sumx: &[f32; 33], sumw: &[f32; 33]) -> (f32, i32, i32, i8) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { split_search_avx2(s, sumx, sumw) };
+    }
+    split_search_lanes(Portable, sumx, sumw)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split_search_avx2(s: Avx2, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f32, i32, i32, i8) {
+    split_search_lanes(s, sumx, sumw)
+}
+
+#[inline(always)]
+fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f32, i32, i32, i8) {
+    const BS: usize = 32;
+    // sumx/sumw padded so that 8 lanes from any i2 ≤ 32 can be loaded.
+    let mut px = [0f32; 40];
+    let mut pw = [0f32; 40];
+    px[..33].copy_from_slice(sumx);
+    pw[..33].copy_from_slice(sumw);
+    let (sx0, sw0, sxn, swn) = (sumx[0], sumw[0], sumx[BS], sumw[BS]);
+    let mut best_score = -f32::MAX;
+    let mut result = (0f32, -1i32, -1i32, 0i8);
+    for i1 in 0..=BS {
+        let (sx1, sw1) = (s.splat(sumx[i1]), s.splat(sumw[i1]));
+        let ax = s.splat(sumx[i1] - sx0);
+        let aw = s.splat(sumw[i1] - sw0);
+        let mut i2 = i1;
+        while i2 <= BS {
+            let mut lx = [0f32; 8];
+            let mut lw = [0f32; 8];
+            lx.copy_from_slice(&px[i2..i2 + 8]);
+            lw.copy_from_slice(&pw[i2..i2 + 8]);
+            let (x2, w2) = (s.load(&lx), s.load(&lw));
+            let bx = s.sub(x2, sx1);
+            let bw = s.sub(w2, sw1);
+            let cx = s.sub(s.splat(sxn), x2);
+            let cw = s.sub(s.splat(swn), w2);
+            let mut qx = [[0f32; 8]; 2];
+            let mut q2 = [[0f32; 8]; 2];
+            for (k, xs) in [X_P, X_M].iter().enumerate() {
+                let (p0, p1, p2) = (s.splat(xs[0]), s.splat(xs[1]), s.splat(xs[2]));
+                let sqx = s.add(s.add(s.mul(ax, p0), s.mul(bx, p1)), s.mul(cx, p2));
+                let sq2 = s.add(
+                    s.add(s.mul(s.mul(aw, p0), p0), s.mul(s.mul(bw, p1), p1)),
+                    s.mul(s.mul(cw, p2), p2),
+                );
+                qx[k] = s.store(sqx);
+                q2[k] = s.store(sq2);
+            }
+            let n = (BS + 1 - i2).min(8);
+            for l in 0..n {
+                for (k, shift) in [(0usize, 1i8), (1, -1)] {
+                    let (sumqx, sumq2) = (qx[k][l], q2[k][l]);
+                    if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
+                        let scale = sumqx / sumq2;
+                        best_score = scale * sumqx;
+                        result = (scale, i1 as i32, (i2 + l) as i32, shift);
+                    }
+                }
+            }
+            i2 += 8;
+        }
+    }
+    result
+}
+
 /// ggml's `block_iq1_s`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +161,7 @@ pub struct BlockIq1S {
 const _: () = assert!(std::mem::size_of::<BlockIq1S>() == 50);
 
 impl BlockIq1S {
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
     fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
         const BS: usize = 32;
@@ -123,28 +203,9 @@ impl BlockIq1S {
                 sumx[j + 1] = sumx[j] + weight[i] * xb[i];
                 sumw[j + 1] = sumw[j] + weight[i];
             }
-            let mut best_score = -f32::MAX;
-            let mut scale = max;
-            let (mut besti1, mut besti2, mut best_shift) = (-1i32, -1i32, 0i8);
-            for i1 in 0..=BS {
-                for i2 in i1..=BS {
-                    for (xs, shift) in [(&X_P, 1i8), (&X_M, -1i8)] {
-                        let sumqx = (sumx[i1] - sumx[0]) * xs[0]
-                            + (sumx[i2] - sumx[i1]) * xs[1]
-                            + (sumx[BS] - sumx[i2]) * xs[2];
-                        let sumq2 = (sumw[i1] - sumw[0]) * xs[0] * xs[0]
-                            + (sumw[i2] - sumw[i1]) * xs[1] * xs[1]
-                            + (sumw[BS] - sumw[i2]) * xs[2] * xs[2];
-                        if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
-                            scale = sumqx / sumq2;
-                            best_score = scale * sumqx;
-                            besti1 = i1 as i32;
-                            besti2 = i2 as i32;
-                            best_shift = shift;
-                        }
-                    }
-                }
-            }
+            let (found, besti1, besti2, best_shift) = split_search(&sumx, &sumw);
+            let mut best_shift = best_shift;
+            let mut scale = if best_shift == 0 { max } else { found };
             if besti1 < 0 || besti2 < 0 || best_shift == 0 {
                 scales[ib] = 0.0;
                 shifts[ib] = 1;
@@ -258,6 +319,7 @@ impl LowBit for BlockIq1S {
         }
     }
 
+    #[inline(always)]
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
@@ -267,6 +329,7 @@ impl LowBit for BlockIq1S {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, qb);

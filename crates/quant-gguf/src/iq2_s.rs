@@ -36,6 +36,7 @@ pub struct BlockIq2S {
 const _: () = assert!(std::mem::size_of::<BlockIq2S>() == 82);
 
 impl BlockIq2S {
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
     fn quantize(xbl: &[f32], qwbl: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq2S);
@@ -152,12 +153,14 @@ impl LowBit for BlockIq2S {
         out[74..82].copy_from_slice(&self.scales);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize(xb, None);
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, Some(qb));

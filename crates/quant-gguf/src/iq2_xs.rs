@@ -105,6 +105,7 @@ pub struct BlockIq2Xs {
 const _: () = assert!(std::mem::size_of::<BlockIq2Xs>() == 74);
 
 impl BlockIq2Xs {
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
     fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
         let lat = lattice(Book::Iq2Xs);
@@ -201,6 +202,7 @@ impl LowBit for BlockIq2Xs {
         out[66..74].copy_from_slice(&self.scales);
     }
 
+    #[inline(always)]
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
@@ -210,6 +212,7 @@ impl LowBit for BlockIq2Xs {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, qb);

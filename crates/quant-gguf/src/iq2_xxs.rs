@@ -122,6 +122,7 @@ pub struct BlockIq2Xxs {
 const _: () = assert!(std::mem::size_of::<BlockIq2Xxs>() == 66);
 
 impl BlockIq2Xxs {
+    #[inline(always)]
     fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
         const KMAXQ: i32 = 3;
         let lat = lattice(Book::Iq2Xxs);
@@ -280,6 +281,7 @@ impl LowBit for BlockIq2Xxs {
         out[2..66].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
@@ -289,6 +291,7 @@ impl LowBit for BlockIq2Xxs {
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, qb);

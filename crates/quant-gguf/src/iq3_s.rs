@@ -35,6 +35,7 @@ pub struct BlockIq3S {
 const _: () = assert!(std::mem::size_of::<BlockIq3S>() == 110);
 
 impl BlockIq3S {
+    #[inline(always)]
     fn quantize(xbl: &[f32], qw: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq3S);
         let mut y = Self::ZERO;
@@ -149,12 +150,14 @@ impl LowBit for BlockIq3S {
         out[106..110].copy_from_slice(&self.scales);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize(xb, None);
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, Some(qb));

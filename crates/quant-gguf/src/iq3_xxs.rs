@@ -186,6 +186,7 @@ pub struct BlockIq3Xxs {
 const _: () = assert!(std::mem::size_of::<BlockIq3Xxs>() == 98);
 
 impl BlockIq3Xxs {
+    #[inline(always)]
     fn quantize(xbl: &[f32], qw: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq3Xxs);
         let mut y = Self::ZERO;
@@ -301,12 +302,14 @@ impl LowBit for BlockIq3Xxs {
         out[2..98].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize(xb, None);
         }
     }
 
+    #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
             *yb = Self::quantize(xb, Some(qb));

@@ -90,8 +90,24 @@ pub(crate) mod test_rows {
     //! Row drivers for the vector tests.
     use super::LowBit;
 
-    /// Quantizes rows of `ncols` with `T`.
+    /// Quantizes rows of `ncols` with `T`, through the AVX2 build when it is enabled (as
+    /// `crate::block::quantize_rows` does).
     pub(crate) fn quant<T: LowBit>(x: &[f32], ncols: usize, w: Option<&[f32]>) -> Vec<u8> {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<T: LowBit>(x: &[f32], ncols: usize, w: Option<&[f32]>) -> Vec<u8> {
+            quant_impl::<T>(x, ncols, w)
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::simd_enabled() {
+            // SAFETY: `simd_enabled` checked that this CPU has AVX2.
+            return unsafe { avx2::<T>(x, ncols, w) };
+        }
+        quant_impl::<T>(x, ncols, w)
+    }
+
+    #[inline(always)]
+    fn quant_impl<T: LowBit>(x: &[f32], ncols: usize, w: Option<&[f32]>) -> Vec<u8> {
         let nb = ncols / T::BLOCK_SIZE;
         let mut out = vec![0u8; x.len() / T::BLOCK_SIZE * T::TYPE_SIZE];
         let mut blocks = vec![T::ZERO; nb];

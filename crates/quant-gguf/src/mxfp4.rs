@@ -98,6 +98,7 @@ impl LowBit for BlockMxfp4 {
         out[1..17].copy_from_slice(&self.qs);
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(32).zip(y) {
             let mut amax = 0f32;

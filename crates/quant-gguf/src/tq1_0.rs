@@ -45,6 +45,7 @@ fn trits(vals: impl Iterator<Item = f32>) -> u8 {
 }
 
 impl BlockTq1_0 {
+    #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let mut amax = 0f32;
         for &v in x {
@@ -100,6 +101,7 @@ impl LowBit for BlockTq1_0 {
         out[52..54].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize(xb);

@@ -38,6 +38,7 @@ impl LowBit for BlockTq2_0 {
         out[64..66].copy_from_slice(&self.d.to_le_bytes());
     }
 
+    #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             let mut amax = 0f32;
