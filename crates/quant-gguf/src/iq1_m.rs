@@ -166,6 +166,7 @@ unsafe fn split_sums_avx2(
     split_sums_lanes(s, t, idx, i1, i2)
 }
 
+#[allow(clippy::needless_range_loop)] // ggml's loops, index for index
 #[inline(always)]
 fn split_sums_lanes<S: Lanes>(
     s: S,

@@ -51,6 +51,18 @@ fn best_index(x: f32, e: f32) -> u8 {
     best
 }
 
+/// `(uint8_t)(floorf(log2f(amax)) − 2 + 127)`, 0 for `amax = 0`: glibc's `log2f` (what
+/// Rust's `log2` calls on Linux), then C's float → u8. Kept out of line: a libm call from
+/// inside the AVX2 build of the row loop is several times slower.
+#[inline(never)]
+fn shared_exponent(amax: f32) -> u8 {
+    if amax > 0.0 {
+        c_f32_to_i32(amax.log2().floor() - 2.0 + 127.0) as u8
+    } else {
+        0
+    }
+}
+
 /// [`best_index`] of 16 values side by side. `k·e` is exact (`e` a power of two), so for
 /// `x ≥ 0` an entry `k < 0` has the error `fl(|k|·e + x) ≥ x`, the error of entry 0, which
 /// comes first and wins ties: only entries 0..7 can win, and for `x < 0` only 0 and
@@ -58,7 +70,7 @@ fn best_index(x: f32, e: f32) -> u8 {
 /// runs the same comparisons as ggml over 8 entries, and the loop vectorizes.
 #[inline(always)]
 fn best_indices(x: &[f32], e: f32) -> [u8; 16] {
-    let mut best = [0u8; 16];
+    let mut best = [0u32; 16];
     let mut best_err = [0f32; 16];
     let mut ax = [0f32; 16];
     for j in 0..16 {
@@ -70,15 +82,16 @@ fn best_indices(x: &[f32], e: f32) -> [u8; 16] {
         for j in 0..16 {
             let err = (v - ax[j]).abs();
             let take = err < best_err[j];
-            best[j] = if take { i as u8 } else { best[j] };
+            best[j] = if take { i as u32 } else { best[j] };
             best_err[j] = if take { err } else { best_err[j] };
         }
     }
+    let mut out = [0u8; 16];
     for j in 0..16 {
         let neg = x[j] < 0.0 && best[j] != 0;
-        best[j] += if neg { 8 } else { 0 };
+        out[j] = (best[j] + if neg { 8 } else { 0 }) as u8;
     }
-    best
+    out
 }
 
 impl LowBit for BlockMxfp4 {
@@ -107,12 +120,7 @@ impl LowBit for BlockMxfp4 {
                     amax = v.abs();
                 }
             }
-            yb.e = if amax > 0.0 {
-                // glibc's log2f (what Rust's `log2` calls on Linux), then C's float → u8.
-                c_f32_to_i32(amax.log2().floor() - 2.0 + 127.0) as u8
-            } else {
-                0
-            };
+            yb.e = shared_exponent(amax);
             let d = e8m0_to_fp32_half(yb.e);
             let lo = best_indices(&xb[..16], d);
             let hi = best_indices(&xb[16..], d);
