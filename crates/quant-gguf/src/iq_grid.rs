@@ -178,10 +178,14 @@ impl Lattice {
                     d2[lane] += w[i] * diff * diff;
                 }
             }
-            for (&j, &d) in chunk_ids.iter().zip(&d2) {
-                if d < best {
-                    best = d;
-                    best_j = j as usize;
+            // The sequential `if d < best` scan ends on the chunk's least value below
+            // `best` (NaN never taken), at its first lane: fold the minimum, then find it.
+            let n = chunk_ids.len();
+            let m = d2[..n].iter().fold(best, |m, &d| if d < m { d } else { m });
+            if m < best {
+                if let Some(lane) = d2[..n].iter().position(|&d| d == m) {
+                    best = m;
+                    best_j = chunk_ids[lane] as usize;
                 }
             }
         }
