@@ -22,6 +22,8 @@ Per backend:
   llama.cpp:         llama-embedding on quant's .gguf of MiniLM vs on llama.cpp's own f32
                      conversion (convert_hf_to_gguf.py)
   quant (plain):     basic_fp16/bf16 files through transformers (plain safetensors)
+  restore:           `quant dequantize` of quantized model and pipeline folders, loaded by
+                     transformers' and diffusers' from_pretrained as ordinary models
 Forward cosine: the flattened output of the loaded model vs the original f32 model's on
 the same fixed inputs.
 """
@@ -711,6 +713,95 @@ def quant_roundtrip(quant, name, src, methods, work):
         f"all read back ({len(done)} of {len(done) + failed})")
 
 
+def make_llama(path):
+    """A tiny LlamaForCausalLM (random weights, fixed seed)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    torch.manual_seed(7)
+    cfg = LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    LlamaForCausalLM(cfg).eval().save_pretrained(path, max_shard_size="1MB")
+    return path
+
+
+def max_abs(a, b):
+    return float((torch.as_tensor(a).double() - torch.as_tensor(b).double()).abs().max())
+
+
+def restored_layout(src, out):
+    """What `quant dequantize` of a folder promises: config.json without
+    quantization_config, the other files carried, shards and index like the input."""
+    with open(os.path.join(out, "config.json")) as f:
+        if "quantization_config" in json.load(f):
+            raise ValueError("restored config.json still has quantization_config")
+    weights = lambda d: sorted(n for n in os.listdir(d) if n.endswith(".safetensors"))
+    others = lambda d: sorted(n for n in os.listdir(d) if not n.endswith(".safetensors")
+                              and n not in ("config.json", "quantization_info.json"))
+    if weights(src) != weights(out) or others(src) != others(out):
+        raise ValueError(f"files differ: {weights(src) + others(src)} vs {weights(out) + others(out)}")
+    return f"{len(weights(out))} weight files"
+
+
+def restore_suite(quant, work, bert, llama, pipeline):
+    """`quant dequantize` of quantized folders: the restored model folder loaded by
+    transformers (AutoModel / LlamaForCausalLM.from_pretrained, no quant-specific code), the
+    restored pipeline folder by diffusers (DiffusionPipeline.from_pretrained); the output
+    compared with the original model's (cosine, max abs difference)."""
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+    from transformers import AutoModel, LlamaForCausalLM
+
+    ids = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(8))
+    llama_logits = lambda m: m(input_ids=ids).logits.float()
+    cases = [
+        ("bert", bert, AutoModel, bert_inputs(bert), bert_forward, "embeddings"),
+        ("llama", llama, LlamaForCausalLM, None, None, "logits"),
+    ]
+    for name, src, cls, inputs, forward, what in cases:
+        ref_model = cls.from_pretrained(src).eval()
+        with torch.no_grad():
+            ref = forward(ref_model, inputs) if forward else llama_logits(ref_model)
+        for m in ["basic_fp16", "bnb_4bit_config_bf16", "torch_ao_config_int8wo", "quanto_config_int8"]:
+            q = os.path.join(work, f"restore-{name}-{m}")
+            out = q + "-restored"
+            try:
+                quant.quantize(src, q, m)
+                if os.path.exists(out):
+                    shutil.rmtree(out)
+                quant.check("dequantize", q, "-o", out)
+                note = restored_layout(src, out)
+                model = load_checked(cls, out)
+                with torch.no_grad():
+                    got = forward(model, inputs) if forward else llama_logits(model)
+                row(name, "transformers (restored)", m, True, cosine(ref, got),
+                    f"{what} max abs diff {max_abs(ref, got):.3e} vs original; {note}")
+            except Exception as e:
+                row(name, "transformers (restored)", m, False, None, short_error(e))
+    unet_in, bert_in = unet_inputs(), bert_inputs(os.path.join(pipeline, "text_encoder"))
+    ref_unet = unet_forward(UNet2DConditionModel.from_pretrained(os.path.join(pipeline, "unet")).eval(), unet_in)
+    ref_bert = bert_forward(AutoModel.from_pretrained(os.path.join(pipeline, "text_encoder")).eval(), bert_in)
+    for unet_m, te_m in [("torch_ao_config_int8wo", "bnb_4bit_config_bf16"), ("gguf_config_q8_0", "quanto_config_int8")]:
+        label = f"unet={unet_m}, text_encoder={te_m}"
+        q = os.path.join(work, f"restore-pipeline-{unet_m}-{te_m}")
+        out = q + "-restored"
+        try:
+            quant.quantize(pipeline, q, "basic_bf16", ["--component", f"unet={unet_m}", "--component", f"text_encoder={te_m}"])
+            if os.path.exists(out):
+                shutil.rmtree(out)
+            quant.check("dequantize", q, "-o", out)
+            pipe = DiffusionPipeline.from_pretrained(out, vae=None, tokenizer=None, safety_checker=None,
+                                                     feature_extractor=None, requires_safety_checker=False)
+            got_unet = unet_forward(pipe.unet.eval(), unet_in)
+            got_bert = bert_forward(pipe.text_encoder.eval(), bert_in)
+            c = min(cosine(ref_unet, got_unet), cosine(ref_bert, got_bert))
+            row("pipeline", "diffusers (restored)", label, True, c,
+                f"{type(pipe).__name__}; unet max abs diff {max_abs(ref_unet, got_unet):.3e}, "
+                f"text_encoder embeddings {max_abs(ref_bert, got_bert):.3e} vs original")
+        except Exception as e:
+            row("pipeline", "diffusers (restored)", label, False, None, short_error(e))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -771,6 +862,10 @@ def main():
             quant, "pipeline", make_pipeline(os.path.join(models, "pipeline"), bert, make_unet(os.path.join(models, "unet"))),
             [("torch_ao_config_int8wo", "bnb_4bit_config_bf16"), ("quanto_config_int8", "torch_ao_config_float8wo_e4m3"),
              ("torch_ao_config_uint4wo", "bnb_8bit_config_fp16")], a.work)),
+        ("restore", lambda: restore_suite(
+            quant, a.work, make_sharded_copy(bert, os.path.join(models, "bert-sharded")),
+            make_llama(os.path.join(models, "llama")),
+            make_pipeline(os.path.join(models, "pipeline"), bert, make_unet(os.path.join(models, "unet"))))),
     ]
     if a.minilm:
         suites.insert(1, ("transformers-minilm", lambda: transformers_suite(

@@ -101,6 +101,9 @@ fn cluster_recipes_shard_and_merge() {
         "{args}"
     );
     let slurm = std::fs::read_to_string(dir.join("slurm-quantize.sh")).unwrap();
-    assert!(slurm.contains("--shard \"${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}\""));
+    // The worker count: the array's, or given (a rerun task's array has one task).
+    assert!(slurm.contains("WORKERS=${4:-${SLURM_ARRAY_TASK_COUNT}}"));
+    assert!(slurm.contains("--shard \"${SLURM_ARRAY_TASK_ID}/${WORKERS}\""));
+    assert!(slurm.contains("--kill-on-invalid-dep=yes"));
     assert!(slurm.contains("quant merge"));
 }

@@ -219,9 +219,20 @@ impl Graph {
 
     /// Runs one chunk of tokens, giving `collector` the input of every weight product.
     pub fn forward(&self, tokens: &[u32], collector: &mut Collector) -> Result<()> {
+        self.forward_nll(tokens, collector, false).map(|_| ())
+    }
+
+    /// [`forward`](Self::forward); with `nll` on a causal model (llama), also llama-imatrix's
+    /// perplexity terms of the chunk: (sum of −log p, sum of squares, tokens).
+    pub fn forward_nll(
+        &self,
+        tokens: &[u32],
+        collector: &mut Collector,
+        nll: bool,
+    ) -> Result<Option<(f64, f64, usize)>> {
         match self {
-            Graph::Llama(m) => m.forward(tokens, collector),
-            Graph::Bert(m) => m.forward(tokens, collector),
+            Graph::Llama(m) => m.forward_nll(tokens, collector, nll),
+            Graph::Bert(m) => m.forward(tokens, collector).map(|_| None),
         }
     }
 }
@@ -260,14 +271,41 @@ pub fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> 
 }
 
 /// Computes the importance matrix of `model` (a Hugging Face folder or a `.gguf` file) on
-/// `text`, tokenized by `tokenizer` (a `tokenizer.json`). `progress` is called after each
-/// chunk with (chunks done, chunks in all).
+/// `text`, tokenized by `tokenizer` (a `tokenizer.json`). `progress` is called with
+/// (chunks done, chunks in all) before the first chunk and after each.
 pub fn compute_imatrix(
     model: &Path,
     tokenizer: &Path,
     text: &str,
     opts: &ImatrixOptions,
     mut progress: impl FnMut(usize, usize),
+) -> Result<ImatrixStats> {
+    compute_imatrix_reporting(model, tokenizer, text, opts, false, |p| {
+        progress(p.done, p.total)
+    })
+}
+
+/// Where [`compute_imatrix_reporting`] is.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkProgress {
+    /// Chunks done.
+    pub done: usize,
+    /// Chunks in all.
+    pub total: usize,
+    /// The running perplexity estimate as llama-imatrix prints it (`[3]5.4321`): exp of
+    /// the mean −log p of every chunk's second half so far (llama models, when asked).
+    pub ppl: Option<f64>,
+}
+
+/// [`compute_imatrix`], reporting each chunk with the running perplexity when `ppl` (an
+/// output product over the vocabulary per chunk, as llama-imatrix computes by default).
+pub fn compute_imatrix_reporting(
+    model: &Path,
+    tokenizer: &Path,
+    text: &str,
+    opts: &ImatrixOptions,
+    ppl: bool,
+    mut progress: impl FnMut(&ChunkProgress),
 ) -> Result<ImatrixStats> {
     let src = open_model(model)?;
     let graph = Graph::load(src.as_ref())?;
@@ -277,9 +315,24 @@ pub fn compute_imatrix(
     let tokens = tokenize(tokenizer, text, bos, eos)?;
     let chunks = chunks(&opts.dataset, &tokens, opts.ctx, opts.chunks, bos)?;
     let mut collector = Collector::new(opts.process_output);
+    let total = chunks.len();
+    progress(&ChunkProgress {
+        done: 0,
+        total,
+        ppl: None,
+    });
+    let (mut nll, mut count) = (0f64, 0usize);
     for (i, chunk) in chunks.iter().enumerate() {
-        graph.forward(chunk, &mut collector)?;
-        progress(i + 1, chunks.len());
+        let terms = graph.forward_nll(chunk, &mut collector, ppl)?;
+        if let Some((sum, _, n)) = terms {
+            nll += sum;
+            count += n;
+        }
+        progress(&ChunkProgress {
+            done: i + 1,
+            total,
+            ppl: (count > 0).then(|| (nll / count as f64).exp()),
+        });
     }
     Ok(ImatrixStats {
         entries: collector.into_entries(),

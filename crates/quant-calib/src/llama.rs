@@ -144,6 +144,18 @@ impl Llama {
 
     /// Runs one sequence of tokens, giving `collector` the input of every weight product.
     pub fn forward(&self, tokens: &[u32], collector: &mut Collector) -> Result<()> {
+        self.forward_nll(tokens, collector, false).map(|_| ())
+    }
+
+    /// [`forward`](Self::forward); with `nll`, also the negative log-likelihood of each
+    /// token of the chunk's second half given those before it, as llama-imatrix
+    /// estimates perplexity: (sum of −log p, sum of its squares, tokens).
+    pub fn forward_nll(
+        &self,
+        tokens: &[u32],
+        collector: &mut Collector,
+        nll: bool,
+    ) -> Result<Option<(f64, f64, usize)>> {
         let dir = self.dir.as_path();
         let e = |e: candle_core::Error| ce(dir, "forward", e);
         let t = tokens.len();
@@ -197,7 +209,30 @@ impl Llama {
             let h = rms_norm(&x, &self.output_norm, self.eps).map_err(e)?;
             record(collector, &["output.weight"], &h)?;
         }
-        Ok(())
+        if !nll || t < 3 {
+            return Ok(None);
+        }
+        // llama-imatrix: positions first = t/2 .. t-2 predict the token after them.
+        let first = t / 2;
+        let n = t - 1 - first;
+        let h = rms_norm(
+            &x.narrow(0, first, n).map_err(e)?,
+            &self.output_norm,
+            self.eps,
+        )
+        .map_err(e)?;
+        let w = self.output.as_ref().unwrap_or(&self.embd);
+        let logits = linear(&h, w, None)
+            .and_then(|l| l.to_vec2::<f32>())
+            .map_err(e)?;
+        let (mut sum, mut sum2) = (0f64, 0f64);
+        for (i, row) in logits.iter().enumerate() {
+            let tok = tokens.get(first + i + 1).copied().unwrap_or(0) as usize;
+            let v = -log_softmax(row, tok);
+            sum += v;
+            sum2 += v * v;
+        }
+        Ok(Some((sum, sum2, n)))
     }
 
     /// cos and sin of `pos · base^(-2i/rope_dim)`, `(t, rope_dim/2)`.
@@ -243,4 +278,13 @@ impl Llama {
         }
         y.reshape((t, n * self.head_dim))
     }
+}
+
+/// log p(`tok`) under the softmax of `logits`, as llama-imatrix's `log_softmax` takes it
+/// (exponentials in f32 summed in f64).
+fn log_softmax(logits: &[f32], tok: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let at = logits.get(tok).copied().unwrap_or(f32::NEG_INFINITY);
+    f64::from(at - max) - sum.ln()
 }

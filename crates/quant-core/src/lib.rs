@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod planner;
+pub mod progress;
 pub mod registry;
 pub mod rules;
 pub mod safetensors_io;

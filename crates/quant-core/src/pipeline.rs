@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::ContainerReader;
 use crate::load::ModelFiles;
 use crate::method::{QuantizedTensor, TensorRecord};
+use crate::progress::scoped;
 use crate::safetensors_io::{check_output, clean_stale_temps, temp_path_for};
 
 /// One folder of a pipeline.
@@ -260,6 +261,8 @@ impl Pipeline {
             std::fs::copy(&from, tmp.join(f)).map_err(|e| Error::io(&from, e))?;
         }
         let mut reports = Vec::new();
+        // Every component reports to the default's progress hook, under its own name.
+        let hook = default.and_then(|q| q.progress_hook());
         for c in &self.components {
             let plan = match self.plans.get(&c.name) {
                 Some(p) => Some(p.clone()),
@@ -271,7 +274,10 @@ impl Pipeline {
             let dest = tmp.join(&c.name);
             match plan {
                 Some(ComponentPlan::Quantize(q)) => {
-                    let q = q.force(false);
+                    let q = match hook {
+                        Some(h) => q.force(false).progress(Some(scoped(h, &c.name))),
+                        None => q.force(false),
+                    };
                     if let Some(ext) = q.container_extension() {
                         std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
                         // Configs and other small files of the component come along.

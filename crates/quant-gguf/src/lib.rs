@@ -6,9 +6,24 @@
 //! operation: `f32` arithmetic in the C association order, no fused multiply-add,
 //! `nearest_int` via the `12582912.0` magic number, C's `MAX`/`MIN` argument order, the
 //! x86-64 behaviour of C float→int casts, and ggml's own f16/bf16 conversions
-//! ([`util`]). The tests compare every `kind: main` reference vector of ggml byte for byte
+//! ([`types::c_math`]). The tests compare every `kind: main` reference vector of ggml byte for byte
 //! (quantized) and bit for bit (dequantized), including the importance-matrix outputs;
 //! the `edge` (f16 scale overflow) and `special` (NaN/Inf) vectors match too.
+//!
+//! # Where each job lives
+//!
+//! One folder per job; data flows one way (the converter writes into the container, the
+//! methods use the types; nothing under [`types`] or [`gguf`] imports upward). How to add a
+//! GGML type or an architecture: `crates/quant-gguf/README.md`.
+//!
+//! | folder | job |
+//! |---|---|
+//! | [`types`] | the GGML block formats, one file per type; the scale searches they share ([`types::search`]), C arithmetic ([`types::c_math`]), vector lanes and the run-time SIMD switch |
+//! | [`gguf`] | the .gguf container: typed key/values, bounded reader, streaming writer, llama-gguf-split's layout |
+//! | [`arch`] | Hugging Face folder → llama.cpp's GGUF (convert_hf_to_gguf.py): one file per architecture, shared hyperparameters and name tables, the reader, the vocabularies ([`arch::tokenizer`]) |
+//! | [`ftype`] | llama-quantize's file types: which tensors, in which order, which type (`llama_tensor_get_type`), its key/values |
+//! | [`imatrix`] | importance matrices: loading (GGUF and `.dat`), the statistics `quant imatrix` writes |
+//! | [`method`] | the glue: `gguf_config_*` methods and their registrations, the fallback ladder, the container as the engine reads and writes it ([`method::container`]) |
 //!
 //! # Methods
 //!
@@ -31,10 +46,11 @@
 //! | `gguf_config_iq4_nl` (extra) | IQ4_NL | 32 | 18 | 4.5 | used |
 //! | `gguf_config_iq4_xs` (extra) | IQ4_XS | 256 | 136 | 4.25 | used |
 //!
-//! The exact formulas and block layouts are in each format's module ([`q4_0`], [`q4_1`],
-//! [`q5_0`], [`q5_1`], [`q8_0`], [`q8_1`], [`q2_k`], [`q3_k`], [`q4_k`], [`q5_k`], [`q6_k`],
-//! [`q8_k`], [`iq4_nl`], [`iq4_xs`], [`mod@f16`], [`bf16`]); the shared searches (`make_qx_quants`, `make_q3_quants`,
-//! `make_qkx2_quants`, `make_qkx3_quants`, `make_qp_quants`) in [`util`]. Without an
+//! The exact formulas and block layouts are in each format's module under [`types`]
+//! ([`types::q4_0`], [`types::q4_k`], …, [`types::iq4_xs`], [`types::f16`](mod@types::f16),
+//! [`types::bf16`]); the shared searches (`make_qx_quants`, `make_q3_quants`,
+//! `make_qkx2_quants`, `make_qkx3_quants`, `make_qp_quants`) in [`types::search`], one file
+//! per family. Without an
 //! importance matrix each row goes through ggml's `quantize_row_*_ref`; with one, through
 //! the `quantize_row_*_impl` function ggml's `ggml_quantize_chunk` calls (Q8_1 and Q8_K
 //! through `quantize_row_*_ref`, which is all ggml has). Note that an all-ones importance
@@ -114,9 +130,9 @@
 //! `gguf_config_*` method.
 //!
 //! With a `gguf_<ftype>` method and a .gguf input, the writer writes llama-quantize's key
-//! list instead ([`gguf::llama_quantize_kv`]): the input's key/values in order and typed,
+//! list instead ([`ftype::llama_quantize_kv`]): the input's key/values in order and typed,
 //! `general.quantization_version` and `general.file_type` moved last, then the
-//! `quantize.imatrix.*` keys ([`gguf::llama_imatrix_kv`]).
+//! `quantize.imatrix.*` keys ([`ftype::llama_imatrix_kv`]).
 //!
 //! # llama-quantize file types
 //!
@@ -141,7 +157,7 @@
 //! hyperparameters llama.cpp reads, and `tokenizer.ggml.*` from `tokenizer.model`
 //! (SentencePiece, parsed with prost) or `tokenizer.json` (WordPiece, tokenized with the
 //! `tokenizers` crate to find llama.cpp's pre-tokenizer name by its hash table), special
-//! token ids, add-BOS/EOS/SEP flags and the chat template ([`tokenizer`]). Architectures:
+//! token ids, add-BOS/EOS/SEP flags and the chat template ([`arch::tokenizer`]). Architectures:
 //! `llama` (LlamaForCausalLM, MistralForCausalLM), `bert` (BertModel, BertForMaskedLM,
 //! sentence-transformers folders with their pooling). The writer then writes those keys
 //! first, with `general.file_type` set to the file's type, followed by quant's
@@ -157,7 +173,7 @@
 //!
 //! Rows are quantized and dequantized in parallel with rayon; a tensor's NaN/Inf check
 //! runs row by row inside the same pass. The row quantizers are plain Rust compiled
-//! twice, for the baseline target and with AVX2 (picked at run time, see [`simd`]), and
+//! twice, for the baseline target and with AVX2 (picked at run time, see [`types::simd`]), and
 //! the hot kernels work on 8-lane vectors (portable arrays, or AVX2 intrinsics) where
 //! each lane is one independent computation running ggml's scalar operations in ggml's
 //! order: the candidate scales of `make_qx_quants` (Q6_K, Q3_K/Q4_0/Q5_0 weighted) and
@@ -165,7 +181,7 @@
 //! included), the 8 positions of a Q4_0 block. In `make_qkx2/3_quants` (Q2_K, Q4_K,
 //! Q5_K, Q4_1/Q5_1 weighted) a winning candidate changes `min` for the later ones, so
 //! lanes are speculative and the batch restarts after a winner. The straight ports
-//! (`*_scalar`) stay in [`util`]; unit tests check the vector versions against them bit
+//! (`*_scalar`) stay in [`types::search`]; unit tests check the vector versions against them bit
 //! for bit, and the reference vectors run with and without AVX2.
 //!
 //! # Not implemented
@@ -178,67 +194,16 @@
 #![deny(missing_docs)]
 
 pub mod arch;
-pub mod bf16;
-pub mod block;
-pub mod f16;
 pub mod ftype;
 pub mod gguf;
 pub mod imatrix;
-pub mod iq4_nl;
-pub mod iq4_xs;
-mod lanes;
 pub mod method;
-pub mod q2_k;
-pub mod q3_k;
-pub mod q4_0;
-pub mod q4_1;
-pub mod q4_k;
-pub mod q5_0;
-pub mod q5_1;
-pub mod q5_k;
-pub mod q6_k;
-pub mod q8_0;
-pub mod q8_1;
-pub mod q8_k;
-pub mod simd;
-pub mod split;
-pub mod tokenizer;
-pub mod util;
+pub mod types;
 
-// The low-bit types (issue #25), registered in `block` when the restructure lands.
-#[allow(dead_code)]
-pub mod iq1_m;
-#[allow(dead_code)]
-pub mod iq1_s;
-#[allow(dead_code)]
-pub mod iq2_s;
-#[allow(dead_code)]
-pub mod iq2_xs;
-#[allow(dead_code)]
-pub mod iq2_xxs;
-#[allow(dead_code)]
-pub mod iq3_s;
-#[allow(dead_code)]
-pub mod iq3_xxs;
-#[allow(dead_code)]
-mod iq_grid;
-#[allow(dead_code)]
-mod iq_kgrid;
-#[allow(dead_code)]
-mod lowbit;
-#[cfg(test)]
-mod lowbit_vectors;
-#[allow(dead_code)]
-pub mod mxfp4;
-#[allow(dead_code)]
-pub mod tq1_0;
-#[allow(dead_code)]
-pub mod tq2_0;
-
-pub use block::{dequantize, quantize, GgmlBlock, GgmlType};
 pub use ftype::{Ftype, FtypeOptions, ModelInfo, FTYPES};
 pub use imatrix::{Imatrix, ImatrixStats, StatsEntries};
 pub use method::{fallback_type, method_name, method_type, GgufMethod, METHODS};
+pub use types::{dequantize, quantize, GgmlBlock, GgmlType};
 
 /// The backend name used in registrations and errors.
 pub const BACKEND: &str = "quant-gguf";

@@ -33,7 +33,7 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 }
 
 /// The low-bit types, not yet registered in [`GgmlType`]: their modules' unit tests run
-/// their vectors (`src/lowbit_vectors.rs`).
+/// their vectors (`src/types/lowbit_vectors.rs`).
 const LOWBIT_UNIT_TESTED: [&str; 10] = [
     "tq1_0", "tq2_0", "mxfp4", "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s",
 ];

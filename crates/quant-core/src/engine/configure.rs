@@ -11,8 +11,8 @@ use crate::method::{Params, QuantMethod};
 use crate::registry::Registry;
 use crate::rules::Rules;
 
-/// Progress callback: (tensor name, tensors done, tensors total).
-pub type Progress = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
+use crate::progress::Meter;
+pub use crate::progress::Progress;
 
 /// Quantizes models: the seed API, as a builder.
 ///
@@ -38,6 +38,8 @@ pub struct ModelQuantizer {
     pub(super) force: bool,
     pub(super) format: Option<String>,
     pub(super) progress: Option<Progress>,
+    /// The run's counter, set by the driver for the writers (none outside a run).
+    pub(super) meter: Option<Arc<Meter>>,
     pub(super) max_shard_size: Option<u64>,
     pub(super) worker: Option<Worker>,
     pub(super) split: Option<SplitLimits>,
@@ -141,6 +143,7 @@ impl ModelQuantizer {
             force: false,
             format: None,
             progress: None,
+            meter: None,
             max_shard_size: None,
             worker: None,
             split: None,
@@ -205,11 +208,18 @@ impl ModelQuantizer {
         self.format = format;
         self
     }
-    /// A progress callback.
+    /// A progress hook, called as each tensor starts and once at the end (see
+    /// [`Tick`](crate::progress::Tick)).
     pub fn progress(mut self, p: Option<Progress>) -> Self {
         self.progress = p;
         self
     }
+
+    /// The progress hook, if any.
+    pub fn progress_hook(&self) -> Option<&Progress> {
+        self.progress.as_ref()
+    }
+
     /// Split safetensors output into files of at most this many bytes (a larger tensor
     /// gets a file of its own), named and indexed as transformers' `save_pretrained` does;
     /// the output is then a folder.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::write::worker::staging_for;
 use crate::error::{Error, Result};
 use crate::load::ModelFiles;
+use crate::progress::{Meter, Progress};
 use crate::safetensors_io::rename_durable;
 
 /// What [`merge`] did.
@@ -73,6 +74,11 @@ fn parse_manifest(path: &Path) -> Result<Manifest> {
 /// `config.json`, sidecar files and `quantization_info.json` into `out`. The result is
 /// the folder one run without workers writes.
 pub fn merge(out: &Path) -> Result<Merged> {
+    merge_with_progress(out, None)
+}
+
+/// [`merge`], reporting each weight file checked to `progress`.
+pub fn merge_with_progress(out: &Path, progress: Option<Progress>) -> Result<Merged> {
     // A folder output holds its staging folder; a split container output has it beside
     // the output name, and its files beside it too.
     let (staging, root) = if staging_for(out, true).is_dir() {
@@ -149,8 +155,15 @@ pub fn merge(out: &Path) -> Result<Merged> {
         .unwrap_or_default();
     let mut problems = Vec::new();
     let mut files = Vec::new();
+    let count = manifests.values().map(|m| m.files.len() as u64).sum();
+    let size = manifests
+        .values()
+        .flat_map(|m| m.files.iter().map(|f| f.1))
+        .sum();
+    let meter = Meter::new(progress, "", count, size);
     for m in manifests.values() {
         for (name, bytes, keys) in &m.files {
+            meter.step(name, *bytes);
             let path = root.join(name);
             match std::fs::metadata(&path) {
                 Err(_) => problems.push(format!("{name}: missing (worker {})", m.worker)),
@@ -207,6 +220,7 @@ pub fn merge(out: &Path) -> Result<Merged> {
             problems.push(format!("{name}: not in the plan (a foreign shard)"));
         }
     }
+    meter.end();
     if !problems.is_empty() {
         return Err(Error::file(out, "merge", problems.join("; ")));
     }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use self::configure::{parse_size, ModelQuantizer, Output, Progress, Worker, BYTES_PER_GB};
-pub use self::merge::{merge, Merged};
+pub use self::merge::{merge, merge_with_progress, Merged};
 use self::write::metadata::merge_metadata;
 use crate::error::{Error, Result};
 use crate::load::{dequantize, META_TENSORS};
@@ -100,8 +100,14 @@ impl ModelQuantizer {
             None => Output::File,
         };
         let (model, plan) = self.plan_files(model, Some((kind, output)))?;
-        // 3 and 4. run each planned tensor and write it, in plan order.
-        let outputs = write::writer_for(kind).write(self, &model, &plan, output, start)?;
+        // 3 and 4. run each planned tensor and write it, in plan order, counting what
+        //    this run writes (a worker: its files' tensors) for the progress hook.
+        let metered = self.metered(&plan);
+        let q = metered.as_ref().unwrap_or(self);
+        let outputs = write::writer_for(kind).write(q, &model, &plan, output, start)?;
+        if let Some(m) = &q.meter {
+            m.end();
+        }
         Ok(Report::new(plan, start, outputs, warnings))
     }
 
@@ -121,10 +127,12 @@ impl ModelQuantizer {
                 .to_f32()
         };
         let plan = self.plan(&records, Some(&by_name))?;
+        let metered = self.metered(&plan);
+        let meter = metered.as_ref().and_then(|q| q.meter.as_ref());
         let mut tensors = Vec::with_capacity(sources.len());
-        for (i, (e, s)) in plan.entries.iter().zip(sources).enumerate() {
-            if let Some(p) = &self.progress {
-                p(&e.name, i, sources.len());
+        for (e, s) in plan.entries.iter().zip(sources) {
+            if let Some(m) = meter {
+                m.step(&e.name, e.bytes_in);
             }
             let q = if e.action == Action::Keep {
                 QuantizedTensor {
@@ -138,6 +146,9 @@ impl ModelQuantizer {
                 self.run_entry(&plan, e, &s.to_f32()?)?
             };
             tensors.push(q);
+        }
+        if let Some(m) = meter {
+            m.end();
         }
         let all: Vec<&PlanEntry> = plan.entries.iter().collect();
         let artifacts = self.artifacts_for(&plan, &all)?;

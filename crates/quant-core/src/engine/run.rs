@@ -1,6 +1,8 @@
 //! Stage 3, run: turns one planned tensor into its stored parts (quantized, cast or kept),
 //! with the record a loader needs to restore it.
 
+use std::sync::Arc;
+
 use super::configure::ModelQuantizer;
 use super::plan::source_values;
 use crate::dtype::encode_f32;
@@ -8,8 +10,31 @@ use crate::error::{Error, Result};
 use crate::format::ContainerReader;
 use crate::method::{Params, Part, QuantizedTensor, TensorRecord};
 use crate::plan::{Action, Plan, PlanEntry};
+use crate::progress::Meter;
 
 impl ModelQuantizer {
+    /// With a progress hook: a copy of this quantizer counting the tensors of `plan` this
+    /// run writes (a worker's: those of its files), for [`tick`](Self::tick).
+    pub(super) fn metered(&self, plan: &Plan) -> Option<ModelQuantizer> {
+        let hook = self.progress.clone()?;
+        let mine = |e: &&PlanEntry| self.worker.is_none_or(|w| w.owns(e.file));
+        let (count, bytes) = plan
+            .entries
+            .iter()
+            .filter(mine)
+            .fold((0, 0), |(n, b), e| (n + 1, b + e.bytes_in));
+        let mut q = self.clone();
+        q.meter = Some(Arc::new(Meter::new(Some(hook), "", count, bytes)));
+        Some(q)
+    }
+
+    /// Reports that planned tensor `e` starts to the run's progress hook (if any).
+    pub(super) fn tick(&self, e: &PlanEntry) {
+        if let Some(m) = &self.meter {
+            m.step(&e.name, e.bytes_in);
+        }
+    }
+
     /// The stored parts of planned tensor `e`, read from `reader`.
     pub(super) fn produce(
         &self,

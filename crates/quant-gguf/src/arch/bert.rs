@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 use quant_core::{Error, Result};
 
 use super::{map_name, set_pooling_type, Architecture, HfModel, KvList, Transform};
+use crate::arch::tokenizer::{special, string_array, type_array, wordpiece};
 use crate::gguf::GgufValue;
-use crate::tokenizer::{special, string_array, type_array, wordpiece};
 
 /// The bert architecture.
 #[derive(Debug)]

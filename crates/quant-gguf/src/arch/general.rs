@@ -11,8 +11,8 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::{HfModel, KvList};
+use crate::arch::tokenizer::{read_json, string_array};
 use crate::gguf::GgufValue;
-use crate::tokenizer::{read_json, string_array};
 
 /// Python's `str.title()`.
 fn title(s: &str) -> String {

@@ -111,7 +111,7 @@ impl Architecture for Llama {
     }
 
     fn set_vocab(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
-        let cfg = crate::tokenizer::read_json(&model.dir.join("tokenizer_config.json"))?;
+        let cfg = crate::arch::tokenizer::read_json(&model.dir.join("tokenizer_config.json"))?;
         if let Some(p) = cfg
             .as_ref()
             .and_then(|c| c.get("add_prefix_space"))
@@ -130,7 +130,7 @@ impl Architecture for Llama {
             .find(&["vocab_size"])
             .and_then(Value::as_u64)
             .map(|v| v as usize);
-        crate::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv)?;
+        crate::arch::tokenizer::set_vocab_sentencepiece(&model.dir, vocab, kv)?;
         if vocab == Some(49152) {
             // The reference turns BOS off for granite's small models, keyed on this size.
             kv.set("tokenizer.ggml.add_bos_token", GgufValue::Bool(false));

@@ -12,11 +12,11 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{plan, Ftype, FtypeOptions, ModelInfo, FTYPES};
-use crate::block::GgmlType;
 use crate::imatrix::Imatrix;
 use crate::method::{
     bits_per_weight, method_name, name_lists, GgufMethod, NameList, ALLOW_NONFINITE, IMATRIX_PARAMS,
 };
+use crate::types::GgmlType;
 use crate::BACKEND;
 
 /// The parameters of every `gguf_<ftype>` method (llama-quantize's options).

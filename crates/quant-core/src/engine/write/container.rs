@@ -89,6 +89,7 @@ impl ModelQuantizer {
         };
         let mut w = (c.create)(dest, &planned, &metadata, source)?;
         for e in idx.iter().filter_map(|&i| plan.entries.get(i)) {
+            self.tick(e);
             let Some((_, reader)) = model.shards.get(e.shard) else {
                 return Err(Error::tensor(
                     &model.root,

@@ -80,11 +80,8 @@ impl ModelQuantizer {
             &with_records(&records)?,
             reserve,
         )?;
-        let total = plan.entries.len();
         for (k, e) in entries.iter().enumerate() {
-            if let Some(p) = &self.progress {
-                p(&e.name, idx.get(k).copied().unwrap_or(0), total);
-            }
+            self.tick(e);
             let Some((_, reader)) = model.shards.get(e.shard) else {
                 return Err(Error::tensor(
                     &model.root,

@@ -1,0 +1,325 @@
+//! [`HfGgufReader`]: a converted Hugging Face folder as a container reader, every tensor F32
+//! and transformed on read, one tensor at a time from the mapped safetensors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use quant_core::format::ContainerReader;
+use quant_core::safetensors_io::SafetensorsFile;
+use quant_core::tensor::TensorSource;
+use quant_core::{DType, Error, Part, PartLayout, QuantizedTensor, Result, TensorRecord};
+use serde_json::Value;
+
+use super::{general, text_model_parameters, Architecture, HfModel, KvList, Transform};
+use crate::gguf::GgufValue;
+
+/// One output tensor: where it comes from and what happens to it.
+#[derive(Clone, Debug)]
+struct Entry {
+    file: usize,
+    hf_name: String,
+    transform: Transform,
+}
+
+/// A converted HF folder as a [`ContainerReader`]: llama.cpp names and order, F32 values
+/// (transformed on read), and the typed key/value list.
+pub struct HfGgufReader {
+    dir: PathBuf,
+    files: Vec<SafetensorsFile>,
+    entries: Vec<Entry>,
+    records: Vec<TensorRecord>,
+    kv: KvList,
+}
+
+impl std::fmt::Debug for HfGgufReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfGgufReader")
+            .field("dir", &self.dir)
+            .field("tensors", &self.records.len())
+            .finish()
+    }
+}
+
+/// The safetensors files of a folder in the reference's order: the parts named by
+/// `model.safetensors.index.json` (sorted), else every `model*.safetensors` (sorted).
+fn part_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    let mut names: Vec<String> = match crate::arch::tokenizer::read_json(&index)? {
+        Some(v) => {
+            let map = v
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| Error::file(&index, "json", "no weight_map object"))?;
+            let mut parts: Vec<String> = Vec::new();
+            for (tensor, part) in map {
+                let Some(part) = part.as_str() else {
+                    return Err(Error::file(
+                        &index,
+                        "json",
+                        format!("tensor '{tensor}': part is not a string"),
+                    ));
+                };
+                if !parts.iter().any(|p| p == part) {
+                    parts.push(part.to_string());
+                }
+            }
+            parts
+        }
+        None => std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("model") && n.ends_with(".safetensors"))
+            .collect(),
+    };
+    names.sort();
+    if names.is_empty() {
+        return Err(Error::file(
+            dir,
+            "model folder",
+            "no model*.safetensors file (pytorch .bin weights are not converted)",
+        ));
+    }
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// Tensor names whose values the reference never writes.
+const DROPPED_SUFFIXES: [&str; 3] = [
+    ".attention.masked_bias",
+    ".attention.bias",
+    ".rotary_emb.inv_freq",
+];
+
+impl HfGgufReader {
+    /// Converts the folder `dir` (whose `config.json` is `config`) with `arch`.
+    pub fn open(dir: &Path, config: &Value, arch: &dyn Architecture) -> Result<Self> {
+        let Some(raw) = config.as_object() else {
+            return Err(Error::file(
+                dir.join("config.json"),
+                "json",
+                "not an object",
+            ));
+        };
+        let mut hparams = raw.clone();
+        if let Some(Value::Object(text)) = raw.get("text_config") {
+            hparams.extend(text.clone());
+        }
+        arch.complete_config(&mut hparams);
+        let mut model = HfModel {
+            dir: dir.to_path_buf(),
+            hparams,
+            raw_config: config.clone(),
+            block_count: 0,
+        };
+        model.block_count =
+            model.uint(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])? as usize;
+
+        // index_tensors: parts in order, each part's tensors sorted by name; a renamed
+        // tensor that collides keeps the first one's position (a Python dict).
+        let files: Vec<SafetensorsFile> = part_files(dir)?
+            .iter()
+            .map(SafetensorsFile::open)
+            .collect::<Result<_>>()?;
+        let mut indexed: Vec<(String, usize, String)> = Vec::new();
+        for (fi, f) in files.iter().enumerate() {
+            let mut names: Vec<&str> = f.metas().map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            for raw_name in names {
+                let Some(name) = arch.filter(raw_name) else {
+                    continue;
+                };
+                match indexed.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some(slot) => *slot = (name, fi, raw_name.to_string()),
+                    None => indexed.push((name, fi, raw_name.to_string())),
+                }
+            }
+        }
+
+        let mut entries = Vec::new();
+        let mut records: Vec<TensorRecord> = Vec::new();
+        for (name, file, hf_name) in indexed {
+            if DROPPED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            let (gguf_name, transform) = arch.map_tensor(&model, &name)?;
+            if records.iter().any(|r| r.name == gguf_name) {
+                return Err(Error::tensor(
+                    dir,
+                    &hf_name,
+                    format!("maps to '{gguf_name}', which another tensor already has"),
+                ));
+            }
+            let meta = files
+                .get(file)
+                .and_then(|f| f.get(&hf_name))
+                .map(|t| t.meta().clone())
+                .ok_or_else(|| Error::tensor(dir, &hf_name, "vanished from its file"))?;
+            if let Transform::RopePermute(heads) = transform {
+                check_permute(dir, &hf_name, &meta.shape, heads)?;
+            }
+            records.push(TensorRecord {
+                name: gguf_name.clone(),
+                method: None,
+                dtype: DType::F32,
+                shape: meta.shape.clone(),
+                dequant_dtype: DType::F32,
+                params: Default::default(),
+                parts: vec![gguf_name],
+                fallback: None,
+            });
+            entries.push(Entry {
+                file,
+                hf_name,
+                transform,
+            });
+        }
+
+        // prepare_metadata: general.*, the hyperparameters, the quantization version,
+        // then the vocabulary.
+        let mut kv = KvList::default();
+        kv.set(
+            "general.architecture",
+            GgufValue::String(arch.name().into()),
+        );
+        kv.set("general.type", GgufValue::String("model".into()));
+        let total: u64 = records
+            .iter()
+            .map(|r| r.shape.iter().map(|&d| d as u64).product::<u64>())
+            .sum();
+        general::set_general(&model, total, &mut kv)?;
+        text_model_parameters(&model, arch.name(), &mut kv)?;
+        arch.set_gguf_parameters(&model, &mut kv)?;
+        kv.set("general.quantization_version", GgufValue::U32(2));
+        arch.set_vocab(&model, &mut kv)?;
+
+        Ok(HfGgufReader {
+            dir: dir.to_path_buf(),
+            files,
+            entries,
+            records,
+            kv,
+        })
+    }
+
+    /// The typed key/value list, in the reference's order.
+    pub fn kvs(&self) -> &KvList {
+        &self.kv
+    }
+
+    /// The f32 values of output tensor `name` (transformed).
+    pub fn values(&self, name: &str) -> Result<Vec<f32>> {
+        let (entry, record) = self
+            .entries
+            .iter()
+            .zip(&self.records)
+            .find(|(_, r)| r.name == name)
+            .ok_or_else(|| {
+                Error::tensor(&self.dir, name, "no such tensor in the converted model")
+            })?;
+        let src = self
+            .files
+            .get(entry.file)
+            .and_then(|f| f.get(&entry.hf_name))
+            .ok_or_else(|| Error::tensor(&self.dir, &entry.hf_name, "vanished from its file"))?;
+        let values = src.to_f32()?;
+        Ok(match entry.transform {
+            Transform::None => values,
+            Transform::RopePermute(heads) => rope_permute(&values, &record.shape, heads),
+        })
+    }
+}
+
+/// Checks that `LlamaModel.permute` can reshape `shape` by `heads`.
+fn check_permute(dir: &Path, name: &str, shape: &[usize], heads: usize) -> Result<()> {
+    let rows = shape.first().copied().unwrap_or(0);
+    if heads == 0 || rows % (heads * 2) != 0 {
+        return Err(Error::ShapeMismatch {
+            tensor: format!("{} ({name})", dir.display()),
+            expected: format!("a first dimension divisible by 2 × {heads} heads"),
+            got: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// `LlamaModel.permute`: `w.reshape(heads, 2, rows/heads/2, *rest).swapaxes(1, 2)`: within
+/// each head, output row `2i + j` is input row `j·half + i`.
+pub fn rope_permute(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
+    let rows = shape.first().copied().unwrap_or(0);
+    let row_len = values.len().checked_div(rows).unwrap_or(0).max(1);
+    let src: Vec<&[f32]> = values.chunks(row_len).collect();
+    let half = rows / heads.max(1) / 2;
+    let mut out = Vec::with_capacity(values.len());
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                if let Some(row) = src.get(h * 2 * half + j * half + i) {
+                    out.extend_from_slice(row);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl ContainerReader for HfGgufReader {
+    fn metadata(&self) -> BTreeMap<String, String> {
+        crate::gguf::kv_text(self.kv.entries())
+    }
+
+    fn records(&self) -> &[TensorRecord] {
+        &self.records
+    }
+
+    fn read(&self, name: &str) -> Result<QuantizedTensor> {
+        let values = self.values(name)?;
+        let record = self
+            .records
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::tensor(&self.dir, name, "no such tensor in the converted model")
+            })?;
+        let data = quant_core::dtype::encode_f32(DType::F32, &values)
+            .map_err(|e| Error::tensor(&self.dir, name, e.to_string()))?;
+        let part = Part::new(
+            PartLayout::new(name, DType::F32, record.shape.clone()),
+            data,
+        )?;
+        Ok(QuantizedTensor {
+            record,
+            parts: vec![part],
+        })
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn stored_bytes(&self, name: &str) -> Result<u64> {
+        let r = self
+            .records
+            .iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| {
+                Error::tensor(&self.dir, name, "no such tensor in the converted model")
+            })?;
+        Ok(r.shape.iter().map(|&d| d as u64).product::<u64>() * 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_matches_the_reshape() {
+        // 2 heads × 4 rows, row length 1: per head rows [0 1 2 3] → [0 2 1 3].
+        let v: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        assert_eq!(
+            rope_permute(&v, &[8, 1], 2),
+            [0., 2., 1., 3., 4., 6., 5., 7.]
+        );
+    }
+}

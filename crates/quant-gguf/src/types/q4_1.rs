@@ -1,0 +1,120 @@
+//! Q4_1: blocks of 32 values, `x ≈ d·q + m`, `q ∈ [0, 15]`.
+//!
+//! Layout (ggml `block_q4_1`, 20 bytes): `d: f16`, `m: f16`, `qs[16]` (value `j` in the
+//! low nibble of byte `j`, value `j + 16` in the high nibble).
+//!
+//! Without weights (`quantize_row_q4_1_ref`): `d = (max − min)/15`, `m = min`,
+//! `q = min(15, (int8)((x − min)·(1/d) + 0.5))`. With weights (`quantize_row_q4_1_impl`):
+//! `w = qw·√(σ² + x²)` with the row's `σ² = Σx²/n`, then `make_qkx3_quants(32, 15, w,
+//! rmin −0.9, rdelta 0.05, 36 steps)`.
+
+use crate::types::c_math::{c_f32_to_i32, c_min, fp16_to_fp32, fp32_to_fp16};
+use crate::types::q4_0::{block_weights, row_sigma2};
+use crate::types::search::{make_qkx_quants, QkxSearch};
+use crate::types::{GgmlBlock, GgmlType};
+
+/// ggml's `block_q4_1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ4_1 {
+    /// Scale (f16 bits).
+    pub d: u16,
+    /// Minimum (f16 bits).
+    pub m: u16,
+    /// Nibbles.
+    pub qs: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+
+/// The weighted search of the Q4_1/Q5_1 `_impl` quantizers.
+pub(crate) const fn legacy_qkx3(nmax: i32) -> QkxSearch {
+    QkxSearch {
+        nmax,
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+        use_mad: false,
+    }
+}
+
+impl GgmlBlock for BlockQ4_1 {
+    const TYPE: GgmlType = GgmlType::Q4_1;
+    const BLOCK_SIZE: usize = 32;
+    const TYPE_SIZE: usize = 20;
+    const ZERO: Self = BlockQ4_1 {
+        d: 0,
+        m: 0,
+        qs: [0; 16],
+    };
+
+    fn read(b: &[u8]) -> Self {
+        let mut blk = Self::ZERO;
+        blk.d = u16::from_le_bytes([b[0], b[1]]);
+        blk.m = u16::from_le_bytes([b[2], b[3]]);
+        blk.qs.copy_from_slice(&b[4..20]);
+        blk
+    }
+    #[inline(always)]
+    fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..4].copy_from_slice(&self.m.to_le_bytes());
+        out[4..20].copy_from_slice(&self.qs);
+    }
+
+    #[inline(always)]
+    fn quantize_row(x: &[f32], y: &mut [Self]) {
+        for (xb, yb) in x.chunks_exact(32).zip(y) {
+            let mut min = f32::MAX;
+            let mut max = -f32::MAX;
+            for &v in xb {
+                if v < min {
+                    min = v;
+                }
+                if v > max {
+                    max = v;
+                }
+            }
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            yb.d = fp32_to_fp16(d);
+            yb.m = fp32_to_fp16(min);
+            for j in 0..16 {
+                let x0 = (xb[j] - min) * id;
+                let x1 = (xb[16 + j] - min) * id;
+                let xi0 = c_min(15, c_f32_to_i32(x0 + 0.5) as i8 as i32) as u8;
+                let xi1 = c_min(15, c_f32_to_i32(x1 + 0.5) as i8 as i32) as u8;
+                yb.qs[j] = xi0 | ((xi1 as u32) << 4) as u8;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
+        let sigma2 = row_sigma2(x);
+        let mut l = [0u8; 32];
+        let mut laux = [0u8; 32];
+        for ((xb, qb), yb) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(y) {
+            let w = block_weights(xb, qb, sigma2);
+            let (d, the_min) =
+                make_qkx_quants(legacy_qkx3(15), xb, Some(&w), &mut l, &mut laux, true);
+            yb.d = fp32_to_fp16(d);
+            yb.m = fp32_to_fp16(-the_min);
+            for j in 0..16 {
+                yb.qs[j] = l[j] | (l[j + 16] << 4);
+            }
+        }
+    }
+
+    fn dequantize_row(y: &[Self], out: &mut [f32]) {
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(32)) {
+            let d = fp16_to_fp32(yb.d);
+            let m = fp16_to_fp32(yb.m);
+            for j in 0..16 {
+                let x0 = (yb.qs[j] & 0x0F) as i32;
+                let x1 = (yb.qs[j] >> 4) as i32;
+                o[j] = x0 as f32 * d + m;
+                o[j + 16] = x1 as f32 * d + m;
+            }
+        }
+    }
+}
