@@ -22,7 +22,7 @@ use crate::types::iq_grid::{dequant_table, lattice, Book};
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
 use crate::types::lanes::{Lanes, Portable};
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ1_M`.
 const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
@@ -364,7 +364,8 @@ impl BlockIq1M {
     }
 }
 
-impl LowBit for BlockIq1M {
+impl GgmlBlock for BlockIq1M {
+    const TYPE: GgmlType = GgmlType::IQ1_M;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 56;
     const ZERO: Self = BlockIq1M {
@@ -447,18 +448,5 @@ impl LowBit for BlockIq1M {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("iq1_m", quant::<BlockIq1M>, deq::<BlockIq1M>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (7, 2), "{t:?}");
     }
 }

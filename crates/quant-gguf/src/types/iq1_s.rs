@@ -19,7 +19,7 @@ use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice};
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
 use crate::types::lanes::{Lanes, Portable};
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `IQ1S_DELTA` (and `IQ1M_DELTA`).
 pub(crate) const IQ1S_DELTA: f32 = 0.125;
@@ -292,7 +292,8 @@ impl BlockIq1S {
     }
 }
 
-impl LowBit for BlockIq1S {
+impl GgmlBlock for BlockIq1S {
+    const TYPE: GgmlType = GgmlType::IQ1_S;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 50;
     const ZERO: Self = BlockIq1S {
@@ -320,7 +321,7 @@ impl LowBit for BlockIq1S {
     }
 
     #[inline(always)]
-    /// Not reached through [`crate::types::quantize`], which requires an importance
+    /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let ones = [1f32; QK_K];
@@ -358,18 +359,5 @@ impl LowBit for BlockIq1S {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("iq1_s", quant::<BlockIq1S>, deq::<BlockIq1S>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (0, 2), "{t:?}");
     }
 }

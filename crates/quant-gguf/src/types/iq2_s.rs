@@ -15,7 +15,7 @@ use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int
 use crate::types::iq2_xs::iq2_search16;
 use crate::types::iq2_xxs::{deq_group8, index2};
 use crate::types::iq_grid::{dequant_table, lattice, Book};
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ2_S`.
 const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
@@ -127,7 +127,8 @@ impl BlockIq2S {
     }
 }
 
-impl LowBit for BlockIq2S {
+impl GgmlBlock for BlockIq2S {
+    const TYPE: GgmlType = GgmlType::IQ2_S;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 82;
     const ZERO: Self = BlockIq2S {
@@ -189,18 +190,5 @@ impl LowBit for BlockIq2S {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("iq2_s", quant::<BlockIq2S>, deq::<BlockIq2S>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (7, 2), "{t:?}");
     }
 }

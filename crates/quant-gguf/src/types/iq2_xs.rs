@@ -18,7 +18,7 @@ use crate::types::iq2_xxs::{
     deq_group8, even_signs, index2, iq2_find_best_neighbour, round_group2, sums,
 };
 use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// The scale search of `quantize_row_iq2_xs_impl` / `quantize_row_iq2_s_impl` for one
 /// block of 16 magnitudes `xval` (`max` their largest, not ~0): 19 trial scales
@@ -179,7 +179,8 @@ impl BlockIq2Xs {
     }
 }
 
-impl LowBit for BlockIq2Xs {
+impl GgmlBlock for BlockIq2Xs {
+    const TYPE: GgmlType = GgmlType::IQ2_XS;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 74;
     const ZERO: Self = BlockIq2Xs {
@@ -207,7 +208,7 @@ impl LowBit for BlockIq2Xs {
     }
 
     #[inline(always)]
-    /// Not reached through [`crate::types::quantize`], which requires an importance
+    /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let ones = [1f32; QK_K];
@@ -245,18 +246,5 @@ impl LowBit for BlockIq2Xs {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("iq2_xs", quant::<BlockIq2Xs>, deq::<BlockIq2Xs>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (0, 2), "{t:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! IQ2_XXS: super-blocks of 256 values in 8 blocks of 32, each block 4 groups of 8 values
 //! on the 256-point E8-lattice codebook (2.0625 bits per weight). Needs an importance
-//! matrix (ggml asserts one; so does [`crate::types::quantize`]).
+//! matrix (ggml asserts one; so does [`crate::block::quantize`]).
 //!
 //! Layout (ggml `block_iq2_xxs`, 66 bytes): `d: f16`, then per block two `u32`: the 4
 //! grid indices (one byte each), and four 7-bit sign groups (the 8th sign is the parity,
@@ -18,8 +18,8 @@ use crate::types::c_math::{
     c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, GROUP_MAX_EPS, QK_K,
 };
 use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
-use crate::types::lowbit::LowBit;
 use crate::types::search::make_qp_quants;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `iq2_find_best_neighbour` (groups of 8): the neighbour of lattice point `u` of
 /// least `Σ w·(scale·q − x)²` (the first on ties); writes its levels to `l`.
@@ -265,7 +265,8 @@ pub(crate) fn deq_group8(db: f32, grid: u64, signs: u8, out: &mut [f32]) {
     }
 }
 
-impl LowBit for BlockIq2Xxs {
+impl GgmlBlock for BlockIq2Xxs {
+    const TYPE: GgmlType = GgmlType::IQ2_XXS;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 66;
     const ZERO: Self = BlockIq2Xxs { d: 0, qs: [0; 64] };
@@ -283,7 +284,7 @@ impl LowBit for BlockIq2Xxs {
     }
 
     #[inline(always)]
-    /// Not reached through [`crate::types::quantize`], which requires an importance
+    /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         let ones = [1f32; QK_K];
@@ -389,14 +390,5 @@ mod tests {
                 }
             }
         }
-    }
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t =
-            crate::types::lowbit_vectors::run("iq2_xxs", quant::<BlockIq2Xxs>, deq::<BlockIq2Xxs>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (0, 2), "{t:?}");
     }
 }

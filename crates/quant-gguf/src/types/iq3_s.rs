@@ -15,7 +15,7 @@
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq3_xxs::{index3, iq3_search, iq_weights};
 use crate::types::iq_grid::{dequant_table, lattice, Book};
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_iq3_s`.
 #[repr(C)]
@@ -121,7 +121,8 @@ impl BlockIq3S {
     }
 }
 
-impl LowBit for BlockIq3S {
+impl GgmlBlock for BlockIq3S {
+    const TYPE: GgmlType = GgmlType::IQ3_S;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 110;
     const ZERO: Self = BlockIq3S {
@@ -193,18 +194,5 @@ impl LowBit for BlockIq3S {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("iq3_s", quant::<BlockIq3S>, deq::<BlockIq3S>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (7, 2), "{t:?}");
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ3_XXS`.
 const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
@@ -285,7 +285,8 @@ impl BlockIq3Xxs {
     }
 }
 
-impl LowBit for BlockIq3Xxs {
+impl GgmlBlock for BlockIq3Xxs {
+    const TYPE: GgmlType = GgmlType::IQ3_XXS;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 98;
     const ZERO: Self = BlockIq3Xxs { d: 0, qs: [0; 96] };
@@ -400,14 +401,5 @@ mod tests {
                 }
             }
         }
-    }
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t =
-            crate::types::lowbit_vectors::run("iq3_xxs", quant::<BlockIq3Xxs>, deq::<BlockIq3Xxs>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (7, 2), "{t:?}");
     }
 }

@@ -10,7 +10,7 @@
 //! first on ties.
 
 use crate::types::c_math::c_f32_to_i32;
-use crate::types::lowbit::LowBit;
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `kvalues_mxfp4` (`kvalues_fp4`): E2M1 values times 2.
 pub const KVALUES_MXFP4: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
@@ -94,7 +94,8 @@ fn best_indices(x: &[f32], e: f32) -> [u8; 16] {
     out
 }
 
-impl LowBit for BlockMxfp4 {
+impl GgmlBlock for BlockMxfp4 {
+    const TYPE: GgmlType = GgmlType::MXFP4;
     const BLOCK_SIZE: usize = 32;
     const TYPE_SIZE: usize = 17;
     const ZERO: Self = BlockMxfp4 { e: 0, qs: [0; 16] };
@@ -170,13 +171,5 @@ mod tests {
                 }
             }
         }
-    }
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("mxfp4", quant::<BlockMxfp4>, deq::<BlockMxfp4>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (9, 0), "{t:?}");
     }
 }

@@ -11,8 +11,9 @@
 //! Quantizer: ggml's `quantize_row_tq1_0_ref` (what `ggml_quantize_chunk` runs; the
 //! importance matrix is ignored): `d = max|x|`, `t = lroundf(x/d)`.
 
+use crate::types::c_math::c_lroundf_small;
 use crate::types::c_math::{c_max, fp16_to_fp32, fp32_to_fp16, QK_K};
-use crate::types::lowbit::{c_lroundf_small, LowBit};
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_tq1_0`.
 #[repr(C)]
@@ -78,7 +79,8 @@ fn trit(q: u8, n: u32) -> f32 {
     ((((q as u16) * 3) >> 8) as i16 - 1) as f32
 }
 
-impl LowBit for BlockTq1_0 {
+impl GgmlBlock for BlockTq1_0 {
+    const TYPE: GgmlType = GgmlType::TQ1_0;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 54;
     const ZERO: Self = BlockTq1_0 {
@@ -131,18 +133,5 @@ impl LowBit for BlockTq1_0 {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("tq1_0", quant::<BlockTq1_0>, deq::<BlockTq1_0>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (8, 0), "{t:?}");
     }
 }

@@ -7,8 +7,9 @@
 //! Quantizer: ggml's `quantize_row_tq2_0_ref` (the importance matrix is ignored):
 //! `d = max|x|`, `t = lroundf(x/d)`.
 
+use crate::types::c_math::c_lroundf_small;
 use crate::types::c_math::{c_max, fp16_to_fp32, fp32_to_fp16, QK_K};
-use crate::types::lowbit::{c_lroundf_small, LowBit};
+use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_tq2_0`.
 #[repr(C)]
@@ -21,7 +22,8 @@ pub struct BlockTq2_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockTq2_0>() == 66);
 
-impl LowBit for BlockTq2_0 {
+impl GgmlBlock for BlockTq2_0 {
+    const TYPE: GgmlType = GgmlType::TQ2_0;
     const BLOCK_SIZE: usize = QK_K;
     const TYPE_SIZE: usize = 66;
     const ZERO: Self = BlockTq2_0 { qs: [0; 64], d: 0 };
@@ -73,18 +75,5 @@ impl LowBit for BlockTq2_0 {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::lowbit::test_rows::{deq, quant};
-
-    #[test]
-    fn reference_vectors() {
-        let t = crate::types::lowbit_vectors::run("tq2_0", quant::<BlockTq2_0>, deq::<BlockTq2_0>);
-        assert!(t.failures.is_empty(), "{:#?}", t.failures);
-        assert_eq!((t.plain.2, t.imat.2), (8, 0), "{t:?}");
     }
 }
