@@ -127,6 +127,20 @@ pub const EXTRA: &[CatalogEntry] = &[
     e("gguf_q3_k_m", GGUF, "gguf", INT8),
     e("gguf_q3_k_s", GGUF, "gguf", INT8),
     e("gguf_q2_k", GGUF, "gguf", INT8),
+    e("gguf_iq3_m", GGUF, "gguf", INT8),
+    e("gguf_iq3_s", GGUF, "gguf", INT8),
+    e("gguf_iq3_xs", GGUF, "gguf", INT8),
+    e("gguf_iq3_xxs", GGUF, "gguf", INT8),
+    e("gguf_iq2_m", GGUF, "gguf", INT8),
+    e("gguf_iq2_s", GGUF, "gguf", INT8),
+    e("gguf_iq2_xs", GGUF, "gguf", INT8),
+    e("gguf_iq2_xxs", GGUF, "gguf", INT8),
+    e("gguf_q2_k_s", GGUF, "gguf", INT8),
+    e("gguf_iq1_m", GGUF, "gguf", INT8),
+    e("gguf_iq1_s", GGUF, "gguf", INT8),
+    e("gguf_tq2_0", GGUF, "gguf", INT8),
+    e("gguf_tq1_0", GGUF, "gguf", INT8),
+    e("gguf_mxfp4_moe", GGUF, "gguf", INT8),
 ];
 
 /// The catalog entry for `name`, if it is a canonical name or one of [`EXTRA`].
