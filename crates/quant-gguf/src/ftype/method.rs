@@ -239,6 +239,9 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+        if self.imatrix.is_none() && self.ftype.requires_imatrix() {
+            self.check_imatrix("", GgmlType::F32)?;
+        }
         // Recorded as this method with its own parameters, so loading recreates it.
         let mut q = self.inner.quantize(t, values)?;
         q.record.method = Some(self.name().to_string());
@@ -258,6 +261,10 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+        // llama-quantize refuses these file types without a matrix whatever the model.
+        if self.imatrix.is_none() && self.ftype.requires_imatrix() {
+            self.check_imatrix("", GgmlType::F32)?;
+        }
         // Not a llama.cpp model (e.g. a Hugging Face folder no converter knows): there
         // are no llama-quantize rules to follow, every tensor gets the default type
         // through `select` (with the shape fallbacks), as the `gguf_config_*` methods do.
@@ -273,9 +280,6 @@ impl QuantMethod for FtypeMethod {
             }
         })?;
         let planned = plan(self.ftype, &info, model.tensors, &self.opts)?;
-        if self.imatrix.is_none() && self.ftype.requires_imatrix() {
-            self.check_imatrix("", GgmlType::F32)?;
-        }
         for p in &planned {
             if let (Some(ty), false, Some(t)) = (p.ty, p.keep, model.tensors.get(p.index)) {
                 self.check_imatrix(&t.name, ty)?;
