@@ -151,7 +151,9 @@
 //!
 //! # llama-quantize file types
 //!
-//! `gguf_q4_0` … `gguf_iq4_xs`, `gguf_f16`, `gguf_bf16` (see [`ftype`]) reproduce
+//! `gguf_q4_0` … `gguf_iq4_xs`, the low-bit `gguf_iq2_xxs` … `gguf_iq3_m`, `gguf_iq1_s`,
+//! `gguf_iq1_m`, `gguf_q2_k_s`, `gguf_tq1_0`, `gguf_tq2_0`, `gguf_mxfp4_moe`, and
+//! `gguf_f16`, `gguf_bf16` (see [`ftype`]) reproduce
 //! `llama-quantize IN OUT <FTYPE>` (llama.cpp b11312) byte for byte: their
 //! [`QuantMethod::mixture`](quant_core::QuantMethod::mixture) gives every tensor the
 //! `gguf_config_*` method of the type llama-quantize picks (or keeps it), in
