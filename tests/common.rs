@@ -2,6 +2,23 @@ use std::path::Path;
 
 use quant::{DType, Part, PartLayout};
 
+/// The methods that refuse to quantize without an importance matrix (the GGUF types ggml
+/// needs one for, and the llama-quantize file types llama-quantize refuses without one);
+/// `registry::methods_needing_an_imatrix_are_these` checks the list. The every-method
+/// tests that run without a matrix leave them out.
+#[allow(dead_code)]
+pub const NEEDS_IMATRIX: &[&str] = &[
+    "gguf_config_iq2_xxs",
+    "gguf_config_iq2_xs",
+    "gguf_config_iq1_s",
+    "gguf_iq2_xxs",
+    "gguf_iq2_xs",
+    "gguf_iq2_s",
+    "gguf_iq1_s",
+    "gguf_iq1_m",
+    "gguf_q2_k_s",
+];
+
 /// Writes f32 tensors to a safetensors file.
 pub fn write_f32(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
     write(path, DType::F32, tensors)

@@ -2,7 +2,7 @@
 //! (`allow_nonfinite`), as documented in README.md ("NaN and infinities").
 use quant::{DType, ModelFiles, ModelQuantizer, Registry};
 
-use crate::common::write;
+use crate::common::{write, NEEDS_IMATRIX};
 
 /// Restores a [16, 256] weight holding NaN at 1, +inf at 2 and -inf at 3 (the rest
 /// finite, |x| <= 1) quantized by `method` with non-finite values allowed: stored as f32,
@@ -59,6 +59,9 @@ fn kind(x: f32) -> Kind {
 #[ignore = "prints measurements"]
 fn probe_nonfinite() {
     for e in Registry::global().unwrap().entries() {
+        if NEEDS_IMATRIX.contains(&e.name) {
+            continue;
+        }
         let b = restored(e.name);
         let bad_row0 = b[4..256].iter().filter(|x| !x.is_finite()).count();
         let bad_row3 = b[3840..].iter().filter(|x| !x.is_finite()).count();
@@ -126,6 +129,13 @@ const SCOPES: &[(&str, Scope)] = &[
     ("gguf_config_q4_k", Scope::Block(256)),
     ("gguf_config_q3_k", Scope::Block(256)),
     ("gguf_config_q2_k", Scope::Block(256)),
+    ("gguf_config_iq3_s", Scope::Block(256)),
+    ("gguf_config_iq3_xxs", Scope::Block(256)),
+    ("gguf_config_iq2_s", Scope::Block(256)),
+    ("gguf_config_iq1_m", Scope::Block(256)),
+    ("gguf_config_tq1_0", Scope::Block(256)),
+    ("gguf_config_tq2_0", Scope::Block(256)),
+    ("gguf_config_mxfp4", Scope::Block(32)),
     // llama-quantize's file types on a model without llama.cpp names: their default type.
     ("gguf_q4_0", Scope::Block(32)),
     ("gguf_q4_1", Scope::Block(32)),
@@ -133,6 +143,14 @@ const SCOPES: &[(&str, Scope)] = &[
     ("gguf_q5_1", Scope::Block(32)),
     ("gguf_q8_0", Scope::Block(32)),
     ("gguf_q2_k", Scope::Block(256)),
+    ("gguf_iq2_m", Scope::Block(256)),
+    ("gguf_iq3_xxs", Scope::Block(256)),
+    ("gguf_iq3_xs", Scope::Block(256)),
+    ("gguf_iq3_s", Scope::Block(256)),
+    ("gguf_iq3_m", Scope::Block(256)),
+    ("gguf_tq1_0", Scope::Block(256)),
+    ("gguf_tq2_0", Scope::Block(256)),
+    ("gguf_mxfp4_moe", Scope::Block(32)),
     ("gguf_q3_k_s", Scope::Block(256)),
     ("gguf_q3_k_m", Scope::Block(256)),
     ("gguf_q3_k_l", Scope::Block(256)),
@@ -151,6 +169,9 @@ const SCOPES: &[(&str, Scope)] = &[
 #[test]
 fn nonfinite_values_spread_no_further_than_documented() {
     for e in Registry::global().unwrap().entries() {
+        if NEEDS_IMATRIX.contains(&e.name) {
+            continue;
+        }
         let scope = SCOPES
             .iter()
             .find(|(m, _)| *m == e.name)

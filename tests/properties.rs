@@ -137,6 +137,21 @@ const ERROR_BOUNDS: &[(&str, f32)] = &[
     ("gguf_config_iq4_xs", 8.0 / 16.0),
     ("gguf_config_q3_k", 1.0),
     ("gguf_config_q2_k", 8.0 / 4.0),
+    // The lattice and ternary types by the same rule (IQ3 8 levels, IQ2 4, IQ1 3); the
+    // ternary TQ types round x/absmax of a block of 256 to {-1, 0, 1} (half a step, f16
+    // scale); MXFP4 (E2M1 levels 0 … 6 times 2^e, e = floor(log2 absmax) - 2) clips values
+    // in [6, 8)·2^e to 6·2^e and rounds 4 … 6 by half a step of 2·2^e: a quarter of the
+    // block's absmax at most.
+    ("gguf_config_iq3_s", 1.0),
+    ("gguf_config_iq3_xxs", 1.0),
+    ("gguf_config_iq2_s", 8.0 / 4.0),
+    ("gguf_config_iq2_xs", 8.0 / 4.0),
+    ("gguf_config_iq2_xxs", 8.0 / 4.0),
+    ("gguf_config_iq1_m", 8.0 / 3.0),
+    ("gguf_config_iq1_s", 8.0 / 3.0),
+    ("gguf_config_tq1_0", 0.5 + 1.0 / 256.0),
+    ("gguf_config_tq2_0", 0.5 + 1.0 / 256.0),
+    ("gguf_config_mxfp4", 0.25 + 1.0 / 128.0),
     // llama-quantize's file types on a model without llama.cpp names: their default type.
     ("gguf_q4_0", 1.0 / 8.0 + 1.0 / 256.0),
     ("gguf_q4_1", 1.0 / 15.0 + 1.0 / 256.0),
@@ -154,6 +169,20 @@ const ERROR_BOUNDS: &[(&str, f32)] = &[
     ("gguf_q6_k", 8.0 / 64.0),
     ("gguf_iq4_nl", 8.0 / 16.0),
     ("gguf_iq4_xs", 8.0 / 16.0),
+    ("gguf_iq2_xxs", 8.0 / 4.0),
+    ("gguf_iq2_xs", 8.0 / 4.0),
+    ("gguf_iq2_s", 8.0 / 4.0),
+    ("gguf_iq2_m", 8.0 / 4.0),
+    ("gguf_iq3_xxs", 1.0),
+    ("gguf_iq3_xs", 1.0),
+    ("gguf_iq3_s", 1.0),
+    ("gguf_iq3_m", 1.0),
+    ("gguf_iq1_s", 8.0 / 3.0),
+    ("gguf_iq1_m", 8.0 / 3.0),
+    ("gguf_q2_k_s", 8.0 / 4.0),
+    ("gguf_tq1_0", 0.5 + 1.0 / 256.0),
+    ("gguf_tq2_0", 0.5 + 1.0 / 256.0),
+    ("gguf_mxfp4_moe", 0.25 + 1.0 / 128.0),
     ("gguf_f16", 1.0 / 2048.0),
     ("gguf_bf16", 1.0 / 256.0),
     // The example backend's absmean ternary code {-1, 0, 1} x mean|x|: values above the
@@ -177,7 +206,35 @@ fn relative_error(method: &str, rows: usize, values: &[f32]) -> f32 {
     let shape = vec![rows, values.len() / rows];
     let meta = TensorMeta::new("l.weight", DType::F32, shape.clone());
     let bf16: Vec<f32>;
+    let imatrix_dir;
     let (q, values) = match m.quantize(&meta, values) {
+        // Types that need importance weights (GGUF IQ2_XXS, IQ2_XS, IQ1_S): all ones, in a
+        // legacy llama.cpp .dat file.
+        Err(quant::Error::Unsupported { .. })
+            if registry
+                .get(method)
+                .is_some_and(|e| e.params.iter().any(|p| p.name == "imatrix")) =>
+        {
+            imatrix_dir = tempfile::tempdir().unwrap();
+            let path = imatrix_dir.path().join("ones.dat");
+            let ncols = values.len() / rows;
+            let mut b = Vec::new();
+            b.extend(1i32.to_le_bytes());
+            b.extend((meta.name.len() as i32).to_le_bytes());
+            b.extend(meta.name.as_bytes());
+            b.extend(1i32.to_le_bytes());
+            b.extend((ncols as i32).to_le_bytes());
+            for _ in 0..ncols {
+                b.extend(1f32.to_le_bytes());
+            }
+            std::fs::write(&path, b).unwrap();
+            let mut p = quant::Params::new();
+            p.insert("imatrix".into(), path.display().to_string().into());
+            (
+                registry.create(method, &p).unwrap().quantize(&meta, values),
+                values,
+            )
+        }
         Err(quant::Error::UnsupportedDType { .. }) => {
             bf16 = values
                 .iter()

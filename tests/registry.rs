@@ -107,3 +107,31 @@ fn bad_params_are_typed_errors() {
         Err(Error::BadParam { .. })
     ));
 }
+
+/// The methods that refuse to quantize without an importance matrix are exactly
+/// `common::NEEDS_IMATRIX` (with the gguf feature; none without), each naming `--imatrix`.
+#[test]
+fn methods_needing_an_imatrix_are_these() {
+    let reg = Registry::global().unwrap();
+    let meta = quant::TensorMeta::new("l.weight", quant::DType::F32, vec![2, 256]);
+    let values: Vec<f32> = (0..512)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+        .collect();
+    let mut refusing: Vec<&str> = Vec::new();
+    for e in reg.entries() {
+        let m = (e.create)(&quant::Params::new()).unwrap();
+        if let Err(err) = m.quantize(&meta, &values) {
+            if err.to_string().contains("--imatrix") {
+                refusing.push(e.name);
+            }
+        }
+    }
+    refusing.sort_unstable();
+    let mut want: Vec<&str> = if cfg!(feature = "gguf") {
+        crate::common::NEEDS_IMATRIX.to_vec()
+    } else {
+        Vec::new()
+    };
+    want.sort_unstable();
+    assert_eq!(refusing, want);
+}

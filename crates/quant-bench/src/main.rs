@@ -122,6 +122,8 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
         .collect();
     let bytes = (values.len() * 4) as f64;
     let mut bf16_used = false;
+    let mut imatrix_used = false;
+    let mut imatrix_file: Option<PathBuf> = None;
     let wanted: Option<Vec<&str>> = only.map(|s| s.split(',').map(str::trim).collect());
     println!("{}", cpu_line());
     println!();
@@ -136,11 +138,28 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
         if wanted.as_ref().is_some_and(|w| !w.contains(&e.name)) {
             continue;
         }
-        let m = (e.create)(&Default::default())?;
+        let mut m = (e.create)(&Default::default())?;
         let (meta, values, mark) = match m.quantize(&meta, &values) {
             Err(Error::UnsupportedDType { .. }) => {
                 bf16_used = true;
                 (&meta_bf16, &values_bf16, " ¹")
+            }
+            // A type that needs an importance matrix (GGUF IQ2_XXS, IQ2_XS, IQ1_S): the
+            // bench's own, as ggml's benchmarks make one.
+            Err(Error::Unsupported { .. }) if e.params.iter().any(|p| p.name == "imatrix") => {
+                let path = match &imatrix_file {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = write_bench_imatrix(size)?;
+                        imatrix_file = Some(p.clone());
+                        p
+                    }
+                };
+                let mut p = quant::Params::new();
+                p.insert("imatrix".into(), path.display().to_string().into());
+                m = (e.create)(&p)?;
+                imatrix_used = true;
+                (&meta, &values, " ²")
             }
             _ => (&meta, &values, ""),
         };
@@ -165,6 +184,16 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
             "¹ refuses f32 weights, so it is measured on the matrix rounded to bf16 (dtype BF16, \
              values still handed over as f32); MB/s still counts 4 bytes per element."
         );
+    }
+    if imatrix_used {
+        println!();
+        println!(
+            "² needs an importance matrix: quantized with the bench's own (per column, the \
+             square of a standard normal + 1e-3, as ggml's benchmarks make one)."
+        );
+    }
+    if let Some(p) = imatrix_file {
+        let _ = std::fs::remove_file(p);
     }
     Ok(())
 }
@@ -212,6 +241,31 @@ fn cpu_line() -> String {
         "CPU: {model} ({} logical CPUs); flags: {flags}; {path}",
         rayon::current_num_threads()
     )
+}
+
+/// Writes a legacy llama.cpp importance matrix (`.dat`) for `bench.weight` with `size`
+/// columns, each the square of a standard normal + 1e-3 (one call, so the stored sums
+/// are the weights); returns its path in the temporary folder.
+fn write_bench_imatrix(size: usize) -> Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("quant-bench-imatrix-{}.dat", std::process::id()));
+    let name = b"bench.weight";
+    let mut g = Gaussian::new(7);
+    let mut b = Vec::with_capacity(32 + size * 4);
+    b.extend(1i32.to_le_bytes());
+    b.extend((name.len() as i32).to_le_bytes());
+    b.extend(name);
+    b.extend(1i32.to_le_bytes());
+    b.extend((size as i32).to_le_bytes());
+    for _ in 0..size {
+        let z = g.sample();
+        b.extend((z * z + 1e-3).to_le_bytes());
+    }
+    b.extend(1i32.to_le_bytes());
+    let dataset = b"quant-bench";
+    b.extend((dataset.len() as i32).to_le_bytes());
+    b.extend(dataset);
+    std::fs::write(&path, &b).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
 }
 
 /// Transformer-like shapes adding up to about `size_gib` GiB of bf16.

@@ -92,12 +92,23 @@ pub const FOREIGN_MARKERS: &[(&str, &str, &str)] = &[
     ("_weight_qdata", AO, "float8"),
 ];
 
-/// Names beyond the canonical 43, known the same way: GGUF's IQ4 types and llama-quantize's
-/// file types as quant-gguf registers them (`gguf_<ftype>`, a per-tensor mixture), each
-/// falling back to the basic method of its kind when the GGUF backend is compiled out.
+/// Names beyond the canonical 43, known the same way: GGUF's IQ, TQ and MXFP4 types and
+/// llama-quantize's file types as quant-gguf registers them (`gguf_<ftype>`, a per-tensor
+/// mixture), each falling back to the basic method of its kind when the GGUF backend is
+/// compiled out.
 pub const EXTRA: &[CatalogEntry] = &[
     e("gguf_config_iq4_nl", GGUF, "gguf", INT8),
     e("gguf_config_iq4_xs", GGUF, "gguf", INT8),
+    e("gguf_config_iq3_s", GGUF, "gguf", INT8),
+    e("gguf_config_iq3_xxs", GGUF, "gguf", INT8),
+    e("gguf_config_iq2_s", GGUF, "gguf", INT8),
+    e("gguf_config_iq2_xs", GGUF, "gguf", INT8),
+    e("gguf_config_iq2_xxs", GGUF, "gguf", INT8),
+    e("gguf_config_iq1_m", GGUF, "gguf", INT8),
+    e("gguf_config_iq1_s", GGUF, "gguf", INT8),
+    e("gguf_config_tq2_0", GGUF, "gguf", INT8),
+    e("gguf_config_tq1_0", GGUF, "gguf", INT8),
+    e("gguf_config_mxfp4", GGUF, "gguf", INT8),
     e("gguf_f16", GGUF, "gguf", "basic_fp16"),
     e("gguf_bf16", GGUF, "gguf", "basic_bf16"),
     e("gguf_q8_0", GGUF, "gguf", INT8),
@@ -116,6 +127,20 @@ pub const EXTRA: &[CatalogEntry] = &[
     e("gguf_q3_k_m", GGUF, "gguf", INT8),
     e("gguf_q3_k_s", GGUF, "gguf", INT8),
     e("gguf_q2_k", GGUF, "gguf", INT8),
+    e("gguf_iq3_m", GGUF, "gguf", INT8),
+    e("gguf_iq3_s", GGUF, "gguf", INT8),
+    e("gguf_iq3_xs", GGUF, "gguf", INT8),
+    e("gguf_iq3_xxs", GGUF, "gguf", INT8),
+    e("gguf_iq2_m", GGUF, "gguf", INT8),
+    e("gguf_iq2_s", GGUF, "gguf", INT8),
+    e("gguf_iq2_xs", GGUF, "gguf", INT8),
+    e("gguf_iq2_xxs", GGUF, "gguf", INT8),
+    e("gguf_q2_k_s", GGUF, "gguf", INT8),
+    e("gguf_iq1_m", GGUF, "gguf", INT8),
+    e("gguf_iq1_s", GGUF, "gguf", INT8),
+    e("gguf_tq2_0", GGUF, "gguf", INT8),
+    e("gguf_tq1_0", GGUF, "gguf", INT8),
+    e("gguf_mxfp4_moe", GGUF, "gguf", INT8),
 ];
 
 /// The catalog entry for `name`, if it is a canonical name or one of [`EXTRA`].

@@ -45,6 +45,21 @@
 //! | `gguf_config_q2_k` | Q2_K | 256 | 84 | 2.625 | used |
 //! | `gguf_config_iq4_nl` (extra) | IQ4_NL | 32 | 18 | 4.5 | used |
 //! | `gguf_config_iq4_xs` (extra) | IQ4_XS | 256 | 136 | 4.25 | used |
+//! | `gguf_config_iq3_s` (extra) | IQ3_S | 256 | 110 | 3.4375 | used |
+//! | `gguf_config_iq3_xxs` (extra) | IQ3_XXS | 256 | 98 | 3.0625 | used |
+//! | `gguf_config_iq2_s` (extra) | IQ2_S | 256 | 82 | 2.5625 | used |
+//! | `gguf_config_iq2_xs` (extra) | IQ2_XS | 256 | 74 | 2.3125 | required |
+//! | `gguf_config_iq2_xxs` (extra) | IQ2_XXS | 256 | 66 | 2.0625 | required |
+//! | `gguf_config_iq1_m` (extra) | IQ1_M | 256 | 56 | 1.75 | used |
+//! | `gguf_config_iq1_s` (extra) | IQ1_S | 256 | 50 | 1.5625 | required |
+//! | `gguf_config_tq2_0` (extra) | TQ2_0 | 256 | 66 | 2.0625 | ignored (as ggml) |
+//! | `gguf_config_tq1_0` (extra) | TQ1_0 | 256 | 54 | 1.6875 | ignored (as ggml) |
+//! | `gguf_config_mxfp4` (extra) | MXFP4 | 32 | 17 | 4.25 | ignored (as ggml) |
+//!
+//! The lattice types (IQ1_S … IQ3_S) build their codebooks and neighbour lists at first use
+//! from ggml's compact index lists (`types::iq_grid`, checked against ggml-common.h's
+//! tables by a test); ggml refuses IQ2_XXS, IQ2_XS and IQ1_S without an importance matrix
+//! (`ggml_quantize_requires_imatrix`), and so does quant, with an error naming `--imatrix`.
 //!
 //! The exact formulas and block layouts are in each format's module under [`types`]
 //! ([`types::q4_0`], [`types::q4_k`], …, [`types::iq4_xs`], [`types::f16`](mod@types::f16),
@@ -136,7 +151,9 @@
 //!
 //! # llama-quantize file types
 //!
-//! `gguf_q4_0` … `gguf_iq4_xs`, `gguf_f16`, `gguf_bf16` (see [`ftype`]) reproduce
+//! `gguf_q4_0` … `gguf_iq4_xs`, the low-bit `gguf_iq2_xxs` … `gguf_iq3_m`, `gguf_iq1_s`,
+//! `gguf_iq1_m`, `gguf_q2_k_s`, `gguf_tq1_0`, `gguf_tq2_0`, `gguf_mxfp4_moe`, and
+//! `gguf_f16`, `gguf_bf16` (see [`ftype`]) reproduce
 //! `llama-quantize IN OUT <FTYPE>` (llama.cpp b11312) byte for byte: their
 //! [`QuantMethod::mixture`](quant_core::QuantMethod::mixture) gives every tensor the
 //! `gguf_config_*` method of the type llama-quantize picks (or keeps it), in
@@ -188,8 +205,7 @@
 //!
 //! # Not implemented
 //!
-//! The other IQ types, TQ1_0/TQ2_0, MXFP4/NVFP4, Q1_0/Q2_0 (reading a .gguf that holds
-//! them is an "unsupported type id" error); `quantize_row_iq4_nl_ref` (a row reference
+//! NVFP4, Q1_0/Q2_0 (reading a .gguf that holds them is an "unsupported type id" error); `quantize_row_iq4_nl_ref` (a row reference
 //! that differs from the chunk path llama-quantize uses; the chunk path is implemented);
 //! the I8..F64 GGUF tensor types; big-endian GGUF.
 

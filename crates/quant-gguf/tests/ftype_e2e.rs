@@ -275,6 +275,110 @@ fn imatrix_ftypes_are_llama_quantize_byte_for_byte() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
+/// The low-bit file types (issue #25) with llama_a's importance matrix, against
+/// llama-quantize's files; each output also dequantizes through quant's loader (the path
+/// `quant dequantize` takes) to llama-quantize's tensor count of finite values.
+#[test]
+fn low_bit_imatrix_ftypes_are_llama_quantize_byte_for_byte() {
+    std::env::set_current_dir(data_dir()).unwrap();
+    let imatrix = "gguf/llama_a/imatrix/imatrix_llama_a.gguf";
+    let work = tempfile::tempdir().unwrap();
+    let mut failed = Vec::new();
+    let low_bit = [
+        Ftype::IQ2_XXS,
+        Ftype::IQ2_XS,
+        Ftype::IQ2_S,
+        Ftype::IQ2_M,
+        Ftype::IQ3_XXS,
+        Ftype::IQ3_XS,
+        Ftype::IQ3_S,
+        Ftype::IQ3_M,
+        Ftype::IQ1_S,
+        Ftype::IQ1_M,
+        Ftype::Q2_K_S,
+        Ftype::TQ1_0,
+        Ftype::TQ2_0,
+        Ftype::MXFP4_MOE,
+    ];
+    for ftype in low_bit {
+        let dump = load(&data_dir().join(format!(
+            "gguf/llama_a/imatrix/llama_a-imat-{}.gguf.json",
+            ftype.name()
+        )));
+        let label = format!("imatrix-{}", ftype.name());
+        check_ftype(
+            &label,
+            ftype.method(),
+            Some(imatrix),
+            &dump,
+            work.path(),
+            &mut failed,
+        );
+        let out = work.path().join(format!("{label}.gguf"));
+        let files = quant_core::ModelFiles::open(&out).unwrap();
+        let mut n = 0;
+        for (_, r) in files.records() {
+            let v = files.load_f32(&r.name).unwrap();
+            assert_eq!(
+                v.len(),
+                r.shape.iter().product::<usize>(),
+                "{label} {}",
+                r.name
+            );
+            assert!(v.iter().all(|x| x.is_finite()), "{label} {}", r.name);
+            n += 1;
+        }
+        assert_eq!(n, dump["tensors"].as_array().unwrap().len(), "{label}");
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// llama-quantize refuses IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS and Q2_K_S without an
+/// importance matrix with its advice; llama.cpp refuses IQ3_XXS's IQ2_S/IQ3_XXS tensors
+/// without one too. The others quantize without one.
+#[test]
+fn low_bit_ftypes_without_an_imatrix_are_refused_as_llama_quantize_does() {
+    let work = tempfile::tempdir().unwrap();
+    for ftype in [
+        Ftype::IQ1_S,
+        Ftype::IQ1_M,
+        Ftype::IQ2_S,
+        Ftype::IQ2_XXS,
+        Ftype::IQ2_XS,
+        Ftype::Q2_K_S,
+    ] {
+        assert!(ftype.requires_imatrix());
+        let err = ModelQuantizer::new(ftype.method())
+            .quantize_path(input(), work.path().join("x.gguf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Please do not use IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix")
+                && err.contains("--imatrix"),
+            "{}: {err}",
+            ftype.name()
+        );
+    }
+    let err = ModelQuantizer::new(Ftype::IQ3_XXS.method())
+        .quantize_path(input(), work.path().join("x.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("requires an imatrix") && err.contains("--imatrix"),
+        "{err}"
+    );
+    for ftype in [Ftype::TQ1_0, Ftype::MXFP4_MOE, Ftype::IQ3_M] {
+        assert!(!ftype.requires_imatrix());
+        let out = work.path().join(format!("{}.gguf", ftype.name()));
+        ModelQuantizer::new(ftype.method())
+            .quantize_path(input(), &out)
+            .unwrap();
+        let file = GgufFile::open(&out).unwrap();
+        let want = GgufValue::U32(ftype.id());
+        assert_eq!(file.get("general.file_type"), Some(&want));
+    }
+}
+
 #[test]
 fn llama_quantize_options_as_params_are_byte_for_byte() {
     // The imatrix path is relative to the reference folder, as given to llama-quantize.

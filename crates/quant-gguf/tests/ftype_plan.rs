@@ -135,12 +135,31 @@ fn every_ftype_dump_matches() {
 fn every_imatrix_dump_matches() {
     let dir = data_dir().join("llama_a/imatrix");
     let mut n = 0;
-    for ftype in [Ftype::Q4_K_M, Ftype::Q3_K_M, Ftype::Q2_K, Ftype::IQ4_XS] {
+    let low_bit = [
+        Ftype::IQ2_XXS,
+        Ftype::IQ2_XS,
+        Ftype::IQ2_S,
+        Ftype::IQ2_M,
+        Ftype::IQ3_XXS,
+        Ftype::IQ3_XS,
+        Ftype::IQ3_S,
+        Ftype::IQ3_M,
+        Ftype::IQ1_S,
+        Ftype::IQ1_M,
+        Ftype::Q2_K_S,
+        Ftype::TQ1_0,
+        Ftype::TQ2_0,
+        Ftype::MXFP4_MOE,
+    ];
+    for ftype in [Ftype::Q4_K_M, Ftype::Q3_K_M, Ftype::Q2_K, Ftype::IQ4_XS]
+        .into_iter()
+        .chain(low_bit)
+    {
         let path = dir.join(format!("llama_a-imat-{}.gguf.json", ftype.name()));
         check("llama_a", &path, ftype, true);
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 18);
 }
 
 #[test]
@@ -290,7 +309,8 @@ fn llama_70b_snapshot_matches() {
         head_dim: 128,
         qk_norm: false,
     };
-    assert_eq!(check_snapshot("meta-llama-3.1-70b-instruct.schema", &m), 18);
+    // Every ftype section but F32: the 18 of before and the 14 low-bit ones.
+    assert_eq!(check_snapshot("meta-llama-3.1-70b-instruct.schema", &m), 32);
 }
 
 /// Qwen3 0.6B and 14B (n_gqa 2 and 5: the IQ4 attn_v rule).
@@ -307,7 +327,7 @@ fn qwen3_snapshots_match() {
         head_dim: 128,
         qk_norm: true,
     };
-    assert_eq!(check_snapshot("qwen3-0.6b.schema", &small), 18);
+    assert_eq!(check_snapshot("qwen3-0.6b.schema", &small), 32);
     let big = Dense {
         n_embd: 5120,
         n_ff: 17408,
@@ -315,7 +335,7 @@ fn qwen3_snapshots_match() {
         n_head: 40,
         ..small
     };
-    assert_eq!(check_snapshot("qwen3-14b.schema", &big), 18);
+    assert_eq!(check_snapshot("qwen3-14b.schema", &big), 32);
 }
 
 /// The `gguf_<ftype>` methods: typed errors for bad parameters and inputs, no mixture for
@@ -331,7 +351,7 @@ fn ftype_methods_check_params_and_inputs() {
     };
     for (k, v) in [
         ("output_tensor_type", "q9_9"),
-        ("token_embedding_type", "iq2_xxs"),
+        ("token_embedding_type", "q1_0"),
         ("tensor_type", "attn_v"),
         ("tensor_type", "attn_v=q7"),
         ("tensor_type", "([=q8_0"),

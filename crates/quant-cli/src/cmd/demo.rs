@@ -43,7 +43,17 @@ pub fn demo(only: Option<&str>, keep: Option<PathBuf>) -> Result<()> {
         }
         let out = dir.join(e.name);
         let t0 = Instant::now();
-        let report = ModelQuantizer::new(e.name).quantize_path(&input, &out)?;
+        let report = match ModelQuantizer::new(e.name).quantize_path(&input, &out) {
+            // GGUF types ggml (or llama-quantize) refuses without an importance matrix.
+            Err(err) if err.to_string().contains("--imatrix") => {
+                println!(
+                    "{:<36} skipped: needs an importance matrix (--imatrix)",
+                    e.name
+                );
+                continue;
+            }
+            r => r?,
+        };
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let restored = ModelFiles::open(&out)?;
         let (mut all_a, mut all_b) = (Vec::new(), Vec::new());

@@ -23,6 +23,17 @@ pub const fn llama_ftype(ty: GgmlType) -> u32 {
         GgmlType::IQ4_NL => 25,
         GgmlType::IQ4_XS => 30,
         GgmlType::BF16 => 32,
+        GgmlType::IQ2_XXS => 19,
+        GgmlType::IQ2_XS => 20,
+        GgmlType::IQ3_XXS => 23,
+        GgmlType::IQ1_S => 24,
+        GgmlType::IQ3_S => 26,
+        GgmlType::IQ2_S => 28,
+        GgmlType::IQ1_M => 31,
+        GgmlType::TQ1_0 => 36,
+        GgmlType::TQ2_0 => 37,
+        // LLAMA_FTYPE_MOSTLY_MXFP4_MOE.
+        GgmlType::MXFP4 => 38,
         GgmlType::Q8_1 | GgmlType::Q8_K => 1024,
     }
 }

@@ -11,7 +11,7 @@ use quant_core::{
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{plan, Ftype, FtypeOptions, ModelInfo, FTYPES};
+use super::{plan, tensor_requires_imatrix, Ftype, FtypeOptions, ModelInfo, FTYPES};
 use crate::imatrix::Imatrix;
 use crate::method::{
     bits_per_weight, method_name, name_lists, GgufMethod, NameList, ALLOW_NONFINITE, IMATRIX_PARAMS,
@@ -85,6 +85,8 @@ pub struct FtypeMethod {
     inner_params: Params,
     /// The default type's method (for tensors planned without the mixture).
     inner: GgufMethod,
+    /// The importance matrix (after the include/exclude filters), if any entry is left.
+    imatrix: Option<Arc<Imatrix>>,
 }
 
 fn bad_param(method: &str, param: &str, reason: String) -> Error {
@@ -103,7 +105,7 @@ fn parse_type(method: &str, param: &str, name: &str) -> Result<GgmlType> {
         _ => Err(bad_param(
             method,
             param,
-            format!("'{name}' is not a GGML type quant writes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K, IQ4_NL, IQ4_XS)"),
+            format!("'{name}' is not a GGML type quant writes (F32, F16, BF16, Q4_0 ... Q8_0, Q2_K ... Q6_K, IQ1_S ... IQ4_XS, TQ1_0, TQ2_0, MXFP4)"),
         )),
     }
 }
@@ -174,7 +176,43 @@ impl FtypeMethod {
             recorded,
             inner_params,
             inner,
+            imatrix,
         }))
+    }
+
+    /// llama-quantize's and llama.cpp's refusals without importance weights: the six file
+    /// types quantize.cpp refuses without a matrix, then every tensor whose planned type
+    /// `tensor_requires_imatrix` (a lattice type, Q2_K in Q2_K_S) without its entry.
+    fn check_imatrix(&self, tensor: &str, ty: GgmlType) -> Result<()> {
+        let ftype = self.ftype;
+        let refuse = |op: String| Error::Unsupported {
+            method: ftype.method().into(),
+            op,
+        };
+        if self.imatrix.is_none() && ftype.requires_imatrix() {
+            return Err(refuse(format!(
+                "{} without an importance matrix: llama-quantize refuses it (\"Please do not use \
+                 IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S quantization without an \
+                 importance matrix\"); pass --imatrix FILE (from llama-imatrix or quant imatrix)",
+                ftype.name()
+            )));
+        }
+        if !tensor_requires_imatrix(tensor, ty, ftype) {
+            return Ok(());
+        }
+        match &self.imatrix {
+            None => Err(refuse(format!(
+                "tensor '{tensor}' as {ty} without an importance matrix: llama.cpp requires one \
+                 for this type (\"this quantization requires an imatrix!\"); pass --imatrix FILE"
+            ))),
+            Some(im) if im.get(tensor).is_none() => Err(refuse(format!(
+                "tensor '{tensor}' as {ty}: the importance matrix {} has no entry for it \
+                 (llama.cpp: \"Missing importance matrix for tensor {tensor} in a very \
+                 low-bit quantization\"); give an --imatrix that covers it",
+                im.source()
+            ))),
+            Some(_) => Ok(()),
+        }
     }
 
     /// The ftype.
@@ -201,6 +239,9 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+        if self.imatrix.is_none() && self.ftype.requires_imatrix() {
+            self.check_imatrix("", GgmlType::F32)?;
+        }
         // Recorded as this method with its own parameters, so loading recreates it.
         let mut q = self.inner.quantize(t, values)?;
         q.record.method = Some(self.name().to_string());
@@ -220,6 +261,10 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn mixture(&self, model: &ModelView<'_>) -> Result<Option<Mixture>> {
+        // llama-quantize refuses these file types without a matrix whatever the model.
+        if self.imatrix.is_none() && self.ftype.requires_imatrix() {
+            self.check_imatrix("", GgmlType::F32)?;
+        }
         // Not a llama.cpp model (e.g. a Hugging Face folder no converter knows): there
         // are no llama-quantize rules to follow, every tensor gets the default type
         // through `select` (with the shape fallbacks), as the `gguf_config_*` methods do.
@@ -235,6 +280,11 @@ impl QuantMethod for FtypeMethod {
             }
         })?;
         let planned = plan(self.ftype, &info, model.tensors, &self.opts)?;
+        for p in &planned {
+            if let (Some(ty), false, Some(t)) = (p.ty, p.keep, model.tensors.get(p.index)) {
+                self.check_imatrix(&t.name, ty)?;
+            }
+        }
         let mut choices = vec![TensorChoice::Keep(None); model.tensors.len()];
         let mut order = Vec::with_capacity(planned.len());
         for p in planned {
@@ -288,7 +338,8 @@ macro_rules! register_ftype {
 
 register_ftype!(
     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M,
-    Q6_K, IQ4_NL, IQ4_XS, F16, BF16
+    Q6_K, IQ4_NL, IQ4_XS, IQ2_XXS, IQ2_XS, IQ2_S, IQ2_M, IQ3_XXS, IQ3_XS, IQ3_S, IQ3_M, IQ1_S,
+    IQ1_M, Q2_K_S, TQ1_0, TQ2_0, MXFP4_MOE, F16, BF16
 );
 
 /// Whether `name` is a `gguf_<ftype>` method.

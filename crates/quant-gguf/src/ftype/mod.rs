@@ -20,9 +20,13 @@
 //!   a row does not fit the block.
 //!
 //! The counters (`i_attention_wv`, `i_ffn_down`, ...) advance in that order, as in
-//! llama.cpp. Only the branches reachable with the 18 supported ftypes are ported (the IQ1,
-//! IQ2, IQ3, TQ, Q2_K_S and MXFP4 ftypes are not offered); architectures whose rules are
-//! special in ways not ported here (`glm5-next`, `bailingmoe3`) are refused.
+//! llama.cpp. The low-bit ftypes (IQ1_S … IQ3_M, Q2_K_S, TQ1_0/TQ2_0, MXFP4_MOE) follow
+//! their own rules for the output, token embedding, attn_v/k/q, ffn_down/gate/up and
+//! attn_output tensors; llama-quantize refuses six of them without an importance matrix
+//! ([`Ftype::requires_imatrix`]), and llama.cpp refuses any tensor of a lattice type (or
+//! Q2_K in Q2_K_S) without importance weights ([`tensor_requires_imatrix`]).
+//! Architectures whose rules are special in ways not ported here (`glm5-next`,
+//! `bailingmoe3`) are refused.
 
 pub mod kv;
 mod method;
@@ -79,14 +83,42 @@ pub enum Ftype {
     IQ4_NL,
     /// `LLAMA_FTYPE_MOSTLY_IQ4_XS` (30).
     IQ4_XS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_XXS` (19).
+    IQ2_XXS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_XS` (20).
+    IQ2_XS,
+    /// `LLAMA_FTYPE_MOSTLY_Q2_K_S` (21).
+    Q2_K_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_XS` (22).
+    IQ3_XS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_XXS` (23).
+    IQ3_XXS,
+    /// `LLAMA_FTYPE_MOSTLY_IQ1_S` (24).
+    IQ1_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_S` (26).
+    IQ3_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ3_M` (27).
+    IQ3_M,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_S` (28).
+    IQ2_S,
+    /// `LLAMA_FTYPE_MOSTLY_IQ2_M` (29).
+    IQ2_M,
+    /// `LLAMA_FTYPE_MOSTLY_IQ1_M` (31).
+    IQ1_M,
+    /// `LLAMA_FTYPE_MOSTLY_TQ1_0` (36).
+    TQ1_0,
+    /// `LLAMA_FTYPE_MOSTLY_TQ2_0` (37).
+    TQ2_0,
+    /// `LLAMA_FTYPE_MOSTLY_MXFP4_MOE` (38).
+    MXFP4_MOE,
     /// `LLAMA_FTYPE_MOSTLY_F16` (1).
     F16,
     /// `LLAMA_FTYPE_MOSTLY_BF16` (32).
     BF16,
 }
 
-/// Every supported ftype, in the issue's order.
-pub const FTYPES: [Ftype; 18] = [
+/// Every supported ftype: the K-quant and IQ4 ones, the low-bit ones (issue #25), F16, BF16.
+pub const FTYPES: [Ftype; 32] = [
     Ftype::Q4_0,
     Ftype::Q4_1,
     Ftype::Q5_0,
@@ -103,6 +135,20 @@ pub const FTYPES: [Ftype; 18] = [
     Ftype::Q6_K,
     Ftype::IQ4_NL,
     Ftype::IQ4_XS,
+    Ftype::IQ2_XXS,
+    Ftype::IQ2_XS,
+    Ftype::IQ2_S,
+    Ftype::IQ2_M,
+    Ftype::IQ3_XXS,
+    Ftype::IQ3_XS,
+    Ftype::IQ3_S,
+    Ftype::IQ3_M,
+    Ftype::IQ1_S,
+    Ftype::IQ1_M,
+    Ftype::Q2_K_S,
+    Ftype::TQ1_0,
+    Ftype::TQ2_0,
+    Ftype::MXFP4_MOE,
     Ftype::F16,
     Ftype::BF16,
 ];
@@ -128,6 +174,20 @@ impl Ftype {
             Ftype::Q6_K => 18,
             Ftype::IQ4_NL => 25,
             Ftype::IQ4_XS => 30,
+            Ftype::IQ2_XXS => 19,
+            Ftype::IQ2_XS => 20,
+            Ftype::Q2_K_S => 21,
+            Ftype::IQ3_XS => 22,
+            Ftype::IQ3_XXS => 23,
+            Ftype::IQ1_S => 24,
+            Ftype::IQ3_S => 26,
+            Ftype::IQ3_M => 27,
+            Ftype::IQ2_S => 28,
+            Ftype::IQ2_M => 29,
+            Ftype::IQ1_M => 31,
+            Ftype::TQ1_0 => 36,
+            Ftype::TQ2_0 => 37,
+            Ftype::MXFP4_MOE => 38,
             Ftype::BF16 => 32,
         }
     }
@@ -152,6 +212,20 @@ impl Ftype {
             Ftype::IQ4_NL => "IQ4_NL",
             Ftype::IQ4_XS => "IQ4_XS",
             Ftype::F16 => "F16",
+            Ftype::IQ2_XXS => "IQ2_XXS",
+            Ftype::IQ2_XS => "IQ2_XS",
+            Ftype::Q2_K_S => "Q2_K_S",
+            Ftype::IQ3_XS => "IQ3_XS",
+            Ftype::IQ3_XXS => "IQ3_XXS",
+            Ftype::IQ1_S => "IQ1_S",
+            Ftype::IQ3_S => "IQ3_S",
+            Ftype::IQ3_M => "IQ3_M",
+            Ftype::IQ2_S => "IQ2_S",
+            Ftype::IQ2_M => "IQ2_M",
+            Ftype::IQ1_M => "IQ1_M",
+            Ftype::TQ1_0 => "TQ1_0",
+            Ftype::TQ2_0 => "TQ2_0",
+            Ftype::MXFP4_MOE => "MXFP4_MOE",
             Ftype::BF16 => "BF16",
         }
     }
@@ -176,6 +250,20 @@ impl Ftype {
             Ftype::IQ4_NL => "gguf_iq4_nl",
             Ftype::IQ4_XS => "gguf_iq4_xs",
             Ftype::F16 => "gguf_f16",
+            Ftype::IQ2_XXS => "gguf_iq2_xxs",
+            Ftype::IQ2_XS => "gguf_iq2_xs",
+            Ftype::Q2_K_S => "gguf_q2_k_s",
+            Ftype::IQ3_XS => "gguf_iq3_xs",
+            Ftype::IQ3_XXS => "gguf_iq3_xxs",
+            Ftype::IQ1_S => "gguf_iq1_s",
+            Ftype::IQ3_S => "gguf_iq3_s",
+            Ftype::IQ3_M => "gguf_iq3_m",
+            Ftype::IQ2_S => "gguf_iq2_s",
+            Ftype::IQ2_M => "gguf_iq2_m",
+            Ftype::IQ1_M => "gguf_iq1_m",
+            Ftype::TQ1_0 => "gguf_tq1_0",
+            Ftype::TQ2_0 => "gguf_tq2_0",
+            Ftype::MXFP4_MOE => "gguf_mxfp4_moe",
             Ftype::BF16 => "gguf_bf16",
         }
     }
@@ -190,6 +278,34 @@ impl Ftype {
     /// The ftype of a method name, e.g. `gguf_q4_k_m`.
     pub fn from_method(method: &str) -> Option<Ftype> {
         FTYPES.into_iter().find(|f| f.method() == method)
+    }
+
+    /// Whether llama-quantize refuses this file type without an importance matrix
+    /// ("Please do not use IQ1_S, IQ1_M, IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S quantization
+    /// without an importance matrix").
+    pub const fn requires_imatrix(self) -> bool {
+        matches!(
+            self,
+            Ftype::IQ1_S
+                | Ftype::IQ1_M
+                | Ftype::IQ2_S
+                | Ftype::IQ2_XXS
+                | Ftype::IQ2_XS
+                | Ftype::Q2_K_S
+        )
+    }
+
+    /// The llama.cpp family of low-bit ftypes that share the IQ1/IQ2 rules.
+    const fn is_iq1_iq2(self) -> bool {
+        matches!(
+            self,
+            Ftype::IQ2_XXS
+                | Ftype::IQ2_XS
+                | Ftype::IQ1_S
+                | Ftype::IQ2_S
+                | Ftype::IQ2_M
+                | Ftype::IQ1_M
+        )
     }
 
     /// `llama_ftype_get_default_type`.
@@ -208,6 +324,20 @@ impl Ftype {
             Ftype::IQ4_NL => GgmlType::IQ4_NL,
             Ftype::IQ4_XS => GgmlType::IQ4_XS,
             Ftype::F16 => GgmlType::F16,
+            Ftype::IQ2_XXS => GgmlType::IQ2_XXS,
+            Ftype::IQ2_XS => GgmlType::IQ2_XS,
+            Ftype::Q2_K_S => GgmlType::Q2_K,
+            Ftype::IQ3_XS => GgmlType::IQ3_S,
+            Ftype::IQ3_XXS => GgmlType::IQ3_XXS,
+            Ftype::IQ1_S => GgmlType::IQ1_S,
+            Ftype::IQ3_S => GgmlType::IQ3_S,
+            Ftype::IQ3_M => GgmlType::IQ3_S,
+            Ftype::IQ2_S => GgmlType::IQ2_XS,
+            Ftype::IQ2_M => GgmlType::IQ2_S,
+            Ftype::IQ1_M => GgmlType::IQ1_M,
+            Ftype::TQ1_0 => GgmlType::TQ1_0,
+            Ftype::TQ2_0 => GgmlType::TQ2_0,
+            Ftype::MXFP4_MOE => GgmlType::MXFP4,
             Ftype::BF16 => GgmlType::BF16,
         }
     }
@@ -323,6 +453,29 @@ pub struct FtypeOptions {
     pub has_imatrix: bool,
 }
 
+/// llama.cpp's `tensor_requires_imatrix`: a tensor of type `ty` in an `ftype` file that
+/// llama.cpp refuses to quantize without importance weights (the lattice types IQ1_S,
+/// IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS; Q2_K in a Q2_K_S file), except the token
+/// embedding and output.
+pub fn tensor_requires_imatrix(name: &str, ty: GgmlType, ftype: Ftype) -> bool {
+    if matches!(
+        name,
+        "token_embd.weight" | "per_layer_token_embd.weight" | "output.weight"
+    ) {
+        return false;
+    }
+    match ty {
+        GgmlType::IQ3_XXS
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ1_M
+        | GgmlType::IQ1_S => true,
+        GgmlType::Q2_K => ftype == Ftype::Q2_K_S,
+        _ => false,
+    }
+}
+
 /// The choice for one tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorPlan {
@@ -395,7 +548,13 @@ pub fn plan(
                 ),
             });
         }
-        let (ty, fallback) = state.tensor_type(&t.name, t.row_len(), Category::of(&t.name))?;
+        // ggml's ne[2] (the expert count of a 3-D expert tensor).
+        let ne2 = if t.shape.len() >= 3 {
+            t.shape[t.shape.len() - 3]
+        } else {
+            1
+        };
+        let (ty, fallback) = state.tensor_type(&t.name, t.row_len(), ne2, Category::of(&t.name))?;
         out.push(TensorPlan {
             index,
             ty: Some(ty),

@@ -91,12 +91,14 @@ impl State<'_> {
         Ok((i, n))
     }
 
-    /// `llama_tensor_get_type_impl` for the supported ftypes.
+    /// `llama_tensor_get_type_impl` for the supported ftypes; `ne2` is the tensor's third
+    /// ggml dimension (experts).
     pub(super) fn mixture_type(
         &mut self,
         mut new_type: GgmlType,
         name: &str,
         row_len: usize,
+        ne2: usize,
         cat: Category,
     ) -> Result<GgmlType> {
         use Ftype as F;
@@ -104,23 +106,73 @@ impl State<'_> {
         let ftype = self.ftype;
         let model = self.model;
         let falcon = model.is_falcon();
+        let gqa4 = model.n_gqa() >= 4;
+        let iq2s_or_m = matches!(ftype, F::IQ2_S | F::IQ2_M);
         if cat == Category::Output || (self.has_tied_embeddings && cat == Category::TokenEmbd) {
             if let Some(t) = self.opts.output_tensor_type {
                 new_type = t;
-            } else if falcon || row_len % new_type.block_size() != 0 {
+            } else if ftype == F::MXFP4_MOE || falcon || row_len % new_type.block_size() != 0 {
                 new_type = T::Q8_0;
+            } else if ftype.is_iq1_iq2() || ftype == F::IQ3_XXS {
+                new_type = T::Q5_K;
             } else if new_type != T::Q8_0 {
                 new_type = T::Q6_K;
             }
+        } else if ftype == F::MXFP4_MOE {
+            // Expert tensors (3-D) MXFP4, everything else Q8_0.
+            new_type = if ne2 > 1 { T::MXFP4 } else { T::Q8_0 };
         } else if cat == Category::TokenEmbd {
             if let Some(t) = self.opts.token_embedding_type {
                 new_type = t;
+            } else {
+                match ftype {
+                    F::IQ2_XXS | F::IQ2_XS | F::IQ1_S | F::IQ1_M => new_type = T::Q2_K,
+                    F::IQ2_S | F::IQ2_M | F::IQ3_XXS => new_type = T::IQ3_S,
+                    F::TQ1_0 | F::TQ2_0 => new_type = T::Q4_K,
+                    _ => {}
+                }
+            }
+        } else if ftype.is_iq1_iq2() {
+            let low = if iq2s_or_m { T::IQ3_S } else { T::Q2_K };
+            if cat.is_attn_v() {
+                new_type = if gqa4 || model.n_expert >= 4 {
+                    T::Q4_K
+                } else {
+                    low
+                };
+                self.i_attention_wv += 1;
+            } else if model.n_expert == 8 && cat == Category::AttentionK {
+                new_type = T::Q4_K;
+            } else if cat == Category::FfnDown {
+                if self.i_ffn_down < i64::from(model.n_layer) / 8 {
+                    new_type = low;
+                }
+                self.i_ffn_down += 1;
+            } else if cat == Category::AttentionOutput {
+                if model.n_expert == 8 {
+                    new_type = T::Q5_K;
+                } else if matches!(ftype, F::IQ1_S | F::IQ1_M) {
+                    new_type = T::IQ2_XXS;
+                } else if iq2s_or_m {
+                    new_type = T::IQ3_S;
+                }
             }
         } else if cat.is_attn_v() {
-            let gqa4 = model.n_gqa() >= 4;
             let (i, n) = (self.i_attention_wv, self.n_attention_wv);
             match ftype {
                 F::Q2_K => new_type = if gqa4 { T::Q4_K } else { T::Q3_K },
+                F::Q2_K_S if gqa4 => new_type = T::Q4_K,
+                F::IQ3_XXS => {
+                    new_type = if gqa4 {
+                        T::Q4_K
+                    } else if !self.opts.has_imatrix {
+                        T::IQ3_S
+                    } else {
+                        T::IQ3_XXS
+                    }
+                }
+                F::IQ3_XS | F::IQ3_S if gqa4 => new_type = T::Q4_K,
+                F::IQ3_M => new_type = T::Q4_K,
                 F::Q3_K_M => new_type = if i < 2 { T::Q5_K } else { T::Q4_K },
                 F::Q3_K_L => new_type = T::Q5_K,
                 F::IQ4_NL | F::IQ4_XS if gqa4 => new_type = T::Q5_K,
@@ -138,54 +190,34 @@ impl State<'_> {
         } else if cat == Category::AttentionK {
             if model.n_expert == 8 {
                 new_type = T::Q8_0;
+            } else if ftype == F::IQ3_XS {
+                new_type = T::IQ3_XXS;
+            } else if ftype == F::IQ3_XXS {
+                new_type = T::IQ2_S;
+            }
+        } else if cat == Category::AttentionQ {
+            if ftype == F::IQ3_XS {
+                new_type = T::IQ3_XXS;
+            } else if ftype == F::IQ3_XXS {
+                new_type = T::IQ2_S;
             }
         } else if cat == Category::FfnDown {
-            let (i, n) = self.layer_info(self.i_ffn_down, name)?;
-            match ftype {
-                F::Q2_K => new_type = T::Q3_K,
-                F::Q3_K_M => {
-                    new_type = if i < n / 16 {
-                        T::Q5_K
-                    } else if !falcon || use_more_bits(i, n) {
-                        T::Q4_K
-                    } else {
-                        T::Q3_K
-                    }
-                }
-                F::Q3_K_L => new_type = if falcon { T::Q4_K } else { T::Q5_K },
-                F::Q4_K_M => {
-                    if falcon {
-                        new_type = if i < n / 16 {
-                            T::Q6_K
-                        } else if use_more_bits(i, n) {
-                            T::Q5_K
-                        } else {
-                            T::Q4_K
-                        };
-                    } else if use_more_bits(i, n) {
-                        new_type = T::Q6_K;
-                    }
-                }
-                F::IQ4_NL | F::IQ4_XS if i < n / 8 && !self.opts.has_imatrix => new_type = T::Q5_K,
-                F::Q5_K_M if use_more_bits(i, n) => new_type = T::Q6_K,
-                F::Q4_K_S if !falcon && i < n / 8 => new_type = T::Q5_K,
-                F::Q4_0 | F::Q5_0 if self.opts.has_imatrix && i < n / 8 => {
-                    new_type = if ftype == F::Q4_0 { T::Q4_1 } else { T::Q5_1 };
-                }
-                _ => {}
-            }
-            self.i_ffn_down += 1;
+            new_type = self.ffn_down_type(new_type, name)?;
         } else if cat == Category::AttentionOutput {
             if !falcon {
                 if model.n_expert == 8 {
                     if matches!(
                         ftype,
                         F::Q2_K
+                            | F::IQ3_XS
+                            | F::IQ3_XXS
                             | F::Q3_K_S
                             | F::Q3_K_M
                             | F::IQ4_NL
                             | F::Q4_K_S
                             | F::Q4_K_M
+                            | F::IQ3_S
+                            | F::IQ3_M
                             | F::IQ4_XS
                     ) {
                         new_type = T::Q5_K;
@@ -193,7 +225,8 @@ impl State<'_> {
                 } else {
                     match ftype {
                         F::Q2_K => new_type = T::Q3_K,
-                        F::Q3_K_M => new_type = T::Q4_K,
+                        F::IQ3_XXS => new_type = T::IQ3_S,
+                        F::Q3_K_M | F::IQ3_M => new_type = T::Q4_K,
                         F::Q3_K_L => new_type = T::Q5_K,
                         _ => {}
                     }
@@ -203,18 +236,78 @@ impl State<'_> {
             }
         } else if cat == Category::AttentionQkv {
             match ftype {
-                F::Q3_K_M | F::Q3_K_L => new_type = T::Q4_K,
+                F::Q3_K_M | F::Q3_K_L | F::IQ3_M => new_type = T::Q4_K,
                 F::Q4_K_M => new_type = T::Q5_K,
                 F::Q5_K_M => new_type = T::Q6_K,
                 _ => {}
             }
-        } else if cat == Category::FfnGate {
-            self.layer_info(self.i_ffn_gate, name)?;
-            self.i_ffn_gate += 1;
-        } else if cat == Category::FfnUp {
-            self.layer_info(self.i_ffn_up, name)?;
-            self.i_ffn_up += 1;
+        } else if cat == Category::FfnGate || cat == Category::FfnUp {
+            let counter = if cat == Category::FfnGate {
+                self.i_ffn_gate
+            } else {
+                self.i_ffn_up
+            };
+            let (i, n) = self.layer_info(counter, name)?;
+            if ftype == F::IQ3_XS && i >= n / 8 && i < 7 * n / 8 {
+                new_type = T::IQ3_XXS;
+            }
+            if cat == Category::FfnGate {
+                self.i_ffn_gate += 1;
+            } else {
+                self.i_ffn_up += 1;
+            }
         }
+        Ok(new_type)
+    }
+
+    /// The ffn_down branch of `llama_tensor_get_type_impl` (outside the IQ1/IQ2 family).
+    fn ffn_down_type(&mut self, mut new_type: GgmlType, name: &str) -> Result<GgmlType> {
+        use Ftype as F;
+        use GgmlType as T;
+        let ftype = self.ftype;
+        let falcon = self.model.is_falcon();
+        let (i, n) = self.layer_info(self.i_ffn_down, name)?;
+        match ftype {
+            F::Q2_K => new_type = T::Q3_K,
+            F::Q2_K_S if i < n / 8 => new_type = T::Q4_K,
+            F::IQ3_XXS if !self.opts.has_imatrix => {
+                new_type = if i < n / 8 { T::Q4_K } else { T::Q3_K };
+            }
+            F::Q3_K_M => {
+                new_type = if i < n / 16 {
+                    T::Q5_K
+                } else if !falcon || use_more_bits(i, n) {
+                    T::Q4_K
+                } else {
+                    T::Q3_K
+                }
+            }
+            F::IQ3_M if i < n / 8 || (self.model.n_expert == 8 && use_more_bits(i, n)) => {
+                new_type = T::Q4_K;
+            }
+            F::Q3_K_L => new_type = if falcon { T::Q4_K } else { T::Q5_K },
+            F::Q4_K_M => {
+                if falcon {
+                    new_type = if i < n / 16 {
+                        T::Q6_K
+                    } else if use_more_bits(i, n) {
+                        T::Q5_K
+                    } else {
+                        T::Q4_K
+                    };
+                } else if use_more_bits(i, n) {
+                    new_type = T::Q6_K;
+                }
+            }
+            F::IQ4_NL | F::IQ4_XS if i < n / 8 && !self.opts.has_imatrix => new_type = T::Q5_K,
+            F::Q5_K_M if use_more_bits(i, n) => new_type = T::Q6_K,
+            F::Q4_K_S if !falcon && i < n / 8 => new_type = T::Q5_K,
+            F::Q4_0 | F::Q5_0 if self.opts.has_imatrix && i < n / 8 => {
+                new_type = if ftype == F::Q4_0 { T::Q4_1 } else { T::Q5_1 };
+            }
+            _ => {}
+        }
+        self.i_ffn_down += 1;
         Ok(new_type)
     }
 
@@ -224,6 +317,7 @@ impl State<'_> {
         &mut self,
         name: &str,
         row_len: usize,
+        ne2: usize,
         cat: Category,
     ) -> Result<(GgmlType, Option<String>)> {
         let opts = self.opts;
@@ -251,14 +345,17 @@ impl State<'_> {
         let chosen = match manual {
             Some(t) => t,
             None if opts.pure => default,
-            None => self.mixture_type(default, name, row_len, cat)?,
+            None => self.mixture_type(default, name, row_len, ne2, cat)?,
         };
-        // tensor_type_fallback: llama.cpp has no rule for Q8_K and refuses.
-        if chosen == GgmlType::Q8_K && row_len % chosen.block_size() != 0 {
+        // tensor_type_fallback: llama.cpp has no rule for Q8_K or MXFP4 and refuses.
+        if matches!(chosen, GgmlType::Q8_K | GgmlType::MXFP4) && row_len % chosen.block_size() != 0
+        {
             return Err(Error::tensor(
                 "(model)",
                 name,
-                format!("row length {row_len} does not fit Q8_K and llama.cpp defines no fallback"),
+                format!(
+                    "row length {row_len} does not fit {chosen} and llama.cpp defines no fallback"
+                ),
             ));
         }
         Ok(match fallback_type(chosen, row_len) {

@@ -19,7 +19,7 @@ use crate::types::{self, GgmlType};
 use crate::{GgufError, BACKEND};
 
 /// The registered GGUF methods: (name, GGML type).
-pub const METHODS: [(&str, GgmlType); 16] = [
+pub const METHODS: [(&str, GgmlType); 26] = [
     ("gguf_config_fp16", GgmlType::F16),
     ("gguf_config_bf16", GgmlType::BF16),
     ("gguf_config_q8_k", GgmlType::Q8_K),
@@ -36,6 +36,16 @@ pub const METHODS: [(&str, GgmlType); 16] = [
     ("gguf_config_q2_k", GgmlType::Q2_K),
     ("gguf_config_iq4_nl", GgmlType::IQ4_NL),
     ("gguf_config_iq4_xs", GgmlType::IQ4_XS),
+    ("gguf_config_iq3_s", GgmlType::IQ3_S),
+    ("gguf_config_iq3_xxs", GgmlType::IQ3_XXS),
+    ("gguf_config_iq2_s", GgmlType::IQ2_S),
+    ("gguf_config_iq2_xs", GgmlType::IQ2_XS),
+    ("gguf_config_iq2_xxs", GgmlType::IQ2_XXS),
+    ("gguf_config_iq1_m", GgmlType::IQ1_M),
+    ("gguf_config_iq1_s", GgmlType::IQ1_S),
+    ("gguf_config_tq2_0", GgmlType::TQ2_0),
+    ("gguf_config_tq1_0", GgmlType::TQ1_0),
+    ("gguf_config_mxfp4", GgmlType::MXFP4),
 ];
 
 /// The method name of a GGML type (`None` for F32, which is storage, not a method).
@@ -49,7 +59,8 @@ pub fn method_type(name: &str) -> Option<GgmlType> {
 }
 
 /// llama.cpp's per-tensor fallback when a row of `row_len` values does not fit `ty`'s
-/// block: IQ4_XS → IQ4_NL, Q2_K/Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0;
+/// block (`tensor_type_fallback`): the IQ1/IQ2/IQ3 types and IQ4_XS → IQ4_NL,
+/// Q2_K/Q3_K/TQ1_0/TQ2_0 → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0;
 /// Q8_K (which llama.cpp never picks for weights and has no rule for) and the 32-blocks
 /// → F16; then F16 when the replacement does not fit either. `None` when `ty` fits.
 pub fn fallback_type(ty: GgmlType, row_len: usize) -> Option<GgmlType> {
@@ -57,11 +68,18 @@ pub fn fallback_type(ty: GgmlType, row_len: usize) -> Option<GgmlType> {
         return None;
     }
     let next = match ty {
-        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::TQ1_0 | GgmlType::TQ2_0 => GgmlType::Q4_0,
         GgmlType::Q4_K => GgmlType::Q5_0,
         GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
-        GgmlType::IQ4_XS => GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS
+        | GgmlType::IQ1_S
+        | GgmlType::IQ1_M
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ3_S => GgmlType::IQ4_NL,
         _ => GgmlType::F16,
     };
     if row_len % next.block_size() != 0 {
@@ -92,7 +110,7 @@ pub(crate) const IMATRIX_PARAMS: [ParamSpec; 3] = [
     ParamSpec {
         name: "imatrix",
         default: "none",
-        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF): llama-quantize --imatrix; used by Q2_K..Q6_K, Q4_0..Q5_1 and IQ4_NL/IQ4_XS, never recorded",
+        help: "path to a llama.cpp importance matrix (legacy .dat or GGUF): llama-quantize --imatrix; used by Q2_K..Q6_K, Q4_0..Q5_1 and the IQ types (required by IQ2_XXS, IQ2_XS, IQ1_S), never recorded",
     },
     ParamSpec {
         name: "imatrix_include",
@@ -118,7 +136,7 @@ pub const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "type",
         default: "(the method's)",
-        help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K, IQ4_NL, IQ4_XS); must match the method, recorded so loading finds it",
+        help: "GGML type name (F16, BF16, Q8_K, Q8_0, Q8_1, Q6_K, Q5_K, Q5_1, Q5_0, Q4_K, Q4_0, Q4_1, Q3_K, Q2_K, IQ4_NL, IQ4_XS, IQ3_S, IQ3_XXS, IQ2_S, IQ2_XS, IQ2_XXS, IQ1_M, IQ1_S, TQ2_0, TQ1_0, MXFP4); must match the method, recorded so loading finds it",
     },
     IMATRIX_PARAMS[0],
     IMATRIX_PARAMS[1],
@@ -634,6 +652,56 @@ register!(
     "gguf_config_iq4_xs",
     GgmlType::IQ4_XS,
     "GGML IQ4_XS: 4-bit non-linear codes, 6-bit block scales (136 bytes / 256)"
+);
+register!(
+    "gguf_config_iq3_s",
+    GgmlType::IQ3_S,
+    "GGML IQ3_S: 3-bit D4-lattice codes (512 points), explicit signs, 4-bit block scales (110 bytes / 256)"
+);
+register!(
+    "gguf_config_iq3_xxs",
+    GgmlType::IQ3_XXS,
+    "GGML IQ3_XXS: 3-bit D4-lattice codes (256 points), even signs, 4-bit block scales (98 bytes / 256)"
+);
+register!(
+    "gguf_config_iq2_s",
+    GgmlType::IQ2_S,
+    "GGML IQ2_S: 2-bit E8-lattice codes (1024 points), explicit signs, 4-bit block scales (82 bytes / 256)"
+);
+register!(
+    "gguf_config_iq2_xs",
+    GgmlType::IQ2_XS,
+    "GGML IQ2_XS: 2-bit E8-lattice codes (512 points), 4-bit block scales (74 bytes / 256); needs --imatrix"
+);
+register!(
+    "gguf_config_iq2_xxs",
+    GgmlType::IQ2_XXS,
+    "GGML IQ2_XXS: 2-bit E8-lattice codes (256 points), 4-bit block scales (66 bytes / 256); needs --imatrix"
+);
+register!(
+    "gguf_config_iq1_m",
+    GgmlType::IQ1_M,
+    "GGML IQ1_M: ternary-lattice codes (2048 points) with per-group shifts, 3-bit block scales (56 bytes / 256)"
+);
+register!(
+    "gguf_config_iq1_s",
+    GgmlType::IQ1_S,
+    "GGML IQ1_S: ternary-lattice codes (2048 points), 3-bit block scales and shifts (50 bytes / 256); needs --imatrix"
+);
+register!(
+    "gguf_config_tq2_0",
+    GgmlType::TQ2_0,
+    "GGML TQ2_0: ternary values in 2 bits with an f16 scale (66 bytes / 256)"
+);
+register!(
+    "gguf_config_tq1_0",
+    GgmlType::TQ1_0,
+    "GGML TQ1_0: ternary values, 5 per byte, with an f16 scale (54 bytes / 256)"
+);
+register!(
+    "gguf_config_mxfp4",
+    GgmlType::MXFP4,
+    "GGML MXFP4: 32-blocks of E2M1 values with a shared E8M0 exponent (17 bytes)"
 );
 
 /// Index of the first NaN or ±Inf in `values`: chunks in parallel, each tested with a

@@ -138,9 +138,65 @@ pub fn le16(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 
+/// C's `lroundf` (glibc, x86-64) narrowed to `int`: round half away from zero; NaN and
+/// out-of-range values give `LONG_MIN`, whose low 32 bits are 0.
+#[inline(always)]
+pub fn c_lroundf(x: f32) -> i32 {
+    const TWO_63: f32 = 9_223_372_036_854_775_808.0;
+    if x.is_nan() || !(-TWO_63..TWO_63).contains(&x) {
+        return 0;
+    }
+    let r = x.round();
+    if r.abs() < 2_147_483_648.0 {
+        r as i32
+    } else {
+        (r as i64) as i32
+    }
+}
+
+/// [`c_lroundf`] for the ternary types, whose arguments are `x/max|x|`: in `(−1.5, 1.5)`
+/// the result is decided by two comparisons (branch-free, so the loops vectorize);
+/// anything else (NaN, ±Inf) takes [`c_lroundf`].
+#[inline(always)]
+pub fn c_lroundf_small(x: f32) -> i32 {
+    if x.abs() < 1.5 {
+        (x >= 0.5) as i32 - (x <= -0.5) as i32
+    } else {
+        c_lroundf(x)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lroundf_small_equals_lroundf() {
+        let mut xs = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+        ];
+        for k in -1_600_000..1_600_000 {
+            xs.push(k as f32 * 1e-6);
+        }
+        for v in [0.5f32, -0.5, 1.5, -1.5, 1.0, -1.0] {
+            xs.push(f32::from_bits(v.to_bits() + 1));
+            xs.push(f32::from_bits(v.to_bits() - 1));
+        }
+        for x in xs {
+            assert_eq!(c_lroundf_small(x), c_lroundf(x), "{x}");
+            if x.is_finite() && x.abs() < 1e9 {
+                assert_eq!(c_lroundf(x), x.round() as i32, "{x}");
+            }
+        }
+    }
 
     #[test]
     fn nearest_int_ties_to_even() {

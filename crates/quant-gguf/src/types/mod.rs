@@ -7,11 +7,21 @@
 pub mod bf16;
 pub mod c_math;
 pub mod f16;
+pub mod iq1_m;
+pub mod iq1_s;
+pub mod iq2_s;
+pub mod iq2_xs;
+pub mod iq2_xxs;
+pub mod iq3_s;
+pub mod iq3_xxs;
 pub mod iq4_nl;
 pub mod iq4_xs;
+mod iq_grid;
+mod iq_kgrid;
 pub(crate) mod kquant_lanes;
 pub(crate) mod lanes;
 pub(crate) mod legacy_lanes;
+pub mod mxfp4;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;
@@ -26,6 +36,8 @@ pub mod q8_1;
 pub mod q8_k;
 pub mod search;
 pub mod simd;
+pub mod tq1_0;
+pub mod tq2_0;
 
 use quant_core::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,11 +117,31 @@ pub enum GgmlType {
     IQ4_NL,
     /// 4-bit non-linear quant with 6-bit block scales, super-blocks of 256.
     IQ4_XS,
+    /// 2-bit E8-lattice quant (256-point codebook), super-blocks of 256; needs an importance matrix.
+    IQ2_XXS,
+    /// 2-bit E8-lattice quant (512 points) with 4-bit block scales; needs an importance matrix.
+    IQ2_XS,
+    /// 3-bit D4-lattice quant (256 points).
+    IQ3_XXS,
+    /// 1.5-bit ternary-lattice quant (2048 points); needs an importance matrix.
+    IQ1_S,
+    /// 3-bit D4-lattice quant (512 points) with explicit signs.
+    IQ3_S,
+    /// 2-bit E8-lattice quant (1024 points) with explicit signs.
+    IQ2_S,
+    /// 1.75-bit ternary-lattice quant with per-group shifts.
+    IQ1_M,
+    /// Ternary (1.6875 bits: 5 trits per byte).
+    TQ1_0,
+    /// Ternary (2 bits per value).
+    TQ2_0,
+    /// OCP MXFP4: E2M1 values with a shared E8M0 exponent, blocks of 32.
+    MXFP4,
 }
 
 impl GgmlType {
     /// Every type, in ggml id order.
-    pub const ALL: [GgmlType; 17] = [
+    pub const ALL: [GgmlType; 27] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -124,9 +156,19 @@ impl GgmlType {
         GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_K,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ1_S,
         GgmlType::IQ4_NL,
+        GgmlType::IQ3_S,
+        GgmlType::IQ2_S,
         GgmlType::IQ4_XS,
+        GgmlType::IQ1_M,
         GgmlType::BF16,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
     ];
 
     /// ggml's type name (`Q4_K`, `F16`, ...), as stored in tensor records.
@@ -149,6 +191,16 @@ impl GgmlType {
             GgmlType::Q8_K => "Q8_K",
             GgmlType::IQ4_NL => "IQ4_NL",
             GgmlType::IQ4_XS => "IQ4_XS",
+            GgmlType::IQ2_XXS => "IQ2_XXS",
+            GgmlType::IQ2_XS => "IQ2_XS",
+            GgmlType::IQ3_XXS => "IQ3_XXS",
+            GgmlType::IQ1_S => "IQ1_S",
+            GgmlType::IQ3_S => "IQ3_S",
+            GgmlType::IQ2_S => "IQ2_S",
+            GgmlType::IQ1_M => "IQ1_M",
+            GgmlType::TQ1_0 => "TQ1_0",
+            GgmlType::TQ2_0 => "TQ2_0",
+            GgmlType::MXFP4 => "MXFP4",
         }
     }
 
@@ -172,6 +224,16 @@ impl GgmlType {
             GgmlType::IQ4_NL => 20,
             GgmlType::IQ4_XS => 23,
             GgmlType::BF16 => 30,
+            GgmlType::IQ2_XXS => 16,
+            GgmlType::IQ2_XS => 17,
+            GgmlType::IQ3_XXS => 18,
+            GgmlType::IQ1_S => 19,
+            GgmlType::IQ3_S => 21,
+            GgmlType::IQ2_S => 22,
+            GgmlType::IQ1_M => 29,
+            GgmlType::TQ1_0 => 34,
+            GgmlType::TQ2_0 => 35,
+            GgmlType::MXFP4 => 39,
         }
     }
 
@@ -197,14 +259,24 @@ impl GgmlType {
             | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q8_1
-            | GgmlType::IQ4_NL => 32,
+            | GgmlType::IQ4_NL
+            | GgmlType::MXFP4 => 32,
             GgmlType::Q2_K
             | GgmlType::Q3_K
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K
             | GgmlType::Q8_K
-            | GgmlType::IQ4_XS => 256,
+            | GgmlType::IQ4_XS
+            | GgmlType::IQ2_XXS
+            | GgmlType::IQ2_XS
+            | GgmlType::IQ2_S
+            | GgmlType::IQ3_XXS
+            | GgmlType::IQ3_S
+            | GgmlType::IQ1_S
+            | GgmlType::IQ1_M
+            | GgmlType::TQ1_0
+            | GgmlType::TQ2_0 => 256,
         }
     }
 
@@ -227,6 +299,16 @@ impl GgmlType {
             GgmlType::Q8_K => 292,
             GgmlType::IQ4_NL => 18,
             GgmlType::IQ4_XS => 136,
+            GgmlType::IQ2_XXS => 66,
+            GgmlType::IQ2_XS => 74,
+            GgmlType::IQ3_XXS => 98,
+            GgmlType::IQ1_S => 50,
+            GgmlType::IQ3_S => 110,
+            GgmlType::IQ2_S => 82,
+            GgmlType::IQ1_M => 56,
+            GgmlType::TQ1_0 => 54,
+            GgmlType::TQ2_0 => 66,
+            GgmlType::MXFP4 => 17,
         }
     }
 
@@ -254,7 +336,20 @@ impl GgmlType {
                 | GgmlType::Q6_K
                 | GgmlType::IQ4_NL
                 | GgmlType::IQ4_XS
+                | GgmlType::IQ2_XXS
+                | GgmlType::IQ2_XS
+                | GgmlType::IQ2_S
+                | GgmlType::IQ3_XXS
+                | GgmlType::IQ3_S
+                | GgmlType::IQ1_S
+                | GgmlType::IQ1_M
         )
+    }
+
+    /// Whether ggml refuses to quantize this type without an importance matrix
+    /// (`ggml_quantize_requires_imatrix`: IQ2_XXS, IQ2_XS, IQ1_S).
+    pub const fn requires_imatrix(self) -> bool {
+        matches!(self, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S)
     }
 }
 
@@ -312,6 +407,16 @@ fn quantize_rows_checked<T: GgmlBlock>(
                 T::BLOCK_SIZE
             ),
         ));
+    }
+    if imatrix.is_none() && ty.requires_imatrix() {
+        return Err(Error::Unsupported {
+            method: format!("gguf {}", ty.name()),
+            op: format!(
+                "quantizing {} without an importance matrix (ggml requires one for this \
+                 type: pass --imatrix FILE)",
+                ty.name()
+            ),
+        });
     }
     if let Some(w) = imatrix {
         if w.len() != row_len {
@@ -498,6 +603,16 @@ macro_rules! dispatch {
             GgmlType::Q8_K => $f::<q8_k::BlockQ8K>($($arg),*),
             GgmlType::IQ4_NL => $f::<iq4_nl::BlockIq4Nl>($($arg),*),
             GgmlType::IQ4_XS => $f::<iq4_xs::BlockIq4Xs>($($arg),*),
+            GgmlType::IQ2_XXS => $f::<iq2_xxs::BlockIq2Xxs>($($arg),*),
+            GgmlType::IQ2_XS => $f::<iq2_xs::BlockIq2Xs>($($arg),*),
+            GgmlType::IQ3_XXS => $f::<iq3_xxs::BlockIq3Xxs>($($arg),*),
+            GgmlType::IQ1_S => $f::<iq1_s::BlockIq1S>($($arg),*),
+            GgmlType::IQ3_S => $f::<iq3_s::BlockIq3S>($($arg),*),
+            GgmlType::IQ2_S => $f::<iq2_s::BlockIq2S>($($arg),*),
+            GgmlType::IQ1_M => $f::<iq1_m::BlockIq1M>($($arg),*),
+            GgmlType::TQ1_0 => $f::<tq1_0::BlockTq1_0>($($arg),*),
+            GgmlType::TQ2_0 => $f::<tq2_0::BlockTq2_0>($($arg),*),
+            GgmlType::MXFP4 => $f::<mxfp4::BlockMxfp4>($($arg),*),
         }
     };
 }

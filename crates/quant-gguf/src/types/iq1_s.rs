@@ -1,0 +1,363 @@
+//! IQ1_S: super-blocks of 256 values in 8 blocks of 32, each block 4 groups of 8 ternary
+//! values from the 2048-point codebook, shifted by ±1/8 (1.5625 bits per weight). Needs an
+//! importance matrix (as in ggml).
+//!
+//! Layout (ggml `block_iq1_s`, 50 bytes): `d: f16`, `qs[32]` (low 8 bits of the grid
+//! indices), `qh[8]: u16` (per block: bits `3k..3k+2` the high 3 bits of index `k`, bits
+//! 12..14 the 3-bit scale `s`, bit 15 the sign of the shift `δ`). Value =
+//! `d·(2s + 1)·(grid[j] + δ)`, `grid[j] ∈ {−1, 0, 1}`, `δ = ±0.125`.
+//!
+//! Quantizer: ggml's `quantize_row_iq1_s_impl`: weights `qw·√(σ² + x²)` (`σ² = 2Σx²/256`);
+//! the values of a block sorted (stably, as glibc's merge-sort `qsort`), then every split
+//! into three runs tried with both shifts (`{−1, 0, 1} ± 0.125`), keeping the best
+//! `Σwxq²/Σwq²`; groups off the codebook moved to the neighbour of least weighted error;
+//! block scales to 3 bits against `d = max_scale/15`, stored as `d·1.125`.
+
+use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
+use crate::types::iq2_xxs::index2;
+use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice};
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
+use crate::types::{GgmlBlock, GgmlType};
+
+/// ggml's `IQ1S_DELTA` (and `IQ1M_DELTA`).
+pub(crate) const IQ1S_DELTA: f32 = 0.125;
+/// ggml's `x_p`: the levels with the positive shift.
+pub(crate) const X_P: [f32; 3] = [-1.0 + IQ1S_DELTA, IQ1S_DELTA, 1.0 + IQ1S_DELTA];
+/// ggml's `x_m`: the levels with the negative shift.
+pub(crate) const X_M: [f32; 3] = [-1.0 - IQ1S_DELTA, -IQ1S_DELTA, 1.0 - IQ1S_DELTA];
+
+/// ggml's `GROUP_MAX_EPS_IQ1_S`.
+const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
+
+/// The indices of `xb` in ascending order of value, equal values in their original
+/// order (glibc 2.36's `qsort` is a merge sort, so ggml's `iq1_sort_helper` sort is
+/// stable): an insertion sort, which is stable too. (With NaN, whose comparisons are all
+/// false, the orders may differ.)
+#[inline(always)]
+pub(crate) fn sorted_order<const N: usize>(xb: &[f32]) -> [usize; N] {
+    let mut idx: [usize; N] = std::array::from_fn(|i| i);
+    for i in 1..N {
+        let cur = idx[i];
+        let v = xb[cur];
+        let mut j = i;
+        while j > 0 && xb[idx[j - 1]] > v {
+            idx[j] = idx[j - 1];
+            j -= 1;
+        }
+        idx[j] = cur;
+    }
+    idx
+}
+
+/// ggml's `iq1_find_best_neighbour2`: the neighbour of lattice point `u` of least
+/// `Σ w·(scale·xg[level] − x)²` (the first on ties; the first neighbour when every
+/// error is NaN, where ggml aborts). Writes its levels to `l`.
+#[inline(always)]
+pub(crate) fn iq1_find_best_neighbour2(
+    lat: &Lattice,
+    u: usize,
+    xval: &[f32],
+    weight: &[f32],
+    scale: f32,
+    xg: &[f32; 3],
+    l: &mut [i8],
+) -> usize {
+    let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, Some(xg[0]));
+    let pg = lat.point(grid_index);
+    for i in 0..8 {
+        l[i] = (pg[i] - 1) / 2;
+    }
+    grid_index
+}
+
+/// The split search of `quantize_row_iq1_s_impl` over the prefix sums of a block of 32:
+/// every split `i1 ≤ i2` with the positive then the negative shift, in ggml's order,
+/// keeping the best `Σwxq²/Σwq²`; for each `i1`, 8 consecutive `i2` side by side (each
+/// sum evaluated as in ggml). Returns (scale, i1, i2, shift), shift 0 when none qualified.
+#[inline(always)]
+fn split_search(sumx: &[f32; 33], sumw: &[f32; 33]) -> (f32, i32, i32, i8) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { split_search_avx2(s, sumx, sumw) };
+    }
+    split_search_lanes(Portable, sumx, sumw)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split_search_avx2(s: Avx2, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f32, i32, i32, i8) {
+    split_search_lanes(s, sumx, sumw)
+}
+
+#[inline(always)]
+fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f32, i32, i32, i8) {
+    const BS: usize = 32;
+    // sumx/sumw padded so that 8 lanes from any i2 ≤ 32 can be loaded.
+    let mut px = [0f32; 40];
+    let mut pw = [0f32; 40];
+    px[..33].copy_from_slice(sumx);
+    pw[..33].copy_from_slice(sumw);
+    let (sx0, sw0, sxn, swn) = (sumx[0], sumw[0], sumx[BS], sumw[BS]);
+    let mut best_score = -f32::MAX;
+    let mut result = (0f32, -1i32, -1i32, 0i8);
+    for i1 in 0..=BS {
+        let (sx1, sw1) = (s.splat(sumx[i1]), s.splat(sumw[i1]));
+        let ax = s.splat(sumx[i1] - sx0);
+        let aw = s.splat(sumw[i1] - sw0);
+        let mut i2 = i1;
+        while i2 <= BS {
+            let mut lx = [0f32; 8];
+            let mut lw = [0f32; 8];
+            lx.copy_from_slice(&px[i2..i2 + 8]);
+            lw.copy_from_slice(&pw[i2..i2 + 8]);
+            let (x2, w2) = (s.load(&lx), s.load(&lw));
+            let bx = s.sub(x2, sx1);
+            let bw = s.sub(w2, sw1);
+            let cx = s.sub(s.splat(sxn), x2);
+            let cw = s.sub(s.splat(swn), w2);
+            let mut qx = [[0f32; 8]; 2];
+            let mut q2 = [[0f32; 8]; 2];
+            for (k, xs) in [X_P, X_M].iter().enumerate() {
+                let (p0, p1, p2) = (s.splat(xs[0]), s.splat(xs[1]), s.splat(xs[2]));
+                let sqx = s.add(s.add(s.mul(ax, p0), s.mul(bx, p1)), s.mul(cx, p2));
+                let sq2 = s.add(
+                    s.add(s.mul(s.mul(aw, p0), p0), s.mul(s.mul(bw, p1), p1)),
+                    s.mul(s.mul(cw, p2), p2),
+                );
+                qx[k] = s.store(sqx);
+                q2[k] = s.store(sq2);
+            }
+            let n = (BS + 1 - i2).min(8);
+            for l in 0..n {
+                for (k, shift) in [(0usize, 1i8), (1, -1)] {
+                    let (sumqx, sumq2) = (qx[k][l], q2[k][l]);
+                    if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
+                        let scale = sumqx / sumq2;
+                        best_score = scale * sumqx;
+                        result = (scale, i1 as i32, (i2 + l) as i32, shift);
+                    }
+                }
+            }
+            i2 += 8;
+        }
+    }
+    result
+}
+
+/// ggml's `block_iq1_s`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockIq1S {
+    /// Super-block scale (f16 bits).
+    pub d: u16,
+    /// Grid indices, low 8 bits.
+    pub qs: [u8; 32],
+    /// High index bits, block scale and shift sign.
+    pub qh: [u16; 8],
+}
+const _: () = assert!(std::mem::size_of::<BlockIq1S>() == 50);
+
+impl BlockIq1S {
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
+    fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+        const BS: usize = 32;
+        let lat = lattice(Book::Iq1);
+        let mut y = Self::ZERO;
+        let mut scales = [0f32; 8];
+        let mut shifts = [0i8; 8];
+        let mut weight = [0f32; BS];
+        let mut sumx = [0f32; BS + 1];
+        let mut sumw = [0f32; BS + 1];
+        let mut l = [0i8; BS];
+        let mut index = [0usize; 4];
+        let mut max_scale = 0f32;
+        let mut sumx2 = 0f32;
+        for &v in xbl {
+            sumx2 += v * v;
+        }
+        let sigma2 = 2.0 * sumx2 / QK_K as f32;
+        for ib in 0..QK_K / BS {
+            let xb = &xbl[BS * ib..BS * ib + BS];
+            let qw = &qwbl[BS * ib..BS * ib + BS];
+            for i in 0..BS {
+                weight[i] = qw[i] * (sigma2 + xb[i] * xb[i]).sqrt();
+            }
+            let mut max = xb[0].abs();
+            for &v in &xb[1..] {
+                max = c_max(max, v.abs());
+            }
+            if max < GROUP_MAX_EPS_IQ1_S {
+                scales[ib] = 0.0;
+                shifts[ib] = 1;
+                continue;
+            }
+            let idx = sorted_order::<BS>(xb);
+            sumx[0] = 0.0;
+            sumw[0] = 0.0;
+            for j in 0..BS {
+                let i = idx[j];
+                sumx[j + 1] = sumx[j] + weight[i] * xb[i];
+                sumw[j + 1] = sumw[j] + weight[i];
+            }
+            let (found, besti1, besti2, best_shift) = split_search(&sumx, &sumw);
+            let mut best_shift = best_shift;
+            let mut scale = if best_shift == 0 { max } else { found };
+            if besti1 < 0 || besti2 < 0 || best_shift == 0 {
+                scales[ib] = 0.0;
+                shifts[ib] = 1;
+                continue;
+            }
+            let (b1, b2) = (besti1 as usize, besti2 as usize);
+            for (j, &i) in idx.iter().enumerate() {
+                l[i] = if j < b1 {
+                    0
+                } else if j < b2 {
+                    1
+                } else {
+                    2
+                };
+            }
+            if scale < 0.0 {
+                for v in &mut l {
+                    *v = 2 - *v;
+                }
+                scale = -scale;
+                best_shift = -best_shift;
+            }
+            let xx = if best_shift == 1 { &X_P } else { &X_M };
+            let mut all_on_grid = true;
+            for k in 0..BS / 8 {
+                let g = 8 * k..8 * k + 8;
+                let u = index2(&l[g.clone()]);
+                index[k] = if lat.map[u] < 0 {
+                    all_on_grid = false;
+                    iq1_find_best_neighbour2(
+                        lat,
+                        u,
+                        &xb[g.clone()],
+                        &weight[g.clone()],
+                        scale,
+                        xx,
+                        &mut l[g],
+                    )
+                } else {
+                    lat.map[u] as usize
+                };
+            }
+            if !all_on_grid {
+                let mut sumqx = 0f32;
+                let mut sumq2 = 0f32;
+                for k in 0..BS / 8 {
+                    let pg = lat.point(index[k]);
+                    for j in 0..8 {
+                        let w = weight[8 * k + j];
+                        let q = xx[((pg[j] - 1) / 2) as usize];
+                        sumqx += w * q * xb[8 * k + j];
+                        sumq2 += w * q * q;
+                    }
+                }
+                if sumqx > 0.0 && sumq2 > 0.0 {
+                    scale = sumqx / sumq2;
+                }
+            }
+            let mut h = 0u16;
+            for k in 0..BS / 8 {
+                y.qs[(BS / 8) * ib + k] = (index[k] & 255) as u8;
+                h |= ((index[k] >> 8) << (3 * k)) as u16;
+            }
+            y.qh[ib] = h;
+            scales[ib] = scale;
+            shifts[ib] = best_shift;
+            max_scale = c_max(max_scale, scale);
+        }
+        if max_scale == 0.0 {
+            return y;
+        }
+        let d = max_scale / 15.0;
+        y.d = fp32_to_fp16(d * 1.125f32);
+        let id = 1.0 / d;
+        for ib in 0..QK_K / BS {
+            let li = nearest_int(0.5f32 * (id * scales[ib] - 1.0));
+            let mut li = c_max(0, c_min(7, li));
+            if shifts[ib] == -1 {
+                li |= 8;
+            }
+            y.qh[ib] |= (li << 12) as u16;
+        }
+        y
+    }
+}
+
+impl GgmlBlock for BlockIq1S {
+    const TYPE: GgmlType = GgmlType::IQ1_S;
+    const BLOCK_SIZE: usize = QK_K;
+    const TYPE_SIZE: usize = 50;
+    const ZERO: Self = BlockIq1S {
+        d: 0,
+        qs: [0; 32],
+        qh: [0; 8],
+    };
+
+    fn read(b: &[u8]) -> Self {
+        let mut blk = Self::ZERO;
+        blk.d = u16::from_le_bytes([b[0], b[1]]);
+        blk.qs.copy_from_slice(&b[2..34]);
+        for (q, c) in blk.qh.iter_mut().zip(b[34..50].chunks_exact(2)) {
+            *q = u16::from_le_bytes([c[0], c[1]]);
+        }
+        blk
+    }
+    #[inline(always)]
+    fn write(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.d.to_le_bytes());
+        out[2..34].copy_from_slice(&self.qs);
+        for (q, c) in self.qh.iter().zip(out[34..50].chunks_exact_mut(2)) {
+            c.copy_from_slice(&q.to_le_bytes());
+        }
+    }
+
+    #[inline(always)]
+    /// Not reached through [`crate::block::quantize`], which requires an importance
+    /// matrix for this type (as ggml does); all-ones weights here.
+    fn quantize_row(x: &[f32], y: &mut [Self]) {
+        let ones = [1f32; QK_K];
+        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
+            *yb = Self::quantize(xb, &ones);
+        }
+    }
+
+    #[inline(always)]
+    fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
+        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
+            *yb = Self::quantize(xb, qb);
+        }
+    }
+
+    fn dequantize_row(y: &[Self], out: &mut [f32]) {
+        let grid = dequant_table(Book::Iq1);
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
+            let d = fp16_to_fp32(yb.d);
+            for ib in 0..8 {
+                let qh = yb.qh[ib];
+                let dl = d * (2 * ((qh >> 12) & 7) as i32 + 1) as f32;
+                let delta = if qh & 0x8000 != 0 {
+                    -IQ1S_DELTA
+                } else {
+                    IQ1S_DELTA
+                };
+                for l in 0..4 {
+                    let gi = yb.qs[4 * ib + l] as usize | ((((qh >> (3 * l)) & 7) as usize) << 8);
+                    let g = grid[gi].to_le_bytes();
+                    let at = 32 * ib + 8 * l;
+                    for j in 0..8 {
+                        o[at + j] = dl * (g[j] as i8 as f32 + delta);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The lattice codebooks of the IQ types, built at first use the way ggml's
+//! `iq2xs_init_impl` / `iq3xs_init_impl` build them (ggml-quants.c, d99724f2) from the
+//! compact index lists in [`crate::types::iq_kgrid`]:
+//!
+//! - the quantizer grid: point `k` has coordinate `i` = `2·level + 1`;
+//! - the map from a point of the full lattice (coordinate levels packed `bits` apart) to
+//!   its grid index, or, for a point off the grid, to its neighbour list: the grid points
+//!   at the `nwant` smallest distinct squared distances, in order of (distance, index)
+//!   (ggml sorts `(d2, j)` pairs with `qsort` and a total order, so the list is unique);
+//! - the dequantization tables of ggml-common.h (`iq2xxs_grid`, `iq3s_grid`, ...): byte
+//!   `i` of entry `k` is a per-level value, checked against digests of ggml's tables in
+//!   the tests; and `ksigns_iq2xs` (7 sign bits plus their parity).
+//!
+//! Only the lattice points a quantizer can reach get neighbour lists (levels
+//! `0..=max_level`; ggml computes lists for every index below the map size, the others
+//! are never read).
+
+use std::sync::OnceLock;
+
+use crate::types::iq_kgrid::{
+    KGRID_1BIT_2048, KGRID_256, KGRID_2BIT_1024, KGRID_2BIT_256, KGRID_2BIT_512, KGRID_512,
+};
+
+/// One lattice codebook: grid, map and neighbour lists (see the module documentation).
+pub(crate) struct Lattice {
+    /// Coordinates per point (8 or 4).
+    pub dim: usize,
+    /// Quantizer grid, `dim` values (`2·level + 1`) per point.
+    pub grid: Vec<i8>,
+    /// Lattice index → grid index (`>= 0`) or `-(offset + 1)` into `neighbours`, where
+    /// `neighbours[offset]` is the count and the indices follow.
+    pub map: Vec<i32>,
+    /// The neighbour lists.
+    pub neighbours: Vec<u16>,
+    /// Per neighbour list (by its offset in `neighbours`): where its points' coordinates
+    /// start in `lanes`, 8 neighbours per chunk, `dim` vectors per chunk (coordinate `i`
+    /// of the 8 neighbours), the last chunk padded with NaN (never chosen).
+    pub lane_start: Vec<u32>,
+    /// The neighbours' coordinates, laid out for [`Lattice::best_neighbour`].
+    pub lanes: Vec<[f32; 8]>,
+}
+
+impl Lattice {
+    fn build(
+        kgrid: &[u16],
+        dim: usize,
+        bits: u32,
+        map_size: usize,
+        max_level: usize,
+        nwant: usize,
+    ) -> Self {
+        let mask = (1u16 << bits) - 1;
+        let n = kgrid.len();
+        let mut grid = vec![0i8; n * dim];
+        for (k, &g) in kgrid.iter().enumerate() {
+            for i in 0..dim {
+                let l = (g >> (bits as usize * i)) & mask;
+                grid[k * dim + i] = (2 * l + 1) as i8;
+            }
+        }
+        let mut map = vec![-1i32; map_size];
+        for k in 0..n {
+            let mut index = 0usize;
+            for i in 0..dim {
+                let q = ((grid[k * dim + i] - 1) / 2) as usize;
+                index |= q << (bits as usize * i);
+            }
+            map[index] = k as i32;
+        }
+        let mut neighbours: Vec<u16> = Vec::new();
+        let mut dist: Vec<(i32, u16)> = Vec::with_capacity(n);
+        let mut pos = [0i32; 8];
+        for (i, m) in map.iter_mut().enumerate() {
+            if *m >= 0 {
+                continue;
+            }
+            let reachable =
+                (0..dim).all(|k| (i >> (bits as usize * k)) & mask as usize <= max_level);
+            if !reachable {
+                continue;
+            }
+            for (k, p) in pos.iter_mut().enumerate().take(dim) {
+                *p = 2 * ((i >> (bits as usize * k)) & mask as usize) as i32 + 1;
+            }
+            dist.clear();
+            for j in 0..n {
+                let pg = &grid[j * dim..j * dim + dim];
+                let d2: i32 = pg
+                    .iter()
+                    .zip(&pos)
+                    .map(|(&g, &p)| (g as i32 - p) * (g as i32 - p))
+                    .sum();
+                dist.push((d2, j as u16));
+            }
+            dist.sort_unstable();
+            let offset = neighbours.len();
+            *m = -(offset as i32 + 1);
+            neighbours.push(0);
+            let mut d2 = dist[0].0;
+            let mut nhave = 1;
+            let mut count = 0u16;
+            for &(d, j) in &dist {
+                if d > d2 {
+                    if nhave == nwant {
+                        break;
+                    }
+                    d2 = d;
+                    nhave += 1;
+                }
+                neighbours.push(j);
+                count += 1;
+            }
+            neighbours[offset] = count;
+        }
+        let mut lane_start = vec![0u32; neighbours.len()];
+        let mut lanes: Vec<[f32; 8]> = Vec::new();
+        let mut off = 0;
+        while off < neighbours.len() {
+            let count = neighbours[off] as usize;
+            lane_start[off] = lanes.len() as u32;
+            for chunk in neighbours[off + 1..off + 1 + count].chunks(8) {
+                for i in 0..dim {
+                    let mut v = [f32::NAN; 8];
+                    for (lane, &j) in chunk.iter().enumerate() {
+                        v[lane] = grid[j as usize * dim + i] as f32;
+                    }
+                    lanes.push(v);
+                }
+            }
+            off += 1 + count;
+        }
+        Lattice {
+            dim,
+            grid,
+            map,
+            neighbours,
+            lane_start,
+            lanes,
+        }
+    }
+
+    /// The best neighbour of off-grid lattice point `u` for `D`-value group `x` with
+    /// weights `w` at `scale`: the first of least `Σ w·(scale·q − x)²` (each sum in ggml's
+    /// order, 8 neighbours side by side), where `q` is the grid value, or with `iq1 =
+    /// Some(xg0)` the IQ1 level value `xg0 + (value − 1)/2` (exactly ggml's `xg[level]`,
+    /// the levels being `xg0`, `xg0 + 1`, `xg0 + 2`). Returns the grid index (the first
+    /// neighbour when every sum is NaN or above `f32::MAX`, where ggml aborts).
+    #[inline(always)]
+    pub fn best_neighbour<const D: usize>(
+        &self,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        iq1: Option<f32>,
+    ) -> usize {
+        let off = (-self.map[u] - 1) as usize;
+        let ids = self.neighbours_of(u);
+        let start = self.lane_start.get(off).copied().unwrap_or(0) as usize;
+        let (x, w): (&[f32; D], &[f32; D]) = match (x.try_into(), w.try_into()) {
+            (Ok(x), Ok(w)) => (x, w),
+            _ => return ids.first().copied().unwrap_or(0) as usize,
+        };
+        let mut best = f32::MAX;
+        let mut best_j = ids.first().copied().unwrap_or(0) as usize;
+        for (c, chunk_ids) in ids.chunks(8).enumerate() {
+            let vals = &self.lanes[start + c * D..start + c * D + D];
+            let mut d2 = [0f32; 8];
+            for i in 0..D {
+                let mut q = vals[i];
+                if let Some(xg0) = iq1 {
+                    for v in &mut q {
+                        *v = xg0 + (*v - 1.0) * 0.5;
+                    }
+                }
+                for lane in 0..8 {
+                    let diff = scale * q[lane] - x[i];
+                    d2[lane] += w[i] * diff * diff;
+                }
+            }
+            // The sequential `if d < best` scan ends on the chunk's least value below
+            // `best` (NaN never taken), at its first lane: fold the minimum, then find it.
+            let n = chunk_ids.len();
+            let m = d2[..n].iter().fold(best, |m, &d| if d < m { d } else { m });
+            if m < best {
+                if let Some(lane) = d2[..n].iter().position(|&d| d == m) {
+                    best = m;
+                    best_j = chunk_ids[lane] as usize;
+                }
+            }
+        }
+        best_j
+    }
+
+    /// Grid point `k`.
+    #[inline(always)]
+    pub fn point(&self, k: usize) -> &[i8] {
+        &self.grid[k * self.dim..(k + 1) * self.dim]
+    }
+
+    /// The neighbour list of off-grid lattice index `u` (`map[u] < 0`).
+    #[inline(always)]
+    pub fn neighbours_of(&self, u: usize) -> &[u16] {
+        let off = (-self.map[u] - 1) as usize;
+        let count = self.neighbours.get(off).copied().unwrap_or(0) as usize;
+        &self.neighbours[off + 1..off + 1 + count]
+    }
+}
+
+/// Which codebook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Book {
+    /// IQ2_XXS: 256 points of 8, 2 bits.
+    Iq2Xxs,
+    /// IQ2_XS: 512 points.
+    Iq2Xs,
+    /// IQ2_S: 1024 points.
+    Iq2S,
+    /// IQ1_S / IQ1_M: 2048 points.
+    Iq1,
+    /// IQ3_XXS: 256 points of 4, 3 bits.
+    Iq3Xxs,
+    /// IQ3_S: 512 points of 4.
+    Iq3S,
+}
+
+/// The codebook `b`, built on first use.
+pub(crate) fn lattice(b: Book) -> &'static Lattice {
+    static CELLS: [OnceLock<Lattice>; 6] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
+    const IQ2_MAP: usize = 43692;
+    const IQ3_MAP: usize = 4096;
+    match b {
+        Book::Iq2Xxs => {
+            CELLS[0].get_or_init(|| Lattice::build(&KGRID_2BIT_256, 8, 2, IQ2_MAP, 2, 2))
+        }
+        Book::Iq2Xs => {
+            CELLS[1].get_or_init(|| Lattice::build(&KGRID_2BIT_512, 8, 2, IQ2_MAP, 2, 2))
+        }
+        Book::Iq2S => {
+            CELLS[2].get_or_init(|| Lattice::build(&KGRID_2BIT_1024, 8, 2, IQ2_MAP, 2, 1))
+        }
+        Book::Iq1 => CELLS[3].get_or_init(|| Lattice::build(&KGRID_1BIT_2048, 8, 2, IQ2_MAP, 2, 3)),
+        Book::Iq3Xxs => CELLS[4].get_or_init(|| Lattice::build(&KGRID_256, 4, 3, IQ3_MAP, 7, 2)),
+        Book::Iq3S => CELLS[5].get_or_init(|| Lattice::build(&KGRID_512, 4, 3, IQ3_MAP, 7, 3)),
+    }
+}
+
+/// A ggml-common.h dequantization table built from `kgrid`: byte `i` of entry `k` is
+/// `values[level_i(k)]`.
+fn table(kgrid: &[u16], dim: usize, bits: u32, values: &[u8]) -> Vec<u64> {
+    let mask = (1u16 << bits) - 1;
+    kgrid
+        .iter()
+        .map(|&g| {
+            (0..dim).fold(0u64, |acc, i| {
+                let l = ((g >> (bits as usize * i)) & mask) as usize;
+                acc | (values[l] as u64) << (8 * i)
+            })
+        })
+        .collect()
+}
+
+/// ggml's `iq2xxs_grid`, `iq2xs_grid`, `iq2s_grid`, `iq1s_grid` (8 bytes per entry) or
+/// `iq3xxs_grid`, `iq3s_grid` (4 bytes, in the low half) for codebook `b`.
+pub(crate) fn dequant_table(b: Book) -> &'static [u64] {
+    static CELLS: [OnceLock<Vec<u64>>; 6] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
+    const IQ2: [u8; 3] = [8, 25, 43];
+    match b {
+        Book::Iq2Xxs => CELLS[0].get_or_init(|| table(&KGRID_2BIT_256, 8, 2, &IQ2)),
+        Book::Iq2Xs => CELLS[1].get_or_init(|| table(&KGRID_2BIT_512, 8, 2, &IQ2)),
+        Book::Iq2S => CELLS[2].get_or_init(|| table(&KGRID_2BIT_1024, 8, 2, &IQ2)),
+        // int8 −1, 0, 1.
+        Book::Iq1 => CELLS[3].get_or_init(|| table(&KGRID_1BIT_2048, 8, 2, &[0xff, 0, 1])),
+        Book::Iq3Xxs => {
+            CELLS[4].get_or_init(|| table(&KGRID_256, 4, 3, &[4, 12, 20, 28, 36, 44, 52, 62]))
+        }
+        Book::Iq3S => {
+            CELLS[5].get_or_init(|| table(&KGRID_512, 4, 3, &[1, 3, 5, 7, 9, 11, 13, 15]))
+        }
+    }
+}
+
+/// ggml's `ksigns_iq2xs`: 7 sign bits and their parity in bit 7.
+pub(crate) const KSIGNS_IQ2XS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = i as u8 | (((i as u8).count_ones() as u8 & 1) << 7);
+        i += 1;
+    }
+    t
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn digest(v: &[u64], width: usize) -> String {
+        let mut h = Sha256::new();
+        for &x in v {
+            h.update(&x.to_le_bytes()[..width]);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// SHA-256 of ggml-common.h's tables (d99724f2), little-endian entries.
+    #[test]
+    fn dequant_tables_equal_ggml_common_h() {
+        let want = [
+            (
+                Book::Iq2Xxs,
+                8,
+                "05826b5d3e472a3a78f196be62ac78acf81df0f909626e12ab9fa2a5d490dd54",
+            ),
+            (
+                Book::Iq2Xs,
+                8,
+                "06e47aaca60b4dc1d9b5a3f34540437058a6b142b4d7a59d5ded769b4d1bf1de",
+            ),
+            (
+                Book::Iq2S,
+                8,
+                "e1aa1473412b0552c2174c30ef22ab4073f6a181b85a17056e8249bd2932fd88",
+            ),
+            (
+                Book::Iq3Xxs,
+                4,
+                "46e35f5a997efdee6c99ce57854c8a0d4f0ff8ca57e5e8a60c0793ea580acf5d",
+            ),
+            (
+                Book::Iq3S,
+                4,
+                "bd1af4945a1717c65610b0284e4628b9a1ba3b306fae3a06f6e5f597356e349f",
+            ),
+            (
+                Book::Iq1,
+                8,
+                "07540ffc1aeaf6ad4d97e96b0fcc765aae39671d4ae4a27bbd0e796fde167c6a",
+            ),
+        ];
+        for (b, w, d) in want {
+            assert_eq!(digest(dequant_table(b), w), d, "{b:?}");
+        }
+        let signs: Vec<u64> = KSIGNS_IQ2XS.iter().map(|&s| s as u64).collect();
+        assert_eq!(
+            digest(&signs, 1),
+            "a76742a603f8beca5212ecce0f1f02f11a4887fd2f7c8b15aca0ea3eb3380c31"
+        );
+    }
+
+    #[test]
+    fn maps_invert_the_grids_and_neighbours_are_sorted() {
+        for b in [
+            Book::Iq2Xxs,
+            Book::Iq2Xs,
+            Book::Iq2S,
+            Book::Iq1,
+            Book::Iq3Xxs,
+            Book::Iq3S,
+        ] {
+            let l = lattice(b);
+            let n = l.grid.len() / l.dim;
+            let on_grid = l.map.iter().filter(|&&m| m >= 0).count();
+            assert_eq!(on_grid, n, "{b:?}");
+            // Spot check: ggml's first neighbour list of IQ3_XXS (index 1 = levels
+            // (1,0,0,0), off the grid) holds grid points at distances 4 and 8 first.
+            if b == Book::Iq3Xxs {
+                assert!(l.map[1] < 0);
+                assert!(!l.neighbours_of(1).is_empty());
+            }
+        }
+    }
+}
