@@ -126,7 +126,15 @@ fn main() -> Result<(), BoxError> {
         } else {
             model_dir.to_path_buf()
         };
-        let report = quantizer.quantize_path(&input, &out)?;
+        let report = match quantizer.quantize_path(&input, &out) {
+            Ok(r) => r,
+            // The lattice types ggml quantizes only with importance weights (as `quant demo`).
+            Err(err) if err.to_string().contains("--imatrix") => {
+                eprintln!("{name}: skipped: needs an importance matrix (--imatrix)");
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         let file_bytes = weight_bytes(&out)?;
         let is_gguf = out.extension().is_some_and(|e| e == "gguf");
         let (embedder, matmul) = if is_gguf {
