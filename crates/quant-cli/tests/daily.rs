@@ -24,10 +24,14 @@ fn run(args: &[&str]) -> (String, String) {
     (out, err)
 }
 
-fn sample(dir: &Path) -> String {
+/// The sample model in `dir/in`; `with_tokenizer` adds a `tokenizer.json` (a file a
+/// restored folder carries; not a vocabulary, so not for the llama.cpp converter).
+fn sample(dir: &Path, with_tokenizer: bool) -> String {
     let p = dir.join("in");
     quant::sample::write_sample_model(&p, DType::BF16).unwrap();
-    std::fs::write(p.join("tokenizer.json"), "{}").unwrap();
+    if with_tokenizer {
+        std::fs::write(p.join("tokenizer.json"), "{}").unwrap();
+    }
     p.display().to_string()
 }
 
@@ -51,7 +55,7 @@ fn assert_lines(err: &str, what: &str, unit: &str, total: usize) {
 #[test]
 fn progress_lines_on_a_pipe_and_none_when_quiet() {
     let dir = tempfile::tempdir().unwrap();
-    let input = sample(dir.path());
+    let input = sample(dir.path(), false);
     let d = |n: &str| dir.path().join(n).display().to_string();
     for (out, method) in [
         (d("q.gguf"), "gguf_config_q8_0"),
@@ -124,7 +128,7 @@ fn assert_restored(quantized: &ModelFiles, restored: &ModelFiles, dt: DType) {
 #[test]
 fn dequantize_a_folder_to_a_folder_like_the_input() {
     let dir = tempfile::tempdir().unwrap();
-    let input = sample(dir.path());
+    let input = sample(dir.path(), true);
     let q = dir.path().join("q");
     let qs = q.display().to_string();
     for method in ["bnb_4bit_config_bf16", "quanto_config_int8", "basic_int8"] {
@@ -232,7 +236,7 @@ fn dequantize_a_pipeline_to_a_pipeline() {
 #[test]
 fn dequantize_a_gguf_to_a_gguf_of_floats() {
     let dir = tempfile::tempdir().unwrap();
-    let input = sample(dir.path());
+    let input = sample(dir.path(), false);
     let q = dir.path().join("q.gguf");
     run(&[
         "quantize",
