@@ -96,6 +96,13 @@ pub trait ContainerReader: Send + Sync {
     fn stored_bytes(&self, name: &str) -> Result<u64> {
         Ok(self.read(name)?.byte_len() as u64)
     }
+    /// The values of tensor `name` as f32 when the reader computes them itself (a
+    /// converter transforming a checkpoint's tensors): the caller then skips
+    /// [`read`](Self::read)'s f32 bytes and their decoding. `None` by default.
+    fn f32_values(&self, name: &str) -> Option<Result<Vec<f32>>> {
+        let _ = name;
+        None
+    }
     /// An unquantized tensor as a zero-copy source, when the container can give one
     /// (memory-mapped files); `None` otherwise, and the caller uses [`read`](Self::read).
     fn source(&self, name: &str) -> Option<Box<dyn crate::tensor::TensorSource + '_>> {

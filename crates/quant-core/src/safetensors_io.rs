@@ -246,12 +246,27 @@ impl TensorSource for SafetensorsTensor {
 
     /// Decodes in parallel chunks, releasing each chunk's input pages once decoded.
     fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.to_f32_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// As [`to_f32`](Self::to_f32), into `out`: a buffer large enough is reused (zeroed in
+    /// place), a smaller one replaced by fresh zeroed memory, so a run allocates the largest
+    /// tensor's buffer once instead of having the kernel fault in and zero one per tensor.
+    fn to_f32_into(&self, out: &mut Vec<f32>) -> Result<()> {
         use rayon::prelude::*;
         let dtype = self.meta.dtype;
         let size = dtype.size();
         let data = self.data();
         let n = data.len() / size;
-        let mut out = vec![0f32; n];
+        out.clear();
+        if out.capacity() < n {
+            *out = Vec::new();
+            *out = vec![0f32; n];
+        } else {
+            out.resize(n, 0.0);
+        }
         let elems = (CHUNK_BYTES / size).max(1);
         out.par_chunks_mut(elems)
             .enumerate()
@@ -264,8 +279,7 @@ impl TensorSource for SafetensorsTensor {
                     .map_err(|e| Error::tensor("", &self.meta.name, e.to_string()))?;
                 self.release(start, bytes.len());
                 Ok(())
-            })?;
-        Ok(out)
+            })
     }
 }
 

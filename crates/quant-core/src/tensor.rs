@@ -118,6 +118,20 @@ pub trait TensorSource: Send + Sync {
         Ok(out)
     }
 
+    /// All values as f32 in `out`, replacing what it held and reusing its allocation when it
+    /// is large enough (a run reads tensor after tensor into one buffer).
+    fn to_f32_into(&self, out: &mut Vec<f32>) -> Result<()> {
+        let meta = self.meta();
+        let bytes = self.bytes()?;
+        out.clear();
+        if out.capacity() < bytes.len() / meta.dtype.size().max(1) {
+            // Not kept beside the larger one about to be allocated.
+            *out = Vec::new();
+        }
+        decode_to_f32(meta.dtype, &bytes, out)
+            .map_err(|e| Error::tensor("", &meta.name, e.to_string()))
+    }
+
     /// Hands the values to `f` as f32 in chunks of at most `chunk` elements, in order;
     /// sources backed by mapped files release each chunk's pages after use.
     fn for_each_f32_chunk(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::configure::ModelQuantizer;
-use super::plan::source_values;
+use super::plan::source_values_into;
 use crate::dtype::encode_f32;
 use crate::error::{Error, Result};
 use crate::format::ContainerReader;
@@ -35,12 +35,15 @@ impl ModelQuantizer {
         }
     }
 
-    /// The stored parts of planned tensor `e`, read from `reader`.
+    /// The stored parts of planned tensor `e`, read from `reader`. `scratch` carries the
+    /// f32 values from tensor to tensor of one writer: the buffer for the largest tensor is
+    /// allocated once, not once per tensor (fresh pages the kernel must fault in and zero).
     pub(super) fn produce(
         &self,
         plan: &Plan,
         reader: &dyn ContainerReader,
         e: &PlanEntry,
+        scratch: &mut Vec<f32>,
     ) -> Result<QuantizedTensor> {
         if e.action == Action::Keep {
             let q = reader.read(&e.name)?;
@@ -49,8 +52,8 @@ impl ModelQuantizer {
                 parts: q.parts,
             });
         }
-        let values = source_values(reader, e)?;
-        self.run_entry(plan, e, &values)
+        source_values_into(reader, e, scratch)?;
+        self.run_entry(plan, e, scratch)
     }
 
     /// Quantizes one planned tensor from its values.

@@ -403,6 +403,10 @@ impl ContainerReader for HfGgufReader {
         Some(self)
     }
 
+    fn f32_values(&self, name: &str) -> Option<Result<Vec<f32>>> {
+        Some(self.values(name))
+    }
+
     fn stored_bytes(&self, name: &str) -> Result<u64> {
         let r = self
             .records

@@ -210,9 +210,25 @@ pub(in crate::engine) fn source_values(
     reader: &dyn ContainerReader,
     e: &PlanEntry,
 ) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    source_values_into(reader, e, &mut out)?;
+    Ok(out)
+}
+
+/// [`source_values`] into `out`, reusing its allocation where the source can.
+pub(in crate::engine) fn source_values_into(
+    reader: &dyn ContainerReader,
+    e: &PlanEntry,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    if let Some(values) = reader.f32_values(&e.name) {
+        *out = values?;
+        return Ok(());
+    }
     if let Some(src) = reader.source(&e.name) {
-        return src.to_f32();
+        return src.to_f32_into(out);
     }
     let q = reader.read(&e.name)?;
-    dequantize(&q)
+    *out = dequantize(&q)?;
+    Ok(())
 }

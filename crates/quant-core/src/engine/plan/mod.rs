@@ -11,7 +11,7 @@ mod target;
 #[cfg(test)]
 mod tests;
 
-pub(in crate::engine) use files::source_values;
+pub(in crate::engine) use files::source_values_into;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

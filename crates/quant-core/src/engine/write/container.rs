@@ -88,6 +88,7 @@ impl ModelQuantizer {
             _ => None,
         };
         let mut w = (c.create)(dest, &planned, &metadata, source)?;
+        let mut scratch = Vec::new();
         for e in idx.iter().filter_map(|&i| plan.entries.get(i)) {
             self.tick(e);
             let Some((_, reader)) = model.shards.get(e.shard) else {
@@ -98,7 +99,7 @@ impl ModelQuantizer {
                 ));
             };
             let q = self
-                .produce(plan, reader.as_ref(), e)
+                .produce(plan, reader.as_ref(), e, &mut scratch)
                 .map_err(|err| err.with_path(&model.root))?;
             w.write(&q)?;
         }

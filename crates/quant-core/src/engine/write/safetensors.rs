@@ -80,6 +80,7 @@ impl ModelQuantizer {
             &with_records(&records)?,
             reserve,
         )?;
+        let mut scratch = Vec::new();
         for (k, e) in entries.iter().enumerate() {
             self.tick(e);
             let Some((_, reader)) = model.shards.get(e.shard) else {
@@ -136,7 +137,7 @@ impl ModelQuantizer {
                 continue;
             }
             let q = self
-                .produce(plan, reader.as_ref(), e)
+                .produce(plan, reader.as_ref(), e, &mut scratch)
                 .map_err(|err| err.with_path(&model.root))?;
             for part in &q.parts {
                 w.write_part(part)?;
