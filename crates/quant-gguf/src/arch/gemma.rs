@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use quant_core::{Error, Result};
 
 use super::hparams::{f32_value, mirror_rope, rope_params, u32_value};
-use super::{map_name, rope_parameters, Architecture, HfModel, KvList, Transform};
+use super::names::{map_tables, DECODER, DENSE_FFN, QKV, QK_NORM};
+use super::{rope_parameters, Architecture, HfModel, KvList, Transform};
 use crate::gguf::GgufValue;
 
 /// The gemma2 architecture.
@@ -22,19 +23,9 @@ pub struct Gemma2;
 #[derive(Debug)]
 pub struct Gemma3;
 
-/// HF → llama.cpp base names (gguf-py `tensor_mapping.py`, MODEL_ARCH.GEMMA2/GEMMA3).
-const NAMES: &[(&str, &str)] = &[
-    ("model.embed_tokens", "token_embd"),
-    ("lm_head", "output"),
-    ("model.norm", "output_norm"),
-    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
-    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
-    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
-    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-    (
-        "model.layers.{bid}.self_attn.o_proj",
-        "blk.{bid}.attn_output",
-    ),
+/// Gemma's own norms around attention and feed-forward (gguf-py `tensor_mapping.py`,
+/// MODEL_ARCH.GEMMA2/GEMMA3); the rest maps by the shared decoder tables.
+const GEMMA_NORMS: &[(&str, &str)] = &[
     (
         "model.layers.{bid}.post_attention_layernorm",
         "blk.{bid}.post_attention_norm",
@@ -47,21 +38,6 @@ const NAMES: &[(&str, &str)] = &[
         "model.layers.{bid}.post_feedforward_layernorm",
         "blk.{bid}.post_ffw_norm",
     ),
-    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
-    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
-    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
-];
-
-/// Gemma 3's q/k norms.
-const QK_NORM: &[(&str, &str)] = &[
-    (
-        "model.layers.{bid}.self_attn.q_norm",
-        "blk.{bid}.attn_q_norm",
-    ),
-    (
-        "model.layers.{bid}.self_attn.k_norm",
-        "blk.{bid}.attn_k_norm",
-    ),
 ];
 
 fn map(
@@ -70,16 +46,7 @@ fn map(
     tables: &[&[(&str, &str)]],
     arch: &str,
 ) -> Result<(String, Transform)> {
-    let n = tables
-        .iter()
-        .find_map(|t| map_name(t, name, model.block_count))
-        .ok_or_else(|| {
-            Error::tensor(
-                model.dir.as_path(),
-                name,
-                format!("cannot map the tensor to a llama.cpp name ({arch})"),
-            )
-        })?;
+    let n = map_tables(model, name, tables, arch)?;
     let t = if name.ends_with("norm.weight") {
         Transform::AddOne
     } else {
@@ -149,7 +116,12 @@ impl Architecture for Gemma2 {
     }
 
     fn map_tensor(&self, model: &HfModel, name: &str) -> Result<(String, Transform)> {
-        map(model, name, &[NAMES], "gemma2")
+        map(
+            model,
+            name,
+            &[DECODER, QKV, GEMMA_NORMS, DENSE_FFN],
+            "gemma2",
+        )
     }
 
     fn text_parameters(&self, model: &HfModel, kv: &mut KvList) -> Result<()> {
@@ -286,7 +258,12 @@ impl Architecture for Gemma3 {
     }
 
     fn map_tensor(&self, model: &HfModel, name: &str) -> Result<(String, Transform)> {
-        let (n, t) = map(model, name, &[NAMES, QK_NORM], "gemma3")?;
+        let (n, t) = map(
+            model,
+            name,
+            &[DECODER, QKV, GEMMA_NORMS, DENSE_FFN, QK_NORM],
+            "gemma3",
+        )?;
         if name.contains("embed_tokens.weight") {
             return Ok((n, Transform::KeepRows(gemma3_vocab_rows(model)?)));
         }

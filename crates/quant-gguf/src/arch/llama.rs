@@ -14,7 +14,8 @@ use quant_core::{Error, Result};
 
 use super::experts::{parse_expert, ExpertPart, Generated};
 use super::hparams::{rope_number, rope_params};
-use super::{map_name, rope_parameters, Architecture, HfModel, KvList, Transform};
+use super::names::{map_tables, DECODER, DENSE_FFN, FFN_NORM, QKV};
+use super::{rope_parameters, Architecture, HfModel, KvList, Transform};
 use crate::arch::tokenizer::bpe::{llama_vocab_kind, HfVocabKind};
 use crate::gguf::GgufValue;
 
@@ -22,27 +23,9 @@ use crate::gguf::GgufValue;
 #[derive(Debug)]
 pub struct Llama;
 
-/// HF → llama.cpp base names (gguf-py `tensor_mapping.py`, the entries of MODEL_ARCH.LLAMA
-/// an HF Llama/Mistral checkpoint uses).
-const NAMES: &[(&str, &str)] = &[
-    ("model.embed_tokens", "token_embd"),
-    ("lm_head", "output"),
-    ("model.norm", "output_norm"),
-    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
-    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
-    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
-    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-    (
-        "model.layers.{bid}.self_attn.o_proj",
-        "blk.{bid}.attn_output",
-    ),
-    (
-        "model.layers.{bid}.post_attention_layernorm",
-        "blk.{bid}.ffn_norm",
-    ),
-    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
-    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
-    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
+/// Mixtral's router and experts (gguf-py `tensor_mapping.py`, MODEL_ARCH.LLAMA); the rest of
+/// an HF Llama/Mistral/Mixtral checkpoint maps by the shared decoder tables.
+const MIXTRAL: &[(&str, &str)] = &[
     (
         "model.layers.{bid}.block_sparse_moe.gate",
         "blk.{bid}.ffn_gate_inp",
@@ -192,13 +175,12 @@ impl Architecture for Llama {
         } else {
             Transform::None
         };
-        let gguf = map_name(NAMES, name, model.block_count).ok_or_else(|| {
-            Error::tensor(
-                model.dir.as_path(),
-                name,
-                "cannot map the tensor to a llama.cpp name (llama)",
-            )
-        })?;
+        let gguf = map_tables(
+            model,
+            name,
+            &[DECODER, QKV, FFN_NORM, DENSE_FFN, MIXTRAL],
+            "llama",
+        )?;
         Ok((gguf, transform))
     }
 

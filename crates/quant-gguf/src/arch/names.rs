@@ -1,6 +1,10 @@
 //! Tensor-name tables: Hugging Face names with `{bid}` block patterns mapped to llama.cpp's,
 //! and the tensors every text model drops.
 
+use quant_core::{Error, Result};
+
+use super::HfModel;
+
 /// Matches `name` against a pattern where `{bid}` stands for a block number below
 /// `blocks`; returns the block number (or `Some(None)` for patterns without one).
 pub fn match_pattern(pattern: &str, name: &str, blocks: usize) -> Option<Option<usize>> {
@@ -39,6 +43,71 @@ pub fn map_name(table: &[(&str, &str)], name: &str, blocks: usize) -> Option<Str
         }
     }
     None
+}
+
+/// The decoder names every llama-like text model shares (gguf-py `tensor_mapping.py`):
+/// embeddings, output head and norm, the attention norm and output projection.
+pub const DECODER: &[(&str, &str)] = &[
+    ("model.embed_tokens", "token_embd"),
+    ("lm_head", "output"),
+    ("model.norm", "output_norm"),
+    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
+    (
+        "model.layers.{bid}.self_attn.o_proj",
+        "blk.{bid}.attn_output",
+    ),
+];
+
+/// Separate q/k/v projections (all but phi3's fused `qkv_proj`).
+pub const QKV: &[(&str, &str)] = &[
+    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
+    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
+    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
+];
+
+/// `post_attention_layernorm` as the feed-forward norm (llama, qwen, phi3; gemma has its own).
+pub const FFN_NORM: &[(&str, &str)] = &[(
+    "model.layers.{bid}.post_attention_layernorm",
+    "blk.{bid}.ffn_norm",
+)];
+
+/// The gated feed-forward.
+pub const DENSE_FFN: &[(&str, &str)] = &[
+    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
+    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
+    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
+];
+
+/// Per-head q/k norms (qwen3, qwen3moe, gemma3).
+pub const QK_NORM: &[(&str, &str)] = &[
+    (
+        "model.layers.{bid}.self_attn.q_norm",
+        "blk.{bid}.attn_q_norm",
+    ),
+    (
+        "model.layers.{bid}.self_attn.k_norm",
+        "blk.{bid}.attn_k_norm",
+    ),
+];
+
+/// The llama.cpp name of `name` by the first of `tables` that maps it, or an error naming
+/// the tensor, its folder and the architecture.
+pub fn map_tables(
+    model: &HfModel,
+    name: &str,
+    tables: &[&[(&str, &str)]],
+    arch: &str,
+) -> Result<String> {
+    tables
+        .iter()
+        .find_map(|t| map_name(t, name, model.block_count))
+        .ok_or_else(|| {
+            Error::tensor(
+                model.dir.as_path(),
+                name,
+                format!("cannot map the tensor to a llama.cpp name ({arch})"),
+            )
+        })
 }
 
 /// `TextModel.filter_tensors` then `ModelBase.filter_tensors`: multimodal towers are

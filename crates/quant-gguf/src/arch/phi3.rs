@@ -13,7 +13,8 @@ use quant_core::{Error, Result};
 
 use super::experts::Generated;
 use super::hparams::{f32_value, mirror_rope, rope_number, u32_value};
-use super::{map_name, rope_parameters, Architecture, HfModel, KvList, Transform};
+use super::names::{map_tables, DECODER, FFN_NORM};
+use super::{rope_parameters, Architecture, HfModel, KvList, Transform};
 use crate::arch::tokenizer::{
     read_json, sentencepiece, special, string_array, type_array, TokenType,
 };
@@ -23,23 +24,12 @@ use crate::gguf::GgufValue;
 #[derive(Debug)]
 pub struct Phi3;
 
-/// HF → llama.cpp base names (gguf-py `tensor_mapping.py`, MODEL_ARCH.PHI3).
-const NAMES: &[(&str, &str)] = &[
-    ("model.embed_tokens", "token_embd"),
-    ("lm_head", "output"),
-    ("model.norm", "output_norm"),
-    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
+/// Phi-3's fused projections (gguf-py `tensor_mapping.py`, MODEL_ARCH.PHI3); the rest maps
+/// by the shared decoder tables.
+const FUSED: &[(&str, &str)] = &[
     (
         "model.layers.{bid}.self_attn.qkv_proj",
         "blk.{bid}.attn_qkv",
-    ),
-    (
-        "model.layers.{bid}.self_attn.o_proj",
-        "blk.{bid}.attn_output",
-    ),
-    (
-        "model.layers.{bid}.post_attention_layernorm",
-        "blk.{bid}.ffn_norm",
     ),
     ("model.layers.{bid}.mlp.gate_up_proj", "blk.{bid}.ffn_up"),
     ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
@@ -116,13 +106,7 @@ impl Architecture for Phi3 {
     }
 
     fn map_tensor(&self, model: &HfModel, name: &str) -> Result<(String, Transform)> {
-        let n = map_name(NAMES, name, model.block_count).ok_or_else(|| {
-            Error::tensor(
-                model.dir.as_path(),
-                name,
-                "cannot map the tensor to a llama.cpp name (phi3)",
-            )
-        })?;
+        let n = map_tables(model, name, &[DECODER, FFN_NORM, FUSED], "phi3")?;
         Ok((n, Transform::None))
     }
 

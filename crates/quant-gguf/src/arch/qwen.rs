@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use quant_core::{Error, Result};
 
 use super::experts::{parse_expert, ExpertPart};
-use super::{map_name, rope_parameters, Architecture, HfModel, KvList, Transform};
+use super::names::{map_tables, DECODER, DENSE_FFN, FFN_NORM, QKV, QK_NORM};
+use super::{rope_parameters, Architecture, HfModel, KvList, Transform};
 
 /// The qwen2 architecture.
 #[derive(Debug)]
@@ -22,44 +23,6 @@ pub struct Qwen3;
 /// The qwen3moe architecture.
 #[derive(Debug)]
 pub struct Qwen3Moe;
-
-/// HF → llama.cpp base names every Qwen text model uses (gguf-py `tensor_mapping.py`).
-const COMMON: &[(&str, &str)] = &[
-    ("model.embed_tokens", "token_embd"),
-    ("lm_head", "output"),
-    ("model.norm", "output_norm"),
-    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
-    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
-    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
-    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-    (
-        "model.layers.{bid}.self_attn.o_proj",
-        "blk.{bid}.attn_output",
-    ),
-    (
-        "model.layers.{bid}.post_attention_layernorm",
-        "blk.{bid}.ffn_norm",
-    ),
-];
-
-/// The dense feed-forward (qwen2, qwen3).
-const DENSE_FFN: &[(&str, &str)] = &[
-    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
-    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
-    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
-];
-
-/// The q/k norms (qwen3, qwen3moe).
-const QK_NORM: &[(&str, &str)] = &[
-    (
-        "model.layers.{bid}.self_attn.q_norm",
-        "blk.{bid}.attn_q_norm",
-    ),
-    (
-        "model.layers.{bid}.self_attn.k_norm",
-        "blk.{bid}.attn_k_norm",
-    ),
-];
 
 /// The experts (qwen3moe): the router and the stacked expert weights.
 const MOE_FFN: &[(&str, &str)] = &[
@@ -80,19 +43,6 @@ const MOE_FFN: &[(&str, &str)] = &[
 
 /// The stacked weights in the order `Qwen2MoeModel.modify_tensors` yields them.
 const EXPERT_KINDS: [&str; 3] = ["down_proj", "gate_proj", "up_proj"];
-
-fn map(model: &HfModel, name: &str, tables: &[&[(&str, &str)]], arch: &str) -> Result<String> {
-    tables
-        .iter()
-        .find_map(|t| map_name(t, name, model.block_count))
-        .ok_or_else(|| {
-            Error::tensor(
-                model.dir.as_path(),
-                name,
-                format!("cannot map the tensor to a llama.cpp name ({arch})"),
-            )
-        })
-}
 
 /// Qwen2Config / Qwen3Config / Qwen3MoeConfig (transformers 5) defaults for what the
 /// conversion reads.
@@ -203,7 +153,7 @@ impl Architecture for Qwen2 {
 
     fn map_tensor(&self, model: &HfModel, name: &str) -> Result<(String, Transform)> {
         Ok((
-            map(model, name, &[COMMON, DENSE_FFN], "qwen2")?,
+            map_tables(model, name, &[DECODER, QKV, FFN_NORM, DENSE_FFN], "qwen2")?,
             Transform::None,
         ))
     }
@@ -239,7 +189,12 @@ impl Architecture for Qwen3 {
     }
 
     fn map_tensor(&self, model: &HfModel, name: &str) -> Result<(String, Transform)> {
-        let n = map(model, name, &[COMMON, QK_NORM, DENSE_FFN], "qwen3")?;
+        let n = map_tables(
+            model,
+            name,
+            &[DECODER, QKV, FFN_NORM, QK_NORM, DENSE_FFN],
+            "qwen3",
+        )?;
         Ok((n, Transform::None))
     }
 
@@ -275,7 +230,12 @@ impl Architecture for Qwen3Moe {
     }
 
     fn map_tensor(&self, model: &HfModel, name: &str) -> Result<(String, Transform)> {
-        let n = map(model, name, &[COMMON, QK_NORM, MOE_FFN], "qwen3moe")?;
+        let n = map_tables(
+            model,
+            name,
+            &[DECODER, QKV, FFN_NORM, QK_NORM, MOE_FFN],
+            "qwen3moe",
+        )?;
         Ok((n, Transform::None))
     }
 
