@@ -4,6 +4,7 @@
 //! Backends depend on this crate only and register their methods with
 //! [`register_method!`]; the `quant` facade links them in.
 
+pub mod atomic;
 pub mod catalog;
 pub mod dtype;
 pub mod engine;
