@@ -282,9 +282,19 @@ fn folder_to_llama_quantize(name: &str, ci_ftypes: &[&str]) {
     let m = model(name);
     // Every dumped file type with the real weights; a few (debug builds are slow on the
     // 128k-152k-row embeddings) without. `imat-<FTYPE>`: with the reference's imatrix.
-    let ftypes = if m.real { &FTYPES[..] } else { ci_ftypes };
+    // Types dumped for one model only (MXFP4_MOE: the mixture of experts) come with it.
+    let ftypes: Vec<&str> = if m.real {
+        let only: Vec<&str> = ci_ftypes
+            .iter()
+            .copied()
+            .filter(|f| !FTYPES.contains(f))
+            .collect();
+        FTYPES.iter().copied().chain(only).collect()
+    } else {
+        ci_ftypes.to_vec()
+    };
     let out = tempfile::tempdir().unwrap();
-    for &ftype in ftypes {
+    for &ftype in &ftypes {
         let d = dump(name, ftype);
         let path = out.path().join(format!("{ftype}.gguf"));
         let (imatrix, plain) = match ftype.strip_prefix("imat-") {
@@ -359,7 +369,9 @@ fn qwen2_folder_to_llama_quantize_files() {
 
 #[test]
 fn qwen3moe_folder_to_llama_quantize_files() {
-    folder_to_llama_quantize("qwen3moe_s", &["Q3_K_M", "imat-Q4_K_M"]);
+    // MXFP4_MOE: MXFP4 for the stacked experts only, Q8_0 elsewhere (the dump: llama-quantize
+    // MXFP4_MOE of the f32 conversion, b11312, read with its gguf-py).
+    folder_to_llama_quantize("qwen3moe_s", &["Q3_K_M", "imat-Q4_K_M", "MXFP4_MOE"]);
 }
 
 #[test]
