@@ -22,7 +22,7 @@ use crate::types::iq_grid::{dequant_table, lattice, Book};
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
 use crate::types::lanes::{Lanes, Portable};
-use crate::types::{GgmlBlock, GgmlType};
+use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ1_M`.
 const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
@@ -390,16 +390,12 @@ impl GgmlBlock for BlockIq1M {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            *yb = Self::quantize(xb, None);
-        }
+        by_blocks(x, None, y, Self::quantize);
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
-            *yb = Self::quantize(xb, Some(qb));
-        }
+        by_blocks(x, Some(qw), y, Self::quantize);
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -19,7 +19,7 @@ use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice};
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
 use crate::types::lanes::{Lanes, Portable};
-use crate::types::{GgmlBlock, GgmlType};
+use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `IQ1S_DELTA` (and `IQ1M_DELTA`).
 pub(crate) const IQ1S_DELTA: f32 = 0.125;
@@ -324,17 +324,14 @@ impl GgmlBlock for BlockIq1S {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        let ones = [1f32; QK_K];
-        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            *yb = Self::quantize(xb, &ones);
-        }
+        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
-            *yb = Self::quantize(xb, qb);
-        }
+        by_blocks(x, Some(qw), y, |xb, qb| {
+            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
+        });
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -15,7 +15,7 @@ use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int
 use crate::types::iq2_xs::iq2_search16;
 use crate::types::iq2_xxs::{deq_group8, index2};
 use crate::types::iq_grid::{dequant_table, lattice, Book};
-use crate::types::{GgmlBlock, GgmlType};
+use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ2_S`.
 const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
@@ -156,16 +156,12 @@ impl GgmlBlock for BlockIq2S {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            *yb = Self::quantize(xb, None);
-        }
+        by_blocks(x, None, y, Self::quantize);
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
-            *yb = Self::quantize(xb, Some(qb));
-        }
+        by_blocks(x, Some(qw), y, Self::quantize);
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -18,7 +18,7 @@ use crate::types::iq2_xxs::{
     deq_group8, even_signs, index2, iq2_find_best_neighbour, round_group2, sums,
 };
 use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
-use crate::types::{GgmlBlock, GgmlType};
+use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// The scale search of `quantize_row_iq2_xs_impl` / `quantize_row_iq2_s_impl` for one
 /// block of 16 magnitudes `xval` (`max` their largest, not ~0): 19 trial scales
@@ -211,17 +211,14 @@ impl GgmlBlock for BlockIq2Xs {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        let ones = [1f32; QK_K];
-        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            *yb = Self::quantize(xb, &ones);
-        }
+        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
-            *yb = Self::quantize(xb, qb);
-        }
+        by_blocks(x, Some(qw), y, |xb, qb| {
+            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
+        });
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -15,7 +15,7 @@
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq3_xxs::{index3, iq3_search, iq_weights};
 use crate::types::iq_grid::{dequant_table, lattice, Book};
-use crate::types::{GgmlBlock, GgmlType};
+use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `block_iq3_s`.
 #[repr(C)]
@@ -153,16 +153,12 @@ impl GgmlBlock for BlockIq3S {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            *yb = Self::quantize(xb, None);
-        }
+        by_blocks(x, None, y, Self::quantize);
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
-            *yb = Self::quantize(xb, Some(qb));
-        }
+        by_blocks(x, Some(qw), y, Self::quantize);
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -15,8 +15,9 @@
 //! `d = max_scale/31`, stored as `d·1.0125`.
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
+use crate::types::iq2_xxs::even_signs;
 use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
-use crate::types::{GgmlBlock, GgmlType};
+use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ3_XXS`.
 const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
@@ -214,33 +215,7 @@ impl BlockIq3Xxs {
                 waux[i] = weight[i].sqrt();
             }
             let mut block_signs = [0u8; 4];
-            for k in 0..4 {
-                let mut nflip = 0;
-                let mut s = 0u8;
-                for i in 0..8 {
-                    if xb[8 * k + i] >= 0.0 {
-                        xval[8 * k + i] = xb[8 * k + i];
-                    } else {
-                        xval[8 * k + i] = -xb[8 * k + i];
-                        nflip += 1;
-                        s |= 1 << i;
-                    }
-                }
-                if nflip % 2 != 0 {
-                    let mut imin = 0;
-                    let mut min = weight[8 * k] * xb[8 * k] * xb[8 * k];
-                    for i in 1..8 {
-                        let ax = weight[8 * k + i] * xb[8 * k + i] * xb[8 * k + i];
-                        if ax < min {
-                            min = ax;
-                            imin = i;
-                        }
-                    }
-                    xval[8 * k + imin] = -xval[8 * k + imin];
-                    s ^= 1 << imin;
-                }
-                block_signs[k] = s & 127;
-            }
+            even_signs(xb, &weight, &mut xval, &mut block_signs);
             let mut max = xval[0];
             for &v in &xval[1..] {
                 max = c_max(max, v);
@@ -305,16 +280,12 @@ impl GgmlBlock for BlockIq3Xxs {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            *yb = Self::quantize(xb, None);
-        }
+        by_blocks(x, None, y, Self::quantize);
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        for ((xb, qb), yb) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(y) {
-            *yb = Self::quantize(xb, Some(qb));
-        }
+        by_blocks(x, Some(qw), y, Self::quantize);
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

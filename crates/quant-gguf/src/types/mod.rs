@@ -370,6 +370,30 @@ fn shape_error(ty: GgmlType, what: &str, detail: String) -> Error {
     }
 }
 
+/// `quantize_row` / `quantize_row_imat` of a type quantized one `QK_K` block at a time:
+/// `q` gets each block and, with an importance matrix, the block's weights.
+#[inline(always)]
+pub(crate) fn by_blocks<B>(
+    x: &[f32],
+    qw: Option<&[f32]>,
+    y: &mut [B],
+    q: impl Fn(&[f32], Option<&[f32]>) -> B,
+) {
+    let blocks = x.chunks_exact(c_math::QK_K).zip(y);
+    match qw {
+        Some(qw) => {
+            for ((xb, yb), qb) in blocks.zip(qw.chunks_exact(c_math::QK_K)) {
+                *yb = q(xb, Some(qb));
+            }
+        }
+        None => {
+            for (xb, yb) in blocks {
+                *yb = q(xb, None);
+            }
+        }
+    }
+}
+
 /// Quantizes `values` (rows of `row_len`, row-major) as `T`, rows in parallel. With
 /// `imatrix` (one weight per column) ggml's weighted path is used.
 pub fn quantize_rows<T: GgmlBlock>(
