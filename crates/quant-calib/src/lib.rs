@@ -237,8 +237,8 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
 /// A model graph quant runs to collect activations: llama.cpp's `llama` or `bert`.
 #[derive(Debug)]
 pub enum Graph {
-    /// Decoder-only llama (also Mistral, as llama.cpp converts it), qwen2, qwen3 and
-    /// qwen3moe.
+    /// Decoder-only llama (also Mistral and Mixtral, as llama.cpp converts them), qwen2,
+    /// qwen3 and qwen3moe.
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
