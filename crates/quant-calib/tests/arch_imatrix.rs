@@ -1,4 +1,4 @@
-//! quant's importance matrix of the Llama 3, Qwen 2 and Qwen3-MoE models of
+//! quant's importance matrix of the Llama 3, Qwen 2, Qwen3-MoE and Gemma 2 models of
 //! `quant-gguf/tests/data/llamacpp/arch/` (real Llama-3.1 and Qwen3 tokenizers) against
 //! llama-imatrix's (llama.cpp b11312, `-c 64 --chunks 8 -t 1` on that folder's
 //! `corpus.txt`): the same entries in the same order with the same counts, and with
@@ -150,6 +150,13 @@ fn qwen2_matches_llama_imatrix() {
 #[test]
 fn qwen3moe_matches_llama_imatrix() {
     check("qwen3moe_s");
+}
+
+/// Gemma 2: `√n_embd` embeddings, soft-capped attention, a 32-position sliding window on
+/// layer 0 (the chunks are 64 long), post-attention/feed-forward norms, GELU.
+#[test]
+fn gemma2_matches_llama_imatrix() {
+    check("gemma2_s");
 }
 
 /// Mixtral (`llama` with experts, llama.cpp's llama graph with softmax-gated, normalised
