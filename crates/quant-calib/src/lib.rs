@@ -3,9 +3,9 @@
 //!
 //! [`compute_imatrix`] tokenizes the text, cuts it into chunks as llama-imatrix does
 //! (BOS first in each chunk when the vocabulary adds one), runs the model with candle
-//! ([`llama`] for llama/Mistral decoders, [`bert`] for BERT encoders such as
-//! all-MiniLM-L6-v2) and accumulates, for every weight matrix of the blocks, `Σx²` of each input
-//! column and the number of rows seen ([`Collector`]). The result is a
+//! ([`llama`] for llama/Mistral/Mixtral/Qwen decoders, [`gemma2`] for Gemma 2, [`bert`] for
+//! BERT encoders such as all-MiniLM-L6-v2) and accumulates, for every weight matrix of the
+//! blocks, `Σx²` of each input column and the number of rows seen ([`Collector`]). The result is a
 //! [`quant_gguf::ImatrixStats`], written in llama.cpp's GGUF or legacy `.dat` form.
 //!
 //! A crate of its own because it runs models: it depends on candle-core and tokenizers,
@@ -13,6 +13,7 @@
 //! → llama.cpp converter for tensor names and values, and its imatrix writer.
 
 pub mod bert;
+pub mod gemma2;
 pub mod llama;
 mod moe;
 mod ops;
@@ -169,8 +170,28 @@ impl Collector {
 /// without the file's truncation or padding), BOS prepended and EOS appended when the
 /// vocabulary adds them (`bos`, `eos`).
 pub fn tokenize(path: &Path, text: &str, bos: Option<u32>, eos: Option<u32>) -> Result<Vec<u32>> {
+    tokenize_spaced(path, text, bos, eos, true)
+}
+
+/// [`tokenize`]; without `space_prefix` (llama.cpp's `tokenizer.ggml.add_space_prefix =
+/// false`, as Gemma's vocabulary is converted), a SentencePiece `Metaspace` pre-tokenizer
+/// of the file does not prepend `▁` to the text, as llama.cpp's tokenizer then does not.
+pub fn tokenize_spaced(
+    path: &Path,
+    text: &str,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    space_prefix: bool,
+) -> Result<Vec<u32>> {
     let mut tok = tokenizers::Tokenizer::from_file(path)
         .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
+    if !space_prefix {
+        if let Some(tokenizers::PreTokenizerWrapper::Metaspace(m)) = tok.get_pre_tokenizer() {
+            let mut m = m.clone();
+            m.set_prepend_scheme(tokenizers::pre_tokenizers::metaspace::PrependScheme::Never);
+            tok.with_pre_tokenizer(Some(tokenizers::PreTokenizerWrapper::Metaspace(m)));
+        }
+    }
     tok.with_padding(None);
     tok.with_truncation(None)
         .map_err(|e| Error::file(path, "tokenizer.json", e.to_string()))?;
@@ -234,14 +255,17 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
     .flatten()
 }
 
-/// A model graph quant runs to collect activations: llama.cpp's `llama` or `bert`.
+/// A model graph quant runs to collect activations: llama.cpp's `llama`, `gemma2` or
+/// `bert`.
 #[derive(Debug)]
 pub enum Graph {
-    /// Decoder-only llama (also Mistral, as llama.cpp converts it), qwen2, qwen3 and
-    /// qwen3moe.
+    /// Decoder-only llama (also Mistral and Mixtral, as llama.cpp converts them), qwen2,
+    /// qwen3 and qwen3moe.
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
+    /// Gemma 2 decoder.
+    Gemma2(gemma2::Gemma2),
 }
 
 impl Graph {
@@ -249,6 +273,9 @@ impl Graph {
     pub fn load(src: &dyn ModelSource) -> Result<Self> {
         match src.kv("general.architecture") {
             Some(GgufValue::String(a)) if a == "bert" => Ok(Graph::Bert(bert::Bert::load(src)?)),
+            Some(GgufValue::String(a)) if a == "gemma2" => {
+                Ok(Graph::Gemma2(gemma2::Gemma2::load(src)?))
+            }
             Some(GgufValue::String(a))
                 if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe") =>
             {
@@ -258,7 +285,7 @@ impl Graph {
                 src.path(),
                 "model",
                 format!(
-                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe and bert models; general.architecture is {}",
+                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe, gemma2 and bert models; general.architecture is {}",
                     match other {
                         Some(GgufValue::String(a)) => format!("'{a}'"),
                         _ => "missing".to_string(),
@@ -284,6 +311,7 @@ impl Graph {
         match self {
             Graph::Llama(m) => m.forward_nll(tokens, collector, nll),
             Graph::Bert(m) => m.forward(tokens, collector).map(|_| None),
+            Graph::Gemma2(m) => m.forward_nll(tokens, collector, nll),
         }
     }
 }
@@ -363,7 +391,9 @@ pub fn compute_imatrix_reporting(
     // llama.cpp adds BOS unless the vocabulary says not to, EOS only when it says so.
     let bos = added_token(src.as_ref(), "bos", true);
     let eos = added_token(src.as_ref(), "eos", false);
-    let tokens = tokenize(tokenizer, text, bos, eos)?;
+    let space_prefix =
+        ops::kv_bool(src.as_ref(), "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+    let tokens = tokenize_spaced(tokenizer, text, bos, eos, space_prefix)?;
     let chunks = chunks(&opts.dataset, &tokens, opts.ctx, opts.chunks, bos)?;
     let mut collector = Collector::new(opts.process_output);
     let total = chunks.len();

@@ -2,7 +2,9 @@
 //! recording the input of every weight product for a [`Collector`]; also `qwen2`
 //! (`llm_build_qwen2`: q/k/v biases, NEOX rope) and `qwen3` (`llm_build_qwen3`: per-head
 //! RMS norms `attn_q_norm`/`attn_k_norm` before a NEOX rope), and Llama 3's `rope_freqs`
-//! (each rope frequency divided by its factor, as `ggml_rope_ext` does).
+//! (each rope frequency divided by its factor, as `ggml_rope_ext` does). Blocks with a
+//! router `ffn_gate_inp` (qwen3moe, and Mixtral as llama.cpp converts it: arch `llama`
+//! with `llama.expert_count`) run the experts of [`crate::moe`].
 //!
 //! Weights come from quant-gguf's converter under llama.cpp names and values: `attn_q` and
 //! `attn_k` rows are permuted for llama.cpp's rope, so rope here rotates adjacent pairs
@@ -161,7 +163,9 @@ impl Llama {
                 k_norm: maybe(&format!("blk.{i}.attn_k_norm.weight"))?,
                 wo: w("attn_output")?,
                 ffn_norm: w("ffn_norm")?,
-                ffn: if arch == "qwen3moe" {
+                // qwen3moe, and Mixtral (`llama` with experts): the same softmax-gated
+                // experts (`build_moe_ffn` with normalised top-k weights in both graphs).
+                ffn: if arch == "qwen3moe" || src.has(&format!("blk.{i}.ffn_gate_inp.weight")) {
                     Ffn::Moe(crate::moe::Moe {
                         gate_inp: w("ffn_gate_inp")?,
                         gate_exps: w("ffn_gate_exps")?,

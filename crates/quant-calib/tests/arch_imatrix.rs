@@ -1,11 +1,12 @@
-//! quant's importance matrix of the Llama 3, Qwen 2 and Qwen3-MoE models of
+//! quant's importance matrix of the Llama 3, Qwen 2, Qwen3-MoE and Gemma 2 models of
 //! `quant-gguf/tests/data/llamacpp/arch/` (real Llama-3.1 and Qwen3 tokenizers) against
 //! llama-imatrix's (llama.cpp b11312, `-c 64 --chunks 8 -t 1` on that folder's
 //! `corpus.txt`): the same entries in the same order with the same counts, and with
 //! `QUANT_ARCH_MODELS_DIR` set to the folder of the real model folders (the weights are
 //! not committed), every `in_sum2` within 1e-3 relative L2. Without it the models are
 //! rebuilt with zero weights from the committed safetensors headers, which checks the
-//! entries, their order and counts only.
+//! entries, their order and counts only. Mixtral's model is this crate's own, with its
+//! weights (`tests/data/mixtral_t`): always compared in full.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::Read;
@@ -21,8 +22,19 @@ fn arch_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../quant-gguf/tests/data/llamacpp/arch")
 }
 
+/// This crate's own models, weights committed: `tests/data/<name>/` with llama-imatrix's
+/// `imatrix_<name>.gguf` beside them.
+fn local(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
 /// The model folder, and whether its weights are real.
 fn model(name: &str, tmp: &Path) -> (PathBuf, bool) {
+    if local(name).is_dir() {
+        return (local(name), true);
+    }
     if let Some(root) = std::env::var_os("QUANT_ARCH_MODELS_DIR") {
         return (Path::new(&root).join(name), true);
     }
@@ -51,17 +63,20 @@ fn model(name: &str, tmp: &Path) -> (PathBuf, bool) {
             std::fs::copy(e.path(), dir.join(&n)).unwrap();
         }
     }
-    let tok = if name == "llama3_s" {
-        "llama3_1"
-    } else {
-        "qwen3"
-    };
-    let gz = arch_data().join(format!("tokenizers/{tok}.tokenizer.json.gz"));
-    let mut text = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
-        .read_to_end(&mut text)
-        .unwrap();
-    std::fs::write(dir.join("tokenizer.json"), text).unwrap();
+    // Models without their own tokenizer.json take the real one they were made with.
+    if !dir.join("tokenizer.json").is_file() {
+        let tok = if name == "llama3_s" {
+            "llama3_1"
+        } else {
+            "qwen3"
+        };
+        let gz = arch_data().join(format!("tokenizers/{tok}.tokenizer.json.gz"));
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
+            .read_to_end(&mut text)
+            .unwrap();
+        std::fs::write(dir.join("tokenizer.json"), text).unwrap();
+    }
     (dir, false)
 }
 
@@ -80,8 +95,12 @@ fn check(name: &str) {
     let ours = tmp.path().join("quant.imatrix.gguf");
     std::fs::write(&ours, stats.gguf_bytes()).unwrap();
     let ours = GgufFile::open(&ours).unwrap();
-    let theirs =
-        GgufFile::open(arch_data().join(format!("gguf/{name}/imatrix_{name}.gguf"))).unwrap();
+    let reference = if local(name).is_dir() {
+        local(name).join(format!("imatrix_{name}.gguf"))
+    } else {
+        arch_data().join(format!("gguf/{name}/imatrix_{name}.gguf"))
+    };
+    let theirs = GgufFile::open(reference).unwrap();
     assert_eq!(ours.metadata, theirs.metadata, "key/value pairs");
     let names = |f: &GgufFile| f.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&ours), names(&theirs), "tensor names and order");
@@ -131,4 +150,22 @@ fn qwen2_matches_llama_imatrix() {
 #[test]
 fn qwen3moe_matches_llama_imatrix() {
     check("qwen3moe_s");
+}
+
+/// Gemma 2: `√n_embd` embeddings, soft-capped attention, a 32-position sliding window on
+/// layer 0 (the chunks are 64 long), post-attention/feed-forward norms, GELU.
+#[test]
+fn gemma2_matches_llama_imatrix() {
+    check("gemma2_s");
+}
+
+/// Mixtral (`llama` with experts, llama.cpp's llama graph with softmax-gated, normalised
+/// top-2 of 4 experts): a 0.3 M-parameter `MixtralForCausalLM` with random weights and
+/// the SentencePiece vocabulary of gemma2_s, committed in `tests/data/mixtral_t`; the
+/// reference is llama.cpp b11312's `convert_hf_to_gguf.py mixtral_t --outtype f32`, then
+/// `llama-imatrix -m mixtral_t-f32.gguf -f corpus.txt -c 64 --chunks 8 -t 1 -nr` (the
+/// `corpus.txt` of the arch folder).
+#[test]
+fn mixtral_matches_llama_imatrix() {
+    check("mixtral_t");
 }

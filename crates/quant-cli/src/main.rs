@@ -84,9 +84,9 @@ enum Command {
         /// The output folder the workers wrote.
         output: PathBuf,
     },
-    /// Compute an importance matrix from text, as llama-imatrix does (llama, qwen2, qwen3,
-    /// qwen3moe and bert models, from a Hugging Face folder or a .gguf file), for
-    /// `quantize --imatrix`.
+    /// Compute an importance matrix from text, as llama-imatrix does (llama, Mixtral,
+    /// qwen2, qwen3, qwen3moe, gemma2 and bert models, from a Hugging Face folder or a
+    /// .gguf file), for `quantize --imatrix`.
     #[cfg(feature = "imatrix")]
     Imatrix(ImatrixArgs),
     /// Quantize a built-in sample model with every method, reload it and print a table.

@@ -1,0 +1,333 @@
+//! llama.cpp's `gemma2` graph (`llm_build_gemma2`) on one sequence, with candle-core ops,
+//! recording the input of every weight product for a [`Collector`].
+//!
+//! Weights come from quant-gguf's converter under llama.cpp names and values: every
+//! `*norm.weight` already holds Gemma's `1 + w`, and q/k are not permuted (NEOX rope).
+//! The token embeddings are scaled by `√n_embd`. Per block: RMS norm × `attn_norm` →
+//! `attn_q/k/v`; NEOX rope; Q scaled by `1/√head_dim` (`1/√(n_embd/n_head)` for the
+//! 46-layer 27B, as llama.cpp does); scores soft-capped (`c·tanh(s/c)`,
+//! `attn_logit_softcapping`), causal, and on the sliding-window layers (even layers,
+//! pattern 2) limited to the last `attention.sliding_window` positions; K and V rounded to
+//! f16 (llama.cpp's KV cache) → `attn_output`; RMS norm × `post_attention_norm`; residual;
+//! RMS norm × `ffn_norm` → `ffn_gate`, `ffn_up`; `gelu(gate) · up` (ggml's tanh GELU) →
+//! `ffn_down`; RMS norm × `post_ffw_norm`; residual. The output product uses
+//! `token_embd` (never collected by llama-imatrix); its logits are soft-capped by
+//! `final_logit_softcapping` for the perplexity estimate.
+
+use candle_core::{Device, Tensor};
+use quant_core::Result;
+
+use crate::ops::{bad, ce, f16_round, gelu, heads, kv_f32, kv_u64, linear, need, record, rms_norm};
+use crate::source::ModelSource;
+use crate::Collector;
+
+struct Block {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+    post_ffw_norm: Tensor,
+}
+
+/// A gemma2 model held as f32 candle tensors.
+pub struct Gemma2 {
+    dir: std::path::PathBuf,
+    embd: Tensor,
+    blocks: Vec<Block>,
+    output_norm: Tensor,
+    n_embd: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    rope_dim: usize,
+    eps: f64,
+    freq_base: f32,
+    q_scale: f32,
+    attn_softcap: f32,
+    final_softcap: f32,
+    n_swa: usize,
+}
+
+impl std::fmt::Debug for Gemma2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gemma2")
+            .field("dir", &self.dir)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
+impl Gemma2 {
+    /// Loads the model (keys `gemma2.*`, llama.cpp's defaults where a key is absent).
+    pub fn load(src: &dyn ModelSource) -> Result<Self> {
+        let key = |k: &str| format!("gemma2.{k}");
+        if let Some(quant_gguf::gguf::GgufValue::String(t)) = src.kv(&key("rope.scaling.type")) {
+            if t != "none" {
+                return Err(bad(
+                    src,
+                    format!("rope scaling '{t}' is not implemented by quant's imatrix"),
+                ));
+            }
+        }
+        let n_layer = need(src, &key("block_count"))?;
+        let n_embd = need(src, &key("embedding_length"))?;
+        let n_head = need(src, &key("attention.head_count"))?;
+        let n_head_kv = kv_u64(src, &key("attention.head_count_kv")).map_or(n_head, |v| v as usize);
+        let head_dim = kv_u64(src, &key("attention.key_length"))
+            .map_or(n_embd / n_head.max(1), |v| v as usize);
+        let rope_dim = kv_u64(src, &key("rope.dimension_count")).map_or(head_dim, |v| v as usize);
+        if n_head == 0
+            || n_head_kv == 0
+            || n_head % n_head_kv != 0
+            || rope_dim > head_dim
+            || rope_dim % 2 != 0
+        {
+            return Err(bad(
+                src,
+                format!(
+                    "bad attention shape: {n_head} heads, {n_head_kv} kv heads, head size \
+                     {head_dim}, rope over {rope_dim}"
+                ),
+            ));
+        }
+        let eps = kv_f32(src, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-6) as f64;
+        let freq_base = kv_f32(src, &key("rope.freq_base")).unwrap_or(10000.0);
+        let attn_softcap = kv_f32(src, &key("attn_logit_softcapping")).unwrap_or(50.0);
+        let final_softcap = kv_f32(src, &key("final_logit_softcapping")).unwrap_or(30.0);
+        let n_swa = kv_u64(src, &key("attention.sliding_window")).map_or(4096, |v| v as usize);
+        if attn_softcap <= 0.0 || final_softcap <= 0.0 || n_swa == 0 {
+            return Err(bad(
+                src,
+                format!(
+                    "bad gemma2 keys: attn_logit_softcapping {attn_softcap}, \
+                     final_logit_softcapping {final_softcap}, sliding_window {n_swa}"
+                ),
+            ));
+        }
+        // llama.cpp: the 27B (46 layers) scales by n_embd / n_head, the others by head_dim.
+        let q_scale = if n_layer == 46 {
+            1.0 / ((n_embd / n_head) as f32).sqrt()
+        } else {
+            1.0 / (head_dim as f32).sqrt()
+        };
+        let load = |name: &str| crate::ops::load(src, name);
+        let mut blocks = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let w = |s: &str| load(&format!("blk.{i}.{s}.weight"));
+            blocks.push(Block {
+                attn_norm: w("attn_norm")?,
+                wq: w("attn_q")?,
+                wk: w("attn_k")?,
+                wv: w("attn_v")?,
+                wo: w("attn_output")?,
+                post_attn_norm: w("post_attention_norm")?,
+                ffn_norm: w("ffn_norm")?,
+                w_gate: w("ffn_gate")?,
+                w_up: w("ffn_up")?,
+                w_down: w("ffn_down")?,
+                post_ffw_norm: w("post_ffw_norm")?,
+            });
+        }
+        Ok(Gemma2 {
+            dir: src.path().to_path_buf(),
+            embd: load("token_embd.weight")?,
+            blocks,
+            output_norm: load("output_norm.weight")?,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim,
+            rope_dim,
+            eps,
+            freq_base,
+            q_scale,
+            attn_softcap,
+            final_softcap,
+            n_swa,
+        })
+    }
+
+    /// Runs one sequence of tokens, giving `collector` the input of every weight product;
+    /// with `nll`, also llama-imatrix's perplexity terms of the chunk's second half (sum
+    /// of −log p, sum of squares, tokens), on the soft-capped logits.
+    pub fn forward_nll(
+        &self,
+        tokens: &[u32],
+        collector: &mut Collector,
+        nll: bool,
+    ) -> Result<Option<(f64, f64, usize)>> {
+        let dir = self.dir.as_path();
+        let e = |e: candle_core::Error| ce(dir, "forward", e);
+        let t = tokens.len();
+        let dev = Device::Cpu;
+        let ids = Tensor::new(tokens, &dev).map_err(e)?;
+        let mut x = self
+            .embd
+            .index_select(&ids, 0)
+            .and_then(|x| x.affine(f64::from((self.n_embd as f32).sqrt()), 0.0))
+            .map_err(e)?;
+        let (cos, sin) = self.rope_tables(t).map_err(e)?;
+        let group = self.n_head / self.n_head_kv;
+        let kv_index: Vec<u32> = (0..self.n_head).map(|h| (h / group) as u32).collect();
+        let kv_index = Tensor::new(kv_index.as_slice(), &dev).map_err(e)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let name = |s: &str| format!("blk.{i}.{s}.weight");
+            let h = rms_norm(&x, &b.attn_norm, self.eps).map_err(e)?;
+            record(
+                collector,
+                &[&name("attn_q"), &name("attn_k"), &name("attn_v")],
+                &h,
+            )?;
+            let q = linear(&h, &b.wq, None)
+                .and_then(|q| self.rope(&q, self.n_head, &cos, &sin))
+                .and_then(|q| q.affine(f64::from(self.q_scale), 0.0))
+                .and_then(|q| heads(&q, self.n_head, self.head_dim))
+                .map_err(e)?;
+            let k = linear(&h, &b.wk, None)
+                .and_then(|k| self.rope(&k, self.n_head_kv, &cos, &sin))
+                .and_then(|k| f16_round(&k))
+                .and_then(|k| heads(&k, self.n_head_kv, self.head_dim))
+                .and_then(|k| k.index_select(&kv_index, 0))
+                .map_err(e)?;
+            let v = linear(&h, &b.wv, None)
+                .and_then(|v| f16_round(&v))
+                .and_then(|v| heads(&v, self.n_head_kv, self.head_dim))
+                .and_then(|v| v.index_select(&kv_index, 0))
+                .map_err(e)?;
+            // Sliding-window layers: 0, 2, 4, … (llama.cpp's swa pattern 2).
+            let window = (i % 2 == 0).then_some(self.n_swa);
+            let att = capped_attention(&q, &k, &v, self.attn_softcap, window).map_err(e)?;
+            record(collector, &[&name("attn_output")], &att)?;
+            let a = linear(&att, &b.wo, None)
+                .and_then(|a| rms_norm(&a, &b.post_attn_norm, self.eps))
+                .map_err(e)?;
+            let sa = (x + a).map_err(e)?;
+            let h = rms_norm(&sa, &b.ffn_norm, self.eps).map_err(e)?;
+            record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
+            let g = linear(&h, &b.w_gate, None)
+                .and_then(|g| gelu(&g))
+                .and_then(|g| g.mul(&linear(&h, &b.w_up, None)?))
+                .map_err(e)?;
+            record(collector, &[&name("ffn_down")], &g)?;
+            let y = linear(&g, &b.w_down, None)
+                .and_then(|y| rms_norm(&y, &b.post_ffw_norm, self.eps))
+                .map_err(e)?;
+            x = (sa + y).map_err(e)?;
+        }
+        if !nll || t < 3 {
+            return Ok(None);
+        }
+        // llama-imatrix: positions t/2 .. t-2 predict the token after them.
+        let first = t / 2;
+        let n = t - 1 - first;
+        let c = f64::from(self.final_softcap);
+        let logits = x
+            .narrow(0, first, n)
+            .and_then(|h| rms_norm(&h, &self.output_norm, self.eps))
+            .and_then(|h| linear(&h, &self.embd, None))
+            .and_then(|l| l.affine(1.0 / c, 0.0)?.tanh()?.affine(c, 0.0))
+            .and_then(|l| l.to_vec2::<f32>())
+            .map_err(e)?;
+        let (mut sum, mut sum2) = (0f64, 0f64);
+        for (i, row) in logits.iter().enumerate() {
+            let tok = tokens.get(first + i + 1).copied().unwrap_or(0) as usize;
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = row.iter().map(|&l| f64::from((l - max).exp())).sum();
+            let at = row.get(tok).copied().unwrap_or(f32::NEG_INFINITY);
+            let v = -(f64::from(at - max) - z.ln());
+            sum += v;
+            sum2 += v * v;
+        }
+        Ok(Some((sum, sum2, n)))
+    }
+
+    /// cos and sin of `pos · base^(-2i/rope_dim)`, `(t, 1, rope_dim/2)`.
+    fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let half = self.rope_dim / 2;
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for pos in 0..t {
+            for i in 0..half {
+                let theta = self.freq_base.powf(-2.0 * i as f32 / self.rope_dim as f32);
+                let a = pos as f32 * theta;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, 1, half), &Device::Cpu)?,
+            Tensor::from_vec(sin, (t, 1, half), &Device::Cpu)?,
+        ))
+    }
+
+    /// NEOX rope on `(t, n·head_dim)`: pairs `(i, i + rope_dim/2)` of each head's first
+    /// `rope_dim` values rotated.
+    fn rope(
+        &self,
+        x: &Tensor,
+        n: usize,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let t = x.dim(0)?;
+        let half = self.rope_dim / 2;
+        let x = x.reshape((t, n, self.head_dim))?;
+        let x0 = x.narrow(2, 0, half)?;
+        let x1 = x.narrow(2, half, half)?;
+        let y0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+        let y1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+        let mut y = Tensor::cat(&[y0, y1], 2)?;
+        if self.rope_dim < self.head_dim {
+            let rest = x.narrow(2, self.rope_dim, self.head_dim - self.rope_dim)?;
+            y = Tensor::cat(&[y, rest], 2)?;
+        }
+        y.reshape((t, n * self.head_dim))
+    }
+}
+
+/// Causal softmax attention of the pre-scaled `q` `(n, t, d)` over `k`, `v` `(n, t, d)`
+/// with the scores soft-capped (`cap · tanh(s / cap)`) and, with a `window`, query `r`
+/// seeing only keys `j` with `r − j < window`; back to `(t, n·d)`.
+fn capped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cap: f32,
+    window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let (n, t, d) = q.dims3()?;
+    let tk = k.dim(1)?;
+    let mut p: Vec<f32> = q.matmul(&k.t()?.contiguous()?)?.flatten_all()?.to_vec1()?;
+    for (r, row) in p.chunks_exact_mut(tk.max(1)).enumerate() {
+        let pos = r % t;
+        let end = (pos + 1).min(tk);
+        let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = if j < start || j >= end {
+                f32::NEG_INFINITY
+            } else {
+                (*x / cap).tanh() * cap
+            };
+        }
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0.0f32;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        for x in row.iter_mut() {
+            *x /= sum;
+        }
+    }
+    Tensor::from_vec(p, (n, t, tk), q.device())?
+        .matmul(v)?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((t, n * d))
+}
