@@ -16,6 +16,7 @@ pub mod bert;
 pub mod llama;
 mod moe;
 mod ops;
+mod phi3;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -237,8 +238,8 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
 /// A model graph quant runs to collect activations: llama.cpp's `llama` or `bert`.
 #[derive(Debug)]
 pub enum Graph {
-    /// Decoder-only llama (also Mistral, as llama.cpp converts it), qwen2, qwen3 and
-    /// qwen3moe.
+    /// Decoder-only llama (also Mistral, as llama.cpp converts it), qwen2, qwen3,
+    /// qwen3moe and phi3.
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
@@ -250,7 +251,7 @@ impl Graph {
         match src.kv("general.architecture") {
             Some(GgufValue::String(a)) if a == "bert" => Ok(Graph::Bert(bert::Bert::load(src)?)),
             Some(GgufValue::String(a))
-                if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe") =>
+                if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe" | "phi3") =>
             {
                 Ok(Graph::Llama(llama::Llama::load(src)?))
             }
@@ -258,7 +259,7 @@ impl Graph {
                 src.path(),
                 "model",
                 format!(
-                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe and bert models; general.architecture is {}",
+                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe, phi3 and bert models; general.architecture is {}",
                     match other {
                         Some(GgufValue::String(a)) => format!("'{a}'"),
                         _ => "missing".to_string(),

@@ -85,7 +85,7 @@ enum Command {
         output: PathBuf,
     },
     /// Compute an importance matrix from text, as llama-imatrix does (llama, qwen2, qwen3,
-    /// qwen3moe and bert models, from a Hugging Face folder or a .gguf file), for
+    /// qwen3moe, phi3 and bert models, from a Hugging Face folder or a .gguf file), for
     /// `quantize --imatrix`.
     #[cfg(feature = "imatrix")]
     Imatrix(ImatrixArgs),
