@@ -17,6 +17,7 @@ pub mod gemma2;
 pub mod llama;
 mod moe;
 mod ops;
+mod phi3;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -260,7 +261,7 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
 #[derive(Debug)]
 pub enum Graph {
     /// Decoder-only llama (also Mistral and Mixtral, as llama.cpp converts them), qwen2,
-    /// qwen3 and qwen3moe.
+    /// qwen3, qwen3moe and phi3.
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
@@ -277,7 +278,7 @@ impl Graph {
                 Ok(Graph::Gemma2(gemma2::Gemma2::load(src)?))
             }
             Some(GgufValue::String(a))
-                if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe") =>
+                if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe" | "phi3") =>
             {
                 Ok(Graph::Llama(llama::Llama::load(src)?))
             }
@@ -285,7 +286,7 @@ impl Graph {
                 src.path(),
                 "model",
                 format!(
-                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe, gemma2 and bert models; general.architecture is {}",
+                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe, phi3, gemma2 and bert models; general.architecture is {}",
                     match other {
                         Some(GgufValue::String(a)) => format!("'{a}'"),
                         _ => "missing".to_string(),

@@ -4,7 +4,13 @@
 //! RMS norms `attn_q_norm`/`attn_k_norm` before a NEOX rope), and Llama 3's `rope_freqs`
 //! (each rope frequency divided by its factor, as `ggml_rope_ext` does). Blocks with a
 //! router `ffn_gate_inp` (qwen3moe, and Mixtral as llama.cpp converts it: arch `llama`
-//! with `llama.expert_count`) run the experts of [`crate::moe`].
+//! with `llama.expert_count`) run the experts of [`crate::moe`]. Also `phi3`
+//! (`llama_model_phi3`): fused `attn_qkv` and `ffn_up` (gate rows, then up rows, as
+//! `ggml_swiglu` splits them) recorded under their fused names, NEOX rope with the
+//! `rope_factors_short` divisors (`rope_factors_long` when the context, padded to 256 as
+//! llama.cpp pads it, exceeds `rope.scaling.original_context_length`) and cos/sin scaled
+//! by `rope.scaling.attn_factor`; llama.cpp b11312 disables Phi-3's sliding window, so
+//! attention is fully causal here too.
 //!
 //! Weights come from quant-gguf's converter under llama.cpp names and values: `attn_q` and
 //! `attn_k` rows are permuted for llama.cpp's rope, so rope here rotates adjacent pairs
@@ -66,6 +72,13 @@ pub struct Llama {
     neox: bool,
     /// `rope_freqs.weight`: a divisor per frequency.
     freq_factors: Option<Vec<f32>>,
+    /// phi3: the original context length and `rope_factors_long.weight`, used instead of
+    /// `freq_factors` (the short factors) when the padded context exceeds it.
+    long_factors: Option<(usize, Vec<f32>)>,
+    /// phi3: `rope.scaling.attn_factor`, scaling rope's cos and sin.
+    attn_factor: f32,
+    /// phi3: `attn_qkv` and `ffn_up` are fused weights, recorded under those names.
+    fused: bool,
 }
 
 impl std::fmt::Debug for Llama {
@@ -87,13 +100,13 @@ impl Llama {
         };
         let neox = match arch.as_str() {
             "llama" => false,
-            "qwen2" | "qwen3" | "qwen3moe" => true,
+            "qwen2" | "qwen3" | "qwen3moe" | "phi3" => true,
             _ => {
                 return Err(bad(
                     src,
                     format!(
-                        "this graph runs llama, qwen2, qwen3 and qwen3moe models, not '{arch}'"
-                    ),
+                    "this graph runs llama, qwen2, qwen3, qwen3moe and phi3 models, not '{arch}'"
+                ),
                 ))
             }
         };
@@ -126,20 +139,31 @@ impl Llama {
         let freq_base = kv_f32(src, &key("rope.freq_base")).unwrap_or(10000.0);
         let dir = src.path();
         let load = |name: &str| crate::ops::load(src, name);
-        let freq_factors = if src.has("rope_freqs.weight") {
-            let (shape, values) = src.tensor("rope_freqs.weight")?;
+        let factors = |name: &str| -> Result<Option<Vec<f32>>> {
+            if !src.has(name) {
+                return Ok(None);
+            }
+            let (shape, values) = src.tensor(name)?;
             if values.len() != rope_dim / 2 {
                 return Err(bad(
                     src,
                     format!(
-                        "rope_freqs.weight has shape {shape:?}, not {} factors (rope over {rope_dim})",
+                        "{name} has shape {shape:?}, not {} factors (rope over {rope_dim})",
                         rope_dim / 2
                     ),
                 ));
             }
-            Some(values)
+            Ok(Some(values))
+        };
+        let fused = arch == "phi3";
+        let (freq_factors, long_factors, attn_factor) = if fused {
+            crate::phi3::rope_factors(
+                src,
+                factors("rope_factors_short.weight")?,
+                factors("rope_factors_long.weight")?,
+            )?
         } else {
-            None
+            (factors("rope_freqs.weight")?, None, 1.0)
         };
         let maybe = |name: &str| -> Result<Option<Tensor>> {
             if src.has(name) {
@@ -151,11 +175,26 @@ impl Llama {
         let mut blocks = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let w = |s: &str| load(&format!("blk.{i}.{s}.weight"));
+            let [wq, wk, wv] = if fused {
+                let rows = [
+                    n_head * head_dim,
+                    n_head_kv * head_dim,
+                    n_head_kv * head_dim,
+                ];
+                crate::phi3::split(
+                    src,
+                    &format!("blk.{i}.attn_qkv.weight"),
+                    &w("attn_qkv")?,
+                    rows,
+                )?
+            } else {
+                [w("attn_q")?, w("attn_k")?, w("attn_v")?]
+            };
             blocks.push(Block {
                 attn_norm: w("attn_norm")?,
-                wq: w("attn_q")?,
-                wk: w("attn_k")?,
-                wv: w("attn_v")?,
+                wq,
+                wk,
+                wv,
                 bq: maybe(&format!("blk.{i}.attn_q.bias"))?,
                 bk: maybe(&format!("blk.{i}.attn_k.bias"))?,
                 bv: maybe(&format!("blk.{i}.attn_v.bias"))?,
@@ -173,6 +212,14 @@ impl Llama {
                         down_exps: w("ffn_down_exps")?,
                         n_used: need(src, &key("expert_used_count"))?,
                     })
+                } else if fused {
+                    let name = format!("blk.{i}.ffn_up.weight");
+                    let [w_gate, w_up] = crate::phi3::halves(src, &name, &w("ffn_up")?)?;
+                    Ffn::Dense {
+                        w_gate,
+                        w_up,
+                        w_down: w("ffn_down")?,
+                    }
                 } else {
                     Ffn::Dense {
                         w_gate: w("ffn_gate")?,
@@ -203,6 +250,9 @@ impl Llama {
             rope_dim,
             neox,
             freq_factors,
+            long_factors,
+            attn_factor,
+            fused,
         })
     }
 
@@ -234,8 +284,12 @@ impl Llama {
         for (i, b) in self.blocks.iter().enumerate() {
             let name = |s: &str| format!("blk.{i}.{s}.weight");
             let h = rms_norm(&x, &b.attn_norm, self.eps).map_err(e)?;
-            let (q, k, v) = (name("attn_q"), name("attn_k"), name("attn_v"));
-            record(collector, &[&q, &k, &v], &h)?;
+            if self.fused {
+                record(collector, &[&name("attn_qkv")], &h)?;
+            } else {
+                let (q, k, v) = (name("attn_q"), name("attn_k"), name("attn_v"));
+                record(collector, &[&q, &k, &v], &h)?;
+            }
             let q = linear(&h, &b.wq, b.bq.as_ref()).map_err(e)?;
             let k = linear(&h, &b.wk, b.bk.as_ref()).map_err(e)?;
             let v = linear(&h, &b.wv, b.bv.as_ref()).map_err(e)?;
@@ -270,7 +324,11 @@ impl Llama {
                     w_up,
                     w_down,
                 } => {
-                    record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
+                    if self.fused {
+                        record(collector, &[&name("ffn_up")], &h)?;
+                    } else {
+                        record(collector, &[&name("ffn_gate"), &name("ffn_up")], &h)?;
+                    }
                     let g = (|| {
                         linear(&h, w_gate, None)?
                             .silu()?
@@ -318,17 +376,21 @@ impl Llama {
     /// cos and sin of `pos · base^(-2i/rope_dim)`, `(t, rope_dim/2)`.
     fn rope_tables(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
         let half = self.rope_dim / 2;
+        let factors = match &self.long_factors {
+            Some((orig, long)) if t.div_ceil(256) * 256 > *orig => Some(long),
+            _ => self.freq_factors.as_ref(),
+        };
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
         for pos in 0..t {
             for i in 0..half {
                 let mut theta = self.freq_base.powf(-2.0 * i as f32 / self.rope_dim as f32);
-                if let Some(f) = self.freq_factors.as_ref().and_then(|f| f.get(i)) {
+                if let Some(f) = factors.and_then(|f| f.get(i)) {
                     theta /= f;
                 }
                 let a = pos as f32 * theta;
-                cos.push(a.cos());
-                sin.push(a.sin());
+                cos.push(a.cos() * self.attn_factor);
+                sin.push(a.sin() * self.attn_factor);
             }
         }
         Ok((

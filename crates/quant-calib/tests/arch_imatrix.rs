@@ -1,4 +1,4 @@
-//! quant's importance matrix of the Llama 3, Qwen 2, Qwen3-MoE and Gemma 2 models of
+//! quant's importance matrix of the Llama 3, Qwen 2, Qwen3-MoE, Phi-3 and Gemma 2 models of
 //! `quant-gguf/tests/data/llamacpp/arch/` (real Llama-3.1 and Qwen3 tokenizers) against
 //! llama-imatrix's (llama.cpp b11312, `-c 64 --chunks 8 -t 1` on that folder's
 //! `corpus.txt`): the same entries in the same order with the same counts, and with
@@ -81,8 +81,31 @@ fn model(name: &str, tmp: &Path) -> (PathBuf, bool) {
 }
 
 fn check(name: &str) {
+    let reference = if local(name).is_dir() {
+        local(name).join(format!("imatrix_{name}.gguf"))
+    } else {
+        arch_data().join(format!("gguf/{name}/imatrix_{name}.gguf"))
+    };
+    check_as(name, None, &reference);
+}
+
+/// [`check`] of model `name` with its `config.json` replaced by `config`, against
+/// `reference`.
+fn check_as(name: &str, config: Option<&Path>, reference: &Path) {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, real) = model(name, tmp.path());
+    let (mut dir, real) = model(name, tmp.path());
+    if let Some(config) = config {
+        if real {
+            let copy = tmp.path().join(name);
+            std::fs::create_dir_all(&copy).unwrap();
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+            }
+            dir = copy;
+        }
+        std::fs::copy(config, dir.join("config.json")).unwrap();
+    }
     let text = std::fs::read_to_string(arch_data().join("corpus.txt")).unwrap();
     let opts = ImatrixOptions {
         ctx: 64,
@@ -95,11 +118,6 @@ fn check(name: &str) {
     let ours = tmp.path().join("quant.imatrix.gguf");
     std::fs::write(&ours, stats.gguf_bytes()).unwrap();
     let ours = GgufFile::open(&ours).unwrap();
-    let reference = if local(name).is_dir() {
-        local(name).join(format!("imatrix_{name}.gguf"))
-    } else {
-        arch_data().join(format!("gguf/{name}/imatrix_{name}.gguf"))
-    };
     let theirs = GgufFile::open(reference).unwrap();
     assert_eq!(ours.metadata, theirs.metadata, "key/value pairs");
     let names = |f: &GgufFile| f.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
@@ -168,4 +186,29 @@ fn gemma2_matches_llama_imatrix() {
 #[test]
 fn mixtral_matches_llama_imatrix() {
     check("mixtral_t");
+}
+
+/// Fused `attn_qkv` and `ffn_up` (gate | up) recorded under their fused names, NEOX rope.
+#[test]
+fn phi3_matches_llama_imatrix() {
+    check("phi3_s");
+}
+
+/// phi3_s with long-context rope (`rope_type: longrope`, made-up short and long factors, a
+/// 131072-token context): `config_short.json` keeps the original context at 4096, so
+/// llama.cpp's padded 256-token context takes `rope_factors_short`; `config_long.json` sets
+/// it to 64, which takes `rope_factors_long`; both scale cos/sin by
+/// `rope.scaling.attn_factor`. References in `tests/data/phi3_rope/` (see its README): the
+/// two matrices differ from each other by 5.7e-2 relative L2, so a wrong choice of factors
+/// fails with real weights.
+#[test]
+fn phi3_rope_factors_match_llama_imatrix() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/phi3_rope");
+    for which in ["short", "long"] {
+        check_as(
+            "phi3_s",
+            Some(&data.join(format!("config_{which}.json"))),
+            &data.join(format!("imatrix_phi3_{which}.gguf")),
+        );
+    }
 }

@@ -85,7 +85,7 @@ enum Command {
         output: PathBuf,
     },
     /// Compute an importance matrix from text, as llama-imatrix does (llama, Mixtral,
-    /// qwen2, qwen3, qwen3moe, gemma2 and bert models, from a Hugging Face folder or a
+    /// qwen2, qwen3, qwen3moe, phi3, gemma2 and bert models, from a Hugging Face folder or a
     /// .gguf file), for `quantize --imatrix`.
     #[cfg(feature = "imatrix")]
     Imatrix(ImatrixArgs),
