@@ -3,7 +3,7 @@
 //!
 //! [`compute_imatrix`] tokenizes the text, cuts it into chunks as llama-imatrix does
 //! (BOS first in each chunk when the vocabulary adds one), runs the model with candle
-//! ([`llama`] for llama/Mistral/Mixtral/Qwen decoders, [`gemma2`] for Gemma 2, [`bert`] for
+//! ([`llama`] for llama/Mistral/Mixtral/Qwen decoders, [`gemma`] for Gemma 2 and 3, [`bert`] for
 //! BERT encoders such as all-MiniLM-L6-v2) and accumulates, for every weight matrix of the
 //! blocks, `Σx²` of each input column and the number of rows seen ([`Collector`]). The result is a
 //! [`quant_gguf::ImatrixStats`], written in llama.cpp's GGUF or legacy `.dat` form.
@@ -13,7 +13,7 @@
 //! → llama.cpp converter for tensor names and values, and its imatrix writer.
 
 pub mod bert;
-pub mod gemma2;
+pub mod gemma;
 pub mod llama;
 mod moe;
 mod ops;
@@ -256,8 +256,8 @@ fn added_token(src: &dyn ModelSource, what: &str, default: bool) -> Option<u32> 
     .flatten()
 }
 
-/// A model graph quant runs to collect activations: llama.cpp's `llama`, `gemma2` or
-/// `bert`.
+/// A model graph quant runs to collect activations: llama.cpp's `llama`, `gemma2` /
+/// `gemma3` or `bert`.
 #[derive(Debug)]
 pub enum Graph {
     /// Decoder-only llama (also Mistral and Mixtral, as llama.cpp converts them), qwen2,
@@ -265,8 +265,8 @@ pub enum Graph {
     Llama(llama::Llama),
     /// BERT encoder (sentence embedding models such as all-MiniLM-L6-v2).
     Bert(bert::Bert),
-    /// Gemma 2 decoder.
-    Gemma2(gemma2::Gemma2),
+    /// Gemma 2 and Gemma 3 (text) decoders.
+    Gemma(gemma::Gemma),
 }
 
 impl Graph {
@@ -274,8 +274,8 @@ impl Graph {
     pub fn load(src: &dyn ModelSource) -> Result<Self> {
         match src.kv("general.architecture") {
             Some(GgufValue::String(a)) if a == "bert" => Ok(Graph::Bert(bert::Bert::load(src)?)),
-            Some(GgufValue::String(a)) if a == "gemma2" => {
-                Ok(Graph::Gemma2(gemma2::Gemma2::load(src)?))
+            Some(GgufValue::String(a)) if a == "gemma2" || a == "gemma3" => {
+                Ok(Graph::Gemma(gemma::Gemma::load(src, a)?))
             }
             Some(GgufValue::String(a))
                 if matches!(a.as_str(), "llama" | "qwen2" | "qwen3" | "qwen3moe" | "phi3") =>
@@ -286,7 +286,7 @@ impl Graph {
                 src.path(),
                 "model",
                 format!(
-                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe, phi3, gemma2 and bert models; general.architecture is {}",
+                    "quant's imatrix runs llama, qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3 and bert models; general.architecture is {}",
                     match other {
                         Some(GgufValue::String(a)) => format!("'{a}'"),
                         _ => "missing".to_string(),
@@ -312,7 +312,7 @@ impl Graph {
         match self {
             Graph::Llama(m) => m.forward_nll(tokens, collector, nll),
             Graph::Bert(m) => m.forward(tokens, collector).map(|_| None),
-            Graph::Gemma2(m) => m.forward_nll(tokens, collector, nll),
+            Graph::Gemma(m) => m.forward_nll(tokens, collector, nll),
         }
     }
 }

@@ -188,6 +188,19 @@ fn mixtral_matches_llama_imatrix() {
     check("mixtral_t");
 }
 
+/// Gemma 3 text model (`gemma3`): per-head q/k RMS norms, no attention soft-capping,
+/// sliding-window pattern 6 (layers 0–4 and 6 slide over 32 positions of the 64-token
+/// chunks, layer 5 is global), local rope base `rope.freq_base_swa` 10000 unscaled, global
+/// base 1e6 with linear rope scaling 8. A random-weight 0.3 M-parameter
+/// `Gemma3ForCausalLM` (7 layers) with gemma2_s's SentencePiece vocabulary, committed in
+/// `tests/data/gemma3_t`; the reference is llama.cpp b11312's `convert_hf_to_gguf.py
+/// gemma3_t --outtype f32`, then `llama-imatrix -m gemma3_t-f32.gguf -f corpus.txt -c 64
+/// --chunks 8 -t 1 -nr` (the `corpus.txt` of the arch folder).
+#[test]
+fn gemma3_matches_llama_imatrix() {
+    check("gemma3_t");
+}
+
 /// Fused `attn_qkv` and `ffn_up` (gate | up) recorded under their fused names, NEOX rope.
 #[test]
 fn phi3_matches_llama_imatrix() {

@@ -85,8 +85,8 @@ enum Command {
         output: PathBuf,
     },
     /// Compute an importance matrix from text, as llama-imatrix does (llama, Mixtral,
-    /// qwen2, qwen3, qwen3moe, phi3, gemma2 and bert models, from a Hugging Face folder or a
-    /// .gguf file), for `quantize --imatrix`.
+    /// qwen2, qwen3, qwen3moe, phi3, gemma2, gemma3 and bert models, from a Hugging Face
+    /// folder or a .gguf file), for `quantize --imatrix`.
     #[cfg(feature = "imatrix")]
     Imatrix(ImatrixArgs),
     /// Quantize a built-in sample model with every method, reload it and print a table.
