@@ -23,7 +23,10 @@ use candle_core::{Device, Tensor};
 use quant_core::Result;
 use quant_gguf::gguf::GgufValue;
 
-use crate::ops::{bad, ce, f16_round, gelu, heads, kv_f32, kv_u64, linear, need, record, rms_norm};
+use crate::ops::{
+    bad, ce, f16_round, gelu, heads, kv_f32, kv_u64, linear, need, nll_terms, record, rms_norm,
+    softmax_in_place,
+};
 use crate::source::ModelSource;
 use crate::Collector;
 
@@ -310,17 +313,7 @@ impl Gemma {
             })
             .and_then(|l| l.to_vec2::<f32>())
             .map_err(e)?;
-        let (mut sum, mut sum2) = (0f64, 0f64);
-        for (i, row) in logits.iter().enumerate() {
-            let tok = tokens.get(first + i + 1).copied().unwrap_or(0) as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let z: f64 = row.iter().map(|&l| f64::from((l - max).exp())).sum();
-            let at = row.get(tok).copied().unwrap_or(f32::NEG_INFINITY);
-            let v = -(f64::from(at - max) - z.ln());
-            sum += v;
-            sum2 += v * v;
-        }
-        Ok(Some((sum, sum2, n)))
+        Ok(Some(nll_terms(&logits, tokens, first)))
     }
 
     /// RMS norm of each head of `(t, n·head_dim)` × `w` `(head_dim)`.
@@ -449,15 +442,7 @@ fn capped_attention(
                 *x
             };
         }
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0.0f32;
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        for x in row.iter_mut() {
-            *x /= sum;
-        }
+        softmax_in_place(row);
     }
     Tensor::from_vec(p, (n, t, tk), q.device())?
         .matmul(v)?

@@ -25,7 +25,7 @@ use quant_core::Result;
 use quant_gguf::gguf::GgufValue;
 
 use crate::ops::{
-    attention, bad, ce, f16_round, heads, kv_f32, kv_u64, linear, need, record, rms_norm,
+    attention, bad, ce, f16_round, heads, kv_f32, kv_u64, linear, need, nll_terms, record, rms_norm,
 };
 use crate::source::ModelSource;
 use crate::Collector;
@@ -363,14 +363,7 @@ impl Llama {
         let logits = linear(&h, w, None)
             .and_then(|l| l.to_vec2::<f32>())
             .map_err(e)?;
-        let (mut sum, mut sum2) = (0f64, 0f64);
-        for (i, row) in logits.iter().enumerate() {
-            let tok = tokens.get(first + i + 1).copied().unwrap_or(0) as usize;
-            let v = -log_softmax(row, tok);
-            sum += v;
-            sum2 += v * v;
-        }
-        Ok(Some((sum, sum2, n)))
+        Ok(Some(nll_terms(&logits, tokens, first)))
     }
 
     /// cos and sin of `pos · base^(-2i/rope_dim)`, `(t, rope_dim/2)`.
@@ -443,13 +436,4 @@ impl Llama {
         }
         y.reshape((t, n * self.head_dim))
     }
-}
-
-/// log p(`tok`) under the softmax of `logits`, as llama-imatrix's `log_softmax` takes it
-/// (exponentials in f32 summed in f64).
-fn log_softmax(logits: &[f32], tok: usize) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-    let at = logits.get(tok).copied().unwrap_or(f32::NEG_INFINITY);
-    f64::from(at - max) - sum.ln()
 }

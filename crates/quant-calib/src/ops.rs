@@ -110,21 +110,43 @@ pub(crate) fn attention(
         let seen = if causal { (r % t + 1).min(tk) } else { tk };
         let (row, hidden) = row.split_at_mut(seen);
         hidden.fill(0.0);
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
-        let mut sum = 0.0f32;
         for x in row.iter_mut() {
-            *x = (*x * scale - max).exp();
-            sum += *x;
+            *x *= scale;
         }
-        for x in row.iter_mut() {
-            *x /= sum;
-        }
+        softmax_in_place(row);
     }
     Tensor::from_vec(p, (n, t, tk), q.device())?
         .matmul(v)?
         .transpose(0, 1)?
         .contiguous()?
         .reshape((t, n * d))
+}
+
+/// Softmax of `row` in place: the maximum, `exp(x − max)` summed left to right, then each
+/// divided by the sum (masked entries at −∞ become 0).
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = 0.0f32;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in row.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// llama-imatrix's perplexity terms of a chunk: row `i` of `logits` (position `first + i`)
+/// predicts `tokens[first + i + 1]`; returns (Σ −log p, Σ (−log p)², rows).
+pub(crate) fn nll_terms(logits: &[Vec<f32>], tokens: &[u32], first: usize) -> (f64, f64, usize) {
+    let (mut sum, mut sum2) = (0f64, 0f64);
+    for (i, row) in logits.iter().enumerate() {
+        let tok = tokens.get(first + i + 1).copied().unwrap_or(0) as usize;
+        let v = -log_softmax(row, tok);
+        sum += v;
+        sum2 += v * v;
+    }
+    (sum, sum2, logits.len())
 }
 
 /// `x / √(mean(x²) + eps) · w` over the last dim (`ggml_rms_norm` then the weight).
@@ -185,4 +207,13 @@ pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
         };
     }
     Tensor::from_vec(values, shape, x.device())
+}
+
+/// log p(`tok`) under the softmax of `logits`, as llama-imatrix's `log_softmax` takes it
+/// (exponentials in f32 summed in f64).
+fn log_softmax(logits: &[f32], tok: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let at = logits.get(tok).copied().unwrap_or(f32::NEG_INFINITY);
+    f64::from(at - max) - sum.ln()
 }
