@@ -255,8 +255,8 @@ impl TensorSource for SafetensorsTensor {
         Ok(out)
     }
 
-    /// As [`to_f32`](Self::to_f32), into `out`: a buffer large enough is reused (zeroed in
-    /// place), a smaller one replaced by fresh zeroed memory, so a run allocates the largest
+    /// As [`to_f32`](Self::to_f32), into `out`: a buffer large enough is reused (overwritten
+    /// in place), a smaller one replaced by fresh zeroed memory, so a run allocates the largest
     /// tensor's buffer once instead of having the kernel fault in and zero one per tensor.
     fn to_f32_into(&self, out: &mut Vec<f32>) -> Result<()> {
         use rayon::prelude::*;
@@ -264,11 +264,11 @@ impl TensorSource for SafetensorsTensor {
         let size = dtype.size();
         let data = self.data();
         let n = data.len() / size;
-        out.clear();
         if out.capacity() < n {
             *out = Vec::new();
             *out = vec![0f32; n];
         } else {
+            // Every value is written below: only a growth is zeroed, nothing cleared.
             out.resize(n, 0.0);
         }
         let elems = (CHUNK_BYTES / size).max(1);
@@ -285,6 +285,18 @@ impl TensorSource for SafetensorsTensor {
                 Ok(())
             })
     }
+}
+
+/// The index of a sharded output: `model-00001-of-00002.safetensors` →
+/// `model.safetensors.index.json`.
+pub fn index_name_for(shard: &Path) -> String {
+    let n = shard.to_string_lossy();
+    let base = n
+        .split("-0")
+        .next()
+        .unwrap_or("model")
+        .trim_end_matches(".safetensors");
+    format!("{base}.safetensors.index.json")
 }
 
 /// The prefix of quant's own `__metadata__` keys (`quant.tensors`, `quant.format_version`,

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use quant::method::PlannedTensor;
-use quant::safetensors_io::{clean_stale_temps, rename_durable, temp_path_for, AtomicFile};
+use quant::safetensors_io::{
+    clean_stale_temps, index_name_for, rename_durable, temp_path_for, AtomicFile,
+};
 use quant::{DType, Error, ModelFiles, Pipeline, Registry, Result, TensorMeta, TensorRecord};
 
 use super::dequantize::{restored_bytes, write_tensors};
@@ -95,12 +97,11 @@ fn restore_into(
     if names.len() > 1 {
         let index =
             serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        let stem = names
+        let index_name = names
             .first()
-            .and_then(|n| n.split_once('-'))
-            .map(|(s, _)| s.to_string())
-            .unwrap_or_else(|| "model".into());
-        write_json(&dir.join(format!("{stem}.safetensors.index.json")), &index)?;
+            .map(|n| index_name_for(Path::new(n)))
+            .unwrap_or_else(|| "model.safetensors.index.json".into());
+        write_json(&dir.join(index_name), &index)?;
     }
     if let Some(mut cfg) = model.config.clone() {
         if let Some(obj) = cfg.as_object_mut() {

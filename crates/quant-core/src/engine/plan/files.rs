@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::engine::configure::{ModelQuantizer, Output};
 use crate::error::{Error, Result};
 use crate::format::{self, ContainerEntry, ContainerReader};
-use crate::load::{dequantize, ModelFiles};
+use crate::load::{dequantize_into, ModelFiles};
 use crate::method::TensorRecord;
 use crate::plan::{Plan, PlanEntry};
 
@@ -229,6 +229,5 @@ pub(in crate::engine) fn source_values_into(
         return src.to_f32_into(out);
     }
     let q = reader.read(&e.name)?;
-    *out = dequantize(&q)?;
-    Ok(())
+    dequantize_into(&q, out)
 }

@@ -14,7 +14,9 @@ use crate::engine::configure::{ModelQuantizer, Worker};
 use crate::error::{Error, Result};
 use crate::load::ModelFiles;
 use crate::plan::{Plan, PlanEntry};
-use crate::safetensors_io::{clean_stale_temps, rename_durable, temp_path_for, AtomicFile};
+use crate::safetensors_io::{
+    clean_stale_temps, index_name_for, rename_durable, temp_path_for, AtomicFile,
+};
 
 /// A folder mirroring a model folder.
 pub(super) struct Folder;
@@ -166,16 +168,4 @@ impl Drop for TempDirGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// The index of a sharded output: `model-00001-of-00002.safetensors` →
-/// `model.safetensors.index.json`.
-fn index_name_for(shard: &Path) -> String {
-    let n = shard.to_string_lossy();
-    let base = n
-        .split("-0")
-        .next()
-        .unwrap_or("model")
-        .trim_end_matches(".safetensors");
-    format!("{base}.safetensors.index.json")
 }
