@@ -25,25 +25,19 @@ pub fn check_model(model: &HfModel, records: &[TensorRecord]) -> Result<()> {
         ));
     }
     let mut seen = vec![false; blocks.min(records.len() + 1)];
-    let mut any_block = false;
     for r in records {
-        if let Some(b) = block_of(&r.name) {
-            any_block = true;
-            if let Some(s) = seen.get_mut(b) {
-                *s = true;
-            }
+        if let Some(s) = block_of(&r.name).and_then(|b| seen.get_mut(b)) {
+            *s = true;
         }
     }
-    if any_block || blocks > 0 {
-        if let Some(missing) = (0..blocks).find(|&b| !seen.get(b).copied().unwrap_or(false)) {
-            return Err(model.bad(
-                "num_hidden_layers",
-                format!(
-                    "{blocks} blocks, but the checkpoint has no tensor of block {missing} ({} block tensors in all)",
-                    records.iter().filter(|r| block_of(&r.name).is_some()).count()
-                ),
-            ));
-        }
+    if let Some(missing) = (0..blocks).find(|&b| !seen.get(b).copied().unwrap_or(false)) {
+        return Err(model.bad(
+            "num_hidden_layers",
+            format!(
+                "{blocks} blocks, but the checkpoint has no tensor of block {missing} ({} block tensors in all)",
+                records.iter().filter(|r| block_of(&r.name).is_some()).count()
+            ),
+        ));
     }
     let embd_rows = records
         .iter()

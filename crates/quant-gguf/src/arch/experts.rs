@@ -121,13 +121,6 @@ impl Stacker {
     }
 }
 
-/// The first all-digit part of a tensor name (the reference's block id).
-pub fn block_id(name: &str) -> Option<usize> {
-    name.split('.')
-        .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|p| p.parse().ok())
-}
-
 /// Parses `{prefix}{block}.{infix}{expert}.{kind}.weight` against a per-expert pattern
 /// `prefix {bid} infix {xid} . kind .weight`: the (block, expert, kind index) of `name`.
 pub fn parse_expert(

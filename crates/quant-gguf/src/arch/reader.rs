@@ -286,12 +286,16 @@ impl HfGgufReader {
             .ok_or_else(|| {
                 Error::tensor(&self.dir, name, "no such tensor in the converted model")
             })?;
-        let read = |file: usize, hf_name: &str| {
+        let read_into = |file: usize, hf_name: &str, out: &mut Vec<f32>| {
             self.files
                 .get(file)
                 .and_then(|f| f.get(hf_name))
                 .ok_or_else(|| Error::tensor(&self.dir, hf_name, "vanished from its file"))?
-                .to_f32()
+                .to_f32_into(out)
+        };
+        let read = |file: usize, hf_name: &str| {
+            let mut out = Vec::new();
+            read_into(file, hf_name, &mut out).map(|()| out)
         };
         let mut f16_source = false;
         let values = match &entry.source {
@@ -305,9 +309,12 @@ impl HfGgufReader {
             }
             EntrySource::Generated(v) => v.clone(),
             EntrySource::Stack(sources) => {
-                let mut all = Vec::new();
+                // The experts one after another through one buffer, into the stack's size.
+                let mut all = Vec::with_capacity(record.shape.iter().product());
+                let mut one = Vec::new();
                 for (file, hf_name) in sources {
-                    all.extend(read(*file, hf_name)?);
+                    read_into(*file, hf_name, &mut one)?;
+                    all.extend_from_slice(&one);
                 }
                 all
             }

@@ -43,7 +43,6 @@ impl BlockIq3S {
         let mut weight = [0f32; 32];
         let mut waux = [0f32; 32];
         let mut xval = [0f32; 32];
-        let mut l = [0i8; 32];
         let mut max_scale = 0f32;
         let mut sumx2 = 0f32;
         for &v in xbl {
@@ -79,7 +78,7 @@ impl BlockIq3S {
             for &v in &xval[1..] {
                 max = c_max(max, v);
             }
-            l = [0; 32];
+            let mut l = [0i8; 32];
             if max == 0.0 {
                 scales[ib] = 0.0;
                 continue;
@@ -103,7 +102,6 @@ impl BlockIq3S {
             scales[ib] = scale;
             max_scale = c_max(max_scale, scale);
         }
-        let _ = l;
         if max_scale == 0.0 {
             return y;
         }

@@ -196,7 +196,6 @@ impl BlockIq3Xxs {
         let mut weight = [0f32; 32];
         let mut waux = [0f32; 32];
         let mut xval = [0f32; 32];
-        let mut l = [0i8; 32];
         let mut max_scale = 0f32;
         let mut sumx2 = 0f32;
         for &v in xbl {
@@ -220,7 +219,7 @@ impl BlockIq3Xxs {
             for &v in &xval[1..] {
                 max = c_max(max, v);
             }
-            l = [0; 32];
+            let mut l = [0i8; 32];
             if max < GROUP_MAX_EPS_IQ3_XXS {
                 scales[ib] = 0.0;
                 continue;
@@ -243,7 +242,6 @@ impl BlockIq3Xxs {
             scales[ib] = scale;
             max_scale = c_max(max_scale, scale);
         }
-        let _ = l;
         if max_scale == 0.0 {
             return Self::ZERO;
         }

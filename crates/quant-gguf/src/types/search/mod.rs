@@ -10,7 +10,7 @@ pub mod qp;
 pub mod qx;
 
 pub use q3::{make_q3_quants, make_q3_quants_x16};
-pub use qkx::{make_qkx_quants, make_qkx_quants_scalar, QkxSearch};
+pub use qkx::{make_qkx_quants_scalar, QkxSearch};
 pub use qp::make_qp_quants;
 pub use qx::{make_qx_quants, make_qx_quants_scalar};
 
