@@ -450,6 +450,29 @@ impl QuantMethod for GgufMethod {
         } else {
             None
         };
+        if weights.is_none() && self.ty.requires_imatrix() {
+            // Named here, where the tensor and the matrix are known (the type-level guard
+            // in `types` knows neither).
+            let op = match &self.imatrix {
+                Some(im) => format!(
+                    "tensor '{}' as {}: the importance matrix {} has no entry for it; give an \
+                     --imatrix that covers it",
+                    t.name,
+                    self.ty.name(),
+                    im.source()
+                ),
+                None => format!(
+                    "tensor '{}' as {} without an importance matrix (ggml requires one for \
+                     this type: pass --imatrix FILE)",
+                    t.name,
+                    self.ty.name()
+                ),
+            };
+            return Err(Error::Unsupported {
+                method: self.name.to_string(),
+                op,
+            });
+        }
         // NaN/Inf are refused row by row during quantization (while each row is in cache).
         let check = !self.allow_nonfinite;
         let quantize = |chunk: &[f32], w: Option<&[f32]>| {
