@@ -9,7 +9,7 @@
 use candle_core::{Device, Tensor};
 use quant_core::Result;
 
-use crate::ops::{ce, linear, record};
+use crate::ops::{ce, linear, record, softmax_in_place};
 use crate::Collector;
 
 /// One block's experts: the router `(n_expert, n_embd)` and the stacked expert weights
@@ -52,10 +52,8 @@ impl Moe {
         // Per token: the chosen experts and their renormalised softmax weights.
         let mut routes: Vec<Vec<(usize, f32)>> = Vec::with_capacity(t);
         for row in logits.chunks_exact(n_expert.max(1)) {
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let p: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
-            let sum: f32 = p.iter().sum();
-            let p: Vec<f32> = p.iter().map(|x| x / sum).collect();
+            let mut p = row.to_vec();
+            softmax_in_place(&mut p);
             let chosen = top_k(&p, self.n_used);
             let wsum: f32 = chosen.iter().map(|&x| p[x]).sum();
             routes.push(chosen.iter().map(|&x| (x, p[x] / wsum)).collect());
