@@ -197,11 +197,11 @@
 //! each lane is one independent computation running ggml's scalar operations in ggml's
 //! order: the candidate scales of `make_qx_quants` (Q6_K, Q3_K/Q4_0/Q5_0 weighted) and
 //! of the IQ4 search, the 16 sub-blocks of Q3_K's `make_q3_quants` (coordinate descent
-//! included), the 8 positions of a Q4_0 block. In `make_qkx2/3_quants` (Q2_K, Q4_K,
-//! Q5_K, Q4_1/Q5_1 weighted) a winning candidate changes `min` for the later ones, so
-//! lanes are speculative and the batch restarts after a winner. The straight ports
-//! (`*_scalar`) stay in [`types::search`]; unit tests check the vector versions against them bit
-//! for bit, and the reference vectors run with and without AVX2.
+//! included), the 8 positions of a Q4_0 block. `make_qkx2/3_quants` (Q2_K, Q4_K, Q5_K,
+//! Q4_1/Q5_1 weighted) and Q6_K's `make_qx_quants` run one sub-block per lane
+//! (`types::kquant_lanes`), 8 sub-blocks side by side. The straight ports (`*_scalar`)
+//! stay in [`types::search`]; unit tests check the vector versions against them bit for
+//! bit, and the reference vectors run with and without AVX2.
 //!
 //! # Not implemented
 //!
