@@ -14,7 +14,7 @@
 //! Values are handed over element-major (`x[i][g]`: element `i` of group `g`, see
 //! [`Groups`]).
 
-use crate::types::c_math::GROUP_MAX_EPS;
+use crate::types::c_math::{c_f32_to_i32, fp32_to_fp16, GROUP_MAX_EPS};
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
 use crate::types::lanes::{Lanes, Portable, N};
@@ -107,6 +107,16 @@ pub(crate) trait LanesMore: Lanes {
     fn and_i(self, a: Self::I, b: Self::I) -> Self::I;
     /// Bit `k` set when bit 4 of lane `k` of `a` is set.
     fn bit4(self, a: Self::I) -> u32;
+    /// Lane `k`: the smallest lane of `v[k]`, which holds no NaN (either zero when `-0`
+    /// and `+0` tie), eight horizontal minima at once.
+    fn hmin_each(self, v: &[Self::F; N]) -> Self::F;
+    /// Lane `k`: the largest lane of `v[k]`, as [`LanesMore::hmin_each`].
+    fn hmax_each(self, v: &[Self::F; N]) -> Self::F;
+    /// ggml's `GGML_FP32_TO_FP16` ([`fp32_to_fp16`]) of each lane.
+    fn fp16_each(self, v: Self::F) -> [u16; N];
+    /// C's `(int)roundf(v)` per lane (half away from zero; x86-64's conversion gives
+    /// `INT_MIN` for NaN and out of range).
+    fn round_away(self, v: Self::F) -> Self::I;
 }
 
 impl LanesMore for Portable {
@@ -152,6 +162,38 @@ impl LanesMore for Portable {
         }
         bits
     }
+    #[inline(always)]
+    fn hmin_each(self, v: &[Self::F; N]) -> Self::F {
+        let mut r = [0f32; N];
+        for (r, &v) in r.iter_mut().zip(v) {
+            *r = self.hmin(v);
+        }
+        r
+    }
+    #[inline(always)]
+    fn hmax_each(self, v: &[Self::F; N]) -> Self::F {
+        let mut r = [0f32; N];
+        for (r, &v) in r.iter_mut().zip(v) {
+            *r = self.hmax(v);
+        }
+        r
+    }
+    #[inline(always)]
+    fn fp16_each(self, v: Self::F) -> [u16; N] {
+        let mut r = [0u16; N];
+        for (r, v) in r.iter_mut().zip(v) {
+            *r = fp32_to_fp16(v);
+        }
+        r
+    }
+    #[inline(always)]
+    fn round_away(self, v: Self::F) -> Self::I {
+        let mut r = [0i32; N];
+        for (r, v) in r.iter_mut().zip(v) {
+            *r = c_f32_to_i32(v.round());
+        }
+        r
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -192,6 +234,131 @@ impl LanesMore for Avx2 {
         // Bit 4 to the sign bit, then the sign bits.
         // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
         unsafe { _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32::<27>(a))) as u32 }
+    }
+    #[inline(always)]
+    fn hmin_each(self, v: &[Self::F; N]) -> Self::F {
+        // Without NaN, min is exact in any order (up to the sign of a zero).
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe { avx2_reduce_each::<false>(v) }
+    }
+    #[inline(always)]
+    fn hmax_each(self, v: &[Self::F; N]) -> Self::F {
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe { avx2_reduce_each::<true>(v) }
+    }
+    #[inline(always)]
+    fn fp16_each(self, v: Self::F) -> [u16; N] {
+        use std::arch::x86_64::*;
+        // `fp32_to_fp16` lane by lane, the same integer and float steps.
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe {
+            let w = _mm256_castps_si256(v);
+            let abs = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF)));
+            let mut base = _mm256_mul_ps(
+                _mm256_mul_ps(abs, _mm256_set1_ps(f32::from_bits(0x7780_0000))),
+                _mm256_set1_ps(f32::from_bits(0x0880_0000)),
+            );
+            let shl1 = _mm256_add_epi32(w, w);
+            let sign = _mm256_and_si256(w, _mm256_set1_epi32(0x8000_0000u32 as i32));
+            let bias = _mm256_max_epu32(
+                _mm256_and_si256(shl1, _mm256_set1_epi32(0xFF00_0000u32 as i32)),
+                _mm256_set1_epi32(0x7100_0000),
+            );
+            let add =
+                _mm256_add_epi32(_mm256_srli_epi32::<1>(bias), _mm256_set1_epi32(0x0780_0000));
+            base = _mm256_add_ps(base, _mm256_castsi256_ps(add));
+            let bits = _mm256_castps_si256(base);
+            let nonsign = _mm256_add_epi32(
+                _mm256_and_si256(_mm256_srli_epi32::<13>(bits), _mm256_set1_epi32(0x7C00)),
+                _mm256_and_si256(bits, _mm256_set1_epi32(0x0FFF)),
+            );
+            // `shl1_w > 0xFF000000` unsigned: signed compare after flipping the top bit.
+            let flip = _mm256_set1_epi32(0x8000_0000u32 as i32);
+            let nan = _mm256_cmpgt_epi32(
+                _mm256_xor_si256(shl1, flip),
+                _mm256_xor_si256(_mm256_set1_epi32(0xFF00_0000u32 as i32), flip),
+            );
+            let low = _mm256_blendv_epi8(nonsign, _mm256_set1_epi32(0x7E00), nan);
+            let h = _mm256_or_si256(_mm256_srli_epi32::<16>(sign), low);
+            // Every lane is below 2^16: pack to 16 bits, then the two halves together.
+            let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(h, h));
+            let mut r = [0u16; N];
+            _mm_storeu_si128(r.as_mut_ptr().cast(), _mm256_castsi256_si128(p));
+            r
+        }
+    }
+    #[inline(always)]
+    fn round_away(self, v: Self::F) -> Self::I {
+        use std::arch::x86_64::*;
+        // The truncation `t`, then one step away from zero when the exact remainder
+        // `v − t` is at least one half (`t` is below 2^23 in magnitude whenever there is a
+        // remainder, so `t ± 1` is exact); NaN and out-of-range lanes convert to INT_MIN.
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe {
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+            let frac = _mm256_sub_ps(v, t);
+            let one = _mm256_set1_ps(1.0);
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5)), one);
+            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, _mm256_set1_ps(-0.5)), one);
+            _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down))
+        }
+    }
+}
+
+/// Lane `k`: the largest (`MAX`) or smallest lane of `v[k]`, an 8×8 transpose interleaved
+/// with the reduction (exact in any order without NaN, up to the sign of a zero).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn avx2_reduce_each<const MAX: bool>(
+    v: &[std::arch::x86_64::__m256; N],
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn op<const MAX: bool>(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: as the caller's.
+        unsafe {
+            if MAX {
+                _mm256_max_ps(a, b)
+            } else {
+                _mm256_min_ps(a, b)
+            }
+        }
+    }
+    // SAFETY: the caller runs on a CPU with AVX2.
+    unsafe {
+        // Pairs: lanes [m(a0,a2), m(b0,b2), m(a1,a3), m(b1,b3) | the same of lanes 4..8].
+        let t0 = op::<MAX>(
+            _mm256_unpacklo_ps(v[0], v[1]),
+            _mm256_unpackhi_ps(v[0], v[1]),
+        );
+        let t1 = op::<MAX>(
+            _mm256_unpacklo_ps(v[2], v[3]),
+            _mm256_unpackhi_ps(v[2], v[3]),
+        );
+        let t2 = op::<MAX>(
+            _mm256_unpacklo_ps(v[4], v[5]),
+            _mm256_unpackhi_ps(v[4], v[5]),
+        );
+        let t3 = op::<MAX>(
+            _mm256_unpacklo_ps(v[6], v[7]),
+            _mm256_unpackhi_ps(v[6], v[7]),
+        );
+        // Quads: lanes [a, b, c, d | a, b, c, d], each folded over its own half.
+        let u0 = op::<MAX>(
+            _mm256_shuffle_ps::<0b01_00_01_00>(t0, t1),
+            _mm256_shuffle_ps::<0b11_10_11_10>(t0, t1),
+        );
+        let u1 = op::<MAX>(
+            _mm256_shuffle_ps::<0b01_00_01_00>(t2, t3),
+            _mm256_shuffle_ps::<0b11_10_11_10>(t2, t3),
+        );
+        op::<MAX>(
+            _mm256_permute2f128_ps::<0x20>(u0, u1),
+            _mm256_permute2f128_ps::<0x31>(u0, u1),
+        )
     }
 }
 

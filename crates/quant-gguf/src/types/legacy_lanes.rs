@@ -1,6 +1,9 @@
-//! The unweighted quantizers of Q4_1, Q5_1, Q5_0 and Q8_0 with each block of 32 as four
-//! 8-lane vectors (as Q4_0's, see [`crate::types::q4_0`]): `quantize_row_q4_1_ref`,
-//! `quantize_row_q5_1_ref`, `quantize_row_q5_0_ref`, `quantize_row_q8_0_ref`.
+//! The unweighted quantizers of Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 with each block of 32 as
+//! four 8-lane vectors: `quantize_row_q4_0_ref`, `quantize_row_q4_1_ref`,
+//! `quantize_row_q5_0_ref`, `quantize_row_q5_1_ref`, `quantize_row_q8_0_ref`. Eight
+//! blocks at a time, their scales are found side by side, one block per lane (the
+//! horizontal extremes of eight blocks in one transpose, one division and one f16
+//! conversion for all eight); a row's last blocks (fewer than eight) go one by one.
 //!
 //! ggml scans a block in order (`if (v < min) min = v`, `if (amax < fabsf(v))`); the
 //! lanes compute the same extremes in another order. Values that compare equal have the
@@ -8,11 +11,12 @@
 //! zero, where the block is scanned again in ggml's order for the sign. NaN never
 //! compares, so it is never an extreme in either order.
 
-use crate::types::c_math::{fp32_to_fp16, max_by_magnitude};
+use crate::types::c_math::fp32_to_fp16;
 use crate::types::kquant_lanes::LanesMore;
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
 use crate::types::lanes::{Lanes, Portable, N};
+use crate::types::q4_0::BlockQ4_0;
 use crate::types::q4_1::BlockQ4_1;
 use crate::types::q5_0::BlockQ5_0;
 use crate::types::q5_1::BlockQ5_1;
@@ -36,24 +40,37 @@ fn load4<S: Lanes>(s: S, xb: &[f32]) -> [S::F; 4] {
 /// ggml's `min` (from `FLT_MAX`) and `max` (from `-FLT_MAX`) of a block.
 #[inline(always)]
 fn min_max<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32]) -> (f32, f32) {
+    let (mn, mx) = min_max_partial(s, v);
+    let (min, max) = (s.hmin(mn), s.hmax(mx));
+    if min == 0.0 || max == 0.0 {
+        // The sign of a zero extreme: the first zero in ggml's order.
+        return scan_min_max(xb);
+    }
+    (min, max)
+}
+
+/// Per lane, the smallest and largest of the block's values in that lane (from `FLT_MAX`
+/// and `-FLT_MAX`; a NaN never compares, so it is never taken).
+#[inline(always)]
+fn min_max_partial<S: LanesMore>(s: S, v: &[S::F; 4]) -> (S::F, S::F) {
     let mut mn = s.splat(f32::MAX);
     let mut mx = s.splat(-f32::MAX);
     for &vk in v {
         mn = s.select(s.gt(mn, vk), vk, mn);
         mx = s.select(s.gt(vk, mx), vk, mx);
     }
-    let (mut min, mut max) = (s.hmin(mn), s.hmax(mx));
-    if min == 0.0 || max == 0.0 {
-        // The sign of a zero extreme: the first zero in ggml's order.
-        min = f32::MAX;
-        max = -f32::MAX;
-        for &x in xb {
-            if x < min {
-                min = x;
-            }
-            if x > max {
-                max = x;
-            }
+    (mn, mx)
+}
+
+/// ggml's scan of a block for its extremes, in order.
+fn scan_min_max(xb: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &x in xb {
+        if x < min {
+            min = x;
+        }
+        if x > max {
+            max = x;
         }
     }
     (min, max)
@@ -105,6 +122,10 @@ macro_rules! dispatch {
 }
 
 dispatch!(
+    /// `quantize_row_q4_0_ref`.
+    q4_0_row, q4_0_lanes, q4_0_avx2, BlockQ4_0
+);
+dispatch!(
     /// `quantize_row_q4_1_ref`.
     q4_1_row, q4_1_lanes, q4_1_avx2, BlockQ4_1
 );
@@ -121,66 +142,107 @@ dispatch!(
     q8_0_row, q8_0_lanes, q8_0_avx2, BlockQ8_0
 );
 
-/// C's `(int)roundf(v)` (x86-64 conversion: `INT_MIN` for NaN and out of range) per lane:
-/// the truncation `i`, then one step away from zero when the exact remainder `v − i` is
-/// at least one half; lanes that converted to `INT_MIN` stay there (no float in
-/// `(−2³¹ − 1, −2³¹)` has a fraction, so those are NaN or out of range).
+/// ggml's `amax = MAX(amax, fabsf(v))` of a block, per lane (`None`: the block holds a
+/// NaN, which only survives in ggml's order, as the last value; the caller scans it).
 #[inline(always)]
-fn round_away<S: LanesMore>(s: S, v: S::F) -> S::I {
-    let i = s.trunc_i(v);
-    let frac = s.sub(v, s.to_f(i));
-    let (one, zero) = (s.splat_i(1), s.splat_i(0));
-    let up = s.select_i(s.le(s.splat(0.5), frac), one, zero);
-    let down = s.select_i(s.le(frac, s.splat(-0.5)), one, zero);
-    // i + up - down
-    let r = s.sub_i(s.sub_i(i, s.sub_i(zero, up)), down);
-    s.select_i(s.ne_i(i, s.splat_i(i32::MIN)), r, i)
+fn q8_amax_partial<S: LanesMore>(s: S, v: &[S::F; 4]) -> Option<S::F> {
+    let mut am = s.splat(0.0);
+    let mut ordered = u32::MAX;
+    for (k, &vk) in v.iter().enumerate() {
+        let a = s.abs(vk);
+        am = s.select(s.gt(am, a), am, a);
+        ordered &= s.eq_bits(vk, vk) | !(0xFF << (N * k));
+    }
+    (ordered == u32::MAX).then_some(am)
+}
+
+/// Q8_0's codes `roundf(x·id)` of one block.
+#[inline(always)]
+fn q8_0_codes<S: LanesMore>(s: S, v: &[S::F; 4], id: f32, qs: &mut [i8; 32]) {
+    let idv = s.splat(id);
+    let mut q = [s.splat_i(0); 4];
+    for (q, &vk) in q.iter_mut().zip(v) {
+        *q = s.round_away(s.mul(vk, idv));
+    }
+    // Two plain copies (a chained iterator here becomes a byte-by-byte loop).
+    let (lo, hi) = qs.split_at_mut(16);
+    for (o, &b) in lo.iter_mut().zip(&s.low_bytes(q[0], q[1])) {
+        *o = b as i8;
+    }
+    for (o, &b) in hi.iter_mut().zip(&s.low_bytes(q[2], q[3])) {
+        *o = b as i8;
+    }
 }
 
 #[inline(always)]
 fn q8_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ8_0]) {
-    for (xb, yb) in x.chunks_exact(32).zip(y) {
-        let v = load4(s, xb);
-        // `amax = MAX(amax, fabsf(v))`: in any order when the block has no NaN (a NaN
-        // only survives in ggml's order, as the last value).
-        let mut am = s.splat(0.0);
-        let mut ordered = u32::MAX;
-        for (k, &vk) in v.iter().enumerate() {
-            let a = s.abs(vk);
-            am = s.select(s.gt(am, a), am, a);
-            ordered &= s.eq_bits(vk, vk) | !(0xFF << (N * k));
+    let mut xs = x.chunks_exact(32 * N);
+    let mut ys = y.chunks_exact_mut(N);
+    for (x8, y8) in (&mut xs).zip(&mut ys) {
+        let mut am = [s.splat(0.0); N];
+        let mut scanned = [None; N];
+        for (k, xb) in x8.chunks_exact(32).enumerate() {
+            match q8_amax_partial(s, &load4(s, xb)) {
+                Some(a) => am[k] = a,
+                None => scanned[k] = Some(q8_scale(xb)),
+            }
         }
-        let (d, id) = if ordered == u32::MAX {
-            let amax = s.hmax(am);
-            let d = amax / 127.0;
-            (d, if d != 0.0 { 1.0 / d } else { 0.0 })
-        } else {
-            q8_scale(xb)
+        let d = s.div(s.hmax_each(&am), s.splat(127.0));
+        let zero = s.splat(0.0);
+        let (mut d, mut id) = (
+            s.store(d),
+            s.store(s.select(s.eq(d, zero), zero, s.div(s.splat(1.0), d))),
+        );
+        for ((d, id), sc) in d.iter_mut().zip(id.iter_mut()).zip(scanned) {
+            if let Some(sc) = sc {
+                (*d, *id) = sc;
+            }
+        }
+        let dh = s.fp16_each(s.load(&d));
+        for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
+            yb.d = dh[k];
+            q8_0_codes(s, &load4(s, xb), id[k], &mut yb.qs);
+        }
+    }
+    for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
+        let v = load4(s, xb);
+        let (d, id) = match q8_amax_partial(s, &v) {
+            Some(am) => {
+                let d = s.hmax(am) / 127.0;
+                (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+            }
+            None => q8_scale(xb),
         };
         yb.d = fp32_to_fp16(d);
-        let idv = s.splat(id);
-        let mut q = [s.splat_i(0); 4];
-        for (q, &vk) in q.iter_mut().zip(&v) {
-            *q = round_away(s, s.mul(vk, idv));
-        }
-        let (a, b) = (s.low_bytes(q[0], q[1]), s.low_bytes(q[2], q[3]));
-        for (o, &b) in yb.qs.iter_mut().zip(a.iter().chain(&b)) {
-            *o = b as i8;
-        }
+        q8_0_codes(s, &v, id, &mut yb.qs);
     }
 }
 
 #[inline(always)]
 fn q4_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_1]) {
     let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
-    for (xb, yb) in x.chunks_exact(32).zip(y) {
+    let mut xs = x.chunks_exact(32 * N);
+    let mut ys = y.chunks_exact_mut(N);
+    for (x8, y8) in (&mut xs).zip(&mut ys) {
+        let a = asym_scales(s, x8, 15.0);
+        for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
+            yb.d = a.d[k];
+            yb.m = a.m[k];
+            // `MIN(15, (int8_t)(... + 0.5f))`.
+            let mut q = asym_codes(s, &load4(s, xb), a.min[k], a.id[k]);
+            for q in q.iter_mut() {
+                *q = s.clamp_i(s.low_i8(*q), lo, hi);
+            }
+            yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
+        }
+    }
+    for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
         let (min, max) = min_max(s, &v, xb);
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
         yb.m = fp32_to_fp16(min);
-        // `MIN(15, (int8_t)(... + 0.5f))`.
         let mut q = asym_codes(s, &v, min, id);
         for q in q.iter_mut() {
             *q = s.clamp_i(s.low_i8(*q), lo, hi);
@@ -191,52 +253,184 @@ fn q4_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_1]) {
 
 #[inline(always)]
 fn q5_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_1]) {
-    for (xb, yb) in x.chunks_exact(32).zip(y) {
+    let mut xs = x.chunks_exact(32 * N);
+    let mut ys = y.chunks_exact_mut(N);
+    for (x8, y8) in (&mut xs).zip(&mut ys) {
+        let a = asym_scales(s, x8, 31.0);
+        for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
+            yb.d = a.d[k];
+            yb.m = a.m[k];
+            // `(uint8_t)(... + 0.5f)`: only the low 5 bits are stored.
+            (yb.qs, yb.qh) = pack5(s, &asym_codes(s, &load4(s, xb), a.min[k], a.id[k]));
+        }
+    }
+    for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
         let (min, max) = min_max(s, &v, xb);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
         yb.m = fp32_to_fp16(min);
-        // `(uint8_t)(... + 0.5f)`: only the low 5 bits are stored.
         (yb.qs, yb.qh) = pack5(s, &asym_codes(s, &v, min, id));
+    }
+}
+
+/// The scales of eight Q4_1/Q5_1 blocks (`x8`: 8 × 32 values), one block per lane:
+/// ggml's `min`, `id = 1/d` (0 when `d` is 0) and the f16 bits of `d = (max − min)/nmax`
+/// and of `min`.
+struct AsymScales {
+    min: [f32; N],
+    id: [f32; N],
+    d: [u16; N],
+    m: [u16; N],
+}
+
+#[inline(always)]
+fn asym_scales<S: LanesMore>(s: S, x8: &[f32], nmax: f32) -> AsymScales {
+    let mut mn = [s.splat(0.0); N];
+    let mut mx = [s.splat(0.0); N];
+    for ((mn, mx), xb) in mn.iter_mut().zip(mx.iter_mut()).zip(x8.chunks_exact(32)) {
+        (*mn, *mx) = min_max_partial(s, &load4(s, xb));
+    }
+    let (mut minv, mut maxv) = (s.hmin_each(&mn), s.hmax_each(&mx));
+    let zero = s.splat(0.0);
+    if s.any(s.eq(minv, zero)) || s.any(s.eq(maxv, zero)) {
+        // A zero extreme takes its sign from ggml's order ([`min_max`]).
+        let (mut min, mut max) = (s.store(minv), s.store(maxv));
+        for ((min, max), xb) in min.iter_mut().zip(max.iter_mut()).zip(x8.chunks_exact(32)) {
+            if *min == 0.0 || *max == 0.0 {
+                (*min, *max) = scan_min_max(xb);
+            }
+        }
+        (minv, maxv) = (s.load(&min), s.load(&max));
+    }
+    let d = s.div(s.sub(maxv, minv), s.splat(nmax));
+    let id = s.select(s.eq(d, zero), zero, s.div(s.splat(1.0), d));
+    AsymScales {
+        min: s.store(minv),
+        id: s.store(id),
+        d: s.fp16_each(d),
+        m: s.fp16_each(minv),
+    }
+}
+
+/// ggml's `max` of Q4_0/Q5_0, the first value of largest magnitude, as its
+/// `if (amax < fabsf(v))` scan finds it: the largest magnitude (per lane from 0, a NaN
+/// never compares greater, so the order of the comparisons does not matter), then the
+/// first value that has it; 0 when every magnitude is 0 or NaN. Per-lane magnitudes
+/// first ([`abs_max_partial`]), then the value from their maximum.
+#[inline(always)]
+fn abs_max_partial<S: LanesMore>(s: S, v: &[S::F; 4]) -> S::F {
+    let mut am = s.splat(0.0);
+    for &vk in v {
+        let a = s.abs(vk);
+        am = s.select(s.gt(a, am), a, am);
+    }
+    am
+}
+
+/// The first value of `xb` (as `v`) whose magnitude is `amax` (see [`abs_max_partial`]).
+#[inline(always)]
+fn first_of_magnitude<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32], amax: f32) -> f32 {
+    if amax > 0.0 {
+        let target = s.splat(amax);
+        let mut bits = 0u32;
+        for (k, &vk) in v.iter().enumerate() {
+            bits |= s.eq_bits(s.abs(vk), target) << (N * k);
+        }
+        xb[bits.trailing_zeros() as usize % 32]
+    } else {
+        0.0
+    }
+}
+
+/// `d = max·scale` (`max / −8`, `max / −16`: a multiplication by the exact power of two
+/// rounds the same real number) and `id = 1/d` (0 when `d` is 0) of eight Q4_0/Q5_0
+/// blocks, one per lane: `(id, f16 bits of d)`.
+#[inline(always)]
+fn sym_scales<S: LanesMore>(s: S, x8: &[f32], scale: f32) -> ([f32; N], [u16; N]) {
+    let mut am = [s.splat(0.0); N];
+    for (am, xb) in am.iter_mut().zip(x8.chunks_exact(32)) {
+        *am = abs_max_partial(s, &load4(s, xb));
+    }
+    let amax = s.store(s.hmax_each(&am));
+    let mut max = [0f32; N];
+    for ((m, xb), &a) in max.iter_mut().zip(x8.chunks_exact(32)).zip(&amax) {
+        *m = first_of_magnitude(s, &load4(s, xb), xb, a);
+    }
+    let d = s.mul(s.load(&max), s.splat(scale));
+    let zero = s.splat(0.0);
+    let id = s.select(s.eq(d, zero), zero, s.div(s.splat(1.0), d));
+    (s.store(id), s.fp16_each(d))
+}
+
+/// The scale of one Q4_0/Q5_0 block, as [`sym_scales`]: `(d, id)`.
+#[inline(always)]
+fn sym_scale<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32], scale: f32) -> (f32, f32) {
+    let d = first_of_magnitude(s, v, xb, s.hmax(abs_max_partial(s, v))) * scale;
+    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// Q4_0's nibbles `MIN(15, (int8_t)(x·id + 8.5f))` of one block (byte `j`: value `j` low,
+/// value `j + 16` high).
+#[inline(always)]
+fn q4_0_codes<S: LanesMore>(s: S, v: &[S::F; 4], id: f32) -> [u8; 16] {
+    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
+    let (idv, half) = (s.splat(id), s.splat(8.5));
+    let mut q = [s.splat_i(0); 4];
+    for (q, &vk) in q.iter_mut().zip(v) {
+        *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi);
+    }
+    s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]))
+}
+
+/// Q5_0's codes `MIN(31, (int8_t)(x·id + 16.5f))` of one block, packed.
+#[inline(always)]
+fn q5_0_codes<S: LanesMore>(s: S, v: &[S::F; 4], id: f32) -> ([u8; 16], [u8; 4]) {
+    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(31));
+    let (idv, off) = (s.splat(id), s.splat(16.5));
+    let mut q = [s.splat_i(0); 4];
+    for (q, &vk) in q.iter_mut().zip(v) {
+        *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), off))), lo, hi);
+    }
+    pack5(s, &q)
+}
+
+#[inline(always)]
+fn q4_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
+    let mut xs = x.chunks_exact(32 * N);
+    let mut ys = y.chunks_exact_mut(N);
+    for (x8, y8) in (&mut xs).zip(&mut ys) {
+        let (id, dh) = sym_scales(s, x8, -0.125);
+        for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
+            yb.d = dh[k];
+            yb.qs = q4_0_codes(s, &load4(s, xb), id[k]);
+        }
+    }
+    for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
+        let v = load4(s, xb);
+        let (d, id) = sym_scale(s, &v, xb, -0.125);
+        yb.d = fp32_to_fp16(d);
+        yb.qs = q4_0_codes(s, &v, id);
     }
 }
 
 #[inline(always)]
 fn q5_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_0]) {
-    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(31));
-    for (xb, yb) in x.chunks_exact(32).zip(y) {
+    let mut xs = x.chunks_exact(32 * N);
+    let mut ys = y.chunks_exact_mut(N);
+    for (x8, y8) in (&mut xs).zip(&mut ys) {
+        let (id, dh) = sym_scales(s, x8, -0.0625);
+        for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
+            yb.d = dh[k];
+            (yb.qs, yb.qh) = q5_0_codes(s, &load4(s, xb), id[k]);
+        }
+    }
+    for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
-        // The first value of largest magnitude: the largest magnitude in any order, then
-        // the first value that has it (a NaN never compares greater).
-        let mut am = s.splat(0.0);
-        for &vk in &v {
-            let a = s.abs(vk);
-            am = s.select(s.gt(a, am), a, am);
-        }
-        let amax = s.hmax(am);
-        let max = if amax > 0.0 {
-            let target = s.splat(amax);
-            let mut bits = 0u32;
-            for (k, &vk) in v.iter().enumerate() {
-                bits |= s.eq_bits(s.abs(vk), target) << (N * k);
-            }
-            xb[bits.trailing_zeros() as usize % 32]
-        } else {
-            max_by_magnitude(xb)
-        };
-        // `max / -16` (a multiplication by the exact 1/16 rounds the same real number).
-        let d = max * -0.0625;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (d, id) = sym_scale(s, &v, xb, -0.0625);
         yb.d = fp32_to_fp16(d);
-        let (idv, off) = (s.splat(id), s.splat(16.5));
-        // `MIN(31, (int8_t)(x·id + 16.5f))`, stored as a byte.
-        let mut q = [s.splat_i(0); 4];
-        for (q, &vk) in q.iter_mut().zip(&v) {
-            *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), off))), lo, hi);
-        }
-        (yb.qs, yb.qh) = pack5(s, &q);
+        (yb.qs, yb.qh) = q5_0_codes(s, &v, id);
     }
 }
 
@@ -297,6 +491,16 @@ mod tests {
             .collect();
         out.push(h);
         out.push(vec![f32::INFINITY; 32]);
+        // Every case above again, whole blocks of them eight at a time (the batched
+        // scales of Q4_1/Q5_1), with ±Inf, NaN and zero extremes inside a batch.
+        let mut all: Vec<f32> = out.iter().flatten().copied().collect();
+        let mut mixed = vec![f32::NEG_INFINITY; 32];
+        mixed[5] = f32::INFINITY;
+        all.extend(mixed);
+        all.extend((0..32).map(|i| if i == 9 { -0.0 } else { 0.0 }));
+        let tail = all.len() % 256;
+        all.extend(values(7, 256 - tail + 32 * 3));
+        out.push(all);
         out
     }
 

@@ -10,9 +10,6 @@
 //! rmse_type 1, w)`.
 
 use crate::types::c_math::{fp16_to_fp32, fp32_to_fp16};
-#[cfg(target_arch = "x86_64")]
-use crate::types::lanes::Avx2;
-use crate::types::lanes::{self, Lanes, Portable};
 use crate::types::search::make_qx_quants;
 use crate::types::{GgmlBlock, GgmlType};
 
@@ -47,58 +44,6 @@ pub(crate) fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; 32] {
     w
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_row_avx2(t: Avx2, x: &[f32], y: &mut [BlockQ4_0]) {
-    quantize_row_lanes(t, x, y)
-}
-
-/// `quantize_row_q4_0_ref` with each block as four 8-lane vectors. `max` is the first
-/// value of largest magnitude, as ggml's `if (amax < fabsf(v))` scan finds it: the
-/// largest magnitude (NaN never compares greater, so the order of the comparisons does
-/// not matter), then the first value that has it; 0 when every magnitude is 0 or NaN.
-#[inline(always)]
-fn quantize_row_lanes<S: Lanes>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
-    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
-    for (xb, yb) in x.chunks_exact(32).zip(y) {
-        let mut v = [s.splat(0.0); 4];
-        for (v, c) in v.iter_mut().zip(xb.chunks_exact(lanes::N)) {
-            let mut a = [0f32; lanes::N];
-            a.copy_from_slice(c);
-            *v = s.load(&a);
-        }
-        // Lane maxima from 0: they only take values that compared greater, never NaN.
-        let mut am = s.splat(0.0);
-        for &vk in &v {
-            let a = s.abs(vk);
-            am = s.select(s.gt(a, am), a, am);
-        }
-        let amax = s.hmax(am);
-        let mut max = 0f32;
-        if amax > 0.0 {
-            let target = s.splat(amax);
-            let mut bits = 0u32;
-            for (k, &vk) in v.iter().enumerate() {
-                bits |= s.eq_bits(s.abs(vk), target) << (lanes::N * k);
-            }
-            max = xb[bits.trailing_zeros() as usize % 32];
-        }
-        // `max / -8` (a multiplication by the exact 1/8 rounds the same real number).
-        let d = max * -0.125;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        yb.d = fp32_to_fp16(d);
-        let (idv, half) = (s.splat(id), s.splat(8.5));
-        // A loop, not `v.map(..)`: the closure is not always inlined into the AVX2 build,
-        // and an intrinsic left in it becomes an out-of-line call.
-        let mut q = [s.splat_i(0); 4];
-        for (q, &vk) in q.iter_mut().zip(&v) {
-            *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi);
-        }
-        // Byte j: value j in the low nibble, value j + 16 in the high one (low byte kept).
-        yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
-    }
-}
-
 impl GgmlBlock for BlockQ4_0 {
     const TYPE: GgmlType = GgmlType::Q4_0;
     const BLOCK_SIZE: usize = 32;
@@ -119,12 +64,7 @@ impl GgmlBlock for BlockQ4_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = Avx2::get() {
-            // SAFETY: the token exists only on CPUs with AVX2.
-            return unsafe { quantize_row_avx2(t, x, y) };
-        }
-        quantize_row_lanes(Portable, x, y)
+        crate::types::legacy_lanes::q4_0_row(x, y)
     }
 
     #[inline(always)]

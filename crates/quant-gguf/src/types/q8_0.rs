@@ -57,9 +57,7 @@ impl GgmlBlock for BlockQ8_0 {
     #[inline(always)]
     fn write(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
-        for (o, &q) in out[2..34].iter_mut().zip(&self.qs) {
-            *o = q as u8;
-        }
+        out[2..34].copy_from_slice(&self.qs.map(|q| q as u8));
     }
 
     #[inline(always)]
