@@ -2,7 +2,7 @@
 //!
 //! - `quant-bench methods`: quantize and dequantize a 4096×4096 f32 matrix with every
 //!   registered method, on 1 thread and on all threads; prints a markdown table of f32
-//!   input throughput (best of N runs).
+//!   input throughput (best of N runs). Dequantization writes into one reused buffer.
 //! - `quant-bench e2e`: writes a synthetic bf16 checkpoint of a given size (transformer
 //!   shapes, with a 32000×4096 embedding and output head), quantizes it with the `quant`
 //!   binary (built beside this one) for representative methods, and prints wall time,
@@ -128,7 +128,7 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
     println!("{}", cpu_line());
     println!();
     println!(
-        "f32 input {size}x{size} ({:.0} MB), best of {runs}, MB/s of f32 input",
+        "f32 input {size}x{size} ({:.0} MB), best of {runs}, MB/s of f32 input (dequantize: into one reused buffer)",
         bytes / 1e6
     );
     println!();
@@ -167,7 +167,10 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
         for threads in [1, all] {
             let p = pool(threads)?;
             let (tq, q) = p.install(|| best_of(runs, || m.quantize(meta, values)))?;
-            let (td, _) = p.install(|| best_of(runs, || m.dequantize(&q)))?;
+            // Into one reused buffer, as ggml's `to_float` benchmarks do: the time of the
+            // kernel, not of the allocator's fresh pages.
+            let mut out = vec![0f32; values.len()];
+            let (td, _) = p.install(|| best_of(runs, || m.dequantize_into(&q, &mut out)))?;
             row.push((bytes / tq / 1e6, bytes / td / 1e6));
         }
         let (q1, d1) = row[0];
