@@ -170,3 +170,19 @@ pub fn order_key(x: f32) -> i32 {
 pub fn from_order_key(k: i32) -> f32 {
     f32::from_bits((k ^ ((k >> 31) & 0x7FFF_FFFF)) as u32)
 }
+
+/// The index of the first NaN or ±Inf in `values`: chunks in parallel, each tested with a
+/// branch-free (vectorisable) scan before it is searched.
+pub fn first_nonfinite(values: &[f32]) -> Option<usize> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let exp_all_ones = |v: &f32| v.to_bits() & 0x7f80_0000 == 0x7f80_0000;
+    let chunk = values
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().fold(false, |acc, v| acc | exp_all_ones(v)))?;
+    let start = chunk * CHUNK;
+    values[start..]
+        .iter()
+        .position(exp_all_ones)
+        .map(|i| start + i)
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::configure::ModelQuantizer;
 use super::plan::source_values_into;
+
 use crate::dtype::encode_f32;
 use crate::error::{Error, Result};
 use crate::format::ContainerReader;
@@ -70,11 +71,11 @@ impl ModelQuantizer {
                     Error::tensor("", &e.name, format!("method {name} not planned"))
                 })?;
                 if !self.allow_nonfinite {
-                    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    if let Some(i) = crate::simd::first_nonfinite(values) {
                         return Err(Error::NonFinite {
                             tensor: e.name.clone(),
                             index: i,
-                            value: *v,
+                            value: values[i],
                         });
                     }
                 }

@@ -11,7 +11,6 @@ use quant_core::{
     parse_params, Artifacts, DType, Error, ParamSpec, Params, Part, PartLayout, PlannedTensor,
     QuantMethod, QuantizedTensor, Result, Selection, TensorMeta, TensorRecord,
 };
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::imatrix::Imatrix;
@@ -441,7 +440,7 @@ impl QuantMethod for GgufMethod {
                 Ok(w) => w,
                 // A non-finite value is reported first, as when it was checked up front.
                 Err(e) => {
-                    return Err(match first_nonfinite(values) {
+                    return Err(match quant_core::simd::first_nonfinite(values) {
                         Some(index) if !self.allow_nonfinite => nonfinite(index),
                         _ => e,
                     })
@@ -726,18 +725,3 @@ register!(
     GgmlType::MXFP4,
     "GGML MXFP4: 32-blocks of E2M1 values with a shared E8M0 exponent (17 bytes)"
 );
-
-/// Index of the first NaN or ±Inf in `values`: chunks in parallel, each tested with a
-/// branch-free (vectorisable) scan before it is searched.
-fn first_nonfinite(values: &[f32]) -> Option<usize> {
-    const CHUNK: usize = 1 << 16;
-    let exp_all_ones = |v: &f32| v.to_bits() & 0x7f80_0000 == 0x7f80_0000;
-    let chunk = values
-        .par_chunks(CHUNK)
-        .position_first(|c| c.iter().fold(false, |acc, v| acc | exp_all_ones(v)))?;
-    let start = chunk * CHUNK;
-    values[start..]
-        .iter()
-        .position(exp_all_ones)
-        .map(|i| start + i)
-}

@@ -3,15 +3,19 @@
 //! a split output is one such file per split, each told its place among them.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use super::worker::{staging_for, Share};
 use super::{output_parent, Writer};
 use crate::engine::configure::ModelQuantizer;
 use crate::error::{Error, Result};
-use crate::format::{ContainerEntry, META_SPLIT_COUNT, META_SPLIT_NO, META_SPLIT_TENSORS};
+use crate::format::{
+    ContainerEntry, ContainerWriter, META_SPLIT_COUNT, META_SPLIT_NO, META_SPLIT_TENSORS,
+};
 use crate::load::ModelFiles;
-use crate::plan::Plan;
+use crate::method::QuantizedTensor;
+use crate::plan::{Plan, PlanEntry};
 
 /// A registered container's file, or the files of a split output.
 pub(super) struct ContainerFile(pub(super) &'static ContainerEntry);
@@ -87,9 +91,9 @@ impl ModelQuantizer {
             [(_, r)] => Some(r.as_ref()),
             _ => None,
         };
-        let mut w = (c.create)(dest, &planned, &metadata, source)?;
-        let mut scratch = Vec::new();
-        for e in idx.iter().filter_map(|&i| plan.entries.get(i)) {
+        let w = (c.create)(dest, &planned, &metadata, source)?;
+        let entries: Vec<&PlanEntry> = idx.iter().filter_map(|&i| plan.entries.get(i)).collect();
+        let w = write_overlapped(w, &entries, |e, scratch| {
             self.tick(e);
             let Some((_, reader)) = model.shards.get(e.shard) else {
                 return Err(Error::tensor(
@@ -98,11 +102,72 @@ impl ModelQuantizer {
                     "shard index out of range",
                 ));
             };
-            let q = self
-                .produce(plan, reader.as_ref(), e, &mut scratch)
-                .map_err(|err| err.with_path(&model.root))?;
-            w.write(&q)?;
-        }
+            self.produce(plan, reader.as_ref(), e, scratch)
+                .map_err(|err| err.with_path(&model.root))
+        })?;
         w.finish()
     }
+}
+
+/// Most output bytes produced but not yet written: while a writer thread writes tensors
+/// out, the next ones are quantized, as long as the tensors in flight stay this small
+/// (a large tensor waits until the writer has caught up, so peak memory stays the
+/// largest tensor's f32 values plus its output).
+const IN_FLIGHT_BYTES: u64 = 64 << 20;
+
+/// Produces `entries` in order with `produce` (given one f32 scratch buffer for all of
+/// them) and writes each to `w` on a writer thread, so writing into the page cache
+/// overlaps quantizing the next tensor. The first error stops both; a produce error is
+/// reported before a write error it may have caused.
+fn write_overlapped(
+    mut w: Box<dyn ContainerWriter>,
+    entries: &[&PlanEntry],
+    produce: impl Fn(&PlanEntry, &mut Vec<f32>) -> Result<QuantizedTensor>,
+) -> Result<Box<dyn ContainerWriter>> {
+    std::thread::scope(|s| {
+        let (tx, rx) = mpsc::channel::<(QuantizedTensor, u64)>();
+        let (ack_tx, ack_rx) = mpsc::channel::<u64>();
+        let writer = s.spawn(move || -> Result<Box<dyn ContainerWriter>> {
+            for (q, bytes) in rx {
+                w.write(&q)?;
+                drop(q);
+                // The producer may have stopped listening (it failed); nothing to tell.
+                let _ = ack_tx.send(bytes);
+            }
+            Ok(w)
+        });
+        let mut scratch = Vec::new();
+        let mut pending = 0u64;
+        let mut produced = Ok(());
+        for e in entries {
+            while pending > 0 && pending + e.bytes_out > IN_FLIGHT_BYTES {
+                match ack_rx.recv() {
+                    Ok(b) => pending -= b,
+                    // The writer stopped (its error comes from the join below).
+                    Err(_) => break,
+                }
+            }
+            match produce(e, &mut scratch) {
+                Ok(q) => {
+                    if tx.send((q, e.bytes_out)).is_err() {
+                        break;
+                    }
+                    pending += e.bytes_out;
+                }
+                Err(err) => {
+                    produced = Err(err);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(Error::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other("the writer thread panicked"),
+            })
+        });
+        produced?;
+        written
+    })
 }
