@@ -117,13 +117,21 @@ const IN_FLIGHT_BYTES: u64 = 64 << 20;
 
 /// Produces `entries` in order with `produce` (given one f32 scratch buffer for all of
 /// them) and writes each to `w` on a writer thread, so writing into the page cache
-/// overlaps quantizing the next tensor. The first error stops both; a produce error is
+/// overlaps quantizing the next tensor (on a pool of one thread, in turn on this one). The first error stops both; a produce error is
 /// reported before a write error it may have caused.
 fn write_overlapped(
     mut w: Box<dyn ContainerWriter>,
     entries: &[&PlanEntry],
     produce: impl Fn(&PlanEntry, &mut Vec<f32>) -> Result<QuantizedTensor>,
 ) -> Result<Box<dyn ContainerWriter>> {
+    if rayon::current_num_threads() <= 1 {
+        // One thread of work means one: produce and write in turn.
+        let mut scratch = Vec::new();
+        for e in entries {
+            w.write(&produce(e, &mut scratch)?)?;
+        }
+        return Ok(w);
+    }
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<(QuantizedTensor, u64)>();
         let (ack_tx, ack_rx) = mpsc::channel::<u64>();
