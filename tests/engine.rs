@@ -338,3 +338,70 @@ fn gguf_output_round_trip_with_fallbacks() {
         .quantize_path(&out, dir.path().join("re.gguf"))
         .unwrap();
 }
+
+/// A GGUF output whose later tensor holds a NaN: the error names that tensor, and nothing
+/// is left in the folder, whether the tensors are written in turn (one thread) or by the
+/// writer thread while the next ones are quantized (two).
+#[cfg(feature = "gguf")]
+#[test]
+fn gguf_output_error_mid_file_leaves_nothing_on_any_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.safetensors");
+    let mut g = quant::sample::Gaussian::new(5);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = (0..12)
+        .map(|i| {
+            (
+                format!("blk.{i}.ffn_up.weight"),
+                vec![16, 256],
+                g.fill(16 * 256, 0.05),
+            )
+        })
+        .collect();
+    tensors[9].2[300] = f32::NAN;
+    let named: Vec<(&str, Vec<usize>, Vec<f32>)> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.as_str(), s.clone(), v.clone()))
+        .collect();
+    crate::common::write_f32(&input, &named);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let out = dir.path().join(format!("out{threads}.gguf"));
+        let e = pool
+            .install(|| ModelQuantizer::new("gguf_config_q4_k").quantize_path(&input, &out))
+            .unwrap_err();
+        match &e {
+            Error::NonFinite { tensor, index, .. } => {
+                assert_eq!(
+                    (tensor.as_str(), *index),
+                    ("blk.9.ffn_up.weight", 300),
+                    "{threads}"
+                );
+            }
+            other => panic!("{threads} threads: {other:?}"),
+        }
+        let left: Vec<String> = listing(dir.path())
+            .into_iter()
+            .filter(|n| n.starts_with("out") || n.contains("quant-tmp"))
+            .collect();
+        assert!(left.is_empty(), "{threads} threads left {left:?}");
+        // The same input without the NaN writes a file both ways, byte for byte the same.
+        let clean = dir.path().join(format!("clean{threads}.safetensors"));
+        let mut fixed = named.clone();
+        fixed[9].2[300] = 0.0;
+        crate::common::write_f32(&clean, &fixed);
+        let ok = dir.path().join(format!("ok{threads}.gguf"));
+        pool.install(|| ModelQuantizer::new("gguf_config_q4_k").quantize_path(&clean, &ok))
+            .unwrap();
+        std::fs::remove_file(&clean).unwrap();
+    }
+    let strip = |p: &str| {
+        let f = ModelFiles::open(dir.path().join(p)).unwrap();
+        f.records()
+            .map(|(_, r)| f.load_f32(&r.name).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip("ok1.gguf"), strip("ok2.gguf"));
+}
