@@ -210,11 +210,7 @@ fn relative_error(method: &str, rows: usize, values: &[f32]) -> f32 {
     let (q, values) = match m.quantize(&meta, values) {
         // Types that need importance weights (GGUF IQ2_XXS, IQ2_XS, IQ1_S): all ones, in a
         // legacy llama.cpp .dat file.
-        Err(quant::Error::Unsupported { .. })
-            if registry
-                .get(method)
-                .is_some_and(|e| e.params.iter().any(|p| p.name == "imatrix")) =>
-        {
+        Err(quant::Error::NeedsImatrix { .. }) => {
             imatrix_dir = tempfile::tempdir().unwrap();
             let path = imatrix_dir.path().join("ones.dat");
             let ncols = values.len() / rows;

@@ -146,7 +146,7 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
             }
             // A type that needs an importance matrix (GGUF IQ2_XXS, IQ2_XS, IQ1_S): the
             // bench's own, as ggml's benchmarks make one.
-            Err(Error::Unsupported { .. }) if e.params.iter().any(|p| p.name == "imatrix") => {
+            Err(Error::NeedsImatrix { .. }) => {
                 let path = match &imatrix_file {
                     Some(p) => p.clone(),
                     None => {

@@ -116,6 +116,15 @@ pub enum Error {
         /// The operation.
         op: String,
     },
+    /// The method needs an importance matrix (`--imatrix`) it was not given, or one that
+    /// covers the tensor (llama.cpp's lattice types, and the file types built on them).
+    #[error("method '{method}' needs an importance matrix: {reason}")]
+    NeedsImatrix {
+        /// The method.
+        method: String,
+        /// Which tensor or type, and what to pass (names `--imatrix`).
+        reason: String,
+    },
     /// A fallback happened while strict mode forbids it.
     #[error("strict mode: tensor '{tensor}': {reason}")]
     StrictFallback {

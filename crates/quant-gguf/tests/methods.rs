@@ -89,7 +89,7 @@ fn methods_reproduce_ggml_through_the_trait() {
             // ggml has no plain output for these (checked with weights in check_imatrix).
             let err = m.quantize(&meta, &input).unwrap_err();
             assert!(
-                matches!(&err, Error::Unsupported { op, .. } if op.contains("--imatrix")),
+                matches!(&err, Error::NeedsImatrix { reason, .. } if reason.contains("--imatrix")),
                 "{name}: {err:?}"
             );
             continue;

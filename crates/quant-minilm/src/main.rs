@@ -129,7 +129,7 @@ fn main() -> Result<(), BoxError> {
         let report = match quantizer.quantize_path(&input, &out) {
             Ok(r) => r,
             // The lattice types ggml quantizes only with importance weights (as `quant demo`).
-            Err(err) if err.to_string().contains("--imatrix") => {
+            Err(quant::Error::NeedsImatrix { .. }) => {
                 eprintln!("{name}: skipped: needs an importance matrix (--imatrix)");
                 continue;
             }

@@ -45,7 +45,7 @@ pub fn demo(only: Option<&str>, keep: Option<PathBuf>) -> Result<()> {
         let t0 = Instant::now();
         let report = match ModelQuantizer::new(e.name).quantize_path(&input, &out) {
             // GGUF types ggml (or llama-quantize) refuses without an importance matrix.
-            Err(err) if err.to_string().contains("--imatrix") => {
+            Err(Error::NeedsImatrix { .. }) => {
                 println!(
                     "{:<36} skipped: needs an importance matrix (--imatrix)",
                     e.name

@@ -185,9 +185,9 @@ impl FtypeMethod {
     /// `tensor_requires_imatrix` (a lattice type, Q2_K in Q2_K_S) without its entry.
     fn check_imatrix(&self, tensor: &str, ty: GgmlType) -> Result<()> {
         let ftype = self.ftype;
-        let refuse = |op: String| Error::Unsupported {
+        let refuse = |reason: String| Error::NeedsImatrix {
             method: ftype.method().into(),
-            op,
+            reason,
         };
         if self.imatrix.is_none() && ftype.requires_imatrix() {
             return Err(refuse(format!(

@@ -452,7 +452,7 @@ impl QuantMethod for GgufMethod {
         if weights.is_none() && self.ty.requires_imatrix() {
             // Named here, where the tensor and the matrix are known (the type-level guard
             // in `types` knows neither).
-            let op = match &self.imatrix {
+            let reason = match &self.imatrix {
                 Some(im) => format!(
                     "tensor '{}' as {}: the importance matrix {} has no entry for it; give an \
                      --imatrix that covers it",
@@ -467,9 +467,9 @@ impl QuantMethod for GgufMethod {
                     self.ty.name()
                 ),
             };
-            return Err(Error::Unsupported {
+            return Err(Error::NeedsImatrix {
                 method: self.name.to_string(),
-                op,
+                reason,
             });
         }
         // NaN/Inf are refused row by row during quantization (while each row is in cache).

@@ -433,9 +433,9 @@ fn quantize_rows_checked<T: GgmlBlock>(
         ));
     }
     if imatrix.is_none() && ty.requires_imatrix() {
-        return Err(Error::Unsupported {
+        return Err(Error::NeedsImatrix {
             method: format!("gguf {}", ty.name()),
-            op: format!(
+            reason: format!(
                 "quantizing {} without an importance matrix (ggml requires one for this \
                  type: pass --imatrix FILE)",
                 ty.name()
