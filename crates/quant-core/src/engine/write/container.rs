@@ -91,9 +91,9 @@ impl ModelQuantizer {
             [(_, r)] => Some(r.as_ref()),
             _ => None,
         };
-        let w = (c.create)(dest, &planned, &metadata, source)?;
+        let create = || (c.create)(dest, &planned, &metadata, source);
         let entries: Vec<&PlanEntry> = idx.iter().filter_map(|&i| plan.entries.get(i)).collect();
-        let w = write_overlapped(w, &entries, |e, scratch| {
+        let w = write_overlapped(create, &entries, |e, scratch| {
             self.tick(e);
             let Some((_, reader)) = model.shards.get(e.shard) else {
                 return Err(Error::tensor(
@@ -115,17 +115,24 @@ impl ModelQuantizer {
 /// largest tensor's f32 values plus its output).
 const IN_FLIGHT_BYTES: u64 = 64 << 20;
 
-/// Produces `entries` in order with `produce` (given one f32 scratch buffer for all of
-/// them) and writes each to `w` on a writer thread, so writing into the page cache
-/// overlaps quantizing the next tensor (on a pool of one thread, in turn on this one). The first error stops both; a produce error is
-/// reported before a write error it may have caused.
+/// Creates the file with `create` (which writes its header: for a converted model, the
+/// vocabulary), produces `entries` in order with `produce` (given one f32 scratch buffer
+/// for all of them) and writes each into the file. On a pool of more than one thread a
+/// writer thread creates the file and writes the tensors while this one quantizes: the
+/// first tensors are quantized while the header is still being built, and writing into
+/// the page cache overlaps quantizing the next tensor. On a pool of one thread, all of it
+/// in turn on this one.
+///
+/// The first error stops both. The file's creation is reported first (as when it came
+/// before any tensor), then a produce error, then a write error it may have caused.
 fn write_overlapped(
-    mut w: Box<dyn ContainerWriter>,
+    create: impl FnOnce() -> Result<Box<dyn ContainerWriter>> + Send,
     entries: &[&PlanEntry],
     produce: impl Fn(&PlanEntry, &mut Vec<f32>) -> Result<QuantizedTensor>,
 ) -> Result<Box<dyn ContainerWriter>> {
     if rayon::current_num_threads() <= 1 {
         // One thread of work means one: produce and write in turn.
+        let mut w = create()?;
         let mut scratch = Vec::new();
         for e in entries {
             w.write(&produce(e, &mut scratch)?)?;
@@ -135,9 +142,11 @@ fn write_overlapped(
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<(QuantizedTensor, u64)>();
         let (ack_tx, ack_rx) = mpsc::channel::<u64>();
-        let writer = s.spawn(move || -> Result<Box<dyn ContainerWriter>> {
+        // `Err((true, e))`: the file could not be created.
+        let writer = s.spawn(move || -> std::result::Result<_, (bool, Error)> {
+            let mut w = create().map_err(|e| (true, e))?;
             for (q, bytes) in rx {
-                w.write(&q)?;
+                w.write(&q).map_err(|e| (false, e))?;
                 drop(q);
                 // The producer may have stopped listening (it failed); nothing to tell.
                 let _ = ack_tx.send(bytes);
@@ -147,12 +156,12 @@ fn write_overlapped(
         let mut scratch = Vec::new();
         let mut pending = 0u64;
         let mut produced = Ok(());
-        for e in entries {
+        'entries: for e in entries {
             while pending > 0 && pending + e.bytes_out > IN_FLIGHT_BYTES {
                 match ack_rx.recv() {
                     Ok(b) => pending -= b,
                     // The writer stopped (its error comes from the join below).
-                    Err(_) => break,
+                    Err(_) => break 'entries,
                 }
             }
             match produce(e, &mut scratch) {
@@ -170,12 +179,18 @@ fn write_overlapped(
         }
         drop(tx);
         let written = writer.join().unwrap_or_else(|_| {
-            Err(Error::Io {
-                path: PathBuf::new(),
-                source: std::io::Error::other("the writer thread panicked"),
-            })
+            Err((
+                false,
+                Error::Io {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other("the writer thread panicked"),
+                },
+            ))
         });
-        produced?;
-        written
+        match written {
+            Err((true, e)) => Err(e),
+            Err((false, e)) => produced.and(Err(e)),
+            Ok(w) => produced.map(|()| w),
+        }
     })
 }
