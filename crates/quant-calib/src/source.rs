@@ -44,9 +44,13 @@ impl HfSource {
                 "not an architecture quant converts (architectures[0])",
             )
         })?;
+        let reader = HfGgufReader::open(dir, &config, arch)?;
+        // The graphs read the vocabulary's keys (special token ids): wait for it here, so
+        // its errors surface when the model is opened.
+        reader.kvs()?;
         Ok(HfSource {
             dir: dir.to_path_buf(),
-            reader: HfGgufReader::open(dir, &config, arch)?,
+            reader,
         })
     }
 }
@@ -57,7 +61,8 @@ impl ModelSource for HfSource {
     }
 
     fn kv(&self, key: &str) -> Option<&GgufValue> {
-        self.reader.kvs().get(key)
+        // Read (or refused) when the source was opened.
+        self.reader.kvs().ok()?.get(key)
     }
 
     fn has(&self, name: &str) -> bool {

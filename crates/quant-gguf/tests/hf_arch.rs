@@ -238,7 +238,7 @@ fn check_conversion(name: &str) {
     let reader = open(&m.dir);
     for (suffix, file_type, wide) in OUTTYPES {
         let d = dump(name, suffix);
-        check_kvs(reader.kvs().entries(), &d, &["general.file_type"]);
+        check_kvs(reader.kvs().unwrap().entries(), &d, &["general.file_type"]);
         let ft = d["kv"]
             .as_array()
             .unwrap()

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use quant_core::format::ContainerReader;
 use quant_core::safetensors_io::SafetensorsFile;
@@ -38,7 +40,18 @@ pub struct HfGgufReader {
     files: Vec<SafetensorsFile>,
     entries: Vec<Entry>,
     records: Vec<TensorRecord>,
+    /// Every key but the vocabulary's (what [`ContainerReader::metadata`] gives).
     kv: KvList,
+    /// The vocabulary (`tokenizer.*`), read on its own thread on a pool of more than one
+    /// thread (see [`HfGgufReader::kvs`]).
+    vocab: Vocab,
+}
+
+/// The whole key/value list once the vocabulary is read: `pending` is the thread still
+/// reading it, `done` the list.
+struct Vocab {
+    pending: Mutex<Option<JoinHandle<Result<KvList>>>>,
+    done: OnceLock<KvList>,
 }
 
 impl std::fmt::Debug for HfGgufReader {
@@ -102,7 +115,7 @@ const DROPPED_SUFFIXES: [&str; 3] = [
 
 impl HfGgufReader {
     /// Converts the folder `dir` (whose `config.json` is `config`) with `arch`.
-    pub fn open(dir: &Path, config: &Value, arch: &dyn Architecture) -> Result<Self> {
+    pub fn open(dir: &Path, config: &Value, arch: &'static dyn Architecture) -> Result<Self> {
         let Some(raw) = config.as_object() else {
             return Err(Error::file(
                 dir.join("config.json"),
@@ -259,21 +272,60 @@ impl HfGgufReader {
         arch.text_parameters(&model, &mut kv)?;
         arch.set_gguf_parameters(&model, &mut kv)?;
         kv.set("general.quantization_version", GgufValue::U32(2));
-        arch.set_vocab(&model, &mut kv)?;
-        checks::check_vocab(&model, &records, &kv)?;
 
+        // The vocabulary (tokenizer.json, the pre-tokenizer's hash, special tokens) is
+        // only needed for the file's header: on a pool of more than one thread it is read
+        // while the tensors are planned and the first ones quantized.
+        let base = kv.clone();
+        let checked = records.clone();
+        let read_vocab = move || -> Result<KvList> {
+            let mut kv = base;
+            arch.set_vocab(&model, &mut kv)?;
+            checks::check_vocab(&model, &checked, &kv)?;
+            Ok(kv)
+        };
+        let vocab = Vocab {
+            pending: Mutex::new(None),
+            done: OnceLock::new(),
+        };
+        if rayon::current_num_threads() > 1 {
+            *vocab.pending.lock().map_err(|_| poisoned(dir))? =
+                Some(std::thread::spawn(read_vocab));
+        } else {
+            let _ = vocab.done.set(read_vocab()?);
+        }
         Ok(HfGgufReader {
             dir: dir.to_path_buf(),
             files,
             entries,
             records,
             kv,
+            vocab,
         })
     }
 
-    /// The typed key/value list, in the reference's order.
-    pub fn kvs(&self) -> &KvList {
-        &self.kv
+    /// The typed key/value list with the vocabulary, in the reference's order (waits for
+    /// the vocabulary; its error, such as a malformed tokenizer.json, comes from here the
+    /// first time, and names the folder after that).
+    pub fn kvs(&self) -> Result<&KvList> {
+        if let Some(kv) = self.vocab.done.get() {
+            return Ok(kv);
+        }
+        let mut pending = self.vocab.pending.lock().map_err(|_| poisoned(&self.dir))?;
+        if let Some(kv) = self.vocab.done.get() {
+            return Ok(kv);
+        }
+        let handle = pending.take().ok_or_else(|| {
+            Error::file(
+                &self.dir,
+                "vocabulary",
+                "could not be read (reported before)",
+            )
+        })?;
+        let kv = handle
+            .join()
+            .map_err(|_| Error::file(&self.dir, "vocabulary", "its reader panicked"))??;
+        Ok(self.vocab.done.get_or_init(|| kv))
     }
 
     /// The f32 values of output tensor `name` (transformed).
@@ -376,6 +428,8 @@ pub fn rope_permute(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
 }
 
 impl ContainerReader for HfGgufReader {
+    /// Every key but the vocabulary's (`tokenizer.*`, read for the file's header:
+    /// [`HfGgufReader::kvs`]), as text.
     fn metadata(&self) -> BTreeMap<String, String> {
         crate::gguf::kv_text(self.kv.entries())
     }
@@ -424,6 +478,10 @@ impl ContainerReader for HfGgufReader {
             })?;
         Ok(r.shape.iter().map(|&d| d as u64).product::<u64>() * 4)
     }
+}
+
+fn poisoned(dir: &Path) -> Error {
+    Error::file(dir, "vocabulary", "its lock was poisoned")
 }
 
 #[cfg(test)]

@@ -359,7 +359,10 @@ fn create_writer(
     // The input's typed key/values (a converted HF folder: what convert_hf_to_gguf.py
     // would have written; a .gguf: its own, as `llama-quantize --pure` keeps them), less
     // the keys of the input's own split.
-    let input_kv = source.and_then(typed_kv);
+    let input_kv = match source {
+        Some(s) => typed_kv(s)?,
+        None => None,
+    };
     let typed: Option<KvList> = input_kv.map(|kv| {
         let mut list = KvList::default();
         // quant writes with the default alignment: another one is not carried over.
@@ -400,14 +403,18 @@ fn architecture(metadata: &BTreeMap<String, String>) -> Option<String> {
 }
 
 /// The typed key/values of an input reader this crate knows (a .gguf file, or a converted
-/// HF folder), in order.
-fn typed_kv(source: &dyn ContainerReader) -> Option<&[(String, GgufValue)]> {
-    let any = source.as_any()?;
+/// HF folder, whose vocabulary may still be read here), in order.
+fn typed_kv(source: &dyn ContainerReader) -> Result<Option<&[(String, GgufValue)]>> {
+    let Some(any) = source.as_any() else {
+        return Ok(None);
+    };
     if let Some(r) = any.downcast_ref::<GgufReader>() {
-        return Some(r.file().metadata.as_slice());
+        return Ok(Some(r.file().metadata.as_slice()));
     }
-    any.downcast_ref::<HfGgufReader>()
-        .map(|r| r.kvs().entries())
+    match any.downcast_ref::<HfGgufReader>() {
+        Some(r) => Ok(Some(r.kvs()?.entries())),
+        None => Ok(None),
+    }
 }
 
 /// The `quantize.imatrix.*` pairs for the run's parameters (`quant.params`: `imatrix`,
