@@ -211,14 +211,24 @@ impl GgmlBlock for BlockIq2Xs {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, _| Self::quantize(xb, &[1.0; QK_K]),
+        );
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, |xb, qb| {
-            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
-        });
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K])),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

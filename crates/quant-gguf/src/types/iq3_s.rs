@@ -151,12 +151,24 @@ impl GgmlBlock for BlockIq3S {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, Self::quantize);
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, Self::quantize);
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
