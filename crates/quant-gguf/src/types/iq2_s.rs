@@ -155,6 +155,9 @@ impl GgmlBlock for BlockIq2S {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         by_blocks(
             x,
@@ -166,6 +169,9 @@ impl GgmlBlock for BlockIq2S {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         by_blocks(
             x,

@@ -150,6 +150,9 @@ impl GgmlBlock for BlockIq3S {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
         by_blocks(
             x,
@@ -161,6 +164,9 @@ impl GgmlBlock for BlockIq3S {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
         by_blocks(
             x,
