@@ -17,7 +17,9 @@ use crate::types::c_math::{
 use crate::types::iq2_xxs::{
     deq_group8, even_signs, index2, iq2_find_best_neighbour, round_group2, sums,
 };
-use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
+use crate::types::iq_grid::{
+    dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// The scale search of `quantize_row_iq2_xs_impl` / `quantize_row_iq2_s_impl` for one
@@ -35,12 +37,14 @@ pub(crate) fn iq2_search16(
     l: &mut [i8; 16],
 ) -> f32 {
     const KMAXQ: i32 = 3;
-    let mut laux = [0i8; 16];
-    let mut best = 0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    let mut is_on_grid = [true; 2];
-    let mut is_on_grid_aux = [true; 2];
-    for is in -9..=9 {
+    const NTRIALS: usize = 19;
+    let mut rows = [[0i8; 16]; NTRIALS];
+    let mut cols = [[0i8; MAX_TRIALS]; 16];
+    let mut on_grid = [[true; 2]; NTRIALS];
+    // Every trial's levels first, then their sums eight trials at a time, then ggml's
+    // sequential choice among them.
+    for (t, (laux, is_on_grid_aux)) in rows.iter_mut().zip(on_grid.iter_mut()).enumerate() {
+        let is = t as i32 - 9;
         let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.1f32) / max;
         let this_scale = 1.0 / id;
         for k in 0..2 {
@@ -59,12 +63,21 @@ pub(crate) fn iq2_search16(
                 );
             }
         }
-        let (sumqx, sumq2) = sums(weight, xval, &laux);
+        for (col, &v) in cols.iter_mut().zip(laux.iter()) {
+            col[t] = v;
+        }
+    }
+    let (sumqx, sumq2) = trial_sums(weight, xval, &cols, NTRIALS);
+    let mut best = 0f32;
+    let mut scale = max / (2 * KMAXQ - 1) as f32;
+    let mut is_on_grid = [true; 2];
+    for t in 0..NTRIALS {
+        let (sumqx, sumq2) = (sumqx[t], sumq2[t]);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
             scale = sumqx / sumq2;
             best = scale * sumqx;
-            *l = laux;
-            is_on_grid = is_on_grid_aux;
+            *l = rows[t];
+            is_on_grid = on_grid[t];
         }
     }
     let n_not_ongrid = is_on_grid.iter().filter(|&&b| !b).count();

@@ -17,7 +17,9 @@
 use crate::types::c_math::{
     c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, GROUP_MAX_EPS, QK_K,
 };
-use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
+use crate::types::iq_grid::{
+    dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+};
 use crate::types::search::make_qp_quants;
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
@@ -126,6 +128,7 @@ impl BlockIq2Xxs {
     #[inline(always)]
     fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
         const KMAXQ: i32 = 3;
+        const NTRIALS: usize = 13;
         let lat = lattice(Book::Iq2Xxs);
         let mut q2 = [0u32; 16];
         let mut scales = [0f32; 8];
@@ -133,7 +136,6 @@ impl BlockIq2Xxs {
         let mut waux = [0f32; 32];
         let mut xval = [0f32; 32];
         let mut l = [0i8; 32];
-        let mut laux = [0i8; 32];
         let mut max_scale = 0f32;
         let mut sumx2 = 0f32;
         for &v in xbl {
@@ -169,8 +171,12 @@ impl BlockIq2Xxs {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut best = 0f32;
-            for is in -6..=6 {
+            // Every trial's levels first, then their sums eight trials at a time, then
+            // ggml's sequential choice among them.
+            let mut rows = [[0i8; 32]; NTRIALS];
+            let mut cols = [[0i8; MAX_TRIALS]; 32];
+            for (t, laux) in rows.iter_mut().enumerate() {
+                let is = t as i32 - 6;
                 let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.1f32) / eff_max;
                 let this_scale = 1.0 / id;
                 for k in 0..4 {
@@ -187,11 +193,18 @@ impl BlockIq2Xxs {
                         );
                     }
                 }
-                let (sumqx, sumq2) = sums(&weight, &xval, &laux);
+                for (col, &v) in cols.iter_mut().zip(laux.iter()) {
+                    col[t] = v;
+                }
+            }
+            let (sumqx, sumq2) = trial_sums(&weight, &xval, &cols, NTRIALS);
+            let mut best = 0f32;
+            for t in 0..NTRIALS {
+                let (sumqx, sumq2) = (sumqx[t], sumq2[t]);
                 if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
                     scale = sumqx / sumq2;
                     best = scale * sumqx;
-                    l = laux;
+                    l = rows[t];
                 }
             }
             if scale > 0.0 {
@@ -395,6 +408,15 @@ mod tests {
                         "{book:?} u={u}"
                     );
                 }
+                // Whole values, unit weights: exact sums, many ties (the first wins).
+                let x: Vec<f32> = (0..8).map(|_| (r() * 6.0).floor()).collect();
+                let w = [1.0f32; 8];
+                let xg = (book == Book::Iq1).then_some(X_P);
+                assert_eq!(
+                    lat.best_neighbour::<8>(u, &x, &w, 1.0, xg.map(|g| g[0])),
+                    scalar_best(lat, u, &x, &w, 1.0, xg),
+                    "{book:?} u={u} ties"
+                );
             }
         }
     }

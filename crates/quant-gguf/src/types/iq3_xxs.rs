@@ -16,7 +16,9 @@
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq2_xxs::even_signs;
-use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
+use crate::types::iq_grid::{
+    dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ3_XXS`.
@@ -53,7 +55,7 @@ pub(crate) fn index3(l: &[i8]) -> usize {
 
 /// The scale search of `quantize_row_iq3_xxs_impl` / `quantize_row_iq3_s_impl` for one
 /// block of 32 magnitudes `xval` (`max` their largest): trial scales
-/// `(15 + 0.2·is)/max` for `is ∈ [−steps, steps]`; `on_grid_start` is the initial
+/// `(15 + 0.2·is)/max` for `is ∈ [−steps, steps]` (`steps` ≤ 15); `on_grid_start` is the initial
 /// on-grid flag of every group (IQ3_XXS true, IQ3_S false) and `refine_all` re-searches
 /// every group at the chosen scale (IQ3_S) instead of only the off-grid ones. Returns the
 /// scale; `l` gets the levels.
@@ -71,12 +73,19 @@ pub(crate) fn iq3_search(
     l: &mut [i8; 32],
 ) -> f32 {
     const KMAXQ: i32 = 8;
-    let mut laux = [0i8; 32];
-    let mut is_on_grid = [on_grid_start; 8];
-    let mut is_on_grid_aux = [false; 8];
-    let mut best = 0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    for is in -steps..=steps {
+    let mut rows = [[0i8; 32]; MAX_TRIALS];
+    let mut cols = [[0i8; MAX_TRIALS]; 32];
+    let mut on_grid = [[false; 8]; MAX_TRIALS];
+    let ntrials = ((2 * steps + 1) as usize).min(MAX_TRIALS);
+    // Every trial's levels first, then their sums eight trials at a time, then ggml's
+    // sequential choice among them.
+    for (t, (laux, is_on_grid_aux)) in rows
+        .iter_mut()
+        .zip(on_grid.iter_mut())
+        .take(ntrials)
+        .enumerate()
+    {
+        let is = t as i32 - steps;
         let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.2f32) / max;
         let this_scale = 1.0 / id;
         for k in 0..8 {
@@ -98,19 +107,21 @@ pub(crate) fn iq3_search(
                 );
             }
         }
-        let mut sumqx = 0f32;
-        let mut sumq2 = 0f32;
-        for i in 0..32 {
-            let w = weight[i];
-            let q = (2 * laux[i] as i32 + 1) as f32;
-            sumqx += w * xval[i] * q;
-            sumq2 += w * q * q;
+        for (col, &v) in cols.iter_mut().zip(laux.iter()) {
+            col[t] = v;
         }
+    }
+    let (sumqx, sumq2) = trial_sums(weight, xval, &cols, ntrials);
+    let mut is_on_grid = [on_grid_start; 8];
+    let mut best = 0f32;
+    let mut scale = max / (2 * KMAXQ - 1) as f32;
+    for t in 0..ntrials {
+        let (sumqx, sumq2) = (sumqx[t], sumq2[t]);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
             scale = sumqx / sumq2;
             best = scale * sumqx;
-            *l = laux;
-            is_on_grid = is_on_grid_aux;
+            *l = rows[t];
+            is_on_grid = on_grid[t];
         }
     }
     let n_not_ongrid = is_on_grid.iter().filter(|&&b| !b).count();
@@ -384,6 +395,16 @@ mod tests {
                         lat.best_neighbour::<4>(u, &x, &w, scale, None),
                         scalar_best(lat, u, &x, &w, scale),
                         "{book:?} u={u}"
+                    );
+                }
+                // Whole values, unit weights: exact sums, many ties (the first wins).
+                for _ in 0..2 {
+                    let x: Vec<f32> = (0..4).map(|_| (r() * 16.0).floor()).collect();
+                    let w = [1.0f32; 4];
+                    assert_eq!(
+                        lat.best_neighbour::<4>(u, &x, &w, 1.0, None),
+                        scalar_best(lat, u, &x, &w, 1.0),
+                        "{book:?} u={u} ties"
                     );
                 }
             }

@@ -156,15 +156,25 @@ impl Lattice {
     ) -> usize {
         let off = (-self.map[u] - 1) as usize;
         let ids = self.neighbours_of(u);
+        let first = ids.first().copied().unwrap_or(0) as usize;
         let start = self.lane_start.get(off).copied().unwrap_or(0) as usize;
+        let nchunks = ids.len().div_ceil(8);
         let (x, w): (&[f32; D], &[f32; D]) = match (x.try_into(), w.try_into()) {
             (Ok(x), Ok(w)) => (x, w),
-            _ => return ids.first().copied().unwrap_or(0) as usize,
+            _ => return first,
         };
-        let mut best = f32::MAX;
-        let mut best_j = ids.first().copied().unwrap_or(0) as usize;
-        for (c, chunk_ids) in ids.chunks(8).enumerate() {
-            let vals = &self.lanes[start + c * D..start + c * D + D];
+        let Some(vals) = self.lanes.get(start..start + nchunks * D) else {
+            return first;
+        };
+        // Per lane, the least sum below `f32::MAX` (NaN never taken, the padding lanes
+        // are NaN) and the chunk where it first occurs: the sequential `if d < best`
+        // scan's choice is then the least of these, at its smallest list position.
+        let mut lane_best = [f32::MAX; 8];
+        let mut lane_chunk = [0u32; 8];
+        for (c, vals) in vals.chunks_exact(D).enumerate() {
+            let Ok(vals): Result<&[[f32; 8]; D], _> = vals.try_into() else {
+                continue;
+            };
             let mut d2 = [0f32; 8];
             for i in 0..D {
                 let mut q = vals[i];
@@ -178,18 +188,25 @@ impl Lattice {
                     d2[lane] += w[i] * diff * diff;
                 }
             }
-            // The sequential `if d < best` scan ends on the chunk's least value below
-            // `best` (NaN never taken), at its first lane: fold the minimum, then find it.
-            let n = chunk_ids.len();
-            let m = d2[..n].iter().fold(best, |m, &d| if d < m { d } else { m });
-            if m < best {
-                if let Some(lane) = d2[..n].iter().position(|&d| d == m) {
-                    best = m;
-                    best_j = chunk_ids[lane] as usize;
-                }
+            for lane in 0..8 {
+                let take = d2[lane] < lane_best[lane];
+                lane_best[lane] = if take { d2[lane] } else { lane_best[lane] };
+                lane_chunk[lane] = if take { c as u32 } else { lane_chunk[lane] };
             }
         }
-        best_j
+        let m = lane_best
+            .iter()
+            .fold(f32::MAX, |m, &d| if d < m { d } else { m });
+        if m >= f32::MAX {
+            return first;
+        }
+        let mut pos = u32::MAX;
+        for lane in 0..8 {
+            if lane_best[lane] == m {
+                pos = pos.min(8 * lane_chunk[lane] + lane as u32);
+            }
+        }
+        ids.get(pos as usize).copied().map_or(first, usize::from)
     }
 
     /// Grid point `k`.
@@ -205,6 +222,41 @@ impl Lattice {
         let count = self.neighbours.get(off).copied().unwrap_or(0) as usize;
         &self.neighbours[off + 1..off + 1 + count]
     }
+}
+
+/// Most trial scales a search tries (IQ3_XXS: 31), rounded up to whole lane groups.
+pub(crate) const MAX_TRIALS: usize = 32;
+
+/// `Σ w·x·q` and `Σ w·q²` (`q = 2l + 1`, each sum in ggml's order: from 0, value by
+/// value, `(w·x)·q` and `(w·q)·q`) of trial scales `0..n`, eight trials side by side:
+/// `cols[i][t]` is level `l` of value `i` at trial `t`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // lane loops, index for index
+pub(crate) fn trial_sums<const N: usize>(
+    weight: &[f32; N],
+    xval: &[f32; N],
+    cols: &[[i8; MAX_TRIALS]; N],
+    n: usize,
+) -> ([f32; MAX_TRIALS], [f32; MAX_TRIALS]) {
+    let mut sumqx = [0f32; MAX_TRIALS];
+    let mut sumq2 = [0f32; MAX_TRIALS];
+    for b in 0..n.div_ceil(8).min(MAX_TRIALS / 8) {
+        let mut sqx = [0f32; 8];
+        let mut sq2 = [0f32; 8];
+        for i in 0..N {
+            let w = weight[i];
+            let wx = w * xval[i];
+            let l = &cols[i][8 * b..8 * b + 8];
+            for t in 0..8 {
+                let q = (2 * l[t] as i32 + 1) as f32;
+                sqx[t] += wx * q;
+                sq2[t] += w * q * q;
+            }
+        }
+        sumqx[8 * b..8 * b + 8].copy_from_slice(&sqx);
+        sumq2[8 * b..8 * b + 8].copy_from_slice(&sq2);
+    }
+    (sumqx, sumq2)
 }
 
 /// Which codebook.
