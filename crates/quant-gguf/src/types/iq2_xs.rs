@@ -20,6 +20,9 @@ use crate::types::iq2_xxs::{
 use crate::types::iq_grid::{
     dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
 };
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// The scale search of `quantize_row_iq2_xs_impl` / `quantize_row_iq2_s_impl` for one
@@ -28,7 +31,8 @@ use crate::types::{by_blocks, GgmlBlock, GgmlType};
 /// chosen scale. Returns the scale; `l` gets the levels.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
-pub(crate) fn iq2_search16(
+pub(crate) fn iq2_search16<S: Lanes>(
+    s: S,
     lat: &Lattice,
     xval: &[f32; 16],
     weight: &[f32; 16],
@@ -54,6 +58,7 @@ pub(crate) fn iq2_search16(
             if lat.map[u] < 0 {
                 is_on_grid_aux[k] = false;
                 iq2_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[g.clone()],
@@ -91,6 +96,7 @@ pub(crate) fn iq2_search16(
             let u = round_group2(id, &xval[g.clone()], &mut l[g.clone()]);
             if lat.map[u] < 0 {
                 iq2_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[g.clone()],
@@ -122,9 +128,19 @@ pub struct BlockIq2Xs {
 const _: () = assert!(std::mem::size_of::<BlockIq2Xs>() == 74);
 
 impl BlockIq2Xs {
+    /// The block quantizer on the AVX2 lanes where available.
+    #[inline(always)]
+    fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qwbl);
+        }
+        Self::quantize_in(Portable, xbl, qwbl)
+    }
+
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
-    fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qwbl: &[f32]) -> Self {
         let lat = lattice(Book::Iq2Xs);
         let mut y = Self::ZERO;
         let mut q2 = [0u16; 32];
@@ -158,7 +174,7 @@ impl BlockIq2Xs {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut scale = iq2_search16(lat, &xval, &weight, &waux, max, &mut l);
+            let mut scale = iq2_search16(s, lat, &xval, &weight, &waux, max, &mut l);
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut block_signs {

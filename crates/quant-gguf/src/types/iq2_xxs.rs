@@ -20,13 +20,17 @@ use crate::types::c_math::{
 use crate::types::iq_grid::{
     dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
 };
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::search::make_qp_quants;
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `iq2_find_best_neighbour` (groups of 8): the neighbour of lattice point `u` of
 /// least `Σ w·(scale·q − x)²` (the first on ties); writes its levels to `l`.
 #[inline(always)]
-pub(crate) fn iq2_find_best_neighbour(
+pub(crate) fn iq2_find_best_neighbour<S: Lanes>(
+    s: S,
     lat: &Lattice,
     u: usize,
     xval: &[f32],
@@ -34,7 +38,7 @@ pub(crate) fn iq2_find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, None);
+    let grid_index = lat.best_neighbour_in::<S, 8>(s, u, xval, weight, scale, None);
     let pg = lat.point(grid_index);
     for i in 0..8 {
         l[i] = (pg[i] - 1) / 2;
@@ -125,8 +129,18 @@ pub struct BlockIq2Xxs {
 const _: () = assert!(std::mem::size_of::<BlockIq2Xxs>() == 66);
 
 impl BlockIq2Xxs {
+    /// The block quantizer on the AVX2 lanes where available.
     #[inline(always)]
     fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qwbl);
+        }
+        Self::quantize_in(Portable, xbl, qwbl)
+    }
+
+    #[inline(always)]
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qwbl: &[f32]) -> Self {
         const KMAXQ: i32 = 3;
         const NTRIALS: usize = 13;
         let lat = lattice(Book::Iq2Xxs);
@@ -184,6 +198,7 @@ impl BlockIq2Xxs {
                     let u = round_group2(id, &xval[g.clone()], &mut laux[g.clone()]);
                     if lat.map[u] < 0 {
                         iq2_find_best_neighbour(
+                            s,
                             lat,
                             u,
                             &xval[g.clone()],
@@ -215,6 +230,7 @@ impl BlockIq2Xxs {
                     let u = round_group2(id, &xval[g.clone()], &mut tmp);
                     let gi = if lat.map[u] < 0 {
                         iq2_find_best_neighbour(
+                            s,
                             lat,
                             u,
                             &xval[g.clone()],
@@ -396,14 +412,14 @@ mod tests {
                 if book == Book::Iq1 {
                     for xg in [X_P, X_M] {
                         assert_eq!(
-                            lat.best_neighbour::<8>(u, &x, &w, scale, Some(xg[0])),
+                            lat.best_neighbour_checked::<8>(u, &x, &w, scale, Some(xg[0])),
                             scalar_best(lat, u, &x, &w, scale, Some(xg)),
                             "{book:?} u={u}"
                         );
                     }
                 } else {
                     assert_eq!(
-                        lat.best_neighbour::<8>(u, &x, &w, scale, None),
+                        lat.best_neighbour_checked::<8>(u, &x, &w, scale, None),
                         scalar_best(lat, u, &x, &w, scale, None),
                         "{book:?} u={u}"
                     );
@@ -413,7 +429,7 @@ mod tests {
                 let w = [1.0f32; 8];
                 let xg = (book == Book::Iq1).then_some(X_P);
                 assert_eq!(
-                    lat.best_neighbour::<8>(u, &x, &w, 1.0, xg.map(|g| g[0])),
+                    lat.best_neighbour_checked::<8>(u, &x, &w, 1.0, xg.map(|g| g[0])),
                     scalar_best(lat, u, &x, &w, 1.0, xg),
                     "{book:?} u={u} ties"
                 );

@@ -19,6 +19,9 @@ use crate::types::iq2_xxs::even_signs;
 use crate::types::iq_grid::{
     dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
 };
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ3_XXS`.
@@ -27,7 +30,8 @@ const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
 /// ggml's `iq3_find_best_neighbour`: the neighbour of lattice point `u` of least
 /// `Σ w·(scale·q − x)²` (the first on ties); writes its levels to `l`.
 #[inline(always)]
-pub(crate) fn iq3_find_best_neighbour(
+pub(crate) fn iq3_find_best_neighbour<S: Lanes>(
+    s: S,
     lat: &Lattice,
     u: usize,
     xval: &[f32],
@@ -35,7 +39,7 @@ pub(crate) fn iq3_find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let grid_index = lat.best_neighbour::<4>(u, xval, weight, scale, None);
+    let grid_index = lat.best_neighbour_in::<S, 4>(s, u, xval, weight, scale, None);
     let pg = lat.point(grid_index);
     for i in 0..4 {
         l[i] = (pg[i] - 1) / 2;
@@ -61,7 +65,8 @@ pub(crate) fn index3(l: &[i8]) -> usize {
 /// scale; `l` gets the levels.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn iq3_search(
+pub(crate) fn iq3_search<S: Lanes>(
+    s: S,
     lat: &Lattice,
     xval: &[f32; 32],
     weight: &[f32; 32],
@@ -98,6 +103,7 @@ pub(crate) fn iq3_search(
             if lat.map[u] < 0 {
                 is_on_grid_aux[k] = false;
                 iq3_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[4 * k..4 * k + 4],
@@ -139,6 +145,7 @@ pub(crate) fn iq3_search(
             }
             let grid_index = if lat.map[u] < 0 {
                 iq3_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[4 * k..4 * k + 4],
@@ -198,8 +205,18 @@ pub struct BlockIq3Xxs {
 const _: () = assert!(std::mem::size_of::<BlockIq3Xxs>() == 98);
 
 impl BlockIq3Xxs {
+    /// The block quantizer on the AVX2 lanes where available.
     #[inline(always)]
     fn quantize(xbl: &[f32], qw: Option<&[f32]>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qw);
+        }
+        Self::quantize_in(Portable, xbl, qw)
+    }
+
+    #[inline(always)]
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qw: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq3Xxs);
         let mut y = Self::ZERO;
         let mut scales = [0f32; 8];
@@ -235,7 +252,7 @@ impl BlockIq3Xxs {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut scale = iq3_search(lat, &xval, &weight, &waux, max, 15, true, false, &mut l);
+            let mut scale = iq3_search(s, lat, &xval, &weight, &waux, max, 15, true, false, &mut l);
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut block_signs {
@@ -392,7 +409,7 @@ mod tests {
                     let w: Vec<f32> = (0..4).map(|_| r()).collect();
                     let scale = 0.5 + r() * 2.0;
                     assert_eq!(
-                        lat.best_neighbour::<4>(u, &x, &w, scale, None),
+                        lat.best_neighbour_checked::<4>(u, &x, &w, scale, None),
                         scalar_best(lat, u, &x, &w, scale),
                         "{book:?} u={u}"
                     );
@@ -402,7 +419,7 @@ mod tests {
                     let x: Vec<f32> = (0..4).map(|_| (r() * 16.0).floor()).collect();
                     let w = [1.0f32; 4];
                     assert_eq!(
-                        lat.best_neighbour::<4>(u, &x, &w, 1.0, None),
+                        lat.best_neighbour_checked::<4>(u, &x, &w, 1.0, None),
                         scalar_best(lat, u, &x, &w, 1.0),
                         "{book:?} u={u} ties"
                     );

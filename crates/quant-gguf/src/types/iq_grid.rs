@@ -17,6 +17,8 @@
 
 use std::sync::OnceLock;
 
+use crate::types::lanes::{Lanes, Portable};
+
 use crate::types::iq_kgrid::{
     KGRID_1BIT_2048, KGRID_256, KGRID_2BIT_1024, KGRID_2BIT_256, KGRID_2BIT_512, KGRID_512,
 };
@@ -145,9 +147,26 @@ impl Lattice {
     /// Some(xg0)` the IQ1 level value `xg0 + (value − 1)/2` (exactly ggml's `xg[level]`,
     /// the levels being `xg0`, `xg0 + 1`, `xg0 + 2`). Returns the grid index (the first
     /// neighbour when every sum is NaN or above `f32::MAX`, where ggml aborts).
+    ///
+    /// On the portable lanes (plain arrays left to the compiler); a kernel that holds an
+    /// AVX2 token passes it to [`Lattice::best_neighbour_in`].
     #[inline(always)]
     pub fn best_neighbour<const D: usize>(
         &self,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        iq1: Option<f32>,
+    ) -> usize {
+        self.best_neighbour_in::<_, D>(Portable, u, x, w, scale, iq1)
+    }
+
+    /// [`Lattice::best_neighbour`] on lanes `s`.
+    #[inline(always)]
+    pub fn best_neighbour_in<S: Lanes, const D: usize>(
+        &self,
+        s: S,
         u: usize,
         x: &[f32],
         w: &[f32],
@@ -166,47 +185,73 @@ impl Lattice {
         let Some(vals) = self.lanes.get(start..start + nchunks * D) else {
             return first;
         };
+        let sc = s.splat(scale);
+        let xs: [S::F; D] = std::array::from_fn(|i| s.splat(x[i]));
+        let ws: [S::F; D] = std::array::from_fn(|i| s.splat(w[i]));
+        let (one, half) = (s.splat(1.0), s.splat(0.5));
         // Per lane, the least sum below `f32::MAX` (NaN never taken, the padding lanes
         // are NaN) and the chunk where it first occurs: the sequential `if d < best`
         // scan's choice is then the least of these, at its smallest list position.
-        let mut lane_best = [f32::MAX; 8];
-        let mut lane_chunk = [0u32; 8];
+        let mut best = s.splat(f32::MAX);
+        let mut chunk = s.splat_i(0);
         for (c, vals) in vals.chunks_exact(D).enumerate() {
-            let Ok(vals): Result<&[[f32; 8]; D], _> = vals.try_into() else {
-                continue;
-            };
-            let mut d2 = [0f32; 8];
-            for i in 0..D {
-                let mut q = vals[i];
+            let mut d2 = s.splat(0.0);
+            for ((q, &xi), &wi) in vals.iter().zip(&xs).zip(&ws) {
+                let mut q = s.load(q);
                 if let Some(xg0) = iq1 {
-                    for v in &mut q {
-                        *v = xg0 + (*v - 1.0) * 0.5;
-                    }
+                    q = s.add(s.splat(xg0), s.mul(s.sub(q, one), half));
                 }
-                for lane in 0..8 {
-                    let diff = scale * q[lane] - x[i];
-                    d2[lane] += w[i] * diff * diff;
-                }
+                let diff = s.sub(s.mul(sc, q), xi);
+                d2 = s.add(d2, s.mul(s.mul(wi, diff), diff));
             }
-            for lane in 0..8 {
-                let take = d2[lane] < lane_best[lane];
-                lane_best[lane] = if take { d2[lane] } else { lane_best[lane] };
-                lane_chunk[lane] = if take { c as u32 } else { lane_chunk[lane] };
-            }
+            let take = s.gt(best, d2);
+            best = s.select(take, d2, best);
+            chunk = s.select_i(take, s.splat_i(c as i32), chunk);
         }
-        let m = lane_best
-            .iter()
-            .fold(f32::MAX, |m, &d| if d < m { d } else { m });
+        // The least lane in a tree (exact in any order: no NaN, no −0, as every sum
+        // starts from +0).
+        let b = s.store(best);
+        let mut m4 = [0f32; 4];
+        for i in 0..4 {
+            m4[i] = if b[i + 4] < b[i] { b[i + 4] } else { b[i] };
+        }
+        let m2 = [
+            if m4[2] < m4[0] { m4[2] } else { m4[0] },
+            if m4[3] < m4[1] { m4[3] } else { m4[1] },
+        ];
+        let m = if m2[1] < m2[0] { m2[1] } else { m2[0] };
         if m >= f32::MAX {
             return first;
         }
+        let mut eq = s.eq_bits(best, s.splat(m));
+        let chunk = s.store_i(chunk);
+        // Usually one lane; on ties the smallest list position.
         let mut pos = u32::MAX;
-        for lane in 0..8 {
-            if lane_best[lane] == m {
-                pos = pos.min(8 * lane_chunk[lane] + lane as u32);
-            }
+        while eq != 0 {
+            let lane = eq.trailing_zeros();
+            pos = pos.min(8 * chunk[lane as usize & 7] as u32 + lane);
+            eq &= eq - 1;
         }
         ids.get(pos as usize).copied().map_or(first, usize::from)
+    }
+
+    /// [`Lattice::best_neighbour`], checked to equal the AVX2 lanes' answer where the CPU
+    /// has them.
+    #[cfg(test)]
+    pub(crate) fn best_neighbour_checked<const D: usize>(
+        &self,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        iq1: Option<f32>,
+    ) -> usize {
+        let p = self.best_neighbour::<D>(u, x, w, scale, iq1);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::types::lanes::Avx2::get() {
+            assert_eq!(self.best_neighbour_in::<_, D>(t, u, x, w, scale, iq1), p);
+        }
+        p
     }
 
     /// Grid point `k`.
