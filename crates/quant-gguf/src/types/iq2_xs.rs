@@ -53,7 +53,7 @@ pub(crate) fn iq2_search16<S: Lanes>(
         let this_scale = 1.0 / id;
         for k in 0..2 {
             let g = 8 * k..8 * k + 8;
-            let u = round_group2(id, &xval[g.clone()], &mut laux[g.clone()]);
+            let u = round_group2(s, id, &xval[g.clone()], &mut laux[g.clone()]);
             is_on_grid_aux[k] = true;
             if lat.map[u] < 0 {
                 is_on_grid_aux[k] = false;
@@ -93,7 +93,7 @@ pub(crate) fn iq2_search16<S: Lanes>(
                 continue;
             }
             let g = 8 * k..8 * k + 8;
-            let u = round_group2(id, &xval[g.clone()], &mut l[g.clone()]);
+            let u = round_group2(s, id, &xval[g.clone()], &mut l[g.clone()]);
             if lat.map[u] < 0 {
                 iq2_find_best_neighbour(
                     s,

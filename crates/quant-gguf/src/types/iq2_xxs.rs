@@ -18,7 +18,7 @@ use crate::types::c_math::{
     c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, GROUP_MAX_EPS, QK_K,
 };
 use crate::types::iq_grid::{
-    dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+    dequant_table, lattice, round_levels, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
 };
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
@@ -39,10 +39,7 @@ pub(crate) fn iq2_find_best_neighbour<S: Lanes>(
     l: &mut [i8],
 ) -> usize {
     let grid_index = lat.best_neighbour_in::<S, 8>(s, u, xval, weight, scale, None);
-    let pg = lat.point(grid_index);
-    for i in 0..8 {
-        l[i] = (pg[i] - 1) / 2;
-    }
+    lat.put_levels::<8>(grid_index, l);
     grid_index
 }
 
@@ -59,12 +56,11 @@ pub(crate) fn index2(l: &[i8]) -> usize {
 /// Levels `clamp(nearest_int(0.5·(id·x − 1)), 0, 2)` of a group of 8 into `l`, returning
 /// the lattice index.
 #[inline(always)]
-pub(crate) fn round_group2(id: f32, xval: &[f32], l: &mut [i8]) -> usize {
+pub(crate) fn round_group2<S: Lanes>(s: S, id: f32, xval: &[f32], l: &mut [i8]) -> usize {
+    let lv = round_levels(s, id, xval, 2);
     let mut u = 0usize;
-    for i in 0..8 {
-        let li = nearest_int(0.5f32 * (id * xval[i] - 1.0));
-        let li = c_max(0, c_min(2, li));
-        l[i] = li as i8;
+    for (i, (l, &li)) in l.iter_mut().zip(&lv).enumerate() {
+        *l = li as i8;
         u |= (li as usize) << (2 * i);
     }
     u
@@ -195,7 +191,7 @@ impl BlockIq2Xxs {
                 let this_scale = 1.0 / id;
                 for k in 0..4 {
                     let g = 8 * k..8 * k + 8;
-                    let u = round_group2(id, &xval[g.clone()], &mut laux[g.clone()]);
+                    let u = round_group2(s, id, &xval[g.clone()], &mut laux[g.clone()]);
                     if lat.map[u] < 0 {
                         iq2_find_best_neighbour(
                             s,
@@ -227,7 +223,7 @@ impl BlockIq2Xxs {
                 for k in 0..4 {
                     let g = 8 * k..8 * k + 8;
                     let mut tmp = [0i8; 8];
-                    let u = round_group2(id, &xval[g.clone()], &mut tmp);
+                    let u = round_group2(s, id, &xval[g.clone()], &mut tmp);
                     let gi = if lat.map[u] < 0 {
                         iq2_find_best_neighbour(
                             s,

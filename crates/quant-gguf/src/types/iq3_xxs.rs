@@ -17,7 +17,7 @@
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq2_xxs::even_signs;
 use crate::types::iq_grid::{
-    dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+    dequant_table, lattice, round_levels, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
 };
 #[cfg(target_arch = "x86_64")]
 use crate::types::lanes::Avx2;
@@ -40,10 +40,7 @@ pub(crate) fn iq3_find_best_neighbour<S: Lanes>(
     l: &mut [i8],
 ) -> usize {
     let grid_index = lat.best_neighbour_in::<S, 4>(s, u, xval, weight, scale, None);
-    let pg = lat.point(grid_index);
-    for i in 0..4 {
-        l[i] = (pg[i] - 1) / 2;
-    }
+    lat.put_levels::<4>(grid_index, l);
     grid_index
 }
 
@@ -93,12 +90,19 @@ pub(crate) fn iq3_search<S: Lanes>(
         let is = t as i32 - steps;
         let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.2f32) / max;
         let this_scale = 1.0 / id;
-        for k in 0..8 {
-            for i in 0..4 {
-                let li = nearest_int(0.5f32 * (id * xval[4 * k + i] - 1.0));
-                laux[4 * k + i] = c_max(0, c_min(KMAXQ - 1, li)) as i8;
+        let mut us = [0usize; 8];
+        for h in 0..4 {
+            let lv = round_levels(s, id, &xval[8 * h..8 * h + 8], KMAXQ - 1);
+            for (l, &li) in laux[8 * h..8 * h + 8].iter_mut().zip(&lv) {
+                *l = li as i8;
             }
-            let u = index3(&laux[4 * k..4 * k + 4]);
+            for g in 0..2 {
+                let v = &lv[4 * g..4 * g + 4];
+                us[2 * h + g] = (v[0] | v[1] << 3 | v[2] << 6 | v[3] << 9) as usize;
+            }
+        }
+        for k in 0..8 {
+            let u = us[k];
             is_on_grid_aux[k] = true;
             if lat.map[u] < 0 {
                 is_on_grid_aux[k] = false;

@@ -40,6 +40,8 @@ pub(crate) struct Lattice {
     pub lane_start: Vec<u32>,
     /// The neighbours' coordinates, laid out for [`Lattice::best_neighbour`].
     pub lanes: Vec<[f32; 8]>,
+    /// Per grid point, its levels (`(value − 1)/2`) as bytes, little-endian.
+    pub levels: Vec<u64>,
 }
 
 impl Lattice {
@@ -131,8 +133,17 @@ impl Lattice {
             }
             off += 1 + count;
         }
+        let levels = grid
+            .chunks_exact(dim)
+            .map(|p| {
+                p.iter().enumerate().fold(0u64, |acc, (i, &v)| {
+                    acc | (((v - 1) / 2) as u8 as u64) << (8 * i)
+                })
+            })
+            .collect();
         Lattice {
             dim,
+            levels,
             grid,
             map,
             neighbours,
@@ -254,6 +265,15 @@ impl Lattice {
         p
     }
 
+    /// The levels of grid point `k` into `l` (`D` of them).
+    #[inline(always)]
+    pub fn put_levels<const D: usize>(&self, k: usize, l: &mut [i8]) {
+        let b = self.levels.get(k).copied().unwrap_or(0).to_le_bytes();
+        for (l, &b) in l.iter_mut().zip(&b[..D]) {
+            *l = b as i8;
+        }
+    }
+
     /// Grid point `k`.
     #[inline(always)]
     pub fn point(&self, k: usize) -> &[i8] {
@@ -302,6 +322,18 @@ pub(crate) fn trial_sums<const N: usize>(
         sumq2[8 * b..8 * b + 8].copy_from_slice(&sq2);
     }
     (sumqx, sumq2)
+}
+
+/// Levels `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax)` of the 8 values `x` on lanes `s`.
+#[inline(always)]
+pub(crate) fn round_levels<S: Lanes>(s: S, id: f32, x: &[f32], kmax: i32) -> [i32; 8] {
+    let mut a = [0f32; 8];
+    a.copy_from_slice(&x[..8]);
+    let v = s.mul(
+        s.splat(0.5),
+        s.sub(s.mul(s.splat(id), s.load(&a)), s.splat(1.0)),
+    );
+    s.store_i(s.clamp_i(s.nearest_int(v), s.splat_i(0), s.splat_i(kmax)))
 }
 
 /// Which codebook.
