@@ -40,6 +40,10 @@ pub(crate) struct Lattice {
     pub lane_start: Vec<u32>,
     /// The neighbours' coordinates, laid out for [`Lattice::best_neighbour`].
     pub lanes: Vec<[f32; 8]>,
+    /// Beside `lanes` (8-value lattices): the neighbours' levels plus 4 for the odd
+    /// coordinates (3, 7 in the padding), the lanes of [`Lattice::best_neighbour_in`]'s
+    /// term tables.
+    pub lane_idx: Vec<[i32; 8]>,
     /// Per grid point, its levels (`(value − 1)/2`) as bytes, little-endian.
     pub levels: Vec<u64>,
 }
@@ -96,39 +100,46 @@ impl Lattice {
                     .sum();
                 dist.push((d2, j as u16));
             }
-            dist.sort_unstable();
+            // The `nwant` smallest distinct distances; the list is the points at them in
+            // order of (distance, index), as sorting the pairs and taking them would give.
+            let mut levels: Vec<i32> = Vec::with_capacity(nwant);
+            for _ in 0..nwant {
+                let floor = levels.last().copied().unwrap_or(-1);
+                if let Some(d) = dist.iter().map(|p| p.0).filter(|&d| d > floor).min() {
+                    levels.push(d);
+                }
+            }
             let offset = neighbours.len();
             *m = -(offset as i32 + 1);
             neighbours.push(0);
-            let mut d2 = dist[0].0;
-            let mut nhave = 1;
             let mut count = 0u16;
-            for &(d, j) in &dist {
-                if d > d2 {
-                    if nhave == nwant {
-                        break;
-                    }
-                    d2 = d;
-                    nhave += 1;
+            for &d in &levels {
+                for &(_, j) in dist.iter().filter(|p| p.0 == d) {
+                    neighbours.push(j);
+                    count += 1;
                 }
-                neighbours.push(j);
-                count += 1;
             }
             neighbours[offset] = count;
         }
         let mut lane_start = vec![0u32; neighbours.len()];
         let mut lanes: Vec<[f32; 8]> = Vec::new();
+        let mut lane_idx: Vec<[i32; 8]> = Vec::new();
         let mut off = 0;
         while off < neighbours.len() {
             let count = neighbours[off] as usize;
             lane_start[off] = lanes.len() as u32;
             for chunk in neighbours[off + 1..off + 1 + count].chunks(8) {
                 for i in 0..dim {
+                    let odd = 4 * (i as i32 & 1);
                     let mut v = [f32::NAN; 8];
+                    let mut ix = [3 + odd; 8];
                     for (lane, &j) in chunk.iter().enumerate() {
-                        v[lane] = grid[j as usize * dim + i] as f32;
+                        let g = grid[j as usize * dim + i];
+                        v[lane] = g as f32;
+                        ix[lane] = (g as i32 - 1) / 2 + odd;
                     }
                     lanes.push(v);
+                    lane_idx.push(ix);
                 }
             }
             off += 1 + count;
@@ -149,6 +160,7 @@ impl Lattice {
             neighbours,
             lane_start,
             lanes,
+            lane_idx,
         }
     }
 
@@ -197,14 +209,53 @@ impl Lattice {
             return first;
         };
         let sc = s.splat(scale);
-        let xs: [S::F; D] = std::array::from_fn(|i| s.splat(x[i]));
-        let ws: [S::F; D] = std::array::from_fn(|i| s.splat(w[i]));
+        let mut xs = [sc; D];
+        let mut ws = [sc; D];
+        for i in 0..D {
+            xs[i] = s.splat(x[i]);
+            ws[i] = s.splat(w[i]);
+        }
         let (one, half) = (s.splat(1.0), s.splat(0.5));
         // Per lane, the least sum below `f32::MAX` (NaN never taken, the padding lanes
         // are NaN) and the chunk where it first occurs: the sequential `if d < best`
         // scan's choice is then the least of these, at its smallest list position.
         let mut best = s.splat(f32::MAX);
         let mut chunk = s.splat_i(0);
+        if D == 8 && iq1.is_none() {
+            // Term `w·(scale·q − x)²` of coordinate `i` depends on the neighbour only
+            // through its level: tables of the three terms of two coordinates per
+            // vector (NaN in lanes 3 and 7, the padding's), each neighbour's sum then
+            // adds its terms in ggml's order, the same values as computed one by one.
+            let Some(idx) = self.lane_idx.get(start..start + nchunks * D) else {
+                return first;
+            };
+            let mut xa = [0f32; 8];
+            let mut wa = [0f32; 8];
+            xa.copy_from_slice(&x[..8]);
+            wa.copy_from_slice(&w[..8]);
+            let (xv, wv) = (s.load(&xa), s.load(&wa));
+            let nan = f32::NAN;
+            let sq = s.mul(sc, s.load(&[1.0, 3.0, 5.0, nan, 1.0, 3.0, 5.0, nan]));
+            // Loops, not `array::from_fn`: its closure would not inline into the AVX2
+            // build.
+            let mut tabs = [sq; 4];
+            for (p, t) in tabs.iter_mut().enumerate() {
+                let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
+                let ix = s.load_i(&[a, a, a, a, b, b, b, b]);
+                let diff = s.sub(sq, s.permute(xv, ix));
+                *t = s.mul(s.mul(s.permute(wv, ix), diff), diff);
+            }
+            for (c, ix) in idx.chunks_exact(8).enumerate() {
+                let mut d2 = s.splat(0.0);
+                for (i, ix) in ix.iter().enumerate() {
+                    d2 = s.add(d2, s.permute(tabs[(i / 2) & 3], s.load_i(ix)));
+                }
+                let take = s.gt(best, d2);
+                best = s.select(take, d2, best);
+                chunk = s.select_i(take, s.splat_i(c as i32), chunk);
+            }
+            return self.pick(s, ids, first, best, chunk);
+        }
         for (c, vals) in vals.chunks_exact(D).enumerate() {
             let mut d2 = s.splat(0.0);
             for ((q, &xi), &wi) in vals.iter().zip(&xs).zip(&ws) {
@@ -219,22 +270,20 @@ impl Lattice {
             best = s.select(take, d2, best);
             chunk = s.select_i(take, s.splat_i(c as i32), chunk);
         }
-        // The least lane in a tree (exact in any order: no NaN, no −0, as every sum
-        // starts from +0).
-        let b = s.store(best);
-        let mut m4 = [0f32; 4];
-        for i in 0..4 {
-            m4[i] = if b[i + 4] < b[i] { b[i + 4] } else { b[i] };
-        }
-        let m2 = [
-            if m4[2] < m4[0] { m4[2] } else { m4[0] },
-            if m4[3] < m4[1] { m4[3] } else { m4[1] },
-        ];
-        let m = if m2[1] < m2[0] { m2[1] } else { m2[0] };
-        if m >= f32::MAX {
+        self.pick(s, ids, first, best, chunk)
+    }
+
+    /// The neighbour of list `ids` at the least of the per-lane bests `best` (each first
+    /// seen in chunk `chunk`), at its smallest position; `first` when none is below
+    /// `f32::MAX`.
+    #[inline(always)]
+    fn pick<S: Lanes>(&self, s: S, ids: &[u16], first: usize, best: S::F, chunk: S::I) -> usize {
+        // No NaN, no −0 (every sum starts from +0): the least lane in any order.
+        let m = s.hmin_splat(best);
+        if s.store(m)[0] >= f32::MAX {
             return first;
         }
-        let mut eq = s.eq_bits(best, s.splat(m));
+        let mut eq = s.eq_bits(best, m);
         let chunk = s.store_i(chunk);
         // Usually one lane; on ties the smallest list position.
         let mut pos = u32::MAX;
@@ -490,6 +539,58 @@ mod tests {
             digest(&signs, 1),
             "a76742a603f8beca5212ecce0f1f02f11a4887fd2f7c8b15aca0ea3eb3380c31"
         );
+    }
+
+    /// The lists equal ggml's construction: every (distance, index) pair sorted, taken
+    /// up to the `nwant`-th distinct distance.
+    #[test]
+    fn neighbour_lists_equal_the_sorted_construction() {
+        for (b, bits, nwant) in [
+            (Book::Iq2Xxs, 2, 2),
+            (Book::Iq2Xs, 2, 2),
+            (Book::Iq2S, 2, 1),
+            (Book::Iq1, 2, 3),
+            (Book::Iq3Xxs, 3, 2),
+            (Book::Iq3S, 3, 3),
+        ] {
+            let l = lattice(b);
+            let (dim, mask) = (l.dim, (1usize << bits) - 1);
+            let n = l.grid.len() / dim;
+            for u in (0..l.map.len()).step_by(5) {
+                let max_level = if bits == 2 { 2 } else { 7 };
+                if l.map[u] >= 0 || (0..dim).any(|k| (u >> (bits * k)) & mask > max_level) {
+                    continue;
+                }
+                let pos: Vec<i32> = (0..dim)
+                    .map(|k| 2 * ((u >> (bits * k)) & mask) as i32 + 1)
+                    .collect();
+                let mut dist: Vec<(i32, u16)> = (0..n)
+                    .map(|j| {
+                        let d = l
+                            .point(j)
+                            .iter()
+                            .zip(&pos)
+                            .map(|(&g, &p)| (g as i32 - p) * (g as i32 - p))
+                            .sum();
+                        (d, j as u16)
+                    })
+                    .collect();
+                dist.sort_unstable();
+                let mut want = Vec::new();
+                let (mut d2, mut nhave) = (dist[0].0, 1);
+                for &(d, j) in &dist {
+                    if d > d2 {
+                        if nhave == nwant {
+                            break;
+                        }
+                        d2 = d;
+                        nhave += 1;
+                    }
+                    want.push(j);
+                }
+                assert_eq!(l.neighbours_of(u), &want[..], "{b:?} u={u}");
+            }
+        }
     }
 
     #[test]
