@@ -284,6 +284,11 @@ impl Lattice {
             return first;
         }
         let mut eq = s.eq_bits(best, m);
+        if ids.len() <= 8 {
+            // One chunk: the first lane holding the least.
+            let lane = eq.trailing_zeros() as usize;
+            return ids.get(lane).copied().map_or(first, usize::from);
+        }
         let chunk = s.store_i(chunk);
         // Usually one lane; on ties the smallest list position.
         let mut pos = u32::MAX;
