@@ -43,7 +43,7 @@ pub(crate) struct Lattice {
     /// Beside `lanes` (8-value lattices): the neighbours' levels plus 4 for the odd
     /// coordinates (3, 7 in the padding), the lanes of [`Lattice::best_neighbour_in`]'s
     /// term tables.
-    pub lane_idx: Vec<[i32; 8]>,
+    pub lane_idx: Vec<[u8; 8]>,
     /// Per grid point, its levels (`(value − 1)/2`) as bytes, little-endian.
     pub levels: Vec<u64>,
 }
@@ -123,23 +123,25 @@ impl Lattice {
         }
         let mut lane_start = vec![0u32; neighbours.len()];
         let mut lanes: Vec<[f32; 8]> = Vec::new();
-        let mut lane_idx: Vec<[i32; 8]> = Vec::new();
+        let mut lane_idx: Vec<[u8; 8]> = Vec::new();
         let mut off = 0;
         while off < neighbours.len() {
             let count = neighbours[off] as usize;
             lane_start[off] = lanes.len() as u32;
             for chunk in neighbours[off + 1..off + 1 + count].chunks(8) {
                 for i in 0..dim {
-                    let odd = 4 * (i as i32 & 1);
+                    let odd = 4 * (i as u8 & 1);
                     let mut v = [f32::NAN; 8];
                     let mut ix = [3 + odd; 8];
                     for (lane, &j) in chunk.iter().enumerate() {
                         let g = grid[j as usize * dim + i];
                         v[lane] = g as f32;
-                        ix[lane] = (g as i32 - 1) / 2 + odd;
+                        ix[lane] = ((g - 1) / 2) as u8 + odd;
                     }
                     lanes.push(v);
-                    lane_idx.push(ix);
+                    if dim == 8 {
+                        lane_idx.push(ix);
+                    }
                 }
             }
             off += 1 + count;
@@ -248,7 +250,7 @@ impl Lattice {
             for (c, ix) in idx.chunks_exact(8).enumerate() {
                 let mut d2 = s.splat(0.0);
                 for (i, ix) in ix.iter().enumerate() {
-                    d2 = s.add(d2, s.permute(tabs[(i / 2) & 3], s.load_i(ix)));
+                    d2 = s.add(d2, s.permute(tabs[(i / 2) & 3], s.load_u8(ix)));
                 }
                 let take = s.gt(best, d2);
                 best = s.select(take, d2, best);

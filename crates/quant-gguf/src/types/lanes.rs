@@ -73,6 +73,8 @@ pub(crate) trait Lanes: Copy {
     fn low_bytes(self, a: Self::I, b: Self::I) -> [u8; 2 * N];
     /// The lanes of `a`.
     fn load_i(self, a: &[i32; N]) -> Self::I;
+    /// The lanes of `a`, zero-extended.
+    fn load_u8(self, a: &[u8; N]) -> Self::I;
     /// Lane `k`: lane `idx[k] & 7` of `table`.
     fn permute(self, table: Self::F, idx: Self::I) -> Self::F;
     /// The least lane of `a` in every lane (`a` holds no NaN and no −0, so the order of
@@ -101,6 +103,10 @@ impl Lanes for Portable {
     #[inline(always)]
     fn load_i(self, a: &[i32; N]) -> Self::I {
         *a
+    }
+    #[inline(always)]
+    fn load_u8(self, a: &[u8; N]) -> Self::I {
+        a.map(i32::from)
     }
     #[inline(always)]
     fn permute(self, table: Self::F, idx: Self::I) -> Self::F {
@@ -299,6 +305,11 @@ mod avx2 {
         #[inline(always)]
         fn load_i(self, a: &[i32; N]) -> Self::I {
             unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+        }
+        #[inline(always)]
+        fn load_u8(self, a: &[u8; N]) -> Self::I {
+            // The 8 bytes of `a`, zero-extended to 32 bits.
+            unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(a.as_ptr().cast())) }
         }
         #[inline(always)]
         fn permute(self, table: Self::F, idx: Self::I) -> Self::F {
