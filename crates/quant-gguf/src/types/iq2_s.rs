@@ -15,6 +15,9 @@ use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int
 use crate::types::iq2_xs::iq2_search16;
 use crate::types::iq2_xxs::{deq_group8, index2};
 use crate::types::iq_grid::{dequant_table, lattice, Book};
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ2_S`.
@@ -36,9 +39,19 @@ pub struct BlockIq2S {
 const _: () = assert!(std::mem::size_of::<BlockIq2S>() == 82);
 
 impl BlockIq2S {
+    /// The block quantizer on the AVX2 lanes where available.
+    #[inline(always)]
+    fn quantize(xbl: &[f32], qwbl: Option<&[f32]>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qwbl);
+        }
+        Self::quantize_in(Portable, xbl, qwbl)
+    }
+
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
-    fn quantize(xbl: &[f32], qwbl: Option<&[f32]>) -> Self {
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qwbl: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq2S);
         let mut y = Self::ZERO;
         let mut scales = [0f32; 16];
@@ -91,7 +104,7 @@ impl BlockIq2S {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut scale = iq2_search16(lat, &xval, &weight, &waux, max, &mut l);
+            let mut scale = iq2_search16(s, lat, &xval, &weight, &waux, max, &mut l);
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut block_signs {
@@ -155,13 +168,31 @@ impl GgmlBlock for BlockIq2S {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, Self::quantize);
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, Self::quantize);
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -17,7 +17,12 @@ use crate::types::c_math::{
 use crate::types::iq2_xxs::{
     deq_group8, even_signs, index2, iq2_find_best_neighbour, round_group2, sums,
 };
-use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
+use crate::types::iq_grid::{
+    dequant_table, lattice, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+};
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// The scale search of `quantize_row_iq2_xs_impl` / `quantize_row_iq2_s_impl` for one
@@ -26,7 +31,8 @@ use crate::types::{by_blocks, GgmlBlock, GgmlType};
 /// chosen scale. Returns the scale; `l` gets the levels.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
-pub(crate) fn iq2_search16(
+pub(crate) fn iq2_search16<S: Lanes>(
+    s: S,
     lat: &Lattice,
     xval: &[f32; 16],
     weight: &[f32; 16],
@@ -35,21 +41,24 @@ pub(crate) fn iq2_search16(
     l: &mut [i8; 16],
 ) -> f32 {
     const KMAXQ: i32 = 3;
-    let mut laux = [0i8; 16];
-    let mut best = 0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    let mut is_on_grid = [true; 2];
-    let mut is_on_grid_aux = [true; 2];
-    for is in -9..=9 {
+    const NTRIALS: usize = 19;
+    let mut rows = [[0i8; 16]; NTRIALS];
+    let mut cols = [[0i8; MAX_TRIALS]; 16];
+    let mut on_grid = [[true; 2]; NTRIALS];
+    // Every trial's levels first, then their sums eight trials at a time, then ggml's
+    // sequential choice among them.
+    for (t, (laux, is_on_grid_aux)) in rows.iter_mut().zip(on_grid.iter_mut()).enumerate() {
+        let is = t as i32 - 9;
         let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.1f32) / max;
         let this_scale = 1.0 / id;
         for k in 0..2 {
             let g = 8 * k..8 * k + 8;
-            let u = round_group2(id, &xval[g.clone()], &mut laux[g.clone()]);
+            let u = round_group2(s, id, &xval[g.clone()], &mut laux[g.clone()]);
             is_on_grid_aux[k] = true;
             if lat.map[u] < 0 {
                 is_on_grid_aux[k] = false;
                 iq2_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[g.clone()],
@@ -59,12 +68,21 @@ pub(crate) fn iq2_search16(
                 );
             }
         }
-        let (sumqx, sumq2) = sums(weight, xval, &laux);
+        for (col, &v) in cols.iter_mut().zip(laux.iter()) {
+            col[t] = v;
+        }
+    }
+    let (sumqx, sumq2) = trial_sums(weight, xval, &cols, NTRIALS);
+    let mut best = 0f32;
+    let mut scale = max / (2 * KMAXQ - 1) as f32;
+    let mut is_on_grid = [true; 2];
+    for t in 0..NTRIALS {
+        let (sumqx, sumq2) = (sumqx[t], sumq2[t]);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
             scale = sumqx / sumq2;
             best = scale * sumqx;
-            *l = laux;
-            is_on_grid = is_on_grid_aux;
+            *l = rows[t];
+            is_on_grid = on_grid[t];
         }
     }
     let n_not_ongrid = is_on_grid.iter().filter(|&&b| !b).count();
@@ -75,9 +93,10 @@ pub(crate) fn iq2_search16(
                 continue;
             }
             let g = 8 * k..8 * k + 8;
-            let u = round_group2(id, &xval[g.clone()], &mut l[g.clone()]);
+            let u = round_group2(s, id, &xval[g.clone()], &mut l[g.clone()]);
             if lat.map[u] < 0 {
                 iq2_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[g.clone()],
@@ -109,9 +128,19 @@ pub struct BlockIq2Xs {
 const _: () = assert!(std::mem::size_of::<BlockIq2Xs>() == 74);
 
 impl BlockIq2Xs {
+    /// The block quantizer on the AVX2 lanes where available.
+    #[inline(always)]
+    fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qwbl);
+        }
+        Self::quantize_in(Portable, xbl, qwbl)
+    }
+
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
-    fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qwbl: &[f32]) -> Self {
         let lat = lattice(Book::Iq2Xs);
         let mut y = Self::ZERO;
         let mut q2 = [0u16; 32];
@@ -145,7 +174,7 @@ impl BlockIq2Xs {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut scale = iq2_search16(lat, &xval, &weight, &waux, max, &mut l);
+            let mut scale = iq2_search16(s, lat, &xval, &weight, &waux, max, &mut l);
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut block_signs {
@@ -211,14 +240,24 @@ impl GgmlBlock for BlockIq2Xs {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, _| Self::quantize(xb, &[1.0; QK_K]),
+        );
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, |xb, qb| {
-            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
-        });
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K])),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -17,14 +17,20 @@
 use crate::types::c_math::{
     c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, GROUP_MAX_EPS, QK_K,
 };
-use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
+use crate::types::iq_grid::{
+    dequant_table, lattice, round_levels, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+};
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::search::make_qp_quants;
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `iq2_find_best_neighbour` (groups of 8): the neighbour of lattice point `u` of
 /// least `Σ w·(scale·q − x)²` (the first on ties); writes its levels to `l`.
 #[inline(always)]
-pub(crate) fn iq2_find_best_neighbour(
+pub(crate) fn iq2_find_best_neighbour<S: Lanes>(
+    s: S,
     lat: &Lattice,
     u: usize,
     xval: &[f32],
@@ -32,11 +38,8 @@ pub(crate) fn iq2_find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, None);
-    let pg = lat.point(grid_index);
-    for i in 0..8 {
-        l[i] = (pg[i] - 1) / 2;
-    }
+    let grid_index = lat.best_neighbour_in::<S, 8>(s, u, xval, weight, scale, None);
+    lat.put_levels::<8>(grid_index, l);
     grid_index
 }
 
@@ -53,12 +56,11 @@ pub(crate) fn index2(l: &[i8]) -> usize {
 /// Levels `clamp(nearest_int(0.5·(id·x − 1)), 0, 2)` of a group of 8 into `l`, returning
 /// the lattice index.
 #[inline(always)]
-pub(crate) fn round_group2(id: f32, xval: &[f32], l: &mut [i8]) -> usize {
+pub(crate) fn round_group2<S: Lanes>(s: S, id: f32, xval: &[f32], l: &mut [i8]) -> usize {
+    let lv = round_levels(s, id, xval, 2);
     let mut u = 0usize;
-    for i in 0..8 {
-        let li = nearest_int(0.5f32 * (id * xval[i] - 1.0));
-        let li = c_max(0, c_min(2, li));
-        l[i] = li as i8;
+    for (i, (l, &li)) in l.iter_mut().zip(&lv).enumerate() {
+        *l = li as i8;
         u |= (li as usize) << (2 * i);
     }
     u
@@ -123,9 +125,20 @@ pub struct BlockIq2Xxs {
 const _: () = assert!(std::mem::size_of::<BlockIq2Xxs>() == 66);
 
 impl BlockIq2Xxs {
+    /// The block quantizer on the AVX2 lanes where available.
     #[inline(always)]
     fn quantize(xbl: &[f32], qwbl: &[f32]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qwbl);
+        }
+        Self::quantize_in(Portable, xbl, qwbl)
+    }
+
+    #[inline(always)]
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qwbl: &[f32]) -> Self {
         const KMAXQ: i32 = 3;
+        const NTRIALS: usize = 13;
         let lat = lattice(Book::Iq2Xxs);
         let mut q2 = [0u32; 16];
         let mut scales = [0f32; 8];
@@ -133,7 +146,6 @@ impl BlockIq2Xxs {
         let mut waux = [0f32; 32];
         let mut xval = [0f32; 32];
         let mut l = [0i8; 32];
-        let mut laux = [0i8; 32];
         let mut max_scale = 0f32;
         let mut sumx2 = 0f32;
         for &v in xbl {
@@ -169,15 +181,20 @@ impl BlockIq2Xxs {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut best = 0f32;
-            for is in -6..=6 {
+            // Every trial's levels first, then their sums eight trials at a time, then
+            // ggml's sequential choice among them.
+            let mut rows = [[0i8; 32]; NTRIALS];
+            let mut cols = [[0i8; MAX_TRIALS]; 32];
+            for (t, laux) in rows.iter_mut().enumerate() {
+                let is = t as i32 - 6;
                 let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.1f32) / eff_max;
                 let this_scale = 1.0 / id;
                 for k in 0..4 {
                     let g = 8 * k..8 * k + 8;
-                    let u = round_group2(id, &xval[g.clone()], &mut laux[g.clone()]);
+                    let u = round_group2(s, id, &xval[g.clone()], &mut laux[g.clone()]);
                     if lat.map[u] < 0 {
                         iq2_find_best_neighbour(
+                            s,
                             lat,
                             u,
                             &xval[g.clone()],
@@ -187,11 +204,18 @@ impl BlockIq2Xxs {
                         );
                     }
                 }
-                let (sumqx, sumq2) = sums(&weight, &xval, &laux);
+                for (col, &v) in cols.iter_mut().zip(laux.iter()) {
+                    col[t] = v;
+                }
+            }
+            let (sumqx, sumq2) = trial_sums(&weight, &xval, &cols, NTRIALS);
+            let mut best = 0f32;
+            for t in 0..NTRIALS {
+                let (sumqx, sumq2) = (sumqx[t], sumq2[t]);
                 if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
                     scale = sumqx / sumq2;
                     best = scale * sumqx;
-                    l = laux;
+                    l = rows[t];
                 }
             }
             if scale > 0.0 {
@@ -199,9 +223,10 @@ impl BlockIq2Xxs {
                 for k in 0..4 {
                     let g = 8 * k..8 * k + 8;
                     let mut tmp = [0i8; 8];
-                    let u = round_group2(id, &xval[g.clone()], &mut tmp);
+                    let u = round_group2(s, id, &xval[g.clone()], &mut tmp);
                     let gi = if lat.map[u] < 0 {
                         iq2_find_best_neighbour(
+                            s,
                             lat,
                             u,
                             &xval[g.clone()],
@@ -287,14 +312,24 @@ impl GgmlBlock for BlockIq2Xxs {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, _| Self::quantize(xb, &[1.0; QK_K]),
+        );
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, |xb, qb| {
-            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
-        });
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K])),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
@@ -373,18 +408,27 @@ mod tests {
                 if book == Book::Iq1 {
                     for xg in [X_P, X_M] {
                         assert_eq!(
-                            lat.best_neighbour::<8>(u, &x, &w, scale, Some(xg[0])),
+                            lat.best_neighbour_checked::<8>(u, &x, &w, scale, Some(xg[0])),
                             scalar_best(lat, u, &x, &w, scale, Some(xg)),
                             "{book:?} u={u}"
                         );
                     }
                 } else {
                     assert_eq!(
-                        lat.best_neighbour::<8>(u, &x, &w, scale, None),
+                        lat.best_neighbour_checked::<8>(u, &x, &w, scale, None),
                         scalar_best(lat, u, &x, &w, scale, None),
                         "{book:?} u={u}"
                     );
                 }
+                // Whole values, unit weights: exact sums, many ties (the first wins).
+                let x: Vec<f32> = (0..8).map(|_| (r() * 6.0).floor()).collect();
+                let w = [1.0f32; 8];
+                let xg = (book == Book::Iq1).then_some(X_P);
+                assert_eq!(
+                    lat.best_neighbour_checked::<8>(u, &x, &w, 1.0, xg.map(|g| g[0])),
+                    scalar_best(lat, u, &x, &w, 1.0, xg),
+                    "{book:?} u={u} ties"
+                );
             }
         }
     }

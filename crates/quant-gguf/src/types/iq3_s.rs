@@ -15,6 +15,9 @@
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq3_xxs::{index3, iq3_search, iq_weights};
 use crate::types::iq_grid::{dequant_table, lattice, Book};
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `block_iq3_s`.
@@ -35,8 +38,18 @@ pub struct BlockIq3S {
 const _: () = assert!(std::mem::size_of::<BlockIq3S>() == 110);
 
 impl BlockIq3S {
+    /// The block quantizer on the AVX2 lanes where available.
     #[inline(always)]
     fn quantize(xbl: &[f32], qw: Option<&[f32]>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qw);
+        }
+        Self::quantize_in(Portable, xbl, qw)
+    }
+
+    #[inline(always)]
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qw: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq3S);
         let mut y = Self::ZERO;
         let mut scales = [0f32; 8];
@@ -83,7 +96,7 @@ impl BlockIq3S {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut scale = iq3_search(lat, &xval, &weight, &waux, max, 9, false, true, &mut l);
+            let mut scale = iq3_search(s, lat, &xval, &weight, &waux, max, 9, false, true, &mut l);
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut block_signs {
@@ -150,13 +163,31 @@ impl GgmlBlock for BlockIq3S {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, Self::quantize);
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, Self::quantize);
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -16,7 +16,12 @@
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 use crate::types::iq2_xxs::even_signs;
-use crate::types::iq_grid::{dequant_table, lattice, Book, Lattice, KSIGNS_IQ2XS};
+use crate::types::iq_grid::{
+    dequant_table, lattice, round_levels, trial_sums, Book, Lattice, KSIGNS_IQ2XS, MAX_TRIALS,
+};
+#[cfg(target_arch = "x86_64")]
+use crate::types::lanes::Avx2;
+use crate::types::lanes::{Lanes, Portable};
 use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `GROUP_MAX_EPS_IQ3_XXS`.
@@ -25,7 +30,8 @@ const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
 /// ggml's `iq3_find_best_neighbour`: the neighbour of lattice point `u` of least
 /// `Σ w·(scale·q − x)²` (the first on ties); writes its levels to `l`.
 #[inline(always)]
-pub(crate) fn iq3_find_best_neighbour(
+pub(crate) fn iq3_find_best_neighbour<S: Lanes>(
+    s: S,
     lat: &Lattice,
     u: usize,
     xval: &[f32],
@@ -33,11 +39,8 @@ pub(crate) fn iq3_find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let grid_index = lat.best_neighbour::<4>(u, xval, weight, scale, None);
-    let pg = lat.point(grid_index);
-    for i in 0..4 {
-        l[i] = (pg[i] - 1) / 2;
-    }
+    let grid_index = lat.best_neighbour_in::<S, 4>(s, u, xval, weight, scale, None);
+    lat.put_levels::<4>(grid_index, l);
     grid_index
 }
 
@@ -53,13 +56,14 @@ pub(crate) fn index3(l: &[i8]) -> usize {
 
 /// The scale search of `quantize_row_iq3_xxs_impl` / `quantize_row_iq3_s_impl` for one
 /// block of 32 magnitudes `xval` (`max` their largest): trial scales
-/// `(15 + 0.2·is)/max` for `is ∈ [−steps, steps]`; `on_grid_start` is the initial
+/// `(15 + 0.2·is)/max` for `is ∈ [−steps, steps]` (`steps` ≤ 15); `on_grid_start` is the initial
 /// on-grid flag of every group (IQ3_XXS true, IQ3_S false) and `refine_all` re-searches
 /// every group at the chosen scale (IQ3_S) instead of only the off-grid ones. Returns the
 /// scale; `l` gets the levels.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn iq3_search(
+pub(crate) fn iq3_search<S: Lanes>(
+    s: S,
     lat: &Lattice,
     xval: &[f32; 32],
     weight: &[f32; 32],
@@ -71,24 +75,39 @@ pub(crate) fn iq3_search(
     l: &mut [i8; 32],
 ) -> f32 {
     const KMAXQ: i32 = 8;
-    let mut laux = [0i8; 32];
-    let mut is_on_grid = [on_grid_start; 8];
-    let mut is_on_grid_aux = [false; 8];
-    let mut best = 0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    for is in -steps..=steps {
+    let mut rows = [[0i8; 32]; MAX_TRIALS];
+    let mut cols = [[0i8; MAX_TRIALS]; 32];
+    let mut on_grid = [[false; 8]; MAX_TRIALS];
+    let ntrials = ((2 * steps + 1) as usize).min(MAX_TRIALS);
+    // Every trial's levels first, then their sums eight trials at a time, then ggml's
+    // sequential choice among them.
+    for (t, (laux, is_on_grid_aux)) in rows
+        .iter_mut()
+        .zip(on_grid.iter_mut())
+        .take(ntrials)
+        .enumerate()
+    {
+        let is = t as i32 - steps;
         let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.2f32) / max;
         let this_scale = 1.0 / id;
-        for k in 0..8 {
-            for i in 0..4 {
-                let li = nearest_int(0.5f32 * (id * xval[4 * k + i] - 1.0));
-                laux[4 * k + i] = c_max(0, c_min(KMAXQ - 1, li)) as i8;
+        let mut us = [0usize; 8];
+        for h in 0..4 {
+            let lv = round_levels(s, id, &xval[8 * h..8 * h + 8], KMAXQ - 1);
+            for (l, &li) in laux[8 * h..8 * h + 8].iter_mut().zip(&lv) {
+                *l = li as i8;
             }
-            let u = index3(&laux[4 * k..4 * k + 4]);
+            for g in 0..2 {
+                let v = &lv[4 * g..4 * g + 4];
+                us[2 * h + g] = (v[0] | v[1] << 3 | v[2] << 6 | v[3] << 9) as usize;
+            }
+        }
+        for k in 0..8 {
+            let u = us[k];
             is_on_grid_aux[k] = true;
             if lat.map[u] < 0 {
                 is_on_grid_aux[k] = false;
                 iq3_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[4 * k..4 * k + 4],
@@ -98,19 +117,21 @@ pub(crate) fn iq3_search(
                 );
             }
         }
-        let mut sumqx = 0f32;
-        let mut sumq2 = 0f32;
-        for i in 0..32 {
-            let w = weight[i];
-            let q = (2 * laux[i] as i32 + 1) as f32;
-            sumqx += w * xval[i] * q;
-            sumq2 += w * q * q;
+        for (col, &v) in cols.iter_mut().zip(laux.iter()) {
+            col[t] = v;
         }
+    }
+    let (sumqx, sumq2) = trial_sums(weight, xval, &cols, ntrials);
+    let mut is_on_grid = [on_grid_start; 8];
+    let mut best = 0f32;
+    let mut scale = max / (2 * KMAXQ - 1) as f32;
+    for t in 0..ntrials {
+        let (sumqx, sumq2) = (sumqx[t], sumq2[t]);
         if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
             scale = sumqx / sumq2;
             best = scale * sumqx;
-            *l = laux;
-            is_on_grid = is_on_grid_aux;
+            *l = rows[t];
+            is_on_grid = on_grid[t];
         }
     }
     let n_not_ongrid = is_on_grid.iter().filter(|&&b| !b).count();
@@ -128,6 +149,7 @@ pub(crate) fn iq3_search(
             }
             let grid_index = if lat.map[u] < 0 {
                 iq3_find_best_neighbour(
+                    s,
                     lat,
                     u,
                     &xval[4 * k..4 * k + 4],
@@ -187,8 +209,18 @@ pub struct BlockIq3Xxs {
 const _: () = assert!(std::mem::size_of::<BlockIq3Xxs>() == 98);
 
 impl BlockIq3Xxs {
+    /// The block quantizer on the AVX2 lanes where available.
     #[inline(always)]
     fn quantize(xbl: &[f32], qw: Option<&[f32]>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            return Self::quantize_in(t, xbl, qw);
+        }
+        Self::quantize_in(Portable, xbl, qw)
+    }
+
+    #[inline(always)]
+    fn quantize_in<S: Lanes>(s: S, xbl: &[f32], qw: Option<&[f32]>) -> Self {
         let lat = lattice(Book::Iq3Xxs);
         let mut y = Self::ZERO;
         let mut scales = [0f32; 8];
@@ -224,7 +256,7 @@ impl BlockIq3Xxs {
                 scales[ib] = 0.0;
                 continue;
             }
-            let mut scale = iq3_search(lat, &xval, &weight, &waux, max, 15, true, false, &mut l);
+            let mut scale = iq3_search(s, lat, &xval, &weight, &waux, max, 15, true, false, &mut l);
             if scale < 0.0 {
                 scale = -scale;
                 for s in &mut block_signs {
@@ -277,13 +309,31 @@ impl GgmlBlock for BlockIq3Xxs {
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, Self::quantize);
+        by_blocks(
+            x,
+            None,
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     #[inline(always)]
+    // An inline(always) closure, not the fn item, whose `Fn` shim would stay out of
+    // the AVX2 build of `quantize_row_into`.
+    #[allow(clippy::redundant_closure)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, Self::quantize);
+        by_blocks(
+            x,
+            Some(qw),
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb),
+        );
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
@@ -363,9 +413,19 @@ mod tests {
                     let w: Vec<f32> = (0..4).map(|_| r()).collect();
                     let scale = 0.5 + r() * 2.0;
                     assert_eq!(
-                        lat.best_neighbour::<4>(u, &x, &w, scale, None),
+                        lat.best_neighbour_checked::<4>(u, &x, &w, scale, None),
                         scalar_best(lat, u, &x, &w, scale),
                         "{book:?} u={u}"
+                    );
+                }
+                // Whole values, unit weights: exact sums, many ties (the first wins).
+                for _ in 0..2 {
+                    let x: Vec<f32> = (0..4).map(|_| (r() * 16.0).floor()).collect();
+                    let w = [1.0f32; 4];
+                    assert_eq!(
+                        lat.best_neighbour_checked::<4>(u, &x, &w, 1.0, None),
+                        scalar_best(lat, u, &x, &w, 1.0),
+                        "{book:?} u={u} ties"
                     );
                 }
             }

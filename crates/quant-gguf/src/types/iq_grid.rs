@@ -17,6 +17,8 @@
 
 use std::sync::OnceLock;
 
+use crate::types::lanes::{Lanes, Portable};
+
 use crate::types::iq_kgrid::{
     KGRID_1BIT_2048, KGRID_256, KGRID_2BIT_1024, KGRID_2BIT_256, KGRID_2BIT_512, KGRID_512,
 };
@@ -38,6 +40,12 @@ pub(crate) struct Lattice {
     pub lane_start: Vec<u32>,
     /// The neighbours' coordinates, laid out for [`Lattice::best_neighbour`].
     pub lanes: Vec<[f32; 8]>,
+    /// Beside `lanes` (8-value lattices): the neighbours' levels plus 4 for the odd
+    /// coordinates (3, 7 in the padding), the lanes of [`Lattice::best_neighbour_in`]'s
+    /// term tables.
+    pub lane_idx: Vec<[u8; 8]>,
+    /// Per grid point, its levels (`(value − 1)/2`) as bytes, little-endian.
+    pub levels: Vec<u64>,
 }
 
 impl Lattice {
@@ -92,50 +100,69 @@ impl Lattice {
                     .sum();
                 dist.push((d2, j as u16));
             }
-            dist.sort_unstable();
+            // The `nwant` smallest distinct distances; the list is the points at them in
+            // order of (distance, index), as sorting the pairs and taking them would give.
+            let mut levels: Vec<i32> = Vec::with_capacity(nwant);
+            for _ in 0..nwant {
+                let floor = levels.last().copied().unwrap_or(-1);
+                if let Some(d) = dist.iter().map(|p| p.0).filter(|&d| d > floor).min() {
+                    levels.push(d);
+                }
+            }
             let offset = neighbours.len();
             *m = -(offset as i32 + 1);
             neighbours.push(0);
-            let mut d2 = dist[0].0;
-            let mut nhave = 1;
             let mut count = 0u16;
-            for &(d, j) in &dist {
-                if d > d2 {
-                    if nhave == nwant {
-                        break;
-                    }
-                    d2 = d;
-                    nhave += 1;
+            for &d in &levels {
+                for &(_, j) in dist.iter().filter(|p| p.0 == d) {
+                    neighbours.push(j);
+                    count += 1;
                 }
-                neighbours.push(j);
-                count += 1;
             }
             neighbours[offset] = count;
         }
         let mut lane_start = vec![0u32; neighbours.len()];
         let mut lanes: Vec<[f32; 8]> = Vec::new();
+        let mut lane_idx: Vec<[u8; 8]> = Vec::new();
         let mut off = 0;
         while off < neighbours.len() {
             let count = neighbours[off] as usize;
             lane_start[off] = lanes.len() as u32;
             for chunk in neighbours[off + 1..off + 1 + count].chunks(8) {
                 for i in 0..dim {
+                    let odd = 4 * (i as u8 & 1);
                     let mut v = [f32::NAN; 8];
+                    let mut ix = [3 + odd; 8];
                     for (lane, &j) in chunk.iter().enumerate() {
-                        v[lane] = grid[j as usize * dim + i] as f32;
+                        let g = grid[j as usize * dim + i];
+                        v[lane] = g as f32;
+                        ix[lane] = ((g - 1) / 2) as u8 + odd;
                     }
                     lanes.push(v);
+                    if dim == 8 {
+                        lane_idx.push(ix);
+                    }
                 }
             }
             off += 1 + count;
         }
+        let levels = grid
+            .chunks_exact(dim)
+            .map(|p| {
+                p.iter().enumerate().fold(0u64, |acc, (i, &v)| {
+                    acc | (((v - 1) / 2) as u8 as u64) << (8 * i)
+                })
+            })
+            .collect();
         Lattice {
             dim,
+            levels,
             grid,
             map,
             neighbours,
             lane_start,
             lanes,
+            lane_idx,
         }
     }
 
@@ -145,6 +172,9 @@ impl Lattice {
     /// Some(xg0)` the IQ1 level value `xg0 + (value − 1)/2` (exactly ggml's `xg[level]`,
     /// the levels being `xg0`, `xg0 + 1`, `xg0 + 2`). Returns the grid index (the first
     /// neighbour when every sum is NaN or above `f32::MAX`, where ggml aborts).
+    ///
+    /// On the portable lanes (plain arrays left to the compiler); a kernel that holds an
+    /// AVX2 token passes it to [`Lattice::best_neighbour_in`].
     #[inline(always)]
     pub fn best_neighbour<const D: usize>(
         &self,
@@ -154,42 +184,150 @@ impl Lattice {
         scale: f32,
         iq1: Option<f32>,
     ) -> usize {
+        self.best_neighbour_in::<_, D>(Portable, u, x, w, scale, iq1)
+    }
+
+    /// [`Lattice::best_neighbour`] on lanes `s`.
+    #[inline(always)]
+    pub fn best_neighbour_in<S: Lanes, const D: usize>(
+        &self,
+        s: S,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        iq1: Option<f32>,
+    ) -> usize {
         let off = (-self.map[u] - 1) as usize;
         let ids = self.neighbours_of(u);
+        let first = ids.first().copied().unwrap_or(0) as usize;
         let start = self.lane_start.get(off).copied().unwrap_or(0) as usize;
+        let nchunks = ids.len().div_ceil(8);
         let (x, w): (&[f32; D], &[f32; D]) = match (x.try_into(), w.try_into()) {
             (Ok(x), Ok(w)) => (x, w),
-            _ => return ids.first().copied().unwrap_or(0) as usize,
+            _ => return first,
         };
-        let mut best = f32::MAX;
-        let mut best_j = ids.first().copied().unwrap_or(0) as usize;
-        for (c, chunk_ids) in ids.chunks(8).enumerate() {
-            let vals = &self.lanes[start + c * D..start + c * D + D];
-            let mut d2 = [0f32; 8];
-            for i in 0..D {
-                let mut q = vals[i];
-                if let Some(xg0) = iq1 {
-                    for v in &mut q {
-                        *v = xg0 + (*v - 1.0) * 0.5;
-                    }
-                }
-                for lane in 0..8 {
-                    let diff = scale * q[lane] - x[i];
-                    d2[lane] += w[i] * diff * diff;
-                }
-            }
-            // The sequential `if d < best` scan ends on the chunk's least value below
-            // `best` (NaN never taken), at its first lane: fold the minimum, then find it.
-            let n = chunk_ids.len();
-            let m = d2[..n].iter().fold(best, |m, &d| if d < m { d } else { m });
-            if m < best {
-                if let Some(lane) = d2[..n].iter().position(|&d| d == m) {
-                    best = m;
-                    best_j = chunk_ids[lane] as usize;
-                }
-            }
+        let Some(vals) = self.lanes.get(start..start + nchunks * D) else {
+            return first;
+        };
+        let sc = s.splat(scale);
+        let mut xs = [sc; D];
+        let mut ws = [sc; D];
+        for i in 0..D {
+            xs[i] = s.splat(x[i]);
+            ws[i] = s.splat(w[i]);
         }
-        best_j
+        let (one, half) = (s.splat(1.0), s.splat(0.5));
+        // Per lane, the least sum below `f32::MAX` (NaN never taken, the padding lanes
+        // are NaN) and the chunk where it first occurs: the sequential `if d < best`
+        // scan's choice is then the least of these, at its smallest list position.
+        let mut best = s.splat(f32::MAX);
+        let mut chunk = s.splat_i(0);
+        if D == 8 && iq1.is_none() {
+            // Term `w·(scale·q − x)²` of coordinate `i` depends on the neighbour only
+            // through its level: tables of the three terms of two coordinates per
+            // vector (NaN in lanes 3 and 7, the padding's), each neighbour's sum then
+            // adds its terms in ggml's order, the same values as computed one by one.
+            let Some(idx) = self.lane_idx.get(start..start + nchunks * D) else {
+                return first;
+            };
+            let mut xa = [0f32; 8];
+            let mut wa = [0f32; 8];
+            xa.copy_from_slice(&x[..8]);
+            wa.copy_from_slice(&w[..8]);
+            let (xv, wv) = (s.load(&xa), s.load(&wa));
+            let nan = f32::NAN;
+            let sq = s.mul(sc, s.load(&[1.0, 3.0, 5.0, nan, 1.0, 3.0, 5.0, nan]));
+            // Loops, not `array::from_fn`: its closure would not inline into the AVX2
+            // build.
+            let mut tabs = [sq; 4];
+            for (p, t) in tabs.iter_mut().enumerate() {
+                let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
+                let ix = s.load_i(&[a, a, a, a, b, b, b, b]);
+                let diff = s.sub(sq, s.permute(xv, ix));
+                *t = s.mul(s.mul(s.permute(wv, ix), diff), diff);
+            }
+            for (c, ix) in idx.chunks_exact(8).enumerate() {
+                let mut d2 = s.splat(0.0);
+                for (i, ix) in ix.iter().enumerate() {
+                    d2 = s.add(d2, s.permute(tabs[(i / 2) & 3], s.load_u8(ix)));
+                }
+                let take = s.gt(best, d2);
+                best = s.select(take, d2, best);
+                chunk = s.select_i(take, s.splat_i(c as i32), chunk);
+            }
+            return self.pick(s, ids, first, best, chunk);
+        }
+        for (c, vals) in vals.chunks_exact(D).enumerate() {
+            let mut d2 = s.splat(0.0);
+            for ((q, &xi), &wi) in vals.iter().zip(&xs).zip(&ws) {
+                let mut q = s.load(q);
+                if let Some(xg0) = iq1 {
+                    q = s.add(s.splat(xg0), s.mul(s.sub(q, one), half));
+                }
+                let diff = s.sub(s.mul(sc, q), xi);
+                d2 = s.add(d2, s.mul(s.mul(wi, diff), diff));
+            }
+            let take = s.gt(best, d2);
+            best = s.select(take, d2, best);
+            chunk = s.select_i(take, s.splat_i(c as i32), chunk);
+        }
+        self.pick(s, ids, first, best, chunk)
+    }
+
+    /// The neighbour of list `ids` at the least of the per-lane bests `best` (each first
+    /// seen in chunk `chunk`), at its smallest position; `first` when none is below
+    /// `f32::MAX`.
+    #[inline(always)]
+    fn pick<S: Lanes>(&self, s: S, ids: &[u16], first: usize, best: S::F, chunk: S::I) -> usize {
+        // No NaN, no −0 (every sum starts from +0): the least lane in any order.
+        let m = s.hmin_splat(best);
+        if s.store(m)[0] >= f32::MAX {
+            return first;
+        }
+        let mut eq = s.eq_bits(best, m);
+        if ids.len() <= 8 {
+            // One chunk: the first lane holding the least.
+            let lane = eq.trailing_zeros() as usize;
+            return ids.get(lane).copied().map_or(first, usize::from);
+        }
+        let chunk = s.store_i(chunk);
+        // Usually one lane; on ties the smallest list position.
+        let mut pos = u32::MAX;
+        while eq != 0 {
+            let lane = eq.trailing_zeros();
+            pos = pos.min(8 * chunk[lane as usize & 7] as u32 + lane);
+            eq &= eq - 1;
+        }
+        ids.get(pos as usize).copied().map_or(first, usize::from)
+    }
+
+    /// [`Lattice::best_neighbour`], checked to equal the AVX2 lanes' answer where the CPU
+    /// has them.
+    #[cfg(test)]
+    pub(crate) fn best_neighbour_checked<const D: usize>(
+        &self,
+        u: usize,
+        x: &[f32],
+        w: &[f32],
+        scale: f32,
+        iq1: Option<f32>,
+    ) -> usize {
+        let p = self.best_neighbour::<D>(u, x, w, scale, iq1);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::types::lanes::Avx2::get() {
+            assert_eq!(self.best_neighbour_in::<_, D>(t, u, x, w, scale, iq1), p);
+        }
+        p
+    }
+
+    /// The levels of grid point `k` into `l` (`D` of them).
+    #[inline(always)]
+    pub fn put_levels<const D: usize>(&self, k: usize, l: &mut [i8]) {
+        let b = self.levels.get(k).copied().unwrap_or(0).to_le_bytes();
+        for (l, &b) in l.iter_mut().zip(&b[..D]) {
+            *l = b as i8;
+        }
     }
 
     /// Grid point `k`.
@@ -205,6 +343,53 @@ impl Lattice {
         let count = self.neighbours.get(off).copied().unwrap_or(0) as usize;
         &self.neighbours[off + 1..off + 1 + count]
     }
+}
+
+/// Most trial scales a search tries (IQ3_XXS: 31), rounded up to whole lane groups.
+pub(crate) const MAX_TRIALS: usize = 32;
+
+/// `Σ w·x·q` and `Σ w·q²` (`q = 2l + 1`, each sum in ggml's order: from 0, value by
+/// value, `(w·x)·q` and `(w·q)·q`) of trial scales `0..n`, eight trials side by side:
+/// `cols[i][t]` is level `l` of value `i` at trial `t`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // lane loops, index for index
+pub(crate) fn trial_sums<const N: usize>(
+    weight: &[f32; N],
+    xval: &[f32; N],
+    cols: &[[i8; MAX_TRIALS]; N],
+    n: usize,
+) -> ([f32; MAX_TRIALS], [f32; MAX_TRIALS]) {
+    let mut sumqx = [0f32; MAX_TRIALS];
+    let mut sumq2 = [0f32; MAX_TRIALS];
+    for b in 0..n.div_ceil(8).min(MAX_TRIALS / 8) {
+        let mut sqx = [0f32; 8];
+        let mut sq2 = [0f32; 8];
+        for i in 0..N {
+            let w = weight[i];
+            let wx = w * xval[i];
+            let l = &cols[i][8 * b..8 * b + 8];
+            for t in 0..8 {
+                let q = (2 * l[t] as i32 + 1) as f32;
+                sqx[t] += wx * q;
+                sq2[t] += w * q * q;
+            }
+        }
+        sumqx[8 * b..8 * b + 8].copy_from_slice(&sqx);
+        sumq2[8 * b..8 * b + 8].copy_from_slice(&sq2);
+    }
+    (sumqx, sumq2)
+}
+
+/// Levels `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax)` of the 8 values `x` on lanes `s`.
+#[inline(always)]
+pub(crate) fn round_levels<S: Lanes>(s: S, id: f32, x: &[f32], kmax: i32) -> [i32; 8] {
+    let mut a = [0f32; 8];
+    a.copy_from_slice(&x[..8]);
+    let v = s.mul(
+        s.splat(0.5),
+        s.sub(s.mul(s.splat(id), s.load(&a)), s.splat(1.0)),
+    );
+    s.store_i(s.clamp_i(s.nearest_int(v), s.splat_i(0), s.splat_i(kmax)))
 }
 
 /// Which codebook.
@@ -361,6 +546,58 @@ mod tests {
             digest(&signs, 1),
             "a76742a603f8beca5212ecce0f1f02f11a4887fd2f7c8b15aca0ea3eb3380c31"
         );
+    }
+
+    /// The lists equal ggml's construction: every (distance, index) pair sorted, taken
+    /// up to the `nwant`-th distinct distance.
+    #[test]
+    fn neighbour_lists_equal_the_sorted_construction() {
+        for (b, bits, nwant) in [
+            (Book::Iq2Xxs, 2, 2),
+            (Book::Iq2Xs, 2, 2),
+            (Book::Iq2S, 2, 1),
+            (Book::Iq1, 2, 3),
+            (Book::Iq3Xxs, 3, 2),
+            (Book::Iq3S, 3, 3),
+        ] {
+            let l = lattice(b);
+            let (dim, mask) = (l.dim, (1usize << bits) - 1);
+            let n = l.grid.len() / dim;
+            for u in (0..l.map.len()).step_by(5) {
+                let max_level = if bits == 2 { 2 } else { 7 };
+                if l.map[u] >= 0 || (0..dim).any(|k| (u >> (bits * k)) & mask > max_level) {
+                    continue;
+                }
+                let pos: Vec<i32> = (0..dim)
+                    .map(|k| 2 * ((u >> (bits * k)) & mask) as i32 + 1)
+                    .collect();
+                let mut dist: Vec<(i32, u16)> = (0..n)
+                    .map(|j| {
+                        let d = l
+                            .point(j)
+                            .iter()
+                            .zip(&pos)
+                            .map(|(&g, &p)| (g as i32 - p) * (g as i32 - p))
+                            .sum();
+                        (d, j as u16)
+                    })
+                    .collect();
+                dist.sort_unstable();
+                let mut want = Vec::new();
+                let (mut d2, mut nhave) = (dist[0].0, 1);
+                for &(d, j) in &dist {
+                    if d > d2 {
+                        if nhave == nwant {
+                            break;
+                        }
+                        d2 = d;
+                        nhave += 1;
+                    }
+                    want.push(j);
+                }
+                assert_eq!(l.neighbours_of(u), &want[..], "{b:?} u={u}");
+            }
+        }
     }
 
     #[test]

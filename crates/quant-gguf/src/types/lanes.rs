@@ -71,6 +71,15 @@ pub(crate) trait Lanes: Copy {
     fn or_shl4(self, a: Self::I, b: Self::I) -> Self::I;
     /// The low byte of each lane of `a`, then of `b`.
     fn low_bytes(self, a: Self::I, b: Self::I) -> [u8; 2 * N];
+    /// The lanes of `a`.
+    fn load_i(self, a: &[i32; N]) -> Self::I;
+    /// The lanes of `a`, zero-extended.
+    fn load_u8(self, a: &[u8; N]) -> Self::I;
+    /// Lane `k`: lane `idx[k] & 7` of `table`.
+    fn permute(self, table: Self::F, idx: Self::I) -> Self::F;
+    /// The least lane of `a` in every lane (`a` holds no NaN and no −0, so the order of
+    /// the comparisons cannot matter).
+    fn hmin_splat(self, a: Self::F) -> Self::F;
 }
 
 /// The portable build: plain arrays, left to the compiler.
@@ -90,6 +99,23 @@ impl Lanes for Portable {
     type F = [f32; N];
     type I = [i32; N];
     type M = [bool; N];
+
+    #[inline(always)]
+    fn load_i(self, a: &[i32; N]) -> Self::I {
+        *a
+    }
+    #[inline(always)]
+    fn load_u8(self, a: &[u8; N]) -> Self::I {
+        a.map(i32::from)
+    }
+    #[inline(always)]
+    fn permute(self, table: Self::F, idx: Self::I) -> Self::F {
+        idx.map(|i| table[(i & 7) as usize])
+    }
+    #[inline(always)]
+    fn hmin_splat(self, a: Self::F) -> Self::F {
+        [a.iter().fold(a[0], |m, &v| if v < m { v } else { m }); N]
+    }
 
     #[inline(always)]
     fn splat(self, v: f32) -> Self::F {
@@ -275,6 +301,29 @@ mod avx2 {
         type F = __m256;
         type I = __m256i;
         type M = __m256;
+
+        #[inline(always)]
+        fn load_i(self, a: &[i32; N]) -> Self::I {
+            unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+        }
+        #[inline(always)]
+        fn load_u8(self, a: &[u8; N]) -> Self::I {
+            // The 8 bytes of `a`, zero-extended to 32 bits.
+            unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(a.as_ptr().cast())) }
+        }
+        #[inline(always)]
+        fn permute(self, table: Self::F, idx: Self::I) -> Self::F {
+            unsafe { _mm256_permutevar8x32_ps(table, idx) }
+        }
+        #[inline(always)]
+        fn hmin_splat(self, a: Self::F) -> Self::F {
+            // Without NaN or −0, min is exact in any order.
+            unsafe {
+                let m = _mm256_min_ps(a, _mm256_permute2f128_ps::<1>(a, a));
+                let m = _mm256_min_ps(m, _mm256_shuffle_ps::<0b01_00_11_10>(m, m));
+                _mm256_min_ps(m, _mm256_shuffle_ps::<0b10_11_00_01>(m, m))
+            }
+        }
 
         #[inline(always)]
         fn splat(self, v: f32) -> Self::F {
