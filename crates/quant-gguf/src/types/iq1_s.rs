@@ -33,11 +33,26 @@ const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
 
 /// The indices of `xb` in ascending order of value, equal values in their original
 /// order (glibc 2.36's `qsort` is a merge sort, so ggml's `iq1_sort_helper` sort is
-/// stable): an insertion sort, which is stable too. (With NaN, whose comparisons are all
-/// false, the orders may differ.)
+/// stable): each value's rank counted, or with NaN an insertion sort, which is stable
+/// too. (With NaN, whose comparisons are all false, the orders may differ from ggml's.)
 #[inline(always)]
 pub(crate) fn sorted_order<const N: usize>(xb: &[f32]) -> [usize; N] {
     let mut idx: [usize; N] = std::array::from_fn(|i| i);
+    if let Ok(x) = <&[f32; N]>::try_from(xb) {
+        if !x.iter().any(|v| v.is_nan()) {
+            // Without NaN `<` is a strict weak order, and the stable sort puts value `i`
+            // after every smaller value and every equal one before it: its rank is their
+            // count (branch-free, so it vectorizes; the insertion sort's order).
+            for (i, &v) in x.iter().enumerate() {
+                let mut r = 0usize;
+                for (j, &u) in x.iter().enumerate() {
+                    r += ((u < v) | ((u == v) & (j < i))) as usize;
+                }
+                idx[r] = i;
+            }
+            return idx;
+        }
+    }
     for i in 1..N {
         let cur = idx[i];
         let v = xb[cur];
@@ -120,6 +135,10 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
             let cw = s.sub(s.splat(swn), w2);
             let mut qx = [[0f32; 8]; 2];
             let mut q2 = [[0f32; 8]; 2];
+            // Whether any of the 16 comparisons passes against the score at the chunk's
+            // start: when none does, none updates the score, so all fail in turn.
+            let mut pass = false;
+            let (zero, bs) = (s.splat(0.0), s.splat(best_score));
             for (k, xs) in [X_P, X_M].iter().enumerate() {
                 let (p0, p1, p2) = (s.splat(xs[0]), s.splat(xs[1]), s.splat(xs[2]));
                 let sqx = s.add(s.add(s.mul(ax, p0), s.mul(bx, p1)), s.mul(cx, p2));
@@ -127,8 +146,14 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
                     s.add(s.mul(s.mul(aw, p0), p0), s.mul(s.mul(bw, p1), p1)),
                     s.mul(s.mul(cw, p2), p2),
                 );
+                let m = s.and(s.gt(sq2, zero), s.gt(s.mul(sqx, sqx), s.mul(bs, sq2)));
+                pass |= s.any(m);
                 qx[k] = s.store(sqx);
                 q2[k] = s.store(sq2);
+            }
+            if !pass {
+                i2 += 8;
+                continue;
             }
             let n = (BS + 1 - i2).min(8);
             for l in 0..n {
@@ -292,6 +317,45 @@ impl BlockIq1S {
     }
 }
 
+impl BlockIq1S {
+    /// The blocks of a row (all-ones weights without `qw`). The AVX2 build is an
+    /// explicit `target_feature` function (a closure handed to [`by_blocks`] is compiled,
+    /// and left out of line, for the baseline target).
+    #[inline(always)]
+    fn quantize_blocks(x: &[f32], qw: Option<&[f32]>, y: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            return unsafe { quantize_blocks_avx2(t, x, qw, y) };
+        }
+        by_blocks(x, qw, y, |xb, qb| {
+            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
+        });
+    }
+}
+
+/// [`BlockIq1S::quantize_blocks`] built for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 (the token's existence says so).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_blocks_avx2(_t: Avx2, x: &[f32], qw: Option<&[f32]>, y: &mut [BlockIq1S]) {
+    let blocks = x.chunks_exact(QK_K).zip(y);
+    match qw {
+        Some(qw) => {
+            for ((xb, yb), qb) in blocks.zip(qw.chunks_exact(QK_K)) {
+                *yb = BlockIq1S::quantize(xb, qb);
+            }
+        }
+        None => {
+            for (xb, yb) in blocks {
+                *yb = BlockIq1S::quantize(xb, &[1.0; QK_K]);
+            }
+        }
+    }
+}
+
 impl GgmlBlock for BlockIq1S {
     const TYPE: GgmlType = GgmlType::IQ1_S;
     const BLOCK_SIZE: usize = QK_K;
@@ -324,14 +388,12 @@ impl GgmlBlock for BlockIq1S {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
+        Self::quantize_blocks(x, None, y);
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, |xb, qb| {
-            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
-        });
+        Self::quantize_blocks(x, Some(qw), y);
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
@@ -355,6 +417,57 @@ impl GgmlBlock for BlockIq1S {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stable insertion sort (the NaN path) as the oracle of the rank count.
+    fn insertion<const N: usize>(xb: &[f32]) -> [usize; N] {
+        let mut idx: [usize; N] = std::array::from_fn(|i| i);
+        for i in 1..N {
+            let cur = idx[i];
+            let mut j = i;
+            while j > 0 && xb[idx[j - 1]] > xb[cur] {
+                idx[j] = idx[j - 1];
+                j -= 1;
+            }
+            idx[j] = cur;
+        }
+        idx
+    }
+
+    #[test]
+    fn ranks_give_the_stable_order() {
+        let mut s = 9u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let pool = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+        ];
+        for _ in 0..3000 {
+            let x: Vec<f32> = (0..32)
+                .map(|_| match r() % 3 {
+                    0 => pool[(r() % 8) as usize],
+                    _ => (r() % 2000) as f32 / 1000.0 - 1.0,
+                })
+                .collect();
+            assert_eq!(sorted_order::<32>(&x), insertion::<32>(&x));
+            assert_eq!(sorted_order::<16>(&x[..16]), insertion::<16>(&x[..16]));
         }
     }
 }
