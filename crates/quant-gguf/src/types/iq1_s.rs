@@ -79,12 +79,84 @@ pub(crate) fn iq1_find_best_neighbour2(
     xg: &[f32; 3],
     l: &mut [i8],
 ) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    let grid_index = match (Avx2::get(), xval.try_into(), weight.try_into()) {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        (Some(t), Ok(x), Ok(w)) => unsafe { best_neighbour_avx2(t, lat, u, x, w, scale, xg[0]) },
+        _ => lat.best_neighbour::<8>(u, xval, weight, scale, Some(xg[0])),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
     let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, Some(xg[0]));
     let pg = lat.point(grid_index);
     for i in 0..8 {
         l[i] = (pg[i] - 1) / 2;
     }
     grid_index
+}
+
+/// [`Lattice::best_neighbour`] with `iq1 = Some(xg0)` for a group of 8, in AVX2
+/// registers: each lane's sum is the same chain of operations; a chunk's least sum below
+/// `best` (NaN lanes, the padding included, never taken: they count as +∞, above any
+/// `best ≤ f32::MAX`) is the value the sequential scan ends on, at its first lane.
+///
+/// # Safety
+/// The CPU has AVX2 (the token's existence says so).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn best_neighbour_avx2(
+    _t: Avx2,
+    lat: &Lattice,
+    u: usize,
+    x: &[f32; 8],
+    w: &[f32; 8],
+    scale: f32,
+    xg0: f32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let off = (-lat.map[u] - 1) as usize;
+    let ids = lat.neighbours_of(u);
+    let start = lat.lane_start.get(off).copied().unwrap_or(0) as usize;
+    let mut best = f32::MAX;
+    let mut best_j = ids.first().copied().unwrap_or(0) as usize;
+    let (one, half, inf) = (
+        _mm256_set1_ps(1.0),
+        _mm256_set1_ps(0.5),
+        _mm256_set1_ps(f32::INFINITY),
+    );
+    let (xg0v, scalev) = (_mm256_set1_ps(xg0), _mm256_set1_ps(scale));
+    for (c, chunk_ids) in ids.chunks(8).enumerate() {
+        let Some(vals) = lat.lanes.get(start + c * 8..start + c * 8 + 8) else {
+            break;
+        };
+        let mut d2 = _mm256_setzero_ps();
+        for i in 0..8 {
+            // SAFETY: each `vals[i]` holds 8 floats.
+            let v = unsafe { _mm256_loadu_ps(vals[i].as_ptr()) };
+            let q = _mm256_add_ps(xg0v, _mm256_mul_ps(_mm256_sub_ps(v, one), half));
+            let diff = _mm256_sub_ps(_mm256_mul_ps(scalev, q), _mm256_set1_ps(x[i]));
+            let t = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[i]), diff), diff);
+            d2 = _mm256_add_ps(d2, t);
+        }
+        let n = chunk_ids.len();
+        let valid = _mm256_cmp_ps::<_CMP_ORD_Q>(d2, d2);
+        let d = _mm256_blendv_ps(inf, d2, valid);
+        let m = _mm256_min_ps(d, _mm256_permute2f128_ps::<1>(d, d));
+        let m = _mm_min_ps(
+            _mm256_castps256_ps128(m),
+            _mm_movehl_ps(_mm256_castps256_ps128(m), _mm256_castps256_ps128(m)),
+        );
+        let m = _mm_min_ss(m, _mm_shuffle_ps::<1>(m, m));
+        let m = _mm_cvtss_f32(m);
+        if m < best {
+            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(d2, _mm256_set1_ps(m))) as u32;
+            let lane = (eq & ((1u32 << n) - 1)).trailing_zeros() as usize;
+            if let Some(&j) = chunk_ids.get(lane) {
+                best = m;
+                best_j = j as usize;
+            }
+        }
+    }
+    best_j
 }
 
 /// The split search of `quantize_row_iq1_s_impl` over the prefix sums of a block of 32:
@@ -438,6 +510,43 @@ mod tests {
             idx[j] = cur;
         }
         idx
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_best_neighbour_equals_the_lanes_scan() {
+        let Some(t) = Avx2::get() else { return };
+        let lat = lattice(Book::Iq1);
+        let mut s = 3u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let mut tried = 0;
+        while tried < 20000 {
+            let levels: [i8; 8] = std::array::from_fn(|_| (r() % 3) as i8);
+            let u = index2(&levels);
+            if lat.map[u] >= 0 {
+                continue;
+            }
+            tried += 1;
+            // Coarse values make ties between neighbours common.
+            let x: [f32; 8] = std::array::from_fn(|_| (r() % 9) as f32 * 0.25 - 1.0);
+            let w: [f32; 8] = std::array::from_fn(|_| match r() % 4 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => (r() % 1000) as f32 / 100.0,
+            });
+            let scale = [1.0f32, 0.5, 0.37, 1e-20][tried % 4];
+            for xg0 in [X_P[0], X_M[0]] {
+                // SAFETY: the token says the CPU has AVX2.
+                let got = unsafe { best_neighbour_avx2(t, lat, u, &x, &w, scale, xg0) };
+                let want = lat.best_neighbour::<8>(u, &x, &w, scale, Some(xg0));
+                assert_eq!(got, want, "u={u} x={x:?} w={w:?} scale={scale}");
+            }
+        }
     }
 
     #[test]
