@@ -96,8 +96,9 @@ pub(crate) fn iq1_find_best_neighbour2(
 
 /// [`Lattice::best_neighbour`] with `iq1 = Some(xg0)` for a group of 8, in AVX2
 /// registers: each lane's sum is the same chain of operations; a chunk's least sum below
-/// `best` (NaN lanes, the padding included, never taken: they count as +∞, above any
-/// `best ≤ f32::MAX`) is the value the sequential scan ends on, at its first lane.
+/// `best` (NaN lanes and the last chunk's missing neighbours never taken: they count as
+/// +∞, above any `best ≤ f32::MAX`) is the value the sequential scan ends on, at its
+/// first lane.
 ///
 /// # Safety
 /// The CPU has AVX2 (the token's existence says so).
@@ -113,9 +114,7 @@ unsafe fn best_neighbour_avx2(
     xg0: f32,
 ) -> usize {
     use std::arch::x86_64::*;
-    let off = (-lat.map[u] - 1) as usize;
     let ids = lat.neighbours_of(u);
-    let start = lat.lane_start.get(off).copied().unwrap_or(0) as usize;
     let mut best = f32::MAX;
     let mut best_j = ids.first().copied().unwrap_or(0) as usize;
     let (one, half, inf) = (
@@ -124,29 +123,63 @@ unsafe fn best_neighbour_avx2(
         _mm256_set1_ps(f32::INFINITY),
     );
     let (xg0v, scalev) = (_mm256_set1_ps(xg0), _mm256_set1_ps(scale));
-    for (c, chunk_ids) in ids.chunks(8).enumerate() {
-        let Some(vals) = lat.lanes.get(start + c * 8..start + c * 8 + 8) else {
-            break;
-        };
+    for chunk_ids in ids.chunks(8) {
+        // The chunk's grid points (8 bytes each; the last chunk's missing ones repeat its
+        // first, their sums masked below), transposed so that vector `i` holds
+        // coordinate `i` of the 8 points: the values of `Lattice::lanes`, read from the
+        // 16 KiB grid instead of the 32 bytes per neighbour of the lane table.
+        let mut rows = [0u64; 8];
+        for (k, r) in rows.iter_mut().enumerate() {
+            let j = chunk_ids.get(k).or(chunk_ids.first()).copied().unwrap_or(0) as usize;
+            if let Some(p) = lat.grid.get(8 * j..8 * j + 8) {
+                *r = u64::from_le_bytes(std::array::from_fn(|b| p[b] as u8));
+            }
+        }
+        let r = rows.map(|v| _mm_cvtsi64_si128(v as i64));
+        let a = [
+            _mm_unpacklo_epi8(r[0], r[1]),
+            _mm_unpacklo_epi8(r[2], r[3]),
+            _mm_unpacklo_epi8(r[4], r[5]),
+            _mm_unpacklo_epi8(r[6], r[7]),
+        ];
+        let b = [
+            _mm_unpacklo_epi16(a[0], a[1]),
+            _mm_unpackhi_epi16(a[0], a[1]),
+            _mm_unpacklo_epi16(a[2], a[3]),
+            _mm_unpackhi_epi16(a[2], a[3]),
+        ];
+        // Coordinates 2k, 2k + 1 in the low and high 8 bytes of c[k].
+        let c = [
+            _mm_unpacklo_epi32(b[0], b[2]),
+            _mm_unpackhi_epi32(b[0], b[2]),
+            _mm_unpacklo_epi32(b[1], b[3]),
+            _mm_unpackhi_epi32(b[1], b[3]),
+        ];
         let mut d2 = _mm256_setzero_ps();
         for i in 0..8 {
-            // SAFETY: each `vals[i]` holds 8 floats.
-            let v = unsafe { _mm256_loadu_ps(vals[i].as_ptr()) };
+            let ci = c[i / 2];
+            let bytes = if i % 2 == 0 {
+                ci
+            } else {
+                _mm_unpackhi_epi64(ci, ci)
+            };
+            let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
             let q = _mm256_add_ps(xg0v, _mm256_mul_ps(_mm256_sub_ps(v, one), half));
             let diff = _mm256_sub_ps(_mm256_mul_ps(scalev, q), _mm256_set1_ps(x[i]));
             let t = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[i]), diff), diff);
             d2 = _mm256_add_ps(d2, t);
         }
         let n = chunk_ids.len();
-        let valid = _mm256_cmp_ps::<_CMP_ORD_Q>(d2, d2);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let real = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes));
+        let valid = _mm256_and_ps(real, _mm256_cmp_ps::<_CMP_ORD_Q>(d2, d2));
         let d = _mm256_blendv_ps(inf, d2, valid);
         let m = _mm256_min_ps(d, _mm256_permute2f128_ps::<1>(d, d));
         let m = _mm_min_ps(
             _mm256_castps256_ps128(m),
             _mm_movehl_ps(_mm256_castps256_ps128(m), _mm256_castps256_ps128(m)),
         );
-        let m = _mm_min_ss(m, _mm_shuffle_ps::<1>(m, m));
-        let m = _mm_cvtss_f32(m);
+        let m = _mm_cvtss_f32(_mm_min_ss(m, _mm_shuffle_ps::<1>(m, m)));
         if m < best {
             let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(d2, _mm256_set1_ps(m))) as u32;
             let lane = (eq & ((1u32 << n) - 1)).trailing_zeros() as usize;
