@@ -33,11 +33,26 @@ const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;
 
 /// The indices of `xb` in ascending order of value, equal values in their original
 /// order (glibc 2.36's `qsort` is a merge sort, so ggml's `iq1_sort_helper` sort is
-/// stable): an insertion sort, which is stable too. (With NaN, whose comparisons are all
-/// false, the orders may differ.)
+/// stable): each value's rank counted, or with NaN an insertion sort, which is stable
+/// too. (With NaN, whose comparisons are all false, the orders may differ from ggml's.)
 #[inline(always)]
 pub(crate) fn sorted_order<const N: usize>(xb: &[f32]) -> [usize; N] {
     let mut idx: [usize; N] = std::array::from_fn(|i| i);
+    if let Ok(x) = <&[f32; N]>::try_from(xb) {
+        if !x.iter().any(|v| v.is_nan()) {
+            // Without NaN `<` is a strict weak order, and the stable sort puts value `i`
+            // after every smaller value and every equal one before it: its rank is their
+            // count (branch-free, so it vectorizes; the insertion sort's order).
+            for (i, &v) in x.iter().enumerate() {
+                let mut r = 0usize;
+                for (j, &u) in x.iter().enumerate() {
+                    r += ((u < v) | ((u == v) & (j < i))) as usize;
+                }
+                idx[r] = i;
+            }
+            return idx;
+        }
+    }
     for i in 1..N {
         let cur = idx[i];
         let v = xb[cur];
@@ -64,12 +79,117 @@ pub(crate) fn iq1_find_best_neighbour2(
     xg: &[f32; 3],
     l: &mut [i8],
 ) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    let grid_index = match (Avx2::get(), xval.try_into(), weight.try_into()) {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        (Some(t), Ok(x), Ok(w)) => unsafe { best_neighbour_avx2(t, lat, u, x, w, scale, xg[0]) },
+        _ => lat.best_neighbour::<8>(u, xval, weight, scale, Some(xg[0])),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
     let grid_index = lat.best_neighbour::<8>(u, xval, weight, scale, Some(xg[0]));
     let pg = lat.point(grid_index);
     for i in 0..8 {
         l[i] = (pg[i] - 1) / 2;
     }
     grid_index
+}
+
+/// [`Lattice::best_neighbour`] with `iq1 = Some(xg0)` for a group of 8, in AVX2
+/// registers: each lane's sum is the same chain of operations; a chunk's least sum below
+/// `best` (NaN lanes and the last chunk's missing neighbours never taken: they count as
+/// +∞, above any `best ≤ f32::MAX`) is the value the sequential scan ends on, at its
+/// first lane.
+///
+/// # Safety
+/// The CPU has AVX2 (the token's existence says so).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn best_neighbour_avx2(
+    _t: Avx2,
+    lat: &Lattice,
+    u: usize,
+    x: &[f32; 8],
+    w: &[f32; 8],
+    scale: f32,
+    xg0: f32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let ids = lat.neighbours_of(u);
+    let mut best = f32::MAX;
+    let mut best_j = ids.first().copied().unwrap_or(0) as usize;
+    let (one, half, inf) = (
+        _mm256_set1_ps(1.0),
+        _mm256_set1_ps(0.5),
+        _mm256_set1_ps(f32::INFINITY),
+    );
+    let (xg0v, scalev) = (_mm256_set1_ps(xg0), _mm256_set1_ps(scale));
+    for chunk_ids in ids.chunks(8) {
+        // The chunk's grid points (8 bytes each; the last chunk's missing ones repeat its
+        // first, their sums masked below), transposed so that vector `i` holds
+        // coordinate `i` of the 8 points: the values of `Lattice::lanes`, read from the
+        // 16 KiB grid instead of the 32 bytes per neighbour of the lane table.
+        let mut rows = [0u64; 8];
+        for (k, r) in rows.iter_mut().enumerate() {
+            let j = chunk_ids.get(k).or(chunk_ids.first()).copied().unwrap_or(0) as usize;
+            if let Some(p) = lat.grid.get(8 * j..8 * j + 8) {
+                *r = u64::from_le_bytes(std::array::from_fn(|b| p[b] as u8));
+            }
+        }
+        let r = rows.map(|v| _mm_cvtsi64_si128(v as i64));
+        let a = [
+            _mm_unpacklo_epi8(r[0], r[1]),
+            _mm_unpacklo_epi8(r[2], r[3]),
+            _mm_unpacklo_epi8(r[4], r[5]),
+            _mm_unpacklo_epi8(r[6], r[7]),
+        ];
+        let b = [
+            _mm_unpacklo_epi16(a[0], a[1]),
+            _mm_unpackhi_epi16(a[0], a[1]),
+            _mm_unpacklo_epi16(a[2], a[3]),
+            _mm_unpackhi_epi16(a[2], a[3]),
+        ];
+        // Coordinates 2k, 2k + 1 in the low and high 8 bytes of c[k].
+        let c = [
+            _mm_unpacklo_epi32(b[0], b[2]),
+            _mm_unpackhi_epi32(b[0], b[2]),
+            _mm_unpacklo_epi32(b[1], b[3]),
+            _mm_unpackhi_epi32(b[1], b[3]),
+        ];
+        let mut d2 = _mm256_setzero_ps();
+        for i in 0..8 {
+            let ci = c[i / 2];
+            let bytes = if i % 2 == 0 {
+                ci
+            } else {
+                _mm_unpackhi_epi64(ci, ci)
+            };
+            let v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+            let q = _mm256_add_ps(xg0v, _mm256_mul_ps(_mm256_sub_ps(v, one), half));
+            let diff = _mm256_sub_ps(_mm256_mul_ps(scalev, q), _mm256_set1_ps(x[i]));
+            let t = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(w[i]), diff), diff);
+            d2 = _mm256_add_ps(d2, t);
+        }
+        let n = chunk_ids.len();
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let real = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes));
+        let valid = _mm256_and_ps(real, _mm256_cmp_ps::<_CMP_ORD_Q>(d2, d2));
+        let d = _mm256_blendv_ps(inf, d2, valid);
+        let m = _mm256_min_ps(d, _mm256_permute2f128_ps::<1>(d, d));
+        let m = _mm_min_ps(
+            _mm256_castps256_ps128(m),
+            _mm_movehl_ps(_mm256_castps256_ps128(m), _mm256_castps256_ps128(m)),
+        );
+        let m = _mm_cvtss_f32(_mm_min_ss(m, _mm_shuffle_ps::<1>(m, m)));
+        if m < best {
+            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(d2, _mm256_set1_ps(m))) as u32;
+            let lane = (eq & ((1u32 << n) - 1)).trailing_zeros() as usize;
+            if let Some(&j) = chunk_ids.get(lane) {
+                best = m;
+                best_j = j as usize;
+            }
+        }
+    }
+    best_j
 }
 
 /// The split search of `quantize_row_iq1_s_impl` over the prefix sums of a block of 32:
@@ -120,6 +240,10 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
             let cw = s.sub(s.splat(swn), w2);
             let mut qx = [[0f32; 8]; 2];
             let mut q2 = [[0f32; 8]; 2];
+            // Whether any of the 16 comparisons passes against the score at the chunk's
+            // start: when none does, none updates the score, so all fail in turn.
+            let mut pass = false;
+            let (zero, bs) = (s.splat(0.0), s.splat(best_score));
             for (k, xs) in [X_P, X_M].iter().enumerate() {
                 let (p0, p1, p2) = (s.splat(xs[0]), s.splat(xs[1]), s.splat(xs[2]));
                 let sqx = s.add(s.add(s.mul(ax, p0), s.mul(bx, p1)), s.mul(cx, p2));
@@ -127,8 +251,14 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
                     s.add(s.mul(s.mul(aw, p0), p0), s.mul(s.mul(bw, p1), p1)),
                     s.mul(s.mul(cw, p2), p2),
                 );
+                let m = s.and(s.gt(sq2, zero), s.gt(s.mul(sqx, sqx), s.mul(bs, sq2)));
+                pass |= s.any(m);
                 qx[k] = s.store(sqx);
                 q2[k] = s.store(sq2);
+            }
+            if !pass {
+                i2 += 8;
+                continue;
             }
             let n = (BS + 1 - i2).min(8);
             for l in 0..n {
@@ -292,6 +422,45 @@ impl BlockIq1S {
     }
 }
 
+impl BlockIq1S {
+    /// The blocks of a row (all-ones weights without `qw`). The AVX2 build is an
+    /// explicit `target_feature` function (a closure handed to [`by_blocks`] is compiled,
+    /// and left out of line, for the baseline target).
+    #[inline(always)]
+    fn quantize_blocks(x: &[f32], qw: Option<&[f32]>, y: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            return unsafe { quantize_blocks_avx2(t, x, qw, y) };
+        }
+        by_blocks(x, qw, y, |xb, qb| {
+            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
+        });
+    }
+}
+
+/// [`BlockIq1S::quantize_blocks`] built for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 (the token's existence says so).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_blocks_avx2(_t: Avx2, x: &[f32], qw: Option<&[f32]>, y: &mut [BlockIq1S]) {
+    let blocks = x.chunks_exact(QK_K).zip(y);
+    match qw {
+        Some(qw) => {
+            for ((xb, yb), qb) in blocks.zip(qw.chunks_exact(QK_K)) {
+                *yb = BlockIq1S::quantize(xb, qb);
+            }
+        }
+        None => {
+            for (xb, yb) in blocks {
+                *yb = BlockIq1S::quantize(xb, &[1.0; QK_K]);
+            }
+        }
+    }
+}
+
 impl GgmlBlock for BlockIq1S {
     const TYPE: GgmlType = GgmlType::IQ1_S;
     const BLOCK_SIZE: usize = QK_K;
@@ -324,14 +493,12 @@ impl GgmlBlock for BlockIq1S {
     /// Not reached through [`crate::block::quantize`], which requires an importance
     /// matrix for this type (as ggml does); all-ones weights here.
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        by_blocks(x, None, y, |xb, _| Self::quantize(xb, &[1.0; QK_K]));
+        Self::quantize_blocks(x, None, y);
     }
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        by_blocks(x, Some(qw), y, |xb, qb| {
-            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
-        });
+        Self::quantize_blocks(x, Some(qw), y);
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
@@ -355,6 +522,94 @@ impl GgmlBlock for BlockIq1S {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stable insertion sort (the NaN path) as the oracle of the rank count.
+    fn insertion<const N: usize>(xb: &[f32]) -> [usize; N] {
+        let mut idx: [usize; N] = std::array::from_fn(|i| i);
+        for i in 1..N {
+            let cur = idx[i];
+            let mut j = i;
+            while j > 0 && xb[idx[j - 1]] > xb[cur] {
+                idx[j] = idx[j - 1];
+                j -= 1;
+            }
+            idx[j] = cur;
+        }
+        idx
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_best_neighbour_equals_the_lanes_scan() {
+        let Some(t) = Avx2::get() else { return };
+        let lat = lattice(Book::Iq1);
+        let mut s = 3u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let mut tried = 0;
+        while tried < 20000 {
+            let levels: [i8; 8] = std::array::from_fn(|_| (r() % 3) as i8);
+            let u = index2(&levels);
+            if lat.map[u] >= 0 {
+                continue;
+            }
+            tried += 1;
+            // Coarse values make ties between neighbours common.
+            let x: [f32; 8] = std::array::from_fn(|_| (r() % 9) as f32 * 0.25 - 1.0);
+            let w: [f32; 8] = std::array::from_fn(|_| match r() % 4 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => (r() % 1000) as f32 / 100.0,
+            });
+            let scale = [1.0f32, 0.5, 0.37, 1e-20][tried % 4];
+            for xg0 in [X_P[0], X_M[0]] {
+                // SAFETY: the token says the CPU has AVX2.
+                let got = unsafe { best_neighbour_avx2(t, lat, u, &x, &w, scale, xg0) };
+                let want = lat.best_neighbour::<8>(u, &x, &w, scale, Some(xg0));
+                assert_eq!(got, want, "u={u} x={x:?} w={w:?} scale={scale}");
+            }
+        }
+    }
+
+    #[test]
+    fn ranks_give_the_stable_order() {
+        let mut s = 9u64;
+        let mut r = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        let pool = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+        ];
+        for _ in 0..3000 {
+            let x: Vec<f32> = (0..32)
+                .map(|_| match r() % 3 {
+                    0 => pool[(r() % 8) as usize],
+                    _ => (r() % 2000) as f32 / 1000.0 - 1.0,
+                })
+                .collect();
+            assert_eq!(sorted_order::<32>(&x), insertion::<32>(&x));
+            assert_eq!(sorted_order::<16>(&x[..16]), insertion::<16>(&x[..16]));
         }
     }
 }

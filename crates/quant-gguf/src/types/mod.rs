@@ -38,6 +38,8 @@ pub mod search;
 pub mod simd;
 pub mod tq1_0;
 pub mod tq2_0;
+#[cfg(target_arch = "x86_64")]
+mod tq_avx2;
 
 use quant_core::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -13,6 +13,8 @@
 
 use crate::types::c_math::c_lroundf_small;
 use crate::types::c_math::{c_max, fp16_to_fp32, fp32_to_fp16, QK_K};
+#[cfg(target_arch = "x86_64")]
+use crate::types::{lanes::Avx2, tq_avx2};
 use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_tq1_0`.
@@ -46,6 +48,8 @@ fn trits(vals: impl Iterator<Item = f32>) -> u8 {
 }
 
 impl BlockTq1_0 {
+    /// One block of 256 (the portable build, and the AVX2 build's blocks that hold a
+    /// non-finite value or a tiny maximum).
     #[inline(always)]
     fn quantize(x: &[f32]) -> Self {
         let mut amax = 0f32;
@@ -134,6 +138,11 @@ impl GgmlBlock for BlockTq1_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            return unsafe { tq_avx2::tq1_row(t, x, y, Self::quantize) };
+        }
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
             *yb = Self::quantize(xb);
         }

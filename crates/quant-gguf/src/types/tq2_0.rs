@@ -9,6 +9,8 @@
 
 use crate::types::c_math::c_lroundf_small;
 use crate::types::c_math::{c_max, fp16_to_fp32, fp32_to_fp16, QK_K};
+#[cfg(target_arch = "x86_64")]
+use crate::types::{lanes::Avx2, tq_avx2};
 use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_tq2_0`.
@@ -21,6 +23,33 @@ pub struct BlockTq2_0 {
     pub d: u16,
 }
 const _: () = assert!(std::mem::size_of::<BlockTq2_0>() == 66);
+
+impl BlockTq2_0 {
+    /// One block of 256 (the portable build, and the AVX2 build's blocks that hold a
+    /// non-finite value or a tiny maximum).
+    #[inline(always)]
+    fn quantize(xb: &[f32]) -> Self {
+        let mut amax = 0f32;
+        for &v in xb {
+            amax = c_max(amax, v.abs());
+        }
+        let d = amax;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut yb = Self::ZERO;
+        yb.d = fp32_to_fp16(d);
+        for (j, xg) in xb.chunks_exact(128).enumerate() {
+            for m in 0..32 {
+                let mut q = 0u8;
+                for n in 0..4 {
+                    let xi = c_lroundf_small(xg[m + n * 32] * id).wrapping_add(1);
+                    q = q.wrapping_add(((xi & 3) << (2 * n)) as u8);
+                }
+                yb.qs[32 * j + m] = q;
+            }
+        }
+        yb
+    }
+}
 
 impl GgmlBlock for BlockTq2_0 {
     const TYPE: GgmlType = GgmlType::TQ2_0;
@@ -42,24 +71,13 @@ impl GgmlBlock for BlockTq2_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = Avx2::get() {
+            // SAFETY: the token exists only on CPUs with AVX2.
+            return unsafe { tq_avx2::tq2_row(t, x, y, Self::quantize) };
+        }
         for (xb, yb) in x.chunks_exact(QK_K).zip(y) {
-            let mut amax = 0f32;
-            for &v in xb {
-                amax = c_max(amax, v.abs());
-            }
-            let d = amax;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            yb.d = fp32_to_fp16(d);
-            for (j, xg) in xb.chunks_exact(128).enumerate() {
-                for m in 0..32 {
-                    let mut q = 0u8;
-                    for n in 0..4 {
-                        let xi = c_lroundf_small(xg[m + n * 32] * id).wrapping_add(1);
-                        q = q.wrapping_add(((xi & 3) << (2 * n)) as u8);
-                    }
-                    yb.qs[32 * j + m] = q;
-                }
-            }
+            *yb = Self::quantize(xb);
         }
     }
 
