@@ -469,10 +469,8 @@ fn quantize_rows_checked<T: GgmlBlock>(
         .for_each_init(
             || vec![T::ZERO; blocks_per_row],
             |blocks, (r, (o, x))| {
-                if check_finite && has_nonfinite(x) {
+                if !quantize_row_into(x, imatrix, check_finite, blocks, o) {
                     bad_row.fetch_min(r, Ordering::Relaxed);
-                } else {
-                    quantize_row_into(x, imatrix, blocks, o);
                 }
             },
         );
@@ -485,8 +483,9 @@ fn quantize_rows_checked<T: GgmlBlock>(
     Ok(Ok(out))
 }
 
-/// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises).
-#[inline]
+/// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises; inlined
+/// into the AVX2 build of [`quantize_row_into`]).
+#[inline(always)]
 fn has_nonfinite(x: &[f32]) -> bool {
     x.iter().fold(false, |acc, v| {
         acc | (v.to_bits() & 0x7f80_0000 == 0x7f80_0000)
@@ -494,10 +493,26 @@ fn has_nonfinite(x: &[f32]) -> bool {
 }
 
 /// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o`; the
-/// AVX2 build when [`simd_enabled`].
-fn quantize_row_into<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+/// AVX2 build when [`simd_enabled`]. With `check_finite`, a row holding a NaN or ±Inf is
+/// left unquantized and `false` returned (the scan runs in the same build).
+fn quantize_row_into<T: GgmlBlock>(
+    x: &[f32],
+    w: Option<&[f32]>,
+    check_finite: bool,
+    blocks: &mut [T],
+    o: &mut [u8],
+) -> bool {
     #[inline(always)]
-    fn imp<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
+    fn imp<T: GgmlBlock>(
+        x: &[f32],
+        w: Option<&[f32]>,
+        check_finite: bool,
+        blocks: &mut [T],
+        o: &mut [u8],
+    ) -> bool {
+        if check_finite && has_nonfinite(x) {
+            return false;
+        }
         match w {
             Some(w) => T::quantize_row_imat(x, w, blocks),
             None => T::quantize_row(x, blocks),
@@ -505,20 +520,27 @@ fn quantize_row_into<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T
         for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
             b.write(ob);
         }
+        true
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn avx2<T: GgmlBlock>(x: &[f32], w: Option<&[f32]>, blocks: &mut [T], o: &mut [u8]) {
-        imp(x, w, blocks, o)
+    unsafe fn avx2<T: GgmlBlock>(
+        x: &[f32],
+        w: Option<&[f32]>,
+        check_finite: bool,
+        blocks: &mut [T],
+        o: &mut [u8],
+    ) -> bool {
+        imp(x, w, check_finite, blocks, o)
     }
     #[cfg(target_arch = "x86_64")]
     {
         if simd_enabled() {
             // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
-            return unsafe { avx2(x, w, blocks, o) };
+            return unsafe { avx2(x, w, check_finite, blocks, o) };
         }
     }
-    imp(x, w, blocks, o)
+    imp(x, w, check_finite, blocks, o)
 }
 
 /// Dequantizes rows of `row_len` values stored as `T`, rows in parallel.
