@@ -110,10 +110,13 @@ impl ModelQuantizer {
 }
 
 /// Most output bytes produced but not yet written: while a writer thread writes tensors
-/// out, the next ones are quantized, as long as the tensors in flight stay this small
-/// (a large tensor waits until the writer has caught up, so peak memory stays the
-/// largest tensor's f32 values plus its output).
-const IN_FLIGHT_BYTES: u64 = 64 << 20;
+/// out, the next ones are quantized, as long as the tensors in flight (the one being
+/// produced included) stay this small; a tensor that would pass it waits until the writer
+/// has caught up. Peak memory stays the largest tensor's f32 values plus at most this much
+/// output (or one tensor's output, when that alone is larger), inside the streaming
+/// bound of the largest tensor's f32 size + 256 MiB. Large enough for a 128k-token
+/// embedding (Q4_K) to be written while the output head (Q6_K) is quantized.
+const IN_FLIGHT_BYTES: u64 = 192 << 20;
 
 /// Creates the file with `create` (which writes its header: for a converted model, the
 /// vocabulary), produces `entries` in order with `produce` (given one f32 scratch buffer
