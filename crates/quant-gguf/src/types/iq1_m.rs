@@ -16,6 +16,8 @@
 //! whole super-block and stored as `d·1.1125`.
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
+#[cfg(target_arch = "x86_64")]
+use crate::types::iq1_m_lanes::split_search16;
 use crate::types::iq1_s::{iq1_find_best_neighbour2, sorted_order, X_M, X_P};
 use crate::types::iq2_xxs::index2;
 use crate::types::iq_grid::{dequant_table, lattice, Book};
@@ -66,6 +68,30 @@ fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 16]) 
             }
         }
     }
+}
+
+/// [`split_search`] for the 16 blocks of a super-block (blocks whose largest magnitude is
+/// under `GROUP_MAX_EPS_IQ1_M` are skipped by the caller; their results are unused). On
+/// AVX2 the blocks run side by side, one per lane ([`split_search16`]).
+#[inline(always)]
+fn split_search_all(
+    xbl: &[f32],
+    weights: &[[f32; 16]; 16],
+    idx: &[[usize; 16]; 16],
+    maxes: &[f32; 16],
+) -> [(f32, usize, usize, i8); 16] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { split_search16(t, xbl, weights, idx) };
+    }
+    let mut out = [(0f32, 0usize, 0usize, -1i8); 16];
+    for ib in 0..16 {
+        if maxes[ib] >= GROUP_MAX_EPS_IQ1_M {
+            out[ib] = split_search(&xbl[16 * ib..16 * ib + 16], &weights[ib], &idx[ib]);
+        }
+    }
+    out
 }
 
 /// The split search of `quantize_row_iq1_m_impl` for one block of 16 (`idx`: the values
@@ -311,25 +337,36 @@ impl BlockIq1M {
             sumx2 += v * v;
         }
         let sigma2 = 2.0 * sumx2 / QK_K as f32;
+        let mut weights_all = [[0f32; BS]; QK_K / BS];
+        let mut idx_all = [[0usize; BS]; QK_K / BS];
+        let mut maxes = [0f32; QK_K / BS];
         for ib in 0..QK_K / BS {
             let xb = &xbl[BS * ib..BS * ib + BS];
             weights(
                 xb,
                 qwbl.map(|q| &q[BS * ib..BS * ib + BS]),
                 sigma2,
-                &mut weight,
+                &mut weights_all[ib],
             );
             let mut max = xb[0].abs();
             for &v in &xb[1..] {
                 max = c_max(max, v.abs());
             }
+            maxes[ib] = max;
+            idx_all[ib] = sorted_order::<BS>(xb);
+        }
+        let found = split_search_all(xbl, &weights_all, &idx_all, &maxes);
+        for ib in 0..QK_K / BS {
+            let xb = &xbl[BS * ib..BS * ib + BS];
+            let weight = weights_all[ib];
+            let max = maxes[ib];
             if max < GROUP_MAX_EPS_IQ1_M {
                 scales[ib] = 0.0;
                 shifts[ib] = 0;
                 continue;
             }
-            let idx = sorted_order::<BS>(xb);
-            let (scale_found, besti1, besti2, best_k) = split_search(xb, &weight, &idx);
+            let idx = idx_all[ib];
+            let (scale_found, besti1, besti2, best_k) = found[ib];
             let mut scale = if best_k < 0 { max } else { scale_found };
             let mut best_k = best_k;
             if best_k < 0 {

@@ -1,0 +1,140 @@
+//! IQ1_M's split search for the 16 blocks of a super-block at once: one block per AVX2
+//! lane, two groups of 8 blocks side by side (two independent dependency chains).
+//!
+//! Each lane runs exactly the per-block search of `iq1_m::split_search`: the splits in
+//! ggml's order (`i1` ascending, then `i2`, then the 4 shift combinations), each split's
+//! sums the chain `0 + t_0 + t_1 + …` over the sorted values (prefixes shared as in the
+//! per-block search: the same additions in the same order), the test
+//! `Σwq² > 0 && (Σwqx)² > best·Σwq²` and, when it passes, `scale = Σwqx/Σwq²`,
+//! `best = scale·Σwqx`. A lane's running best changes only through blends on its own
+//! mask, so a lane sees the same sequence of comparisons as the scalar loop, and the
+//! first strictly better candidate wins as in ggml. No horizontal operation mixes lanes.
+
+use crate::types::iq1_s::{X_M, X_P};
+use crate::types::lanes::Avx2;
+use std::arch::x86_64::*;
+
+const BS: usize = 16;
+
+/// Per group of 8 blocks, per sorted position `j` and level: the 8 terms (`w·q·x` of the
+/// combinations 0..3, then their `w·q²`), each a vector over the 8 blocks.
+type Terms = [[[[f32; 8]; 8]; 3]; BS];
+
+/// The split search of the 16 blocks of a super-block (`xbl`: 256 values, `weights` and
+/// `idx` per block as in `iq1_m::split_search`). Returns per block (scale, i1, i2,
+/// combination), the combination −1 when none qualified.
+///
+/// # Safety
+/// The CPU has AVX2 (the token's existence says so).
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn split_search16(
+    _t: Avx2,
+    xbl: &[f32],
+    weights: &[[f32; BS]; BS],
+    idx: &[[usize; BS]; BS],
+) -> [(f32, usize, usize, i8); BS] {
+    let mut terms = [[[[[0f32; 8]; 8]; 3]; BS]; 2];
+    for (g, tg) in terms.iter_mut().enumerate() {
+        fill_terms(xbl, weights, idx, g, tg);
+    }
+    // SAFETY: each `terms[g][j][lv][c]` holds 8 floats.
+    let term = |g: usize, j: usize, lv: usize, c: usize| unsafe {
+        _mm256_loadu_ps(terms[g][j][lv][c].as_ptr())
+    };
+    let zero = _mm256_setzero_ps();
+    let mut p0 = [[zero; 8]; 2];
+    let mut best = [_mm256_set1_ps(-f32::MAX); 2];
+    let mut scale = [zero; 2];
+    let mut code = [_mm256_set1_ps(-1.0); 2];
+    for i1 in 0..=BS {
+        let mut p01 = p0;
+        for i2 in i1..=BS {
+            let base = (((i1 * 32) + i2) * 4) as f32;
+            for g in 0..2 {
+                let mut sum = p01[g];
+                for j in i2..BS {
+                    for (c, s) in sum.iter_mut().enumerate() {
+                        *s = _mm256_add_ps(*s, term(g, j, 2, c));
+                    }
+                }
+                for k in 0..4 {
+                    let (sqx, sq2) = (sum[k], sum[4 + k]);
+                    let pass = _mm256_and_ps(
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(sq2, zero),
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(
+                            _mm256_mul_ps(sqx, sqx),
+                            _mm256_mul_ps(best[g], sq2),
+                        ),
+                    );
+                    let sc = _mm256_div_ps(sqx, sq2);
+                    best[g] = _mm256_blendv_ps(best[g], _mm256_mul_ps(sc, sqx), pass);
+                    scale[g] = _mm256_blendv_ps(scale[g], sc, pass);
+                    code[g] = _mm256_blendv_ps(code[g], _mm256_set1_ps(base + k as f32), pass);
+                }
+            }
+            if i2 < BS {
+                for (g, pg) in p01.iter_mut().enumerate() {
+                    for (c, p) in pg.iter_mut().enumerate() {
+                        *p = _mm256_add_ps(*p, term(g, i2, 1, c));
+                    }
+                }
+            }
+        }
+        if i1 < BS {
+            for (g, pg) in p0.iter_mut().enumerate() {
+                for (c, p) in pg.iter_mut().enumerate() {
+                    *p = _mm256_add_ps(*p, term(g, i1, 0, c));
+                }
+            }
+        }
+    }
+    let mut out = [(0f32, 0usize, 0usize, -1i8); BS];
+    for g in 0..2 {
+        let (mut s, mut c) = ([0f32; 8], [0f32; 8]);
+        // SAFETY: `s` and `c` hold 8 floats.
+        unsafe {
+            _mm256_storeu_ps(s.as_mut_ptr(), scale[g]);
+            _mm256_storeu_ps(c.as_mut_ptr(), code[g]);
+        }
+        for b in 0..8 {
+            if c[b] >= 0.0 {
+                let c = c[b] as usize;
+                out[8 * g + b] = (s[b], c >> 7, (c >> 2) & 31, (c & 3) as i8);
+            }
+        }
+    }
+    out
+}
+
+/// The terms of group `g` (blocks `8g..8g+8`): for the `j`-th smallest value of each
+/// block, `w·X[lv]·x` and `w·X[lv]·X[lv]` for the + and − levels, placed by combination
+/// (0: +,+; 1: +,−; 2: −,+; 3: −,−, by the value's half of the block), the same products
+/// as the per-block search.
+#[inline(always)]
+fn fill_terms(
+    xbl: &[f32],
+    weights: &[[f32; BS]; BS],
+    idx: &[[usize; BS]; BS],
+    g: usize,
+    t: &mut Terms,
+) {
+    for (j, tj) in t.iter_mut().enumerate() {
+        for b in 0..8 {
+            let blk = 8 * g + b;
+            let i = idx[blk][j];
+            let (w, x) = (weights[blk][i], xbl[BS * blk + i]);
+            for (lv, tl) in tj.iter_mut().enumerate() {
+                let (qp, qm) = (w * X_P[lv] * x, w * X_M[lv] * x);
+                let (q2p, q2m) = (w * X_P[lv] * X_P[lv], w * X_M[lv] * X_M[lv]);
+                let v = if i < 8 {
+                    [qp, qp, qm, qm, q2p, q2p, q2m, q2m]
+                } else {
+                    [qp, qm, qp, qm, q2p, q2m, q2p, q2m]
+                };
+                for (c, &vc) in v.iter().enumerate() {
+                    tl[c][b] = vc;
+                }
+            }
+        }
+    }
+}
