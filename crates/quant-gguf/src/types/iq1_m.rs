@@ -113,7 +113,7 @@ fn split_search(xb: &[f32], weight: &[f32; 16], idx: &[usize; 16]) -> (f32, usiz
 
 /// [`split_search`], 8 splits side by side in [`Portable`] lanes.
 #[inline(always)]
-fn split_search_portable(
+pub(crate) fn split_search_portable(
     xb: &[f32],
     weight: &[f32; 16],
     idx: &[usize; 16],

@@ -138,3 +138,89 @@ fn fill_terms(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::iq1_m::split_search_portable;
+    use crate::types::iq1_s::sorted_order;
+
+    /// xorshift64*, uniform in [0, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
+        }
+        fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+            v[((self.next() * v.len() as f32) as usize).min(v.len() - 1)]
+        }
+    }
+
+    /// One block of 16 values and weights of kind `kind`: random, few distinct values
+    /// (ties), all equal, zeros, tiny and zero weights, huge and subnormal values.
+    fn block(r: &mut Rng, kind: usize) -> ([f32; BS], [f32; BS]) {
+        let mut x = [0f32; BS];
+        let mut w = [0f32; BS];
+        let a = r.pick(&[1.0f32, 0.02, 3e-8, 1e-20, 1e18]);
+        for i in 0..BS {
+            let u = 2.0 * r.next() - 1.0;
+            x[i] = match kind {
+                0 => u * a,
+                1 => r.pick(&[-1.0f32, 0.0, 1.0]) * a,
+                2 => a,
+                3 => r.pick(&[0.0f32, -0.0, 1.0, -1.0]) * a * (i % 3) as f32,
+                4 => r.pick(&[0.5f32, -0.5, 0.25]) * a,
+                5 => u * f32::MIN_POSITIVE * 4.0,
+                _ => r.pick(&[-2.0f32, -1.0, 1.0, 2.0]) * if i < 8 { a } else { -a },
+            };
+            w[i] = match (kind + i) % 5 {
+                0 => x[i] * x[i],
+                1 => r.next(),
+                2 => r.pick(&[0.0f32, 1e-38, 1e-30, 1.0]),
+                3 => 1.0,
+                _ => r.next() * 1e-3 + x[i] * x[i],
+            };
+        }
+        (x, w)
+    }
+
+    #[test]
+    fn lanes_search_matches_per_block_search() {
+        let _g = crate::types::simd::force_simd(true);
+        let Some(t) = Avx2::get() else {
+            return;
+        };
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut checked = 0;
+        for round in 0..3000 {
+            let mut xbl = [0f32; 256];
+            let mut weights = [[0f32; BS]; BS];
+            let mut idx = [[0usize; BS]; BS];
+            for ib in 0..BS {
+                let (x, w) = block(&mut r, (round + ib * 7) % 7);
+                xbl[BS * ib..BS * ib + BS].copy_from_slice(&x);
+                weights[ib] = w;
+                idx[ib] = sorted_order::<BS>(&x);
+            }
+            // SAFETY: the token says the CPU has AVX2.
+            let got = unsafe { split_search16(t, &xbl, &weights, &idx) };
+            for ib in 0..BS {
+                let want =
+                    split_search_portable(&xbl[BS * ib..BS * ib + BS], &weights[ib], &idx[ib]);
+                let g = got[ib];
+                assert_eq!(
+                    (g.0.to_bits(), g.1, g.2, g.3),
+                    (want.0.to_bits(), want.1, want.2, want.3),
+                    "round {round} block {ib}: x {:?} w {:?}",
+                    &xbl[BS * ib..BS * ib + BS],
+                    weights[ib]
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3000 * BS);
+    }
+}
