@@ -17,7 +17,7 @@
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
 #[cfg(target_arch = "x86_64")]
-use crate::types::iq1_m_lanes::split_search16;
+use crate::types::iq1_m_lanes::{sorted_order16, split_search16};
 use crate::types::iq1_s::{iq1_find_best_neighbour2, sorted_order, X_M, X_P};
 use crate::types::iq2_xxs::index2;
 use crate::types::iq_grid::{dequant_table, lattice, Book};
@@ -68,6 +68,19 @@ fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 16]) 
             }
         }
     }
+}
+
+/// `sorted_order` of a block of 16, on AVX2 with vector comparisons.
+#[inline(always)]
+fn sorted16(xb: &[f32]) -> [usize; 16] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        if let Some(idx) = unsafe { sorted_order16(t, xb) } {
+            return idx;
+        }
+    }
+    sorted_order::<16>(xb)
 }
 
 /// [`split_search`] for the 16 blocks of a super-block (blocks whose largest magnitude is
@@ -353,7 +366,7 @@ impl BlockIq1M {
                 max = c_max(max, v.abs());
             }
             maxes[ib] = max;
-            idx_all[ib] = sorted_order::<BS>(xb);
+            idx_all[ib] = sorted16(xb);
         }
         let found = split_search_all(xbl, &weights_all, &idx_all, &maxes);
         for ib in 0..QK_K / BS {
