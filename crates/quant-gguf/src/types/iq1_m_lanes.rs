@@ -45,7 +45,6 @@ pub(crate) unsafe fn split_search16(
     let zero = _mm256_setzero_ps();
     let mut p0 = [[zero; 8]; 2];
     let mut best = [_mm256_set1_ps(-f32::MAX); 2];
-    let mut scale = [zero; 2];
     let mut code = [_mm256_set1_ps(-1.0); 2];
     for i1 in 0..=BS {
         let mut p01 = p0;
@@ -67,9 +66,8 @@ pub(crate) unsafe fn split_search16(
                             _mm256_mul_ps(best[g], sq2),
                         ),
                     );
-                    let sc = _mm256_div_ps(sqx, sq2);
-                    best[g] = _mm256_blendv_ps(best[g], _mm256_mul_ps(sc, sqx), pass);
-                    scale[g] = _mm256_blendv_ps(scale[g], sc, pass);
+                    let sc = _mm256_mul_ps(_mm256_div_ps(sqx, sq2), sqx);
+                    best[g] = _mm256_blendv_ps(best[g], sc, pass);
                     code[g] = _mm256_blendv_ps(code[g], _mm256_set1_ps(base + k as f32), pass);
                 }
             }
@@ -89,18 +87,29 @@ pub(crate) unsafe fn split_search16(
             }
         }
     }
+    // The winner's scale: its sums again (the same chain from 0), then `Σwqx/Σwq²`.
     let mut out = [(0f32, 0usize, 0usize, -1i8); BS];
-    for g in 0..2 {
-        let (mut s, mut c) = ([0f32; 8], [0f32; 8]);
-        // SAFETY: `s` and `c` hold 8 floats.
-        unsafe {
-            _mm256_storeu_ps(s.as_mut_ptr(), scale[g]);
-            _mm256_storeu_ps(c.as_mut_ptr(), code[g]);
-        }
+    for (g, tg) in terms.iter().enumerate() {
+        let mut c = [0f32; 8];
+        // SAFETY: `c` holds 8 floats.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), code[g]) };
         for b in 0..8 {
             if c[b] >= 0.0 {
                 let c = c[b] as usize;
-                out[8 * g + b] = (s[b], c >> 7, (c >> 2) & 31, (c & 3) as i8);
+                let (i1, i2, k) = (c >> 7, (c >> 2) & 31, c & 3);
+                let (mut sqx, mut sq2) = (0f32, 0f32);
+                for (j, tj) in tg.iter().enumerate() {
+                    let lv = if j < i1 {
+                        0
+                    } else if j < i2 {
+                        1
+                    } else {
+                        2
+                    };
+                    sqx += tj[lv][k][b];
+                    sq2 += tj[lv][4 + k][b];
+                }
+                out[8 * g + b] = (sqx / sq2, i1, i2, k as i8);
             }
         }
     }
