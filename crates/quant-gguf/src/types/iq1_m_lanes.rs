@@ -196,22 +196,34 @@ pub(crate) unsafe fn sorted_order16(_t: Avx2, xb: &[f32]) -> Option<[usize; BS]>
     if _mm256_movemask_ps(nan) != 0 {
         return None;
     }
-    let j0 = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
-    let j1 = _mm256_add_ps(j0, _mm256_set1_ps(8.0));
-    let mut idx = [0usize; BS];
-    for (i, &x) in xb.iter().enumerate() {
-        let (v, iv) = (_mm256_set1_ps(x), _mm256_set1_ps(i as f32));
-        let before = |xs: __m256, js: __m256| {
-            _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_LT_OQ>(xs, v),
+    // rank[i] = #{j : x_j < x_i or (x_j == x_i and j < i)}, 8 values `i` per vector:
+    // each passing comparison (all ones, −1 as an integer) is subtracted from the count.
+    let i0 = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+    let i1 = _mm256_add_ps(i0, _mm256_set1_ps(8.0));
+    let (mut r0, mut r1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for (j, &x) in xb.iter().enumerate() {
+        let (u, jv) = (_mm256_set1_ps(x), _mm256_set1_ps(j as f32));
+        let before = |xs: __m256, is: __m256| {
+            _mm256_castps_si256(_mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_LT_OQ>(u, xs),
                 _mm256_and_ps(
-                    _mm256_cmp_ps::<_CMP_EQ_OQ>(xs, v),
-                    _mm256_cmp_ps::<_CMP_LT_OQ>(js, iv),
+                    _mm256_cmp_ps::<_CMP_EQ_OQ>(u, xs),
+                    _mm256_cmp_ps::<_CMP_LT_OQ>(jv, is),
                 ),
-            )
+            ))
         };
-        let m = _mm256_movemask_ps(before(x0, j0)) | (_mm256_movemask_ps(before(x1, j1)) << 8);
-        idx[m.count_ones() as usize] = i;
+        r0 = _mm256_sub_epi32(r0, before(x0, i0));
+        r1 = _mm256_sub_epi32(r1, before(x1, i1));
+    }
+    let mut rank = [0u32; BS];
+    // SAFETY: `rank` holds 16 u32s.
+    unsafe {
+        _mm256_storeu_si256(rank.as_mut_ptr().cast(), r0);
+        _mm256_storeu_si256(rank[8..].as_mut_ptr().cast(), r1);
+    }
+    let mut idx = [0usize; BS];
+    for (i, &r) in rank.iter().enumerate() {
+        idx[r as usize] = i;
     }
     Some(idx)
 }
