@@ -16,6 +16,8 @@
 //! whole super-block and stored as `d·1.1125`.
 
 use crate::types::c_math::{c_max, c_min, fp16_to_fp32, fp32_to_fp16, nearest_int, QK_K};
+#[cfg(target_arch = "x86_64")]
+use crate::types::iq1_m_lanes::{sorted_order16, split_search16};
 use crate::types::iq1_s::{iq1_find_best_neighbour2, sorted_order, X_M, X_P};
 use crate::types::iq2_xxs::index2;
 use crate::types::iq_grid::{dequant_table, lattice, Book};
@@ -68,6 +70,43 @@ fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 16]) 
     }
 }
 
+/// `sorted_order` of a block of 16, on AVX2 with vector comparisons.
+#[inline(always)]
+fn sorted16(xb: &[f32]) -> [usize; 16] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        if let Some(idx) = unsafe { sorted_order16(t, xb) } {
+            return idx;
+        }
+    }
+    sorted_order::<16>(xb)
+}
+
+/// [`split_search`] for the 16 blocks of a super-block (blocks whose largest magnitude is
+/// under `GROUP_MAX_EPS_IQ1_M` are skipped by the caller; their results are unused). On
+/// AVX2 the blocks run side by side, one per lane ([`split_search16`]).
+#[inline(always)]
+fn split_search_all(
+    xbl: &[f32],
+    weights: &[[f32; 16]; 16],
+    idx: &[[usize; 16]; 16],
+    maxes: &[f32; 16],
+) -> [(f32, usize, usize, i8); 16] {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = Avx2::get() {
+        // SAFETY: the token exists only on CPUs with AVX2.
+        return unsafe { split_search16(t, xbl, weights, idx) };
+    }
+    let mut out = [(0f32, 0usize, 0usize, -1i8); 16];
+    for ib in 0..16 {
+        if maxes[ib] >= GROUP_MAX_EPS_IQ1_M {
+            out[ib] = split_search(&xbl[16 * ib..16 * ib + 16], &weights[ib], &idx[ib]);
+        }
+    }
+    out
+}
+
 /// The split search of `quantize_row_iq1_m_impl` for one block of 16 (`idx`: the values
 /// in ascending order): every split `i1 ≤ i2` of the sorted values into levels 0/1/2 with
 /// the 4 shift combinations, keeping the best `Σwxq²/Σwq²` (in ggml's order of splits and
@@ -77,17 +116,12 @@ fn weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &mut [f32; 16]) 
 /// i2, combination), the combination −1 when none qualified.
 #[inline(always)]
 fn split_search(xb: &[f32], weight: &[f32; 16], idx: &[usize; 16]) -> (f32, usize, usize, i8) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(t) = Avx2::get() {
-        // SAFETY: the token exists only on CPUs with AVX2.
-        return unsafe { split_search_avx2(t, xb, weight, idx) };
-    }
     split_search_portable(xb, weight, idx)
 }
 
 /// [`split_search`], 8 splits side by side in [`Portable`] lanes.
 #[inline(always)]
-fn split_search_portable(
+pub(crate) fn split_search_portable(
     xb: &[f32],
     weight: &[f32; 16],
     idx: &[usize; 16],
@@ -164,89 +198,6 @@ fn split_sums(
     split_sums_lanes(Portable, t, idx, i1, i2)
 }
 
-/// [`split_search`] in AVX2 registers. One vector holds a split's 8 sums (`Σwqx` of the
-/// combinations 0..3, then their `Σwq²`), so each term is one vector add. A sum is
-/// ggml's chain `0 + t_0 + t_1 + …` in sorted order, and splits share the chain's start:
-/// the prefix with the first `i1` values at level 0 serves every split of that `i1`, its
-/// extension by level-1 values up to `i2` every split of that `(i1, i2)`, so each split
-/// adds only its level-2 tail: the same additions in the same order. The 4 comparisons
-/// of a split run only when one of them passes against the best score at the split's
-/// start: when none does, none updates the score, so the later ones are tested against
-/// the same score and fail too.
-///
-/// # Safety
-/// The CPU has AVX2 (the token's existence says so).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn split_search_avx2(
-    _t: Avx2,
-    xb: &[f32],
-    weight: &[f32; 16],
-    idx: &[usize; 16],
-) -> (f32, usize, usize, i8) {
-    use std::arch::x86_64::*;
-    const BS: usize = 16;
-    // terms[j][lv]: the 8 terms of the j-th smallest value at level lv.
-    let mut terms = [[[0f32; 8]; 3]; BS];
-    for (tj, &i) in terms.iter_mut().zip(idx) {
-        let (w, x) = (weight[i], xb[i]);
-        for (lv, t) in tj.iter_mut().enumerate() {
-            let (qp, qm) = (w * X_P[lv] * x, w * X_M[lv] * x);
-            let (q2p, q2m) = (w * X_P[lv] * X_P[lv], w * X_M[lv] * X_M[lv]);
-            // Combination 0: +,+; 1: +,−; 2: −,+; 3: −,− (first half, second half).
-            *t = if i < 8 {
-                [qp, qp, qm, qm, q2p, q2p, q2m, q2m]
-            } else {
-                [qp, qm, qp, qm, q2p, q2m, q2p, q2m]
-            };
-        }
-    }
-    // SAFETY: each `terms[j][lv]` holds 8 floats.
-    let term = |j: usize, lv: usize| unsafe { _mm256_loadu_ps(terms[j][lv].as_ptr()) };
-    let zero = _mm256_setzero_ps();
-    let mut best_score = -f32::MAX;
-    let mut result = (0f32, 0usize, 0usize, -1i8);
-    let mut p0 = zero;
-    for i1 in 0..=BS {
-        let mut p01 = p0;
-        for i2 in i1..=BS {
-            let mut sum = p01;
-            for j in i2..BS {
-                sum = _mm256_add_ps(sum, term(j, 2));
-            }
-            // Lanes 0..3: sumqx², against best_score·sumq2 where sumq2 > 0.
-            let q2 = _mm256_permute2f128_ps::<1>(sum, sum);
-            let pass = _mm256_and_ps(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(q2, zero),
-                _mm256_cmp_ps::<_CMP_GT_OQ>(
-                    _mm256_mul_ps(sum, sum),
-                    _mm256_mul_ps(_mm256_set1_ps(best_score), q2),
-                ),
-            );
-            if _mm256_movemask_ps(pass) & 0xf != 0 {
-                let mut v = [0f32; 8];
-                // SAFETY: `v` holds 8 floats.
-                unsafe { _mm256_storeu_ps(v.as_mut_ptr(), sum) };
-                for k in 0..4 {
-                    let (sqx, sq2) = (v[k], v[4 + k]);
-                    if sq2 > 0.0 && sqx * sqx > best_score * sq2 {
-                        let scale = sqx / sq2;
-                        best_score = scale * sqx;
-                        result = (scale, i1, i2, k as i8);
-                    }
-                }
-            }
-            if i2 < BS {
-                p01 = _mm256_add_ps(p01, term(i2, 1));
-            }
-        }
-        if i1 < BS {
-            p0 = _mm256_add_ps(p0, term(i1, 0));
-        }
-    }
-    result
-}
-
 #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
 #[inline(always)]
 fn split_sums_lanes<S: Lanes>(
@@ -311,25 +262,36 @@ impl BlockIq1M {
             sumx2 += v * v;
         }
         let sigma2 = 2.0 * sumx2 / QK_K as f32;
+        let mut weights_all = [[0f32; BS]; QK_K / BS];
+        let mut idx_all = [[0usize; BS]; QK_K / BS];
+        let mut maxes = [0f32; QK_K / BS];
         for ib in 0..QK_K / BS {
             let xb = &xbl[BS * ib..BS * ib + BS];
             weights(
                 xb,
                 qwbl.map(|q| &q[BS * ib..BS * ib + BS]),
                 sigma2,
-                &mut weight,
+                &mut weights_all[ib],
             );
             let mut max = xb[0].abs();
             for &v in &xb[1..] {
                 max = c_max(max, v.abs());
             }
+            maxes[ib] = max;
+            idx_all[ib] = sorted16(xb);
+        }
+        let found = split_search_all(xbl, &weights_all, &idx_all, &maxes);
+        for ib in 0..QK_K / BS {
+            let xb = &xbl[BS * ib..BS * ib + BS];
+            let weight = weights_all[ib];
+            let max = maxes[ib];
             if max < GROUP_MAX_EPS_IQ1_M {
                 scales[ib] = 0.0;
                 shifts[ib] = 0;
                 continue;
             }
-            let idx = sorted_order::<BS>(xb);
-            let (scale_found, besti1, besti2, best_k) = split_search(xb, &weight, &idx);
+            let idx = idx_all[ib];
+            let (scale_found, besti1, besti2, best_k) = found[ib];
             let mut scale = if best_k < 0 { max } else { scale_found };
             let mut best_k = best_k;
             if best_k < 0 {

@@ -8,6 +8,8 @@ pub mod bf16;
 pub mod c_math;
 pub mod f16;
 pub mod iq1_m;
+#[cfg(target_arch = "x86_64")]
+mod iq1_m_lanes;
 pub mod iq1_s;
 pub mod iq2_s;
 pub mod iq2_xs;
