@@ -29,6 +29,40 @@ pub struct BlockQ4_1 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 
+/// The `_impl` quantizers of Q4_1 (`nmax` 15) and Q5_1 (31) over a row: weights
+/// `qw·√(σ² + x²)`, then [`legacy_qkx3`] on eight blocks side by side, one per lane
+/// ([`kquant_lanes::qkx`]); `block(k, d, m, codes)` stores block `k` (f16 bits of `d` and
+/// of the minimum).
+#[inline(always)]
+pub(crate) fn weighted_asym_row(
+    x: &[f32],
+    qw: &[f32],
+    nmax: i32,
+    mut block: impl FnMut(usize, u16, u16, &[u8; 32]),
+) {
+    let sigma2 = row_sigma2(x);
+    let mut l = [0u8; 32];
+    let mut w = [0f32; 256];
+    for (c, (xc, qc)) in x.chunks(256).zip(qw.chunks(256)).enumerate() {
+        for ((wb, xb), qb) in w
+            .chunks_exact_mut(32)
+            .zip(xc.chunks_exact(32))
+            .zip(qc.chunks_exact(32))
+        {
+            wb.copy_from_slice(&block_weights(xb, qb, sigma2));
+        }
+        let mut gr = Groups::gather(xc, 32);
+        gr.gather_weights(&w[..xc.len()]);
+        let found = kquant_lanes::qkx(legacy_qkx3(nmax), true, &gr);
+        for g in 0..xc.len() / 32 {
+            found.codes(g, &mut l);
+            let d = fp32_to_fp16(found.scale[g]);
+            let m = fp32_to_fp16(-found.neg_min[g]);
+            block(8 * c + g, d, m, &l);
+        }
+    }
+}
+
 /// The weighted search of the Q4_1/Q5_1 `_impl` quantizers.
 pub(crate) const fn legacy_qkx3(nmax: i32) -> QkxSearch {
     QkxSearch {
@@ -71,30 +105,13 @@ impl GgmlBlock for BlockQ4_1 {
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        let sigma2 = row_sigma2(x);
-        let mut l = [0u8; 32];
-        let mut w = [0f32; 256];
-        // Eight blocks side by side, one per lane ([`kquant_lanes::qkx`]).
-        for ((xc, qc), yc) in x.chunks(256).zip(qw.chunks(256)).zip(y.chunks_mut(8)) {
-            for ((wb, xb), qb) in w
-                .chunks_exact_mut(32)
-                .zip(xc.chunks_exact(32))
-                .zip(qc.chunks_exact(32))
-            {
-                wb.copy_from_slice(&block_weights(xb, qb, sigma2));
+        weighted_asym_row(x, qw, 15, |k, d, m, l| {
+            let yb = &mut y[k];
+            (yb.d, yb.m) = (d, m);
+            for j in 0..16 {
+                yb.qs[j] = l[j] | (l[j + 16] << 4);
             }
-            let mut gr = Groups::gather(xc, 32);
-            gr.gather_weights(&w[..xc.len()]);
-            let found = kquant_lanes::qkx(legacy_qkx3(15), true, &gr);
-            for (g, yb) in yc.iter_mut().enumerate() {
-                found.codes(g, &mut l);
-                yb.d = fp32_to_fp16(found.scale[g]);
-                yb.m = fp32_to_fp16(-found.neg_min[g]);
-                for j in 0..16 {
-                    yb.qs[j] = l[j] | (l[j + 16] << 4);
-                }
-            }
-        }
+        });
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

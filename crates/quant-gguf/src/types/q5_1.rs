@@ -6,12 +6,10 @@
 //! `q = (uint8)((x − min)·(1/d) + 0.5)`. With weights (`quantize_row_q5_1_impl`):
 //! `make_qkx3_quants(32, 31, w, −0.9, 0.05, 36)` with `w = qw·√(σ² + x²)`.
 
+use crate::types::c_math::fp16_to_fp32;
 #[cfg(test)]
-use crate::types::c_math::c_f32_to_i32;
-use crate::types::c_math::{fp16_to_fp32, fp32_to_fp16};
-use crate::types::kquant_lanes::{self, Groups};
-use crate::types::q4_0::{block_weights, row_sigma2};
-use crate::types::q4_1::legacy_qkx3;
+use crate::types::c_math::{c_f32_to_i32, fp32_to_fp16};
+use crate::types::q4_1::weighted_asym_row;
 use crate::types::q5_0::{pack5, unpack5};
 use crate::types::{GgmlBlock, GgmlType};
 
@@ -64,28 +62,11 @@ impl GgmlBlock for BlockQ5_1 {
 
     #[inline(always)]
     fn quantize_row_imat(x: &[f32], qw: &[f32], y: &mut [Self]) {
-        let sigma2 = row_sigma2(x);
-        let mut l = [0u8; 32];
-        let mut w = [0f32; 256];
-        // Eight blocks side by side, one per lane ([`kquant_lanes::qkx`]).
-        for ((xc, qc), yc) in x.chunks(256).zip(qw.chunks(256)).zip(y.chunks_mut(8)) {
-            for ((wb, xb), qb) in w
-                .chunks_exact_mut(32)
-                .zip(xc.chunks_exact(32))
-                .zip(qc.chunks_exact(32))
-            {
-                wb.copy_from_slice(&block_weights(xb, qb, sigma2));
-            }
-            let mut gr = Groups::gather(xc, 32);
-            gr.gather_weights(&w[..xc.len()]);
-            let found = kquant_lanes::qkx(legacy_qkx3(31), true, &gr);
-            for (g, yb) in yc.iter_mut().enumerate() {
-                found.codes(g, &mut l);
-                yb.d = fp32_to_fp16(found.scale[g]);
-                yb.m = fp32_to_fp16(-found.neg_min[g]);
-                yb.qh = pack5(|j| l[j], &mut yb.qs);
-            }
-        }
+        weighted_asym_row(x, qw, 31, |k, d, m, l| {
+            let yb = &mut y[k];
+            (yb.d, yb.m) = (d, m);
+            yb.qh = pack5(|j| l[j], &mut yb.qs);
+        });
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
