@@ -81,6 +81,11 @@ pub trait GgmlBlock: Copy + Send + Sync + 'static {
 
     /// Dequantizes one row (ggml's `dequantize_row_*`); `out.len() == y.len() * BLOCK_SIZE`.
     fn dequantize_row(y: &[Self], out: &mut [f32]);
+
+    /// Whether [`dequantize_rows_into`] runs [`GgmlBlock::dequantize_row`] in its AVX2 build
+    /// (the same operations, wider vectors) where the CPU has it: set by the types whose
+    /// dequantizer gains from it (for others the baseline build is as fast or faster).
+    const AVX2_DEQUANTIZE: bool = false;
 }
 
 /// The GGML tensor types this crate implements (ids as in ggml's `enum ggml_type`).
@@ -624,10 +629,27 @@ pub fn dequantize_rows_into<T: GgmlBlock>(
                 for (blk, bb) in blocks.iter_mut().zip(b.chunks_exact(T::TYPE_SIZE)) {
                     *blk = T::read(bb);
                 }
-                T::dequantize_row(blocks, o);
+                dequantize_row_simd(blocks, o);
             },
         );
     Ok(())
+}
+
+/// `T::dequantize_row`, in its AVX2 build when `T` asks for it
+/// ([`GgmlBlock::AVX2_DEQUANTIZE`]) and [`simd_enabled`].
+#[inline(always)]
+fn dequantize_row_simd<T: GgmlBlock>(y: &[T], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<T: GgmlBlock>(y: &[T], out: &mut [f32]) {
+        T::dequantize_row(y, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if T::AVX2_DEQUANTIZE && simd_enabled() {
+        // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
+        return unsafe { avx2(y, out) };
+    }
+    T::dequantize_row(y, out)
 }
 
 macro_rules! dispatch {

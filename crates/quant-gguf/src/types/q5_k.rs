@@ -116,47 +116,33 @@ impl GgmlBlock for BlockQ5K {
         }
     }
 
+    const AVX2_DEQUANTIZE: bool = true;
+
+    /// `dequantize_row_q5_K`.
+    #[inline(always)]
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::types::simd::simd_enabled() {
-            // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
-            return unsafe { dequantize_avx2(y, out) };
-        }
-        dequantize(y, out)
-    }
-}
-
-/// The AVX2 build of [`dequantize`] (the same operations, wider vectors).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dequantize_avx2(y: &[BlockQ5K], out: &mut [f32]) {
-    dequantize(y, out)
-}
-
-/// `dequantize_row_q5_K`.
-#[inline(always)]
-fn dequantize(y: &[BlockQ5K], out: &mut [f32]) {
-    for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let d = fp16_to_fp32(yb.d);
-        let min = fp16_to_fp32(yb.dmin);
-        for (k, (ql, o)) in yb
-            .qs
-            .chunks_exact(32)
-            .zip(o.chunks_exact_mut(64))
-            .enumerate()
-        {
-            let (sc, m) = get_scale_min_k4(2 * k, &yb.scales);
-            let (d1, m1) = (d * sc as f32, min * m as f32);
-            let (sc, m) = get_scale_min_k4(2 * k + 1, &yb.scales);
-            let (d2, m2) = (d * sc as f32, min * m as f32);
-            // ggml's `(ql & 0xF) + (qh & u1 ? 16 : 0)`, with `u1 = 1 << 2k`, `u2 = 2 << 2k`:
-            // the high bit ORed in (the nibble is below 16), branch-free so it vectorizes.
-            let (s1, s2) = (2 * k as u32, 2 * k as u32 + 1);
-            for l in 0..32 {
-                let lo = (ql[l] & 0xF) | (((yb.qh[l] >> s1) & 1) << 4);
-                let hi = (ql[l] >> 4) | (((yb.qh[l] >> s2) & 1) << 4);
-                o[l] = d1 * lo as f32 - m1;
-                o[l + 32] = d2 * hi as f32 - m2;
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
+            let d = fp16_to_fp32(yb.d);
+            let min = fp16_to_fp32(yb.dmin);
+            for (k, (ql, o)) in yb
+                .qs
+                .chunks_exact(32)
+                .zip(o.chunks_exact_mut(64))
+                .enumerate()
+            {
+                let (sc, m) = get_scale_min_k4(2 * k, &yb.scales);
+                let (d1, m1) = (d * sc as f32, min * m as f32);
+                let (sc, m) = get_scale_min_k4(2 * k + 1, &yb.scales);
+                let (d2, m2) = (d * sc as f32, min * m as f32);
+                // ggml's `(ql & 0xF) + (qh & u1 ? 16 : 0)`, with `u1 = 1 << 2k`, `u2 = 2 << 2k`:
+                // the high bit ORed in (the nibble is below 16), branch-free so it vectorizes.
+                let (s1, s2) = (2 * k as u32, 2 * k as u32 + 1);
+                for l in 0..32 {
+                    let lo = (ql[l] & 0xF) | (((yb.qh[l] >> s1) & 1) << 4);
+                    let hi = (ql[l] >> 4) | (((yb.qh[l] >> s2) & 1) << 4);
+                    o[l] = d1 * lo as f32 - m1;
+                    o[l + 32] = d2 * hi as f32 - m2;
+                }
             }
         }
     }

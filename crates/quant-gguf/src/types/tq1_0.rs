@@ -76,42 +76,6 @@ impl BlockTq1_0 {
     }
 }
 
-/// The AVX2 build of [`dequantize`] (the same integer steps, wider vectors).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dequantize_avx2(y: &[BlockTq1_0], out: &mut [f32]) {
-    dequantize(y, out)
-}
-
-/// `dequantize_row_tq1_0`, trit `n` of every byte of a run at once (loops over bytes,
-/// which vectorize).
-#[inline(always)]
-fn dequantize(y: &[BlockTq1_0], out: &mut [f32]) {
-    #[inline(always)]
-    fn run(q: &[u8], n: u32, d: f32, o: &mut [f32]) {
-        let p = 3u16.pow(n);
-        for (o, &q) in o.iter_mut().zip(q) {
-            // `(uint8_t)(q·3ⁿ)` in 16-bit lanes, then its top trit `(3·q) >> 8`, as −1/0/1.
-            let t = (q as u16 * p) & 0xFF;
-            *o = (((t * 3) >> 8) as i16 - 1) as f32 * d;
-        }
-    }
-    for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let d = fp16_to_fp32(yb.d);
-        let (a, rest) = o.split_at_mut(160);
-        let (b, c) = rest.split_at_mut(80);
-        for (n, a) in (0..5).zip(a.chunks_exact_mut(32)) {
-            run(&yb.qs[..32], n, d, a);
-        }
-        for (n, b) in (0..5).zip(b.chunks_exact_mut(16)) {
-            run(&yb.qs[32..], n, d, b);
-        }
-        for (n, c) in (0..4).zip(c.chunks_exact_mut(4)) {
-            run(&yb.qh, n, d, c);
-        }
-    }
-}
-
 impl GgmlBlock for BlockTq1_0 {
     const TYPE: GgmlType = GgmlType::TQ1_0;
     const BLOCK_SIZE: usize = QK_K;
@@ -148,12 +112,34 @@ impl GgmlBlock for BlockTq1_0 {
         }
     }
 
+    const AVX2_DEQUANTIZE: bool = true;
+
+    /// `dequantize_row_tq1_0`, trit `n` of every byte of a run at once (loops over bytes,
+    /// which vectorize).
+    #[inline(always)]
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::types::simd::simd_enabled() {
-            // SAFETY: `simd_enabled` checked at run time that this CPU has AVX2.
-            return unsafe { dequantize_avx2(y, out) };
+        #[inline(always)]
+        fn run(q: &[u8], n: u32, d: f32, o: &mut [f32]) {
+            let p = 3u16.pow(n);
+            for (o, &q) in o.iter_mut().zip(q) {
+                // `(uint8_t)(q·3ⁿ)` in 16-bit lanes, then its top trit `(3·q) >> 8`, as −1/0/1.
+                let t = (q as u16 * p) & 0xFF;
+                *o = (((t * 3) >> 8) as i16 - 1) as f32 * d;
+            }
         }
-        dequantize(y, out)
+        for (yb, o) in y.iter().zip(out.chunks_exact_mut(QK_K)) {
+            let d = fp16_to_fp32(yb.d);
+            let (a, rest) = o.split_at_mut(160);
+            let (b, c) = rest.split_at_mut(80);
+            for (n, a) in (0..5).zip(a.chunks_exact_mut(32)) {
+                run(&yb.qs[..32], n, d, a);
+            }
+            for (n, b) in (0..5).zip(b.chunks_exact_mut(16)) {
+                run(&yb.qs[32..], n, d, b);
+            }
+            for (n, c) in (0..4).zip(c.chunks_exact_mut(4)) {
+                run(&yb.qh, n, d, c);
+            }
+        }
     }
 }
