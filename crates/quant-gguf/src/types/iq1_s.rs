@@ -423,41 +423,19 @@ impl BlockIq1S {
 }
 
 impl BlockIq1S {
-    /// The blocks of a row (all-ones weights without `qw`). The AVX2 build is an
-    /// explicit `target_feature` function (a closure handed to [`by_blocks`] is compiled,
-    /// and left out of line, for the baseline target).
+    /// The blocks of a row (all-ones weights without `qw`). The closure is
+    /// `inline(always)` so that it is compiled into the AVX2 build of `quantize_row_into`
+    /// (a plain closure or fn item stays an out-of-line baseline function).
     #[inline(always)]
+    #[allow(clippy::redundant_closure)]
     fn quantize_blocks(x: &[f32], qw: Option<&[f32]>, y: &mut [Self]) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = Avx2::get() {
-            // SAFETY: the token exists only on CPUs with AVX2.
-            return unsafe { quantize_blocks_avx2(t, x, qw, y) };
-        }
-        by_blocks(x, qw, y, |xb, qb| {
-            Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K]))
-        });
-    }
-}
-
-/// [`BlockIq1S::quantize_blocks`] built for AVX2.
-///
-/// # Safety
-/// The CPU has AVX2 (the token's existence says so).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_blocks_avx2(_t: Avx2, x: &[f32], qw: Option<&[f32]>, y: &mut [BlockIq1S]) {
-    let blocks = x.chunks_exact(QK_K).zip(y);
-    match qw {
-        Some(qw) => {
-            for ((xb, yb), qb) in blocks.zip(qw.chunks_exact(QK_K)) {
-                *yb = BlockIq1S::quantize(xb, qb);
-            }
-        }
-        None => {
-            for (xb, yb) in blocks {
-                *yb = BlockIq1S::quantize(xb, &[1.0; QK_K]);
-            }
-        }
+        by_blocks(
+            x,
+            qw,
+            y,
+            #[inline(always)]
+            |xb, qb| Self::quantize(xb, qb.unwrap_or(&[1.0; QK_K])),
+        );
     }
 }
 
