@@ -20,7 +20,7 @@
 //!   row has scale 0 and codes 0, so it dequantizes to exact zeros, never NaN. Other
 //!   tensors are kept as stored.
 
-use quant_core::dtype::{decode_to_f32, encode_f32, round_bf16, round_f16};
+use quant_core::dtype::{decode_to_f32, encode_f32_reusing, round_bf16, round_f16};
 use quant_core::{
     parse_params, DType, Error, Params, Part, PartLayout, QuantMethod, QuantizedTensor, Result,
     Selection, TensorMeta, TensorRecord,
@@ -96,9 +96,18 @@ impl QuantMethod for Cast {
         Ok(vec![PartLayout::new(&t.name, self.to, t.shape.clone())])
     }
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+        self.quantize_reusing(t, values, Vec::new())
+    }
+    fn quantize_reusing(
+        &self,
+        t: &TensorMeta,
+        values: &[f32],
+        buffers: Vec<Vec<u8>>,
+    ) -> Result<QuantizedTensor> {
         check_len(t, values)?;
         let layout = self.output_layout(t)?;
-        let data = encode_f32(self.to, values)?;
+        let mut data = buffers.into_iter().next().unwrap_or_default();
+        encode_f32_reusing(self.to, values, &mut data)?;
         let rec = record(self.name, t, self.to, &layout);
         QuantizedTensor::from_layout(rec, layout, vec![data])
     }

@@ -97,6 +97,26 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)>
     })
 }
 
+/// The best time of `runs` calls of `quantize_reusing`, each given the buffers of the
+/// output before (the first from a plain `quantize`), as ggml's benchmarks quantize into
+/// one reused buffer; and the last output.
+fn best_of_reusing(
+    runs: usize,
+    m: &dyn quant::QuantMethod,
+    meta: &TensorMeta,
+    values: &[f32],
+) -> Result<(f64, quant::QuantizedTensor)> {
+    let mut q = m.quantize(meta, values)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let buffers = q.into_buffers();
+        let t = Instant::now();
+        q = m.quantize_reusing(meta, values, buffers)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok((best, q))
+}
+
 fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -128,12 +148,12 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
     println!("{}", cpu_line());
     println!();
     println!(
-        "f32 input {size}x{size} ({:.0} MB), best of {runs}, MB/s of f32 input (dequantize: into one reused buffer)",
+        "f32 input {size}x{size} ({:.0} MB), best of {runs}, MB/s of f32 input (quantize and dequantize: into the output before, reused; fresh output: `quantize`'s whole call, allocation included)",
         bytes / 1e6
     );
     println!();
-    println!("| method | quantize 1 thread | quantize {all} threads | scaling | dequantize 1 thread | dequantize {all} threads |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| method | quantize 1 thread | quantize {all} threads | scaling | fresh output 1 thread | dequantize 1 thread | dequantize {all} threads |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for e in Registry::global()?.entries() {
         if wanted.as_ref().is_some_and(|w| !w.contains(&e.name)) {
             continue;
@@ -166,17 +186,21 @@ fn methods_table(size: usize, runs: usize, only: Option<&str>) -> Result<()> {
         let mut row = Vec::new();
         for threads in [1, all] {
             let p = pool(threads)?;
-            let (tq, q) = p.install(|| best_of(runs, || m.quantize(meta, values)))?;
-            // Into one reused buffer, as ggml's `to_float` benchmarks do: the time of the
-            // kernel, not of the allocator's fresh pages.
+            // Into reused buffers, as ggml's `ggml_quantize_chunk` and `to_float`
+            // benchmarks do: the time of the kernel, not of the allocator's fresh pages.
+            let (tq, q) = p.install(|| best_of_reusing(runs, m.as_ref(), meta, values))?;
             let mut out = vec![0f32; values.len()];
             let (td, _) = p.install(|| best_of(runs, || m.dequantize_into(&q, &mut out)))?;
             row.push((bytes / tq / 1e6, bytes / td / 1e6));
         }
+        // `quantize`'s whole call, a fresh output each time (allocated while the one
+        // before is still held).
+        let (tf, _) = pool(1)?.install(|| best_of(runs, || m.quantize(meta, values)))?;
+        let f1 = bytes / tf / 1e6;
         let (q1, d1) = row[0];
         let (qn, dn) = row[row.len() - 1];
         println!(
-            "| {}{mark} | {q1:.0} | {qn:.0} | {:.2}x | {d1:.0} | {dn:.0} |",
+            "| {}{mark} | {q1:.0} | {qn:.0} | {:.2}x | {f1:.0} | {d1:.0} | {dn:.0} |",
             e.name,
             qn / q1
         );

@@ -538,6 +538,14 @@ pub fn decode_into(dtype: DType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
 /// Encodes f32 values as little-endian `dtype` bytes (F32, F16 or BF16), rounding to
 /// nearest even as PyTorch does.
 pub fn encode_f32(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    encode_f32_reusing(dtype, values, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_f32`] into `out`, replacing what it held: its allocation is reused when
+/// large enough (no byte is zeroed first; every one is written).
+pub fn encode_f32_reusing(dtype: DType, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
     let f: fn(&[f32], &mut [MaybeUninit<u8>]) = match dtype {
         DType::F32 => encode_f32_into,
         DType::F16 => encode_f16_into,
@@ -551,15 +559,15 @@ pub fn encode_f32(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
         }
     };
     let size = dtype.size();
-    let mut out = Vec::new();
+    out.clear();
     // SAFETY: each kernel writes `size` bytes for each of the values of its chunk, and
     // `par_convert` pairs `values.len() * size` bytes with `values.len()` values.
     unsafe {
-        crate::simd::extend_written(&mut out, values.len() * size, |dst| {
+        crate::simd::extend_written(out, values.len() * size, |dst| {
             par_convert(values, 1, dst, size, f)
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes one float8 e4m3fn byte (bias 7, no infinities, 0x7F/0xFF are NaN).

@@ -155,6 +155,24 @@ impl QuantizedTensor {
     pub fn byte_len(&self) -> usize {
         self.parts.iter().map(|p| p.data.len()).sum()
     }
+
+    /// The parts' byte buffers, in order, for [`QuantMethod::quantize_reusing`].
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        self.parts.into_iter().map(|p| p.data).collect()
+    }
+}
+
+/// `buf` holding exactly `n` bytes for a method to write: its allocation reused when it
+/// is large enough (only bytes past its old length are zeroed), otherwise a fresh zeroed
+/// allocation, whose pages the kernel zeroes as they are first touched instead of a
+/// second pass here.
+pub fn reuse_bytes(buf: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    if buf.capacity() < n {
+        *buf = vec![0u8; n];
+    } else {
+        buf.resize(n, 0);
+    }
+    buf
 }
 
 /// What a method does with a tensor when no rule says otherwise.
@@ -195,6 +213,21 @@ pub trait QuantMethod: Send + Sync {
     /// Quantizes `values` (row-major f32, exact for f16/bf16 inputs; `tensor.dtype` is the
     /// stored dtype, for methods that first cast to it).
     fn quantize(&self, tensor: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor>;
+
+    /// [`quantize`](Self::quantize), writing into `buffers` where the method can: the byte
+    /// buffers of an earlier output (see [`QuantizedTensor::into_buffers`]), whose
+    /// allocations are reused so that tensor after tensor costs no fresh pages. The
+    /// result is the same as `quantize`'s. Default: the buffers are dropped and
+    /// `quantize` called.
+    fn quantize_reusing(
+        &self,
+        tensor: &TensorMeta,
+        values: &[f32],
+        buffers: Vec<Vec<u8>>,
+    ) -> Result<QuantizedTensor> {
+        drop(buffers);
+        self.quantize(tensor, values)
+    }
 
     /// Restores f32 values (exactly representable in `record.dequant_dtype`).
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>>;

@@ -239,11 +239,20 @@ impl QuantMethod for FtypeMethod {
     }
 
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+        self.quantize_reusing(t, values, Vec::new())
+    }
+
+    fn quantize_reusing(
+        &self,
+        t: &TensorMeta,
+        values: &[f32],
+        buffers: Vec<Vec<u8>>,
+    ) -> Result<QuantizedTensor> {
         if self.imatrix.is_none() && self.ftype.requires_imatrix() {
             self.check_imatrix("", GgmlType::F32)?;
         }
         // Recorded as this method with its own parameters, so loading recreates it.
-        let mut q = self.inner.quantize(t, values)?;
+        let mut q = self.inner.quantize_reusing(t, values, buffers)?;
         q.record.method = Some(self.name().to_string());
         q.record.params = self.params();
         Ok(q)
@@ -251,6 +260,10 @@ impl QuantMethod for FtypeMethod {
 
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>> {
         self.inner.dequantize(q)
+    }
+
+    fn dequantize_into(&self, q: &QuantizedTensor, out: &mut [f32]) -> Result<()> {
+        self.inner.dequantize_into(q, out)
     }
 
     fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {

@@ -421,6 +421,15 @@ impl QuantMethod for GgufMethod {
     }
 
     fn quantize(&self, t: &TensorMeta, values: &[f32]) -> Result<QuantizedTensor> {
+        self.quantize_reusing(t, values, Vec::new())
+    }
+
+    fn quantize_reusing(
+        &self,
+        t: &TensorMeta,
+        values: &[f32],
+        buffers: Vec<Vec<u8>>,
+    ) -> Result<QuantizedTensor> {
         let numel = t.numel()?;
         if values.len() != numel {
             return Err(Error::ShapeMismatch {
@@ -474,29 +483,32 @@ impl QuantMethod for GgufMethod {
         }
         // NaN/Inf are refused row by row during quantization (while each row is in cache).
         let check = !self.allow_nonfinite;
-        let quantize = |chunk: &[f32], w: Option<&[f32]>| {
-            if check {
-                types::quantize_finite(self.ty, chunk, row_len, w)
-            } else {
-                types::quantize(self.ty, chunk, row_len, w).map(Ok)
-            }
-        };
-        let data = match weights {
+        let mut data = buffers.into_iter().next().unwrap_or_default();
+        match weights {
             Some(w) if w.len() > row_len => {
-                // 3-D expert tensors: one imatrix slice per expert, as llama.cpp does.
-                let per_mat = numel / (w.len() / row_len);
-                let mut out = Vec::new();
-                let chunks = values.chunks(per_mat.max(1)).zip(w.chunks(row_len));
-                for (k, (chunk, wm)) in chunks.enumerate() {
-                    match quantize(chunk, Some(wm))? {
-                        Ok(q) => out.extend(q),
-                        Err(i) => return Err(nonfinite(k * per_mat.max(1) + i)),
-                    }
+                // 3-D expert tensors: one imatrix slice per expert, as llama.cpp does,
+                // each quantized into its share of the output.
+                let per_mat = (numel / (w.len() / row_len)).max(1);
+                let chunks = values.chunks(per_mat).zip(w.chunks(row_len));
+                let lens = chunks
+                    .clone()
+                    .map(|(chunk, wm)| types::output_len(self.ty, chunk, row_len, Some(wm)))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut rest = quant_core::method::reuse_bytes(&mut data, lens.iter().sum());
+                for (k, ((chunk, wm), n)) in chunks.zip(lens).enumerate() {
+                    let (o, tail) = rest.split_at_mut(n);
+                    rest = tail;
+                    types::quantize_checked_into(self.ty, chunk, row_len, Some(wm), check, o)?
+                        .map_err(|i| nonfinite(k * per_mat + i))?;
                 }
-                out
             }
-            w => quantize(values, w)?.map_err(nonfinite)?,
-        };
+            w => {
+                let n = types::output_len(self.ty, values, row_len, w)?;
+                let o = quant_core::method::reuse_bytes(&mut data, n);
+                types::quantize_checked_into(self.ty, values, row_len, w, check, o)?
+                    .map_err(nonfinite)?;
+            }
+        }
         let layout = self.output_layout(t)?;
         let record = TensorRecord {
             name: t.name.clone(),

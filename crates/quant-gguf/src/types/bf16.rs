@@ -8,7 +8,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// One bf16 value (`ggml_bf16_t`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockBF16 {
     /// The bfloat16 bits.
     pub bits: u16,

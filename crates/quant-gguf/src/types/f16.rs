@@ -8,7 +8,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// One f16 value (`ggml_fp16_t`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockF16 {
     /// The half bits.
     pub bits: u16,

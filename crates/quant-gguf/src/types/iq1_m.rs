@@ -31,7 +31,7 @@ const GROUP_MAX_EPS_IQ1_M: f32 = 1e-7;
 
 /// ggml's `block_iq1_m`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq1M {
     /// Grid indices, low 8 bits.
     pub qs: [u8; 32],

@@ -279,7 +279,7 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
 
 /// ggml's `block_iq1_s`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq1S {
     /// Super-block scale (f16 bits).
     pub d: u16,

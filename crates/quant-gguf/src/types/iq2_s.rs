@@ -25,7 +25,7 @@ const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
 
 /// ggml's `block_iq2_s`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq2S {
     /// Super-block scale (f16 bits).
     pub d: u16,

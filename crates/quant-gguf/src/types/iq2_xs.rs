@@ -116,7 +116,7 @@ pub(crate) fn iq2_search16<S: Lanes>(
 
 /// ggml's `block_iq2_xs`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq2Xs {
     /// Super-block scale (f16 bits).
     pub d: u16,

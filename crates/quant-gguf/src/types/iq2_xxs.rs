@@ -115,7 +115,7 @@ pub(crate) fn sums(weight: &[f32], xval: &[f32], l: &[i8]) -> (f32, f32) {
 
 /// ggml's `block_iq2_xxs`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq2Xxs {
     /// Super-block scale (f16 bits).
     pub d: u16,

@@ -22,7 +22,7 @@ use crate::types::{by_blocks, GgmlBlock, GgmlType};
 
 /// ggml's `block_iq3_s`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq3S {
     /// Super-block scale (f16 bits).
     pub d: u16,

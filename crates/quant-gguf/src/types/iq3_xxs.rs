@@ -199,7 +199,7 @@ pub(crate) fn iq_weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, weight: &m
 
 /// ggml's `block_iq3_xxs`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq3Xxs {
     /// Super-block scale (f16 bits).
     pub d: u16,

@@ -285,7 +285,7 @@ fn search<S: Lanes>(s: S, x: &[f32; 32], w: &[f32; 32], max: f32) -> f32 {
 
 /// ggml's `block_iq4_nl`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq4Nl {
     /// Scale (f16 bits).
     pub d: u16,

@@ -16,7 +16,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_iq4_xs`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockIq4Xs {
     /// Super-block scale (f16 bits).
     pub d: u16,

@@ -290,17 +290,16 @@ impl LanesMore for Avx2 {
     #[inline(always)]
     fn round_away(self, v: Self::F) -> Self::I {
         use std::arch::x86_64::*;
-        // The truncation `t`, then one step away from zero when the exact remainder
-        // `v − t` is at least one half (`t` is below 2^23 in magnitude whenever there is a
-        // remainder, so `t ± 1` is exact); NaN and out-of-range lanes convert to INT_MIN.
+        // `v + copysign(h, v)` truncated, `h` the float just below one half: a remainder
+        // of at least one half carries past the next integer (`0.5 + h` rounds to 1 at
+        // the tie, to even), a smaller one never reaches it, and from 2^22 up, where the
+        // spacing is at least one half, the sum rounds to `v` or to the integer `v` rounds
+        // to. NaN and out-of-range lanes convert to INT_MIN.
         // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
         unsafe {
-            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
-            let frac = _mm256_sub_ps(v, t);
-            let one = _mm256_set1_ps(1.0);
-            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5)), one);
-            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, _mm256_set1_ps(-0.5)), one);
-            _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down))
+            let h = _mm256_set1_ps(f32::from_bits(0x3EFF_FFFF));
+            let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
+            _mm256_cvttps_epi32(_mm256_add_ps(v, _mm256_or_ps(h, sign)))
         }
     }
 }
@@ -742,6 +741,76 @@ mod tests {
     #[test]
     fn portable_lanes_equal_the_straight_ports() {
         check(Portable);
+    }
+
+    /// `round_away` on AVX2 against C's `(int)roundf(v)` (the portable lanes): the halves
+    /// and their neighbours up to 2^25, the binade edges where the spacing reaches one
+    /// half and one, the ends of the `int` range, the specials, and every 4099th bit
+    /// pattern (`round_away_every_float` checks them all).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_round_away_is_roundf() {
+        let mut xs = Vec::new();
+        for k in -4096i32..=4096 {
+            let half = k as f32 * 0.5;
+            xs.extend([
+                half,
+                f32::from_bits(half.to_bits() + 1),
+                f32::from_bits(half.to_bits().wrapping_sub(1)),
+            ]);
+        }
+        for e in [21, 22, 23, 24, 25, 30, 31] {
+            let p = (1u64 << e) as f32;
+            for d in -8i32..=8 {
+                for b in [p, -p] {
+                    xs.push(f32::from_bits((b.to_bits() as i32 + d) as u32));
+                }
+            }
+        }
+        xs.extend([
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+            f32::MAX,
+            f32::MIN,
+        ]);
+        xs.extend((0..=u32::MAX).step_by(4099).map(f32::from_bits));
+        check_round_away(&xs);
+    }
+
+    /// Every float (about 2^32 values: run with `--ignored` in release).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[ignore = "every f32: minutes in a debug build"]
+    fn round_away_every_float() {
+        let all: Vec<u32> = (0..=u32::MAX).collect();
+        for c in all.chunks(1 << 24) {
+            let xs: Vec<f32> = c.iter().map(|&b| f32::from_bits(b)).collect();
+            check_round_away(&xs);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn check_round_away(xs: &[f32]) {
+        let Some(t) = Avx2::get() else { return };
+        for c in xs.chunks_exact(N) {
+            let mut a = [0f32; N];
+            a.copy_from_slice(c);
+            // SAFETY: the token exists only on CPUs with AVX2.
+            let got = unsafe { avx2_round_away(t, a) };
+            let want = Portable.round_away(a);
+            assert_eq!(got, want, "{a:?}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_round_away(t: Avx2, a: [f32; N]) -> [i32; N] {
+        t.store_i(t.round_away(t.load(&a)))
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -103,22 +103,41 @@ fn pack5<S: LanesMore>(s: S, q: &[S::I; 4]) -> ([u8; 16], [u8; 4]) {
 macro_rules! dispatch {
     ($(#[$m:meta])* $name:ident, $lanes:ident, $avx2:ident, $blk:ty) => {
         $(#[$m])*
+        /// With `CHECK`, `false` when the row holds a NaN or ±Inf (found in the first pass
+        /// over each block; the blocks are then unspecified), else `true`.
         #[inline(always)]
-        pub(crate) fn $name(x: &[f32], y: &mut [$blk]) {
+        pub(crate) fn $name<const CHECK: bool>(x: &[f32], y: &mut [$blk]) -> bool {
             #[cfg(target_arch = "x86_64")]
             if let Some(t) = Avx2::get() {
                 // SAFETY: the token exists only on CPUs with AVX2.
-                return unsafe { $avx2(t, x, y) };
+                return unsafe { $avx2::<CHECK>(t, x, y) };
             }
-            $lanes(Portable, x, y)
+            $lanes::<_, CHECK>(Portable, x, y)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        unsafe fn $avx2(t: Avx2, x: &[f32], y: &mut [$blk]) {
-            $lanes(t, x, y)
+        unsafe fn $avx2<const CHECK: bool>(t: Avx2, x: &[f32], y: &mut [$blk]) -> bool {
+            $lanes::<_, CHECK>(t, x, y)
         }
     };
+}
+
+/// Whether a block (as `v`) may hold a NaN or ±Inf: its lane sums are not all finite. A
+/// NaN or infinite value makes its lane's sum NaN or infinite; finite values whose sum
+/// overflows land here too, and the caller's exact look at the values sorts them out.
+#[inline(always)]
+fn sums_not_finite<S: LanesMore>(s: S, v: &[S::F; 4]) -> bool {
+    let t = s.add(s.add(v[0], v[1]), s.add(v[2], v[3]));
+    let z = s.sub(t, t);
+    s.eq_bits(z, z) != (1 << N) - 1
+}
+
+/// With `CHECK`, whether the block `xb` (as `v`) is free of NaN and ±Inf (without, `true`):
+/// the lane sums, and the values only when a sum is not finite.
+#[inline(always)]
+fn block_finite<S: LanesMore, const CHECK: bool>(s: S, v: &[S::F; 4], xb: &[f32]) -> bool {
+    !CHECK || !sums_not_finite(s, v) || xb.iter().all(|x| x.is_finite())
 }
 
 dispatch!(
@@ -142,8 +161,9 @@ dispatch!(
     q8_0_row, q8_0_lanes, q8_0_avx2, BlockQ8_0
 );
 
-/// ggml's `amax = MAX(amax, fabsf(v))` of a block, per lane (`None`: the block holds a
-/// NaN, which only survives in ggml's order, as the last value; the caller scans it).
+/// ggml's `amax = MAX(amax, fabsf(v))` of a block, per lane (`None`: the block may hold
+/// a NaN, which only survives in ggml's order, as the last value, or ±Inf; the caller
+/// takes ggml's exact scan, which gives the same answer for any block).
 #[inline(always)]
 fn q8_amax_partial<S: LanesMore>(s: S, v: &[S::F; 4]) -> Option<S::F> {
     let mut am = s.splat(0.0);
@@ -151,10 +171,7 @@ fn q8_amax_partial<S: LanesMore>(s: S, v: &[S::F; 4]) -> Option<S::F> {
         let a = s.abs(vk);
         am = s.select(s.gt(am, a), am, a);
     }
-    // A NaN anywhere makes the lane sums NaN (so does `Inf − Inf`: such a block takes the
-    // caller's exact scan too, which gives the same answer).
-    let t = s.add(s.add(v[0], v[1]), s.add(v[2], v[3]));
-    (s.eq_bits(t, t) == (1 << N) - 1).then_some(am)
+    (!sums_not_finite(s, v)).then_some(am)
 }
 
 /// Q8_0's codes `roundf(x·id)` of one block.
@@ -176,7 +193,7 @@ fn q8_0_codes<S: LanesMore>(s: S, v: &[S::F; 4], id: f32, qs: &mut [i8; 32]) {
 }
 
 #[inline(always)]
-fn q8_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ8_0]) {
+fn q8_0_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ8_0]) -> bool {
     let mut xs = x.chunks_exact(32 * N);
     let mut ys = y.chunks_exact_mut(N);
     for (x8, y8) in (&mut xs).zip(&mut ys) {
@@ -185,6 +202,7 @@ fn q8_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ8_0]) {
         for (k, xb) in x8.chunks_exact(32).enumerate() {
             match q8_amax_partial(s, &load4(s, xb)) {
                 Some(a) => am[k] = a,
+                None if CHECK && !xb.iter().all(|x| x.is_finite()) => return false,
                 None => scanned[k] = Some(q8_scale(xb)),
             }
         }
@@ -212,20 +230,24 @@ fn q8_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ8_0]) {
                 let d = s.hmax(am) / 127.0;
                 (d, if d != 0.0 { 1.0 / d } else { 0.0 })
             }
+            None if CHECK && !xb.iter().all(|x| x.is_finite()) => return false,
             None => q8_scale(xb),
         };
         yb.d = fp32_to_fp16(d);
         q8_0_codes(s, &v, id, &mut yb.qs);
     }
+    true
 }
 
 #[inline(always)]
-fn q4_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_1]) {
+fn q4_1_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ4_1]) -> bool {
     let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
     let mut xs = x.chunks_exact(32 * N);
     let mut ys = y.chunks_exact_mut(N);
     for (x8, y8) in (&mut xs).zip(&mut ys) {
-        let a = asym_scales(s, x8, 15.0);
+        let Some(a) = asym_scales::<S, CHECK>(s, x8, 15.0) else {
+            return false;
+        };
         for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
             yb.d = a.d[k];
             yb.m = a.m[k];
@@ -239,6 +261,9 @@ fn q4_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_1]) {
     }
     for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
+        if !block_finite::<S, CHECK>(s, &v, xb) {
+            return false;
+        }
         let (min, max) = min_max(s, &v, xb);
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -250,14 +275,17 @@ fn q4_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_1]) {
         }
         yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
     }
+    true
 }
 
 #[inline(always)]
-fn q5_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_1]) {
+fn q5_1_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ5_1]) -> bool {
     let mut xs = x.chunks_exact(32 * N);
     let mut ys = y.chunks_exact_mut(N);
     for (x8, y8) in (&mut xs).zip(&mut ys) {
-        let a = asym_scales(s, x8, 31.0);
+        let Some(a) = asym_scales::<S, CHECK>(s, x8, 31.0) else {
+            return false;
+        };
         for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
             yb.d = a.d[k];
             yb.m = a.m[k];
@@ -267,6 +295,9 @@ fn q5_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_1]) {
     }
     for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
+        if !block_finite::<S, CHECK>(s, &v, xb) {
+            return false;
+        }
         let (min, max) = min_max(s, &v, xb);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -274,6 +305,7 @@ fn q5_1_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_1]) {
         yb.m = fp32_to_fp16(min);
         (yb.qs, yb.qh) = pack5(s, &asym_codes(s, &v, min, id));
     }
+    true
 }
 
 /// The scales of eight Q4_1/Q5_1 blocks (`x8`: 8 × 32 values), one block per lane:
@@ -286,12 +318,17 @@ struct AsymScales {
     m: [u16; N],
 }
 
+/// With `CHECK`, `None` when a block holds a NaN or ±Inf.
 #[inline(always)]
-fn asym_scales<S: LanesMore>(s: S, x8: &[f32], nmax: f32) -> AsymScales {
+fn asym_scales<S: LanesMore, const CHECK: bool>(s: S, x8: &[f32], nmax: f32) -> Option<AsymScales> {
     let mut mn = [s.splat(0.0); N];
     let mut mx = [s.splat(0.0); N];
     for ((mn, mx), xb) in mn.iter_mut().zip(mx.iter_mut()).zip(x8.chunks_exact(32)) {
-        (*mn, *mx) = min_max_partial(s, &load4(s, xb));
+        let v = load4(s, xb);
+        if !block_finite::<S, CHECK>(s, &v, xb) {
+            return None;
+        }
+        (*mn, *mx) = min_max_partial(s, &v);
     }
     let (mut minv, mut maxv) = (s.hmin_each(&mn), s.hmax_each(&mx));
     let zero = s.splat(0.0);
@@ -307,12 +344,12 @@ fn asym_scales<S: LanesMore>(s: S, x8: &[f32], nmax: f32) -> AsymScales {
     }
     let d = s.div(s.sub(maxv, minv), s.splat(nmax));
     let id = s.select(s.eq(d, zero), zero, s.div(s.splat(1.0), d));
-    AsymScales {
+    Some(AsymScales {
         min: s.store(minv),
         id: s.store(id),
         d: s.fp16_each(d),
         m: s.fp16_each(minv),
-    }
+    })
 }
 
 /// ggml's `max` of Q4_0/Q5_0, the first value of largest magnitude, as its
@@ -347,12 +384,21 @@ fn first_of_magnitude<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32], amax: f32) 
 
 /// `d = max·scale` (`max / −8`, `max / −16`: a multiplication by the exact power of two
 /// rounds the same real number) and `id = 1/d` (0 when `d` is 0) of eight Q4_0/Q5_0
-/// blocks, one per lane: `(id, f16 bits of d)`.
+/// blocks, one per lane: `(id, f16 bits of d)`; with `CHECK`, `None` when a block holds a
+/// NaN or ±Inf.
 #[inline(always)]
-fn sym_scales<S: LanesMore>(s: S, x8: &[f32], scale: f32) -> ([f32; N], [u16; N]) {
+fn sym_scales<S: LanesMore, const CHECK: bool>(
+    s: S,
+    x8: &[f32],
+    scale: f32,
+) -> Option<([f32; N], [u16; N])> {
     let mut am = [s.splat(0.0); N];
     for (am, xb) in am.iter_mut().zip(x8.chunks_exact(32)) {
-        *am = abs_max_partial(s, &load4(s, xb));
+        let v = load4(s, xb);
+        if !block_finite::<S, CHECK>(s, &v, xb) {
+            return None;
+        }
+        *am = abs_max_partial(s, &v);
     }
     let amax = s.store(s.hmax_each(&am));
     let mut max = [0f32; N];
@@ -362,7 +408,7 @@ fn sym_scales<S: LanesMore>(s: S, x8: &[f32], scale: f32) -> ([f32; N], [u16; N]
     let d = s.mul(s.load(&max), s.splat(scale));
     let zero = s.splat(0.0);
     let id = s.select(s.eq(d, zero), zero, s.div(s.splat(1.0), d));
-    (s.store(id), s.fp16_each(d))
+    Some((s.store(id), s.fp16_each(d)))
 }
 
 /// The scale of one Q4_0/Q5_0 block, as [`sym_scales`]: `(d, id)`.
@@ -398,11 +444,13 @@ fn q5_0_codes<S: LanesMore>(s: S, v: &[S::F; 4], id: f32) -> ([u8; 16], [u8; 4])
 }
 
 #[inline(always)]
-fn q4_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
+fn q4_0_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ4_0]) -> bool {
     let mut xs = x.chunks_exact(32 * N);
     let mut ys = y.chunks_exact_mut(N);
     for (x8, y8) in (&mut xs).zip(&mut ys) {
-        let (id, dh) = sym_scales(s, x8, -0.125);
+        let Some((id, dh)) = sym_scales::<S, CHECK>(s, x8, -0.125) else {
+            return false;
+        };
         for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
             yb.d = dh[k];
             yb.qs = q4_0_codes(s, &load4(s, xb), id[k]);
@@ -410,18 +458,24 @@ fn q4_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ4_0]) {
     }
     for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
+        if !block_finite::<S, CHECK>(s, &v, xb) {
+            return false;
+        }
         let (d, id) = sym_scale(s, &v, xb, -0.125);
         yb.d = fp32_to_fp16(d);
         yb.qs = q4_0_codes(s, &v, id);
     }
+    true
 }
 
 #[inline(always)]
-fn q5_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_0]) {
+fn q5_0_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ5_0]) -> bool {
     let mut xs = x.chunks_exact(32 * N);
     let mut ys = y.chunks_exact_mut(N);
     for (x8, y8) in (&mut xs).zip(&mut ys) {
-        let (id, dh) = sym_scales(s, x8, -0.0625);
+        let Some((id, dh)) = sym_scales::<S, CHECK>(s, x8, -0.0625) else {
+            return false;
+        };
         for (k, (xb, yb)) in x8.chunks_exact(32).zip(y8.iter_mut()).enumerate() {
             yb.d = dh[k];
             (yb.qs, yb.qh) = q5_0_codes(s, &load4(s, xb), id[k]);
@@ -429,10 +483,14 @@ fn q5_0_lanes<S: LanesMore>(s: S, x: &[f32], y: &mut [BlockQ5_0]) {
     }
     for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
         let v = load4(s, xb);
+        if !block_finite::<S, CHECK>(s, &v, xb) {
+            return false;
+        }
         let (d, id) = sym_scale(s, &v, xb, -0.0625);
         yb.d = fp32_to_fp16(d);
         (yb.qs, yb.qh) = q5_0_codes(s, &v, id);
     }
+    true
 }
 
 #[cfg(test)]
@@ -505,25 +563,94 @@ mod tests {
         out
     }
 
+    /// `lanes` with and without the finite check on `x`: the check's answer is whether
+    /// every value is finite, and a finite row gets the same blocks either way.
+    fn check_finite<B: GgmlBlock>(
+        x: &[f32],
+        lanes: impl Fn(&[f32], &mut [B], bool) -> bool,
+    ) -> Vec<B> {
+        let nb = x.len() / 32;
+        let (mut a, mut b) = (vec![B::ZERO; nb], vec![B::ZERO; nb]);
+        assert!(lanes(x, &mut a, false));
+        let finite = x.iter().all(|v| v.is_finite());
+        assert_eq!(lanes(x, &mut b, true), finite, "{:?}", B::TYPE);
+        if finite {
+            let bytes = |v: &[B]| bytemuck::cast_slice::<B, u8>(v).to_vec();
+            assert_eq!(bytes(&a), bytes(&b), "{:?}", B::TYPE);
+        }
+        a
+    }
+
     fn check<S: LanesMore>(s: S) {
-        for x in cases() {
+        let mut inputs = cases();
+        // Rows with one non-finite value at each position of a batch of eight blocks and
+        // of a last, lone block; rows of values whose lane sums overflow but are finite.
+        for (i, bad) in [
+            (0, f32::NAN),
+            (77, f32::INFINITY),
+            (255, f32::NEG_INFINITY),
+            (270, f32::NAN),
+        ] {
+            let mut x = values(3, 32 * 9);
+            x[i] = bad;
+            inputs.push(x);
+        }
+        inputs.push(
+            (0..32 * 9)
+                .map(|i| if i % 3 == 0 { 3e38 } else { -3e38 })
+                .collect(),
+        );
+        inputs.push(vec![f32::MAX; 32 * 9]);
+        for x in inputs {
             let nb = x.len() / 32;
-            let (mut a, mut b) = (vec![BlockQ4_1::ZERO; nb], vec![BlockQ4_1::ZERO; nb]);
-            q4_1_lanes(s, &x, &mut a);
+            let mut b = vec![BlockQ4_1::ZERO; nb];
             crate::types::q4_1::quantize_row_scalar(&x, &mut b);
+            let a = check_finite(&x, |x, y, c| {
+                if c {
+                    q4_1_lanes::<_, true>(s, x, y)
+                } else {
+                    q4_1_lanes::<_, false>(s, x, y)
+                }
+            });
             assert_eq!(a, b, "q4_1 {x:?}");
-            let (mut a, mut b) = (vec![BlockQ5_1::ZERO; nb], vec![BlockQ5_1::ZERO; nb]);
-            q5_1_lanes(s, &x, &mut a);
+            let mut b = vec![BlockQ5_1::ZERO; nb];
             crate::types::q5_1::quantize_row_scalar(&x, &mut b);
+            let a = check_finite(&x, |x, y, c| {
+                if c {
+                    q5_1_lanes::<_, true>(s, x, y)
+                } else {
+                    q5_1_lanes::<_, false>(s, x, y)
+                }
+            });
             assert_eq!(a, b, "q5_1 {x:?}");
-            let (mut a, mut b) = (vec![BlockQ5_0::ZERO; nb], vec![BlockQ5_0::ZERO; nb]);
-            q5_0_lanes(s, &x, &mut a);
+            let mut b = vec![BlockQ5_0::ZERO; nb];
             crate::types::q5_0::quantize_row_scalar(&x, &mut b);
+            let a = check_finite(&x, |x, y, c| {
+                if c {
+                    q5_0_lanes::<_, true>(s, x, y)
+                } else {
+                    q5_0_lanes::<_, false>(s, x, y)
+                }
+            });
             assert_eq!(a, b, "q5_0 {x:?}");
-            let (mut a, mut b) = (vec![BlockQ8_0::ZERO; nb], vec![BlockQ8_0::ZERO; nb]);
-            q8_0_lanes(s, &x, &mut a);
+            let mut b = vec![BlockQ8_0::ZERO; nb];
             crate::types::q8_0::quantize_row_scalar(&x, &mut b);
+            let a = check_finite(&x, |x, y, c| {
+                if c {
+                    q8_0_lanes::<_, true>(s, x, y)
+                } else {
+                    q8_0_lanes::<_, false>(s, x, y)
+                }
+            });
             assert_eq!(a, b, "q8_0 {x:?}");
+            // Q4_0's blocks against its straight port: `q4_0::tests`.
+            check_finite(&x, |x, y, c| {
+                if c {
+                    q4_0_lanes::<_, true>(s, x, y)
+                } else {
+                    q4_0_lanes::<_, false>(s, x, y)
+                }
+            });
         }
     }
 

@@ -1,12 +1,14 @@
 //! The GGML types: one file per block format (layout, ggml's row quantizer and
 //! dequantizer, unit tests), the shared scale searches ([`search`]) and C arithmetic
-//! ([`c_math`]) they are built from, the vector lanes (`lanes`, [`simd`]), and here the
-//! static per-format trait, the type identifiers and the row-parallel drivers. Nothing in
+//! ([`c_math`]) they are built from, the vector lanes (`lanes`, [`simd`]), the type
+//! identifiers ([`GgmlType`]), and here the static per-format trait and the row-parallel
+//! drivers. Nothing in
 //! this folder knows about files, methods or models.
 
 pub mod bf16;
 pub mod c_math;
 pub mod f16;
+mod ggml_type;
 pub mod iq1_m;
 #[cfg(target_arch = "x86_64")]
 mod iq1_m_lanes;
@@ -43,16 +45,23 @@ pub mod tq2_0;
 #[cfg(target_arch = "x86_64")]
 mod tq_avx2;
 
+use quant_core::method::reuse_bytes;
 use quant_core::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+pub use ggml_type::GgmlType;
 use simd::simd_enabled;
 
 /// One GGML block format: a `#[repr(C)]` block of `BLOCK_SIZE` values stored in
 /// `TYPE_SIZE` bytes, with ggml's row quantizer and dequantizer.
-pub trait GgmlBlock: Copy + Send + Sync + 'static {
+///
+/// The block's memory is its file layout on a little-endian machine (fields in ggml's
+/// order, no padding: `bytemuck::Pod`), so rows are quantized straight into the output
+/// bytes there; [`GgmlBlock::write`] and [`GgmlBlock::read`] give the same bytes on any
+/// machine (a test checks the two agree for every type).
+pub trait GgmlBlock: bytemuck::Pod + Send + Sync + 'static {
     /// The GGML type.
     const TYPE: GgmlType;
     /// Values per block.
@@ -71,6 +80,19 @@ pub trait GgmlBlock: Copy + Send + Sync + 'static {
     /// `x.len() == y.len() * BLOCK_SIZE`.
     fn quantize_row(x: &[f32], y: &mut [Self]);
 
+    /// [`GgmlBlock::quantize_row`] refusing NaN and ±Inf: `false` (the blocks then
+    /// unspecified) when `x` holds one. Default: a scan of the row, then the quantizer;
+    /// the types whose first pass over a block can tell override it (one pass over the
+    /// values instead of two).
+    #[inline(always)]
+    fn quantize_row_finite(x: &[f32], y: &mut [Self]) -> bool {
+        if has_nonfinite(x) {
+            return false;
+        }
+        Self::quantize_row(x, y);
+        true
+    }
+
     /// Quantizes one row with per-column importance weights `qw` (`qw.len() == x.len()`),
     /// as `ggml_quantize_chunk` does with an imatrix. Default: the weights are ignored
     /// (ggml's behaviour for Q8_0, F16 and BF16; Q8_1 and Q8_K have no weighted path).
@@ -86,286 +108,6 @@ pub trait GgmlBlock: Copy + Send + Sync + 'static {
     /// (the same operations, wider vectors) where the CPU has it: set by the types whose
     /// dequantizer gains from it (for others the baseline build is as fast or faster).
     const AVX2_DEQUANTIZE: bool = false;
-}
-
-/// The GGML tensor types this crate implements (ids as in ggml's `enum ggml_type`).
-#[allow(non_camel_case_types)] // ggml's own names (Q4_K), as users type them
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GgmlType {
-    /// 32-bit float (only stored, never a method).
-    F32,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// 4-bit symmetric, blocks of 32.
-    Q4_0,
-    /// 4-bit with min, blocks of 32.
-    Q4_1,
-    /// 5-bit symmetric, blocks of 32.
-    Q5_0,
-    /// 5-bit with min, blocks of 32.
-    Q5_1,
-    /// 8-bit symmetric, blocks of 32.
-    Q8_0,
-    /// 8-bit symmetric with the block sum, blocks of 32 (36 bytes).
-    Q8_1,
-    /// 2-bit K-quant.
-    Q2_K,
-    /// 3-bit K-quant.
-    Q3_K,
-    /// 4-bit K-quant.
-    Q4_K,
-    /// 5-bit K-quant.
-    Q5_K,
-    /// 6-bit K-quant.
-    Q6_K,
-    /// 8-bit K-quant with an f32 scale.
-    Q8_K,
-    /// 4-bit non-linear (table) quant, blocks of 32.
-    IQ4_NL,
-    /// 4-bit non-linear quant with 6-bit block scales, super-blocks of 256.
-    IQ4_XS,
-    /// 2-bit E8-lattice quant (256-point codebook), super-blocks of 256; needs an importance matrix.
-    IQ2_XXS,
-    /// 2-bit E8-lattice quant (512 points) with 4-bit block scales; needs an importance matrix.
-    IQ2_XS,
-    /// 3-bit D4-lattice quant (256 points).
-    IQ3_XXS,
-    /// 1.5-bit ternary-lattice quant (2048 points); needs an importance matrix.
-    IQ1_S,
-    /// 3-bit D4-lattice quant (512 points) with explicit signs.
-    IQ3_S,
-    /// 2-bit E8-lattice quant (1024 points) with explicit signs.
-    IQ2_S,
-    /// 1.75-bit ternary-lattice quant with per-group shifts.
-    IQ1_M,
-    /// Ternary (1.6875 bits: 5 trits per byte).
-    TQ1_0,
-    /// Ternary (2 bits per value).
-    TQ2_0,
-    /// OCP MXFP4: E2M1 values with a shared E8M0 exponent, blocks of 32.
-    MXFP4,
-}
-
-impl GgmlType {
-    /// Every type, in ggml id order.
-    pub const ALL: [GgmlType; 27] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q8_1,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::Q8_K,
-        GgmlType::IQ2_XXS,
-        GgmlType::IQ2_XS,
-        GgmlType::IQ3_XXS,
-        GgmlType::IQ1_S,
-        GgmlType::IQ4_NL,
-        GgmlType::IQ3_S,
-        GgmlType::IQ2_S,
-        GgmlType::IQ4_XS,
-        GgmlType::IQ1_M,
-        GgmlType::BF16,
-        GgmlType::TQ1_0,
-        GgmlType::TQ2_0,
-        GgmlType::MXFP4,
-    ];
-
-    /// ggml's type name (`Q4_K`, `F16`, ...), as stored in tensor records.
-    pub const fn name(self) -> &'static str {
-        match self {
-            GgmlType::F32 => "F32",
-            GgmlType::F16 => "F16",
-            GgmlType::BF16 => "BF16",
-            GgmlType::Q4_0 => "Q4_0",
-            GgmlType::Q4_1 => "Q4_1",
-            GgmlType::Q5_0 => "Q5_0",
-            GgmlType::Q5_1 => "Q5_1",
-            GgmlType::Q8_0 => "Q8_0",
-            GgmlType::Q8_1 => "Q8_1",
-            GgmlType::Q2_K => "Q2_K",
-            GgmlType::Q3_K => "Q3_K",
-            GgmlType::Q4_K => "Q4_K",
-            GgmlType::Q5_K => "Q5_K",
-            GgmlType::Q6_K => "Q6_K",
-            GgmlType::Q8_K => "Q8_K",
-            GgmlType::IQ4_NL => "IQ4_NL",
-            GgmlType::IQ4_XS => "IQ4_XS",
-            GgmlType::IQ2_XXS => "IQ2_XXS",
-            GgmlType::IQ2_XS => "IQ2_XS",
-            GgmlType::IQ3_XXS => "IQ3_XXS",
-            GgmlType::IQ1_S => "IQ1_S",
-            GgmlType::IQ3_S => "IQ3_S",
-            GgmlType::IQ2_S => "IQ2_S",
-            GgmlType::IQ1_M => "IQ1_M",
-            GgmlType::TQ1_0 => "TQ1_0",
-            GgmlType::TQ2_0 => "TQ2_0",
-            GgmlType::MXFP4 => "MXFP4",
-        }
-    }
-
-    /// ggml's numeric type id (`GGML_TYPE_*`), as stored in .gguf tensor infos.
-    pub const fn id(self) -> u32 {
-        match self {
-            GgmlType::F32 => 0,
-            GgmlType::F16 => 1,
-            GgmlType::Q4_0 => 2,
-            GgmlType::Q4_1 => 3,
-            GgmlType::Q5_0 => 6,
-            GgmlType::Q5_1 => 7,
-            GgmlType::Q8_0 => 8,
-            GgmlType::Q8_1 => 9,
-            GgmlType::Q2_K => 10,
-            GgmlType::Q3_K => 11,
-            GgmlType::Q4_K => 12,
-            GgmlType::Q5_K => 13,
-            GgmlType::Q6_K => 14,
-            GgmlType::Q8_K => 15,
-            GgmlType::IQ4_NL => 20,
-            GgmlType::IQ4_XS => 23,
-            GgmlType::BF16 => 30,
-            GgmlType::IQ2_XXS => 16,
-            GgmlType::IQ2_XS => 17,
-            GgmlType::IQ3_XXS => 18,
-            GgmlType::IQ1_S => 19,
-            GgmlType::IQ3_S => 21,
-            GgmlType::IQ2_S => 22,
-            GgmlType::IQ1_M => 29,
-            GgmlType::TQ1_0 => 34,
-            GgmlType::TQ2_0 => 35,
-            GgmlType::MXFP4 => 39,
-        }
-    }
-
-    /// The type with ggml id `id`.
-    pub fn from_id(id: u32) -> Option<GgmlType> {
-        GgmlType::ALL.into_iter().find(|t| t.id() == id)
-    }
-
-    /// The type named `name` (case-insensitive: `q4_k` and `Q4_K` both work).
-    pub fn from_name(name: &str) -> Option<GgmlType> {
-        GgmlType::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-    }
-
-    /// Values per block.
-    pub const fn block_size(self) -> usize {
-        match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q8_1
-            | GgmlType::IQ4_NL
-            | GgmlType::MXFP4 => 32,
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::Q8_K
-            | GgmlType::IQ4_XS
-            | GgmlType::IQ2_XXS
-            | GgmlType::IQ2_XS
-            | GgmlType::IQ2_S
-            | GgmlType::IQ3_XXS
-            | GgmlType::IQ3_S
-            | GgmlType::IQ1_S
-            | GgmlType::IQ1_M
-            | GgmlType::TQ1_0
-            | GgmlType::TQ2_0 => 256,
-        }
-    }
-
-    /// Bytes per block.
-    pub const fn type_size(self) -> usize {
-        match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q4_0 => 18,
-            GgmlType::Q4_1 => 20,
-            GgmlType::Q5_0 => 22,
-            GgmlType::Q5_1 => 24,
-            GgmlType::Q8_0 => 34,
-            GgmlType::Q8_1 => 36,
-            GgmlType::Q2_K => 84,
-            GgmlType::Q3_K => 110,
-            GgmlType::Q4_K => 144,
-            GgmlType::Q5_K => 176,
-            GgmlType::Q6_K => 210,
-            GgmlType::Q8_K => 292,
-            GgmlType::IQ4_NL => 18,
-            GgmlType::IQ4_XS => 136,
-            GgmlType::IQ2_XXS => 66,
-            GgmlType::IQ2_XS => 74,
-            GgmlType::IQ3_XXS => 98,
-            GgmlType::IQ1_S => 50,
-            GgmlType::IQ3_S => 110,
-            GgmlType::IQ2_S => 82,
-            GgmlType::IQ1_M => 56,
-            GgmlType::TQ1_0 => 54,
-            GgmlType::TQ2_0 => 66,
-            GgmlType::MXFP4 => 17,
-        }
-    }
-
-    /// Bytes of one row of `n` values (`None` when `n` is not a multiple of the block
-    /// size or the size overflows).
-    pub fn row_size(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
-            return None;
-        }
-        (n / self.block_size()).checked_mul(self.type_size())
-    }
-
-    /// Whether the imatrix changes ggml's output for this type.
-    pub const fn uses_imatrix(self) -> bool {
-        matches!(
-            self,
-            GgmlType::Q4_0
-                | GgmlType::Q4_1
-                | GgmlType::Q5_0
-                | GgmlType::Q5_1
-                | GgmlType::Q2_K
-                | GgmlType::Q3_K
-                | GgmlType::Q4_K
-                | GgmlType::Q5_K
-                | GgmlType::Q6_K
-                | GgmlType::IQ4_NL
-                | GgmlType::IQ4_XS
-                | GgmlType::IQ2_XXS
-                | GgmlType::IQ2_XS
-                | GgmlType::IQ2_S
-                | GgmlType::IQ3_XXS
-                | GgmlType::IQ3_S
-                | GgmlType::IQ1_S
-                | GgmlType::IQ1_M
-        )
-    }
-
-    /// Whether ggml refuses to quantize this type without an importance matrix
-    /// (`ggml_quantize_requires_imatrix`: IQ2_XXS, IQ2_XS, IQ1_S).
-    pub const fn requires_imatrix(self) -> bool {
-        matches!(self, GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S)
-    }
-}
-
-impl std::fmt::Display for GgmlType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 fn shape_error(ty: GgmlType, what: &str, detail: String) -> Error {
@@ -410,8 +152,22 @@ pub fn quantize_rows<T: GgmlBlock>(
     row_len: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
-    match quantize_rows_checked::<T>(values, row_len, imatrix, false)? {
-        Ok(out) => Ok(out),
+    let mut out = Vec::new();
+    quantize_rows_into::<T>(values, row_len, imatrix, &mut out)?;
+    Ok(out)
+}
+
+/// [`quantize_rows`] into `out`, which is resized to the output's length: its allocation
+/// is reused, so a buffer that held an earlier output of this size costs no fresh pages.
+pub fn quantize_rows_into<T: GgmlBlock>(
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let n = checked_output_len::<T>(values, row_len, imatrix)?;
+    match quantize_rows_checked::<T>(values, row_len, imatrix, false, reuse_bytes(out, n)) {
+        Ok(()) => Ok(()),
         // Not reached: nothing is checked.
         Err(index) => Err(shape_error(
             T::TYPE,
@@ -421,14 +177,13 @@ pub fn quantize_rows<T: GgmlBlock>(
     }
 }
 
-/// [`quantize_rows`]; with `check_finite`, each row is first scanned for NaN/±Inf (while
-/// it is in cache) and `Ok(Err(index))` gives the index of the first one.
-fn quantize_rows_checked<T: GgmlBlock>(
+/// The output length of `values` as `T` in rows of `row_len`, after checking the shape,
+/// the importance matrix and whether ggml requires one.
+pub(crate) fn checked_output_len<T: GgmlBlock>(
     values: &[f32],
     row_len: usize,
     imatrix: Option<&[f32]>,
-    check_finite: bool,
-) -> Result<std::result::Result<Vec<u8>, usize>> {
+) -> Result<usize> {
     let ty = T::TYPE;
     if row_len == 0 || row_len % T::BLOCK_SIZE != 0 || values.len() % row_len != 0 {
         return Err(shape_error(
@@ -460,34 +215,66 @@ fn quantize_rows_checked<T: GgmlBlock>(
             ));
         }
     }
+    Ok(values.len() / T::BLOCK_SIZE * T::TYPE_SIZE)
+}
+
+/// `bytes` as blocks of `T` where the block's memory is its file layout (a little-endian
+/// machine) and the bytes are aligned for it (`None` otherwise).
+fn as_blocks_mut<T: GgmlBlock>(bytes: &mut [u8]) -> Option<&mut [T]> {
+    if cfg!(target_endian = "little") {
+        bytemuck::try_cast_slice_mut(bytes).ok()
+    } else {
+        None
+    }
+}
+
+/// The quantizer behind [`quantize_rows_into`], on inputs [`checked_output_len`] accepted
+/// and `out` of the length it gave. With `check_finite`, each row is first scanned for
+/// NaN/±Inf (while it is in cache) and `Err(index)` gives the index of the first one.
+fn quantize_rows_checked<T: GgmlBlock>(
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+    check_finite: bool,
+    out: &mut [u8],
+) -> std::result::Result<(), usize> {
     if values.is_empty() {
         // No rows: nothing to quantize (and no per-thread row buffer to size by a row
         // length that nothing backs).
-        return Ok(Ok(Vec::new()));
+        return Ok(());
     }
     let blocks_per_row = row_len / T::BLOCK_SIZE;
-    let row_bytes = blocks_per_row * T::TYPE_SIZE;
-    let mut out = vec![0u8; values.len() / T::BLOCK_SIZE * T::TYPE_SIZE];
     // The first row holding a non-finite value (`usize::MAX`: none).
     let bad_row = AtomicUsize::new(usize::MAX);
-    out.par_chunks_mut(row_bytes)
-        .zip(values.par_chunks(row_len))
-        .enumerate()
-        .for_each_init(
-            || vec![T::ZERO; blocks_per_row],
-            |blocks, (r, (o, x))| {
-                if !quantize_row_into(x, imatrix, check_finite, blocks, o) {
-                    bad_row.fetch_min(r, Ordering::Relaxed);
-                }
-            },
-        );
+    let bad = |r: usize, ok: bool| {
+        if !ok {
+            bad_row.fetch_min(r, Ordering::Relaxed);
+        }
+    };
+    match as_blocks_mut::<T>(out) {
+        // Each row's blocks are the output's bytes.
+        Some(blocks) => blocks
+            .par_chunks_mut(blocks_per_row)
+            .zip(values.par_chunks(row_len))
+            .enumerate()
+            .for_each(|(r, (y, x))| bad(r, quantize_row_into(x, imatrix, check_finite, y, None))),
+        // Quantized into a row of blocks, then written out.
+        None => out
+            .par_chunks_mut(blocks_per_row * T::TYPE_SIZE)
+            .zip(values.par_chunks(row_len))
+            .enumerate()
+            .for_each_init(
+                || vec![T::ZERO; blocks_per_row],
+                |y, (r, (o, x))| bad(r, quantize_row_into(x, imatrix, check_finite, y, Some(o))),
+            ),
+    }
     let r = bad_row.into_inner();
     if r != usize::MAX {
         let row = &values[r * row_len..(r + 1) * row_len];
         let i = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Ok(Err(r * row_len + i));
+        return Err(r * row_len + i);
     }
-    Ok(Ok(out))
+    Ok(())
 }
 
 /// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises; inlined
@@ -499,15 +286,15 @@ fn has_nonfinite(x: &[f32]) -> bool {
     })
 }
 
-/// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o`; the
-/// AVX2 build when [`simd_enabled`]. With `check_finite`, a row holding a NaN or ±Inf is
-/// left unquantized and `false` returned (the scan runs in the same build).
+/// One row: `T`'s quantizer (weighted with `w`) into `blocks`, then written to `o` when
+/// given; the AVX2 build when [`simd_enabled`]. With `check_finite`, a row holding a NaN
+/// or ±Inf is left unquantized and `false` returned (the scan runs in the same build).
 fn quantize_row_into<T: GgmlBlock>(
     x: &[f32],
     w: Option<&[f32]>,
     check_finite: bool,
     blocks: &mut [T],
-    o: &mut [u8],
+    o: Option<&mut [u8]>,
 ) -> bool {
     #[inline(always)]
     fn imp<T: GgmlBlock>(
@@ -515,17 +302,22 @@ fn quantize_row_into<T: GgmlBlock>(
         w: Option<&[f32]>,
         check_finite: bool,
         blocks: &mut [T],
-        o: &mut [u8],
+        o: Option<&mut [u8]>,
     ) -> bool {
-        if check_finite && has_nonfinite(x) {
-            return false;
-        }
         match w {
+            Some(_) if check_finite && has_nonfinite(x) => return false,
             Some(w) => T::quantize_row_imat(x, w, blocks),
+            None if check_finite => {
+                if !T::quantize_row_finite(x, blocks) {
+                    return false;
+                }
+            }
             None => T::quantize_row(x, blocks),
         }
-        for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
-            b.write(ob);
+        if let Some(o) = o {
+            for (b, ob) in blocks.iter().zip(o.chunks_exact_mut(T::TYPE_SIZE)) {
+                b.write(ob);
+            }
         }
         true
     }
@@ -536,7 +328,7 @@ fn quantize_row_into<T: GgmlBlock>(
         w: Option<&[f32]>,
         check_finite: bool,
         blocks: &mut [T],
-        o: &mut [u8],
+        o: Option<&mut [u8]>,
     ) -> bool {
         imp(x, w, check_finite, blocks, o)
     }
@@ -699,18 +491,67 @@ pub fn quantize(
     dispatch!(ty, quantize_rows::<_>(values, row_len, imatrix))
 }
 
-/// [`quantize`] refusing NaN/±Inf: `Ok(Err(index))` is the index of the first
-/// non-finite value (checked row by row during quantization).
-pub(crate) fn quantize_finite(
+/// [`quantize_rows_into`] for a type chosen at run time.
+pub fn quantize_into(
     ty: GgmlType,
     values: &[f32],
     row_len: usize,
     imatrix: Option<&[f32]>,
-) -> Result<std::result::Result<Vec<u8>, usize>> {
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    dispatch!(ty, quantize_rows_into::<_>(values, row_len, imatrix, out))
+}
+
+/// The output length of [`quantize`] after its checks (shape, importance matrix).
+pub(crate) fn output_len(
+    ty: GgmlType,
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<usize> {
+    dispatch!(ty, checked_output_len::<_>(values, row_len, imatrix))
+}
+
+/// [`quantize`] into `out` (exactly [`output_len`] bytes), refusing NaN/±Inf:
+/// `Ok(Err(index))` is the index of the first non-finite value (checked row by row during
+/// quantization). With `check_finite` false nothing is checked.
+pub(crate) fn quantize_checked_into(
+    ty: GgmlType,
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+    check_finite: bool,
+    out: &mut [u8],
+) -> Result<std::result::Result<(), usize>> {
+    let n = output_len(ty, values, row_len, imatrix)?;
+    if out.len() != n {
+        return Err(shape_error(
+            ty,
+            "output",
+            format!("{} bytes for an output of {n}", out.len()),
+        ));
+    }
     dispatch!(
         ty,
-        quantize_rows_checked::<_>(values, row_len, imatrix, true)
+        checked_rows::<_>(values, row_len, imatrix, check_finite, out)
     )
+}
+
+/// [`quantize_rows_checked`] in the `Result` shape [`dispatch!`] returns.
+fn checked_rows<T: GgmlBlock>(
+    values: &[f32],
+    row_len: usize,
+    imatrix: Option<&[f32]>,
+    check_finite: bool,
+    out: &mut [u8],
+) -> Result<std::result::Result<(), usize>> {
+    Ok(quantize_rows_checked::<T>(
+        values,
+        row_len,
+        imatrix,
+        check_finite,
+        out,
+    ))
 }
 
 /// [`dequantize_rows`] for a type chosen at run time (F32 is not a block format).
@@ -721,4 +562,62 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], row_len: usize) -> Result<Vec<f32>
 /// [`dequantize_rows_into`] for a type chosen at run time.
 pub fn dequantize_into(ty: GgmlType, bytes: &[u8], row_len: usize, out: &mut [f32]) -> Result<()> {
     dispatch!(ty, dequantize_rows_into::<_>(bytes, row_len, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block's memory is its file layout (what rows are quantized straight into):
+    /// `write` gives the block's own bytes and `read` takes them back, on blocks of
+    /// arbitrary bytes.
+    fn memory_is_file_layout<T: GgmlBlock>() -> Result<()> {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..64 {
+            let bytes: Vec<u8> = (0..T::TYPE_SIZE)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 24) as u8
+                })
+                .collect();
+            let b = T::read(&bytes);
+            assert_eq!(bytemuck::bytes_of(&b), &bytes[..], "{:?} read", T::TYPE);
+            let mut out = vec![0u8; T::TYPE_SIZE];
+            b.write(&mut out);
+            assert_eq!(out, bytes, "{:?} write", T::TYPE);
+        }
+        assert_eq!(std::mem::size_of::<T>(), T::TYPE_SIZE);
+        Ok(())
+    }
+
+    #[test]
+    fn every_block_in_memory_is_its_file_layout() {
+        for ty in GgmlType::ALL.into_iter().filter(|&t| t != GgmlType::F32) {
+            dispatch!(ty, memory_is_file_layout::<_>()).unwrap();
+        }
+    }
+
+    /// Quantizing into a reused buffer (longer, shorter, the same) gives `quantize`'s bytes.
+    #[test]
+    fn reused_output_buffers_give_the_same_bytes() {
+        let x: Vec<f32> = (0..256 * 6)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
+            let want = quantize(ty, &x, 256, None).unwrap();
+            for start in [
+                vec![0xAAu8; want.len() * 2],
+                vec![0x55; 3],
+                Vec::with_capacity(want.len() + 7),
+            ] {
+                let mut buf = start;
+                quantize_into(ty, &x, 256, None, &mut buf).unwrap();
+                assert_eq!(buf, want, "{ty}");
+                quantize_into(ty, &x, 256, None, &mut buf).unwrap();
+                assert_eq!(buf, want, "{ty} again");
+            }
+        }
+    }
 }

@@ -29,7 +29,7 @@ pub fn e8m0_to_fp32_half(e: u8) -> f32 {
 
 /// ggml's `block_mxfp4`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockMxfp4 {
     /// Shared exponent (E8M0).
     pub e: u8,

@@ -19,7 +19,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q2_K`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ2K {
     /// Sub-block scales (low nibble) and mins (high nibble).
     pub scales: [u8; 16],

@@ -19,7 +19,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q3_K`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ3K {
     /// High bit of each code.
     pub hmask: [u8; 32],

@@ -20,7 +20,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q4_K`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ4K {
     /// Super-block scale of the scales (f16 bits).
     pub d: u16,

@@ -17,7 +17,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q5_0`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ5_0 {
     /// Scale (f16 bits).
     pub d: u16,
@@ -77,7 +77,11 @@ impl GgmlBlock for BlockQ5_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        crate::types::legacy_lanes::q5_0_row(x, y)
+        crate::types::legacy_lanes::q5_0_row::<false>(x, y);
+    }
+    #[inline(always)]
+    fn quantize_row_finite(x: &[f32], y: &mut [Self]) -> bool {
+        crate::types::legacy_lanes::q5_0_row::<true>(x, y)
     }
 
     #[inline(always)]

@@ -15,7 +15,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q5_1`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ5_1 {
     /// Scale (f16 bits).
     pub d: u16,
@@ -57,7 +57,11 @@ impl GgmlBlock for BlockQ5_1 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        crate::types::legacy_lanes::q5_1_row(x, y)
+        crate::types::legacy_lanes::q5_1_row::<false>(x, y);
+    }
+    #[inline(always)]
+    fn quantize_row_finite(x: &[f32], y: &mut [Self]) -> bool {
+        crate::types::legacy_lanes::q5_1_row::<true>(x, y)
     }
 
     #[inline(always)]

@@ -20,7 +20,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q6_K`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ6K {
     /// Low 4 bits of the codes.
     pub ql: [u8; 128],

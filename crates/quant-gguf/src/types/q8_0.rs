@@ -13,7 +13,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q8_0`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8_0 {
     /// Scale (f16 bits).
     pub d: u16,
@@ -62,7 +62,11 @@ impl GgmlBlock for BlockQ8_0 {
 
     #[inline(always)]
     fn quantize_row(x: &[f32], y: &mut [Self]) {
-        crate::types::legacy_lanes::q8_0_row(x, y)
+        crate::types::legacy_lanes::q8_0_row::<false>(x, y);
+    }
+    #[inline(always)]
+    fn quantize_row_finite(x: &[f32], y: &mut [Self]) -> bool {
+        crate::types::legacy_lanes::q8_0_row::<true>(x, y)
     }
 
     fn dequantize_row(y: &[Self], out: &mut [f32]) {

@@ -13,7 +13,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q8_1`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8_1 {
     /// Scale (f16 bits).
     pub d: u16,

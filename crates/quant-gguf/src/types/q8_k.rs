@@ -14,7 +14,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_q8_K`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockQ8K {
     /// Scale.
     pub d: f32,

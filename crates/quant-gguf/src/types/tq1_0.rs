@@ -19,7 +19,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_tq1_0`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockTq1_0 {
     /// 5 trits per byte.
     pub qs: [u8; 48],

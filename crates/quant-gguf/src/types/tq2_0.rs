@@ -15,7 +15,7 @@ use crate::types::{GgmlBlock, GgmlType};
 
 /// ggml's `block_tq2_0`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct BlockTq2_0 {
     /// 2 bits per value.
     pub qs: [u8; 64],
