@@ -36,6 +36,16 @@ impl GgmlBlock for BlockBF16 {
             b.bits = fp32_to_bf16(*v);
         }
     }
+    /// The conversion and the NaN/±Inf test in one loop (one pass over the row).
+    #[inline(always)]
+    fn quantize_row_finite(x: &[f32], y: &mut [Self]) -> bool {
+        let mut bad = false;
+        for (v, b) in x.iter().zip(y) {
+            b.bits = fp32_to_bf16(*v);
+            bad |= v.to_bits() & 0x7F80_0000 == 0x7F80_0000;
+        }
+        !bad
+    }
     fn dequantize_row(y: &[Self], out: &mut [f32]) {
         for (b, o) in y.iter().zip(out) {
             *o = bf16_to_fp32(b.bits);
