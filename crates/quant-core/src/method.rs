@@ -229,6 +229,13 @@ pub trait QuantMethod: Send + Sync {
         self.quantize(tensor, values)
     }
 
+    /// Whether [`quantize`](Self::quantize) itself refuses NaN and ±Inf with
+    /// [`Error::NonFinite`] naming the first one in row-major order (while each row is in
+    /// cache), so the engine need not scan the values first. Default: `false`.
+    fn checks_finite(&self) -> bool {
+        false
+    }
+
     /// Restores f32 values (exactly representable in `record.dequant_dtype`).
     fn dequantize(&self, q: &QuantizedTensor) -> Result<Vec<f32>>;
     /// [`dequantize`](Self::dequantize) into the caller's buffer, which holds exactly the

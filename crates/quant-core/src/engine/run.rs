@@ -70,7 +70,7 @@ impl ModelQuantizer {
                 let m = plan.instance(e).ok_or_else(|| {
                     Error::tensor("", &e.name, format!("method {name} not planned"))
                 })?;
-                if !self.allow_nonfinite {
+                if !self.allow_nonfinite && !m.checks_finite() {
                     if let Some(i) = crate::simd::first_nonfinite(values) {
                         return Err(Error::NonFinite {
                             tensor: e.name.clone(),

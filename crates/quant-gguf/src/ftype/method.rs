@@ -266,6 +266,10 @@ impl QuantMethod for FtypeMethod {
         self.inner.dequantize_into(q, out)
     }
 
+    fn checks_finite(&self) -> bool {
+        self.inner.checks_finite()
+    }
+
     fn artifacts(&self, planned: &[PlannedTensor]) -> Result<Artifacts> {
         let mut a = self.inner.artifacts(planned)?;
         a.metadata

@@ -424,6 +424,10 @@ impl QuantMethod for GgufMethod {
         self.quantize_reusing(t, values, Vec::new())
     }
 
+    fn checks_finite(&self) -> bool {
+        !self.allow_nonfinite
+    }
+
     fn quantize_reusing(
         &self,
         t: &TensorMeta,
