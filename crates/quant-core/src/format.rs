@@ -103,6 +103,11 @@ pub trait ContainerReader: Send + Sync {
         let _ = name;
         None
     }
+    /// [`f32_values`](Self::f32_values) into `out`, replacing what it held (readers that
+    /// compute values reuse its allocation). The default calls `f32_values`.
+    fn f32_values_into(&self, name: &str, out: &mut Vec<f32>) -> Option<Result<()>> {
+        self.f32_values(name).map(|r| r.map(|v| *out = v))
+    }
     /// An unquantized tensor as a zero-copy source, when the container can give one
     /// (memory-mapped files); `None` otherwise, and the caller uses [`read`](Self::read).
     fn source(&self, name: &str) -> Option<Box<dyn crate::tensor::TensorSource + '_>> {

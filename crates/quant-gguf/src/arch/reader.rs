@@ -45,6 +45,8 @@ pub struct HfGgufReader {
     /// The vocabulary (`tokenizer.*`), read on its own thread on a pool of more than one
     /// thread (see [`HfGgufReader::kvs`]).
     vocab: Vocab,
+    /// The values before a rope permutation ([`HfGgufReader::values_into`]).
+    permute_scratch: Mutex<Vec<f32>>,
 }
 
 /// The whole key/value list once the vocabulary is read: `pending` is the thread still
@@ -301,6 +303,7 @@ impl HfGgufReader {
             records,
             kv,
             vocab,
+            permute_scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -330,6 +333,15 @@ impl HfGgufReader {
 
     /// The f32 values of output tensor `name` (transformed).
     pub fn values(&self, name: &str) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.values_into(name, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`values`](Self::values) into `out`, replacing what it held and reusing its
+    /// allocation (a run converts tensor after tensor through one buffer instead of
+    /// having the kernel fault in and zero fresh pages for each).
+    pub fn values_into(&self, name: &str, out: &mut Vec<f32>) -> Result<()> {
         let (entry, record) = self
             .entries
             .iter()
@@ -345,52 +357,56 @@ impl HfGgufReader {
                 .ok_or_else(|| Error::tensor(&self.dir, hf_name, "vanished from its file"))?
                 .to_f32_into(out)
         };
-        let read = |file: usize, hf_name: &str| {
-            let mut out = Vec::new();
-            read_into(file, hf_name, &mut out).map(|()| out)
-        };
         let mut f16_source = false;
-        let values = match &entry.source {
+        match &entry.source {
             EntrySource::Tensor(file, hf_name) => {
                 f16_source = self
                     .files
                     .get(*file)
                     .and_then(|f| f.get(hf_name))
                     .is_some_and(|t| t.meta().dtype == DType::F16);
-                read(*file, hf_name)?
+                read_into(*file, hf_name, out)?;
             }
-            EntrySource::Generated(v) => v.clone(),
+            EntrySource::Generated(v) => {
+                out.clear();
+                out.extend_from_slice(v);
+            }
             EntrySource::Stack(sources) => {
                 // The experts one after another through one buffer, into the stack's size.
-                let mut all = Vec::with_capacity(record.shape.iter().product());
+                out.clear();
+                out.reserve(record.shape.iter().product());
                 let mut one = Vec::new();
                 for (file, hf_name) in sources {
                     read_into(*file, hf_name, &mut one)?;
-                    all.extend_from_slice(&one);
+                    out.extend_from_slice(&one);
                 }
-                all
             }
-        };
-        Ok(match entry.transform {
-            Transform::None => values,
-            Transform::RopePermute(heads) => rope_permute(&values, &record.shape, heads),
-            Transform::KeepRows(_) => {
-                let mut values = values;
-                values.truncate(record.shape.iter().product());
-                values
+        }
+        match entry.transform {
+            Transform::None => {}
+            Transform::RopePermute(heads) => {
+                // From a second buffer the reader keeps (the two trade places, so both
+                // keep their allocations from tensor to tensor).
+                let mut src = self
+                    .permute_scratch
+                    .lock()
+                    .map_err(|_| poisoned(&self.dir))?;
+                std::mem::swap(out, &mut *src);
+                rope_permute_into(&src, &record.shape, heads, out);
             }
-            Transform::AddOne => values
-                .into_iter()
-                .map(|v| {
-                    let x = v + 1.0;
-                    if f16_source {
+            Transform::KeepRows(_) => out.truncate(record.shape.iter().product()),
+            Transform::AddOne => {
+                for v in out.iter_mut() {
+                    let x = *v + 1.0;
+                    *v = if f16_source {
                         quant_core::dtype::f16_bits_to_f32(quant_core::dtype::f32_to_f16_bits(x))
                     } else {
                         x
-                    }
-                })
-                .collect(),
-        })
+                    };
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -410,11 +426,19 @@ fn check_permute(dir: &Path, name: &str, shape: &[usize], heads: usize) -> Resul
 /// `LlamaModel.permute`: `w.reshape(heads, 2, rows/heads/2, *rest).swapaxes(1, 2)`: within
 /// each head, output row `2i + j` is input row `j·half + i`.
 pub fn rope_permute(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    rope_permute_into(values, shape, heads, &mut out);
+    out
+}
+
+/// [`rope_permute`] into `out`, replacing what it held.
+pub fn rope_permute_into(values: &[f32], shape: &[usize], heads: usize, out: &mut Vec<f32>) {
     let rows = shape.first().copied().unwrap_or(0);
     let row_len = values.len().checked_div(rows).unwrap_or(0).max(1);
     let src: Vec<&[f32]> = values.chunks(row_len).collect();
     let half = rows / heads.max(1) / 2;
-    let mut out = Vec::with_capacity(values.len());
+    out.clear();
+    out.reserve(values.len());
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
@@ -424,7 +448,6 @@ pub fn rope_permute(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
             }
         }
     }
-    out
 }
 
 impl ContainerReader for HfGgufReader {
@@ -466,6 +489,10 @@ impl ContainerReader for HfGgufReader {
 
     fn f32_values(&self, name: &str) -> Option<Result<Vec<f32>>> {
         Some(self.values(name))
+    }
+
+    fn f32_values_into(&self, name: &str, out: &mut Vec<f32>) -> Option<Result<()>> {
+        Some(self.values_into(name, out))
     }
 
     fn stored_bytes(&self, name: &str) -> Result<u64> {

@@ -221,9 +221,8 @@ pub(in crate::engine) fn source_values_into(
     e: &PlanEntry,
     out: &mut Vec<f32>,
 ) -> Result<()> {
-    if let Some(values) = reader.f32_values(&e.name) {
-        *out = values?;
-        return Ok(());
+    if let Some(done) = reader.f32_values_into(&e.name, out) {
+        return done;
     }
     if let Some(src) = reader.source(&e.name) {
         return src.to_f32_into(out);
