@@ -353,21 +353,22 @@ fn asym_scales<S: LanesMore, const CHECK: bool>(s: S, x8: &[f32], nmax: f32) -> 
 }
 
 /// ggml's `max` of Q4_0/Q5_0, the first value of largest magnitude, as its
-/// `if (amax < fabsf(v))` scan finds it: the largest magnitude (per lane from 0, a NaN
-/// never compares greater, so the order of the comparisons does not matter), then the
-/// first value that has it; 0 when every magnitude is 0 or NaN. Per-lane magnitudes
-/// first ([`abs_max_partial`]), then the value from their maximum.
+/// `if (amax < fabsf(v))` scan finds it, from the block's extremes `lo` and `hi` (a NaN
+/// never compares, so it is neither): the one of larger magnitude; when both have the same
+/// (a tie of opposite signs, only zeros, no number at all) the first such value in ggml's
+/// order ([`first_of_magnitude`]), 0 when that magnitude is 0.
 #[inline(always)]
-fn abs_max_partial<S: LanesMore>(s: S, v: &[S::F; 4]) -> S::F {
-    let mut am = s.splat(0.0);
-    for &vk in v {
-        let a = s.abs(vk);
-        am = s.select(s.gt(a, am), a, am);
+fn sym_max<S: LanesMore>(s: S, lo: f32, hi: f32, xb: &[f32]) -> f32 {
+    if hi > -lo {
+        hi
+    } else if -lo > hi {
+        lo
+    } else {
+        first_of_magnitude(s, &load4(s, xb), xb, hi)
     }
-    am
 }
 
-/// The first value of `xb` (as `v`) whose magnitude is `amax` (see [`abs_max_partial`]).
+/// The first value of `xb` (as `v`) whose magnitude is `amax`; 0 unless `amax` is above 0.
 #[inline(always)]
 fn first_of_magnitude<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32], amax: f32) -> f32 {
     if amax > 0.0 {
@@ -392,18 +393,27 @@ fn sym_scales<S: LanesMore, const CHECK: bool>(
     x8: &[f32],
     scale: f32,
 ) -> Option<([f32; N], [u16; N])> {
-    let mut am = [s.splat(0.0); N];
-    for (am, xb) in am.iter_mut().zip(x8.chunks_exact(32)) {
+    let mut mn = [s.splat(0.0); N];
+    let mut mx = [s.splat(0.0); N];
+    for ((mn, mx), xb) in mn.iter_mut().zip(mx.iter_mut()).zip(x8.chunks_exact(32)) {
         let v = load4(s, xb);
         if !block_finite::<S, CHECK>(s, &v, xb) {
             return None;
         }
-        *am = abs_max_partial(s, &v);
+        (*mn, *mx) = min_max_partial(s, &v);
     }
-    let amax = s.store(s.hmax_each(&am));
-    let mut max = [0f32; N];
-    for ((m, xb), &a) in max.iter_mut().zip(x8.chunks_exact(32)).zip(&amax) {
-        *m = first_of_magnitude(s, &load4(s, xb), xb, a);
+    // `sym_max` on the lanes without a branch per block (which side wins is random), the
+    // blocks whose extremes have equal magnitudes then one by one.
+    let (lo, hi) = (s.hmin_each(&mn), s.hmax_each(&mx));
+    let neg_lo = s.sub(s.splat(0.0), lo);
+    let mut max = s.store(s.select(s.gt(hi, neg_lo), hi, lo));
+    if s.any(s.eq(hi, neg_lo)) {
+        let (lo, hi) = (s.store(lo), s.store(hi));
+        for (k, (m, xb)) in max.iter_mut().zip(x8.chunks_exact(32)).enumerate() {
+            if hi[k] == -lo[k] {
+                *m = sym_max(s, lo[k], hi[k], xb);
+            }
+        }
     }
     let d = s.mul(s.load(&max), s.splat(scale));
     let zero = s.splat(0.0);
@@ -414,7 +424,8 @@ fn sym_scales<S: LanesMore, const CHECK: bool>(
 /// The scale of one Q4_0/Q5_0 block, as [`sym_scales`]: `(d, id)`.
 #[inline(always)]
 fn sym_scale<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32], scale: f32) -> (f32, f32) {
-    let d = first_of_magnitude(s, v, xb, s.hmax(abs_max_partial(s, v))) * scale;
+    let (mn, mx) = min_max_partial(s, v);
+    let d = sym_max(s, s.hmin(mn), s.hmax(mx), xb) * scale;
     (d, if d != 0.0 { 1.0 / d } else { 0.0 })
 }
 
@@ -550,6 +561,13 @@ mod tests {
             .collect();
         out.push(h);
         out.push(vec![f32::INFINITY; 32]);
+        // Largest magnitudes of both signs (ggml takes the first), in either order, and
+        // one of them beside a NaN.
+        let mut tie = values(11, 64);
+        (tie[5], tie[9], tie[40], tie[33]) = (-3.0, 3.0, 3.0, -3.0);
+        out.push(tie.clone());
+        tie[4] = f32::NAN;
+        out.push(tie);
         // Every case above again, whole blocks of them eight at a time (the batched
         // scales of Q4_1/Q5_1), with ±Inf, NaN and zero extremes inside a batch.
         let mut all: Vec<f32> = out.iter().flatten().copied().collect();
