@@ -238,28 +238,18 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
             let bw = s.sub(w2, sw1);
             let cx = s.sub(s.splat(sxn), x2);
             let cw = s.sub(s.splat(swn), w2);
-            let mut qx = [[0f32; 8]; 2];
-            let mut q2 = [[0f32; 8]; 2];
             // Whether any of the 16 comparisons passes against the score at the chunk's
-            // start: when none does, none updates the score, so all fail in turn.
-            let mut pass = false;
-            let (zero, bs) = (s.splat(0.0), s.splat(best_score));
-            for (k, xs) in [X_P, X_M].iter().enumerate() {
-                let (p0, p1, p2) = (s.splat(xs[0]), s.splat(xs[1]), s.splat(xs[2]));
-                let sqx = s.add(s.add(s.mul(ax, p0), s.mul(bx, p1)), s.mul(cx, p2));
-                let sq2 = s.add(
-                    s.add(s.mul(s.mul(aw, p0), p0), s.mul(s.mul(bw, p1), p1)),
-                    s.mul(s.mul(cw, p2), p2),
-                );
-                let m = s.and(s.gt(sq2, zero), s.gt(s.mul(sqx, sqx), s.mul(bs, sq2)));
-                pass |= s.any(m);
-                qx[k] = s.store(sqx);
-                q2[k] = s.store(sq2);
-            }
-            if !pass {
+            // start: when none does, none updates the score, so all fail in turn (the sums
+            // stay in registers and are stored only for a chunk that passes).
+            let bs = s.splat(best_score);
+            let (px_, p2_, mp) = split_sums(s, &X_P, [ax, bx, cx], [aw, bw, cw], bs);
+            let (mx_, m2_, mm) = split_sums(s, &X_M, [ax, bx, cx], [aw, bw, cw], bs);
+            if !(s.any(mp) || s.any(mm)) {
                 i2 += 8;
                 continue;
             }
+            let qx = [s.store(px_), s.store(mx_)];
+            let q2 = [s.store(p2_), s.store(m2_)];
             let n = (BS + 1 - i2).min(8);
             for l in 0..n {
                 for (k, shift) in [(0usize, 1i8), (1, -1)] {
@@ -275,6 +265,30 @@ fn split_search_lanes<S: Lanes>(s: S, sumx: &[f32; 33], sumw: &[f32; 33]) -> (f3
         }
     }
     result
+}
+
+/// One shift's `sumqx = Σ x·p` and `sumq2 = Σ w·p·p` over the three parts of the splits
+/// of eight lanes (`x`, `w`: the parts' sums), and which of them beat `best`
+/// (`sumq2 > 0 && sumqx² > best·sumq2`), in ggml's order of operations.
+#[inline(always)]
+fn split_sums<S: Lanes>(
+    s: S,
+    p: &[f32; 3],
+    x: [S::F; 3],
+    w: [S::F; 3],
+    best: S::F,
+) -> (S::F, S::F, S::M) {
+    let (p0, p1, p2) = (s.splat(p[0]), s.splat(p[1]), s.splat(p[2]));
+    let sqx = s.add(s.add(s.mul(x[0], p0), s.mul(x[1], p1)), s.mul(x[2], p2));
+    let sq2 = s.add(
+        s.add(s.mul(s.mul(w[0], p0), p0), s.mul(s.mul(w[1], p1), p1)),
+        s.mul(s.mul(w[2], p2), p2),
+    );
+    let m = s.and(
+        s.gt(sq2, s.splat(0.0)),
+        s.gt(s.mul(sqx, sqx), s.mul(best, sq2)),
+    );
+    (sqx, sq2, m)
 }
 
 /// ggml's `block_iq1_s`.
