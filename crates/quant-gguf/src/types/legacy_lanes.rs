@@ -318,9 +318,11 @@ struct AsymScales {
     m: [u16; N],
 }
 
-/// With `CHECK`, `None` when a block holds a NaN or ±Inf.
+/// ggml's `min` and `max` of eight blocks (`x8`: 8 × 32 values), one block per lane (from
+/// `FLT_MAX` and `-FLT_MAX`; NaN never taken); with `CHECK`, `None` when a block holds a
+/// NaN or ±Inf.
 #[inline(always)]
-fn asym_scales<S: LanesMore, const CHECK: bool>(s: S, x8: &[f32], nmax: f32) -> Option<AsymScales> {
+fn extremes8<S: LanesMore, const CHECK: bool>(s: S, x8: &[f32]) -> Option<(S::F, S::F)> {
     let mut mn = [s.splat(0.0); N];
     let mut mx = [s.splat(0.0); N];
     for ((mn, mx), xb) in mn.iter_mut().zip(mx.iter_mut()).zip(x8.chunks_exact(32)) {
@@ -330,7 +332,13 @@ fn asym_scales<S: LanesMore, const CHECK: bool>(s: S, x8: &[f32], nmax: f32) -> 
         }
         (*mn, *mx) = min_max_partial(s, &v);
     }
-    let (mut minv, mut maxv) = (s.hmin_each(&mn), s.hmax_each(&mx));
+    Some((s.hmin_each(&mn), s.hmax_each(&mx)))
+}
+
+/// With `CHECK`, `None` when a block holds a NaN or ±Inf.
+#[inline(always)]
+fn asym_scales<S: LanesMore, const CHECK: bool>(s: S, x8: &[f32], nmax: f32) -> Option<AsymScales> {
+    let (mut minv, mut maxv) = extremes8::<S, CHECK>(s, x8)?;
     let zero = s.splat(0.0);
     if s.any(s.eq(minv, zero)) || s.any(s.eq(maxv, zero)) {
         // A zero extreme takes its sign from ggml's order ([`min_max`]).
@@ -393,18 +401,9 @@ fn sym_scales<S: LanesMore, const CHECK: bool>(
     x8: &[f32],
     scale: f32,
 ) -> Option<([f32; N], [u16; N])> {
-    let mut mn = [s.splat(0.0); N];
-    let mut mx = [s.splat(0.0); N];
-    for ((mn, mx), xb) in mn.iter_mut().zip(mx.iter_mut()).zip(x8.chunks_exact(32)) {
-        let v = load4(s, xb);
-        if !block_finite::<S, CHECK>(s, &v, xb) {
-            return None;
-        }
-        (*mn, *mx) = min_max_partial(s, &v);
-    }
+    let (lo, hi) = extremes8::<S, CHECK>(s, x8)?;
     // `sym_max` on the lanes without a branch per block (which side wins is random), the
     // blocks whose extremes have equal magnitudes then one by one.
-    let (lo, hi) = (s.hmin_each(&mn), s.hmax_each(&mx));
     let neg_lo = s.sub(s.splat(0.0), lo);
     let mut max = s.store(s.select(s.gt(hi, neg_lo), hi, lo));
     if s.any(s.eq(hi, neg_lo)) {

@@ -166,7 +166,7 @@ pub fn quantize_rows_into<T: GgmlBlock>(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let n = checked_output_len::<T>(values, row_len, imatrix)?;
-    match quantize_rows_checked::<T>(values, row_len, imatrix, false, reuse_bytes(out, n)) {
+    match quantize_rows_checked::<T>(values, row_len, imatrix, false, reuse_bytes(out, n))? {
         Ok(()) => Ok(()),
         // Not reached: nothing is checked.
         Err(index) => Err(shape_error(
@@ -229,19 +229,20 @@ fn as_blocks_mut<T: GgmlBlock>(bytes: &mut [u8]) -> Option<&mut [T]> {
 }
 
 /// The quantizer behind [`quantize_rows_into`], on inputs [`checked_output_len`] accepted
-/// and `out` of the length it gave. With `check_finite`, each row is first scanned for
-/// NaN/±Inf (while it is in cache) and `Err(index)` gives the index of the first one.
+/// and `out` of the length it gave. With `check_finite`, each row is checked for NaN/±Inf
+/// as it is quantized ([`GgmlBlock::quantize_row_finite`]) and `Ok(Err(index))` gives the
+/// index of the first one.
 fn quantize_rows_checked<T: GgmlBlock>(
     values: &[f32],
     row_len: usize,
     imatrix: Option<&[f32]>,
     check_finite: bool,
     out: &mut [u8],
-) -> std::result::Result<(), usize> {
+) -> Result<std::result::Result<(), usize>> {
     if values.is_empty() {
         // No rows: nothing to quantize (and no per-thread row buffer to size by a row
         // length that nothing backs).
-        return Ok(());
+        return Ok(Ok(()));
     }
     let blocks_per_row = row_len / T::BLOCK_SIZE;
     // The first row holding a non-finite value (`usize::MAX`: none).
@@ -272,9 +273,9 @@ fn quantize_rows_checked<T: GgmlBlock>(
     if r != usize::MAX {
         let row = &values[r * row_len..(r + 1) * row_len];
         let i = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(r * row_len + i);
+        return Ok(Err(r * row_len + i));
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Whether `x` holds a NaN or ±Inf (a branch-free scan the compiler vectorises; inlined
@@ -533,25 +534,8 @@ pub(crate) fn quantize_checked_into(
     }
     dispatch!(
         ty,
-        checked_rows::<_>(values, row_len, imatrix, check_finite, out)
+        quantize_rows_checked::<_>(values, row_len, imatrix, check_finite, out)
     )
-}
-
-/// [`quantize_rows_checked`] in the `Result` shape [`dispatch!`] returns.
-fn checked_rows<T: GgmlBlock>(
-    values: &[f32],
-    row_len: usize,
-    imatrix: Option<&[f32]>,
-    check_finite: bool,
-    out: &mut [u8],
-) -> Result<std::result::Result<(), usize>> {
-    Ok(quantize_rows_checked::<T>(
-        values,
-        row_len,
-        imatrix,
-        check_finite,
-        out,
-    ))
 }
 
 /// [`dequantize_rows`] for a type chosen at run time (F32 is not a block format).
