@@ -117,6 +117,10 @@ pub(crate) trait LanesMore: Lanes {
     /// C's `(int)roundf(v)` per lane (half away from zero; x86-64's conversion gives
     /// `INT_MIN` for NaN and out of range).
     fn round_away(self, v: Self::F) -> Self::I;
+    /// Q4_0/Q4_1's packed nibbles from a block's 32 codes (`q[k]`: codes `8k..8k + 8`):
+    /// `c = MIN(15, (int8_t)q)` as a byte, and byte `j` is `c[j] | c[j + 16] << 4` (ggml's
+    /// `qs[j] = xi0 | (xi1 << 4)`, the low code's byte unmasked).
+    fn nibbles_min15(self, q: &[Self::I; 4]) -> [u8; 16];
 }
 
 impl LanesMore for Portable {
@@ -191,6 +195,15 @@ impl LanesMore for Portable {
         let mut r = [0i32; N];
         for (r, v) in r.iter_mut().zip(v) {
             *r = c_f32_to_i32(v.round());
+        }
+        r
+    }
+    #[inline(always)]
+    fn nibbles_min15(self, q: &[Self::I; 4]) -> [u8; 16] {
+        let c = |k: usize| (q[k / N][k % N] as i8).min(15) as u8;
+        let mut r = [0u8; 16];
+        for (j, r) in r.iter_mut().enumerate() {
+            *r = c(j) | c(j + 16) << 4;
         }
         r
     }
@@ -300,6 +313,27 @@ impl LanesMore for Avx2 {
             let h = _mm256_set1_ps(f32::from_bits(0x3EFF_FFFF));
             let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
             _mm256_cvttps_epi32(_mm256_add_ps(v, _mm256_or_ps(h, sign)))
+        }
+    }
+    #[inline(always)]
+    fn nibbles_min15(self, q: &[Self::I; 4]) -> [u8; 16] {
+        use std::arch::x86_64::*;
+        // The codes' low bytes (masked, so the unsigned packs do not saturate) in order,
+        // then a signed byte minimum: `MIN(15, (int8_t)q)` on all 32 at once.
+        // SAFETY: an `Avx2` value exists only on CPUs with AVX2.
+        unsafe {
+            let m = _mm256_set1_epi32(0xFF);
+            let a = _mm256_packus_epi32(_mm256_and_si256(q[0], m), _mm256_and_si256(q[1], m));
+            let b = _mm256_packus_epi32(_mm256_and_si256(q[2], m), _mm256_and_si256(q[3], m));
+            // Per 128-bit lane: q0, q1, q2, q3's four codes of that half, as dwords.
+            let c = _mm256_packus_epi16(a, b);
+            let c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let c = _mm256_min_epi8(c, _mm256_set1_epi8(15));
+            let hi = _mm_and_si128(_mm256_extracti128_si256::<1>(c), _mm_set1_epi8(0x0F));
+            let r = _mm_or_si128(_mm256_castsi256_si128(c), _mm_slli_epi16::<4>(hi));
+            let mut out = [0u8; 16];
+            _mm_storeu_si128(out.as_mut_ptr().cast(), r);
+            out
         }
     }
 }

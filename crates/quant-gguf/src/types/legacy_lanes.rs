@@ -241,7 +241,6 @@ fn q8_0_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ8
 
 #[inline(always)]
 fn q4_1_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ4_1]) -> bool {
-    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
     let mut xs = x.chunks_exact(32 * N);
     let mut ys = y.chunks_exact_mut(N);
     for (x8, y8) in (&mut xs).zip(&mut ys) {
@@ -252,11 +251,7 @@ fn q4_1_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ4
             yb.d = a.d[k];
             yb.m = a.m[k];
             // `MIN(15, (int8_t)(... + 0.5f))`.
-            let mut q = asym_codes(s, &load4(s, xb), a.min[k], a.id[k]);
-            for q in q.iter_mut() {
-                *q = s.clamp_i(s.low_i8(*q), lo, hi);
-            }
-            yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
+            yb.qs = s.nibbles_min15(&asym_codes(s, &load4(s, xb), a.min[k], a.id[k]));
         }
     }
     for (xb, yb) in xs.remainder().chunks_exact(32).zip(ys.into_remainder()) {
@@ -269,11 +264,7 @@ fn q4_1_lanes<S: LanesMore, const CHECK: bool>(s: S, x: &[f32], y: &mut [BlockQ4
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
         yb.m = fp32_to_fp16(min);
-        let mut q = asym_codes(s, &v, min, id);
-        for q in q.iter_mut() {
-            *q = s.clamp_i(s.low_i8(*q), lo, hi);
-        }
-        yb.qs = s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]));
+        yb.qs = s.nibbles_min15(&asym_codes(s, &v, min, id));
     }
     true
 }
@@ -432,13 +423,12 @@ fn sym_scale<S: LanesMore>(s: S, v: &[S::F; 4], xb: &[f32], scale: f32) -> (f32,
 /// value `j + 16` high).
 #[inline(always)]
 fn q4_0_codes<S: LanesMore>(s: S, v: &[S::F; 4], id: f32) -> [u8; 16] {
-    let (lo, hi) = (s.splat_i(i32::MIN), s.splat_i(15));
     let (idv, half) = (s.splat(id), s.splat(8.5));
     let mut q = [s.splat_i(0); 4];
     for (q, &vk) in q.iter_mut().zip(v) {
-        *q = s.clamp_i(s.low_i8(s.trunc_i(s.add(s.mul(vk, idv), half))), lo, hi);
+        *q = s.trunc_i(s.add(s.mul(vk, idv), half));
     }
-    s.low_bytes(s.or_shl4(q[0], q[2]), s.or_shl4(q[1], q[3]))
+    s.nibbles_min15(&q)
 }
 
 /// Q5_0's codes `MIN(31, (int8_t)(x·id + 16.5f))` of one block, packed.
